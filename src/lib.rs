@@ -1,0 +1,23 @@
+//! ferrocache: a memcached-compatible cache daemon.
+//!
+//! Data flows one way: `server` reads bytes, `protocol` turns them into
+//! commands, `server::execute` runs them against the `store`, and
+//! `protocol::encode` writes the replies, one write per batch.
+//!
+//! - [`config`]: the command line, spelled as memcached's.
+//! - [`protocol`]: parsing and encoding of the text protocol; no store, no sockets.
+//! - [`store`]: the sharded LRU item store; no protocol, no sockets.
+//! - [`server`]: listeners, connections, and `execute`, the glue of the two.
+//! - [`stats`]: the counters behind `stats`.
+
+pub mod config;
+pub mod protocol;
+pub mod server;
+pub mod stats;
+pub mod store;
+
+/// Error type for start-up failures; they end the process with a message.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The version we report in `version` and `stats`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

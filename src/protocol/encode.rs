@@ -1,0 +1,1 @@
+//! Reply encoding. (skeleton)

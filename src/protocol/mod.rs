@@ -1,0 +1,258 @@
+//! The memcached text protocol: bytes in, [`Command`]s out, and the wire
+//! spelling of every error.
+//!
+//! This module knows nothing of the store or of sockets. [`codec::Decoder`]
+//! frames a read buffer into [`Frame`]s; each complete frame borrows the
+//! buffer, so a command is executed before the buffer is advanced and no key
+//! or value is copied until the store needs to keep it.
+//!
+//! Layout: `classic.rs` parses one command line (and its data block) of the
+//! classic commands, `codec.rs` keeps the per-connection framing state
+//! (line limits, swallowing rejected data blocks), `encode.rs` writes replies.
+
+pub mod classic;
+pub mod codec;
+pub mod encode;
+
+use std::fmt;
+
+/// Longest key memcached accepts, in bytes.
+pub const KEY_MAX_LEN: usize = 250;
+
+/// memcached closes a connection that has sent this many bytes without a
+/// newline, unless the line is a `get`/`gets` (`try_read_command_ascii`).
+pub const LINE_MAX_LEN: usize = 2048;
+
+/// Our bound for a `get`/`gets` line, which memcached leaves unbounded: room
+/// for thousands of 250-byte keys, yet a line that never ends is still cut off.
+pub const GET_LINE_MAX_LEN: usize = 4 * 1024 * 1024;
+
+/// memcached splits a command line into at most this many tokens (the command
+/// included); only the retrieval commands re-split the rest of the line.
+pub const MAX_TOKENS: usize = 24;
+
+/// The limits the parser enforces, taken from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `-I`: the largest item, header included, as memcached sizes it.
+    pub item_size_max: usize,
+    /// Whether items carry a CAS value (`-C` turns it off); it changes the
+    /// item header size and so the largest value that fits.
+    pub cas_enabled: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            item_size_max: 1024 * 1024,
+            cas_enabled: true,
+        }
+    }
+}
+
+impl Limits {
+    /// memcached's size of an item as the slab allocator sees it: a 48-byte
+    /// header (+8 with CAS), the key and its NUL, the data and its CRLF, and 4
+    /// bytes for client flags when they are not zero (`item_make_header`).
+    pub fn item_total_size(&self, key_len: usize, value_len: usize, flags: u32) -> usize {
+        let header = if self.cas_enabled { 56 } else { 48 };
+        let flags_len = if flags != 0 { 4 } else { 0 };
+        header + key_len + 1 + value_len + 2 + flags_len
+    }
+
+    /// True when memcached would answer `SERVER_ERROR object too large for cache`.
+    pub fn too_large(&self, key_len: usize, value_len: usize, flags: u32) -> bool {
+        self.item_total_size(key_len, value_len, flags) > self.item_size_max
+    }
+}
+
+/// How a storage command combines the new value with an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    /// `cas`: store only if the item's CAS value still equals the given one.
+    Cas,
+}
+
+/// The keys of a retrieval command (or the arguments of `stats`), kept as the
+/// raw rest of the line so that a get of hundreds of keys allocates nothing.
+/// Tokens are separated by runs of spaces only (a TAB is part of a key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keys<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> Keys<'a> {
+    pub fn new(raw: &'a [u8]) -> Self {
+        Keys { raw }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.raw.split(|&b| b == b' ').filter(|t| !t.is_empty())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+}
+
+/// One complete request of the classic text protocol, borrowing the read
+/// buffer it was parsed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command<'a> {
+    /// `get`/`bget` (`cas: false`) and `gets` (`cas: true`).
+    Get { keys: Keys<'a>, cas: bool },
+    /// `gat` / `gats`: get and set a new exptime.
+    Gat {
+        exptime: i64,
+        keys: Keys<'a>,
+        cas: bool,
+    },
+    /// `set`/`add`/`replace`/`append`/`prepend`/`cas` with its data block.
+    Store {
+        mode: StoreMode,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i64,
+        value: &'a [u8],
+        /// The `cas-unique` argument; 0 for every mode but [`StoreMode::Cas`].
+        cas_unique: u64,
+        noreply: bool,
+    },
+    Delete {
+        key: &'a [u8],
+        noreply: bool,
+    },
+    /// `incr` (`incr: true`) and `decr`.
+    Arith {
+        key: &'a [u8],
+        delta: u64,
+        incr: bool,
+        noreply: bool,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+        noreply: bool,
+    },
+    /// `flush_all [delay]`; a delay of 0 or less flushes now.
+    FlushAll { delay: i64, noreply: bool },
+    Version,
+    Verbosity { noreply: bool },
+    Quit,
+    /// `shutdown [graceful]`. An unknown mode is still a `Shutdown`, because
+    /// memcached refuses the command first when `-A` is off.
+    Shutdown { mode: ShutdownMode },
+    /// `stats [args...]`; the arguments pick the sub-command.
+    Stats { args: Keys<'a> },
+    /// `cache_memlimit <megabytes>`.
+    CacheMemlimit { megabytes: u64, noreply: bool },
+    /// `mn`: the no-op that fences a pipeline.
+    MetaNoop,
+}
+
+/// The argument of `shutdown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShutdownMode {
+    Immediate,
+    Graceful,
+    /// Any other argument: `CLIENT_ERROR invalid shutdown mode` when enabled.
+    Invalid,
+}
+
+/// A request the server must answer with an error line. The connection stays
+/// open; connection-fatal input is [`Frame::Close`] instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// `ERROR`: unknown command, wrong number of tokens, empty line.
+    UnknownCommand,
+    BadCommandLineFormat,
+    BadDataChunk,
+    InvalidExptime,
+    InvalidDelta,
+    NonNumeric,
+    DeleteUsage,
+    StatsDetailUsage,
+    InvalidShutdownMode,
+    ShutdownNotEnabled,
+    FlushDisabled,
+    TooLarge,
+    OutOfMemory,
+    MemlimitTooSmall,
+    MemlimitAdjustFailed,
+    TooManyConnections,
+}
+
+impl ProtocolError {
+    /// The reply line, without its CRLF, exactly as memcached 1.6 words it.
+    /// This is the one place where errors meet their wire spelling.
+    pub fn wire(&self) -> &'static str {
+        use ProtocolError::*;
+        match self {
+            UnknownCommand => "ERROR",
+            BadCommandLineFormat => "CLIENT_ERROR bad command line format",
+            BadDataChunk => "CLIENT_ERROR bad data chunk",
+            InvalidExptime => "CLIENT_ERROR invalid exptime argument",
+            InvalidDelta => "CLIENT_ERROR invalid numeric delta argument",
+            NonNumeric => "CLIENT_ERROR cannot increment or decrement non-numeric value",
+            DeleteUsage => "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]",
+            StatsDetailUsage => "CLIENT_ERROR usage: stats detail on|off|dump",
+            InvalidShutdownMode => "CLIENT_ERROR invalid shutdown mode",
+            ShutdownNotEnabled => "ERROR: shutdown not enabled",
+            FlushDisabled => "CLIENT_ERROR flush_all not allowed",
+            TooLarge => "SERVER_ERROR object too large for cache",
+            OutOfMemory => "SERVER_ERROR out of memory storing object",
+            MemlimitTooSmall => "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
+            MemlimitAdjustFailed => "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes",
+            TooManyConnections => "ERROR Too many open connections",
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.wire())
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// A storage command refused before its data block was read (too large):
+/// the block is swallowed, then this is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub error: ProtocolError,
+    pub noreply: bool,
+    /// For `set` only: memcached unlinks the old item when the new one is
+    /// too large, so a reader never sees a value the client meant to replace.
+    pub unlink_key: Option<bytes::Bytes>,
+    /// Whether the attempt counts in `cmd_set` (every storage command does).
+    pub counts_as_set: bool,
+}
+
+/// One item out of the decoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame<'a> {
+    Command(Command<'a>),
+    /// An error reply; `noreply` hides it as memcached's classic commands do.
+    Error {
+        error: ProtocolError,
+        noreply: bool,
+        /// Storage commands count in `cmd_set` even when they fail
+        /// (a bad data chunk).
+        counts_as_set: bool,
+    },
+    /// The end of a swallowed data block: answer the stored rejection.
+    Rejected(Rejected),
+    /// Input memcached answers by closing the connection without a reply:
+    /// an over-long line, or an HTTP request line.
+    Close,
+}

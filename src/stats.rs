@@ -1,0 +1,1 @@
+//! Counters behind `stats`. (skeleton)
