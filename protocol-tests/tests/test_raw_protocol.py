@@ -291,7 +291,7 @@ def test_stats_core_fields(conn):
         "bytes", "limit_maxbytes", "threads", "evictions",
     ):
         assert name in stats, f"missing stat {name}"
-    assert int(stats["curr_items"]) == 1
+    assert int(stats["curr_items"]) >= 1  # memcached reclaims flushed items lazily
     assert int(stats["get_hits"]) >= 1 and int(stats["get_misses"]) >= 1
     assert abs(int(stats["time"]) - time.time()) < 5
     assert int(stats["limit_maxbytes"]) == 64 * 1024 * 1024
