@@ -11,14 +11,8 @@ import os
 
 import pytest
 
-# Django reads these when pytest-django sets it up, which happens after this
-# module is imported (see pytest_configure in pytest-django).
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "cachesite.settings")
-os.environ.setdefault("CACHE_TTL", "2")
-os.environ.setdefault("UPSTREAM_TIMEOUT", "15")
-
-from support import servers  # noqa: E402
-from support.upstream import UpstreamStub  # noqa: E402
+from support import servers
+from support.upstream import UpstreamStub
 
 
 def pytest_addoption(parser):
