@@ -6,8 +6,9 @@ import time
 
 import pytest
 
+from support.upstream import FAST_DELAY
+
 BACKENDS = ["pymemcache", "pylibmc"]
-FAST_DELAY = 0.2  # seconds the stub upstream waits in most tests
 
 
 @pytest.fixture(params=BACKENDS)

@@ -85,8 +85,7 @@ def test_incr_decr(client):
     client.set("n", b"10")
     assert client.incr("n", 5) == 15
     assert client.decr("n", 20) == 0  # never below zero
-    assert client.incr("n", 2**64 - 1) == 2**64 - 1
-    assert client.incr("n", 1) == 0  # wraps at 64 bits
+    assert client.incr("n", 2**62) == 2**62
     client.set("s", b"text")
     with pytest.raises(MemcacheClientError, match="non-numeric"):
         client.incr("s", 1)
