@@ -168,10 +168,8 @@ fn c_number(input: &[u8]) -> IResult<&[u8], (bool, &[u8])> {
 /// `None` for no number, trailing junk, or a magnitude above `u64::MAX`.
 fn c_magnitude(token: &[u8]) -> Option<(bool, u64)> {
     let (rest, (negative, digits)) = c_number(token).ok()?;
-    if let Some(&b) = rest.first() {
-        if !is_c_space(b) {
-            return None;
-        }
+    if rest.first().is_some_and(|&b| !is_c_space(b)) {
+        return None;
     }
     let mut value: u64 = 0;
     for &d in digits {
@@ -531,4 +529,102 @@ fn shutdown<'a>(t: &Tokens<'a>) -> Parsed<'a> {
         _ => ShutdownMode::Invalid,
     };
     command(Command::Shutdown { mode })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_follow_c_strtoul() {
+        let cases: &[(&[u8], Option<u64>)] = &[
+            (b"0", Some(0)),
+            (b"42", Some(42)),
+            (b"+5", Some(5)),
+            (b"0100", Some(100)),
+            (b"-0", Some(0)),
+            (b"18446744073709551615", Some(u64::MAX)),
+            (b"18446744073709551616", None),
+            (b"-1", None),
+            (b"-18446744073709551615", Some(1)),
+            (b"-9223372036854775808", None),
+            (b"-9223372036854775809", Some(9223372036854775807)),
+            (b"0x10", None),
+            (b"12abc", None),
+            (b"1.5", None),
+            (b"", None),
+            (b"+", None),
+            (b"-", None),
+            (b"abc", None),
+            // C white space before the number and after it is accepted,
+            // and anything after that white space is ignored.
+            (b"\t5", Some(5)),
+            (b"\x0b\x0c\r5", Some(5)),
+            (b"5\t", Some(5)),
+            (b"5\rjunk", Some(5)),
+            (b"\t", None),
+            (b"+-5", None),
+        ];
+        for &(token, want) in cases {
+            assert_eq!(
+                safe_strtoull(token),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(token)
+            );
+        }
+    }
+
+    #[test]
+    fn u32_fields_wrap() {
+        assert_eq!(safe_strtoul(b"4294967295"), Some(u32::MAX));
+        assert_eq!(safe_strtoul(b"4294967296"), Some(0));
+        assert_eq!(safe_strtoul(b"4294967301"), Some(5));
+        assert_eq!(safe_strtoul(b"18446744073709551615"), Some(u32::MAX));
+        assert_eq!(safe_strtoul(b"-1"), None);
+        assert_eq!(safe_strtoul(b"-4294967296"), None);
+    }
+
+    #[test]
+    fn i32_fields_are_read_as_i64_then_cut() {
+        assert_eq!(safe_strtol(b"-1"), Some(-1));
+        assert_eq!(safe_strtol(b"+7"), Some(7));
+        assert_eq!(safe_strtol(b"2147483647"), Some(i32::MAX));
+        assert_eq!(safe_strtol(b"2147483648"), Some(i32::MIN));
+        assert_eq!(safe_strtol(b"4294967297"), Some(1));
+        assert_eq!(safe_strtol(b"99999999999"), Some(99999999999i64 as i32));
+        assert_eq!(safe_strtol(b"9223372036854775807"), Some(-1));
+        assert_eq!(safe_strtol(b"9223372036854775808"), None);
+        assert_eq!(safe_strtol(b"-9223372036854775808"), Some(0));
+        assert_eq!(safe_strtol(b"-9223372036854775809"), None);
+        assert_eq!(safe_strtol(b"1e3"), None);
+    }
+
+    #[test]
+    fn tokenizer_caps_at_23_words() {
+        let t = Tokens::new(b"  a  b c ");
+        assert_eq!(t.count(), 4);
+        assert_eq!(
+            (t.get(0), t.get(1), t.get(2), t.get(3)),
+            (&b"a"[..], &b"b"[..], &b"c"[..], &b""[..])
+        );
+        assert_eq!(t.after(0), b"  b c ");
+        assert_eq!(t.last(), b"c");
+
+        let line: Vec<u8> = (0..30)
+            .map(|i| format!("w{i} "))
+            .collect::<String>()
+            .into_bytes();
+        let t = Tokens::new(&line);
+        assert_eq!(t.count(), MAX_TOKENS);
+        assert_eq!(t.last(), b"w22");
+        assert_eq!(t.after(22), b" w23 w24 w25 w26 w27 w28 w29 ");
+
+        let t = Tokens::new(b"");
+        assert_eq!(t.count(), 1);
+        assert_eq!(t.last(), b"");
+        assert_eq!(t.after(0), b"");
+        // TAB is not a separator.
+        assert_eq!(Tokens::new(b"set\tk 1").count(), 3);
+    }
 }
