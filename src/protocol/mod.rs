@@ -109,7 +109,10 @@ impl<'a> Keys<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command<'a> {
     /// `get`/`bget` (`cas: false`) and `gets` (`cas: true`).
-    Get { keys: Keys<'a>, cas: bool },
+    Get {
+        keys: Keys<'a>,
+        cas: bool,
+    },
     /// `gat` / `gats`: get and set a new exptime.
     Gat {
         exptime: i64,
@@ -144,17 +147,29 @@ pub enum Command<'a> {
         noreply: bool,
     },
     /// `flush_all [delay]`; a delay of 0 or less flushes now.
-    FlushAll { delay: i64, noreply: bool },
+    FlushAll {
+        delay: i64,
+        noreply: bool,
+    },
     Version,
-    Verbosity { noreply: bool },
+    Verbosity {
+        noreply: bool,
+    },
     Quit,
     /// `shutdown [graceful]`. An unknown mode is still a `Shutdown`, because
     /// memcached refuses the command first when `-A` is off.
-    Shutdown { mode: ShutdownMode },
+    Shutdown {
+        mode: ShutdownMode,
+    },
     /// `stats [args...]`; the arguments pick the sub-command.
-    Stats { args: Keys<'a> },
+    Stats {
+        args: Keys<'a>,
+    },
     /// `cache_memlimit <megabytes>`.
-    CacheMemlimit { megabytes: u64, noreply: bool },
+    CacheMemlimit {
+        megabytes: u64,
+        noreply: bool,
+    },
     /// `mn`: the no-op that fences a pipeline.
     MetaNoop,
 }
@@ -234,7 +249,8 @@ pub struct Rejected {
     /// For `set` only: memcached unlinks the old item when the new one is
     /// too large, so a reader never sees a value the client meant to replace.
     pub unlink_key: Option<bytes::Bytes>,
-    /// Whether the attempt counts in `cmd_set` (every storage command does).
+    /// Whether the attempt counts in `cmd_set`. memcached 1.6.18 does not
+    /// count a too-large store there (only in `store_too_large`).
     pub counts_as_set: bool,
 }
 
