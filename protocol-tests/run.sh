@@ -15,20 +15,9 @@ exec </dev/null
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
-venv="$here/.venv"
-python="${PYTHON:-python3}"
 
-# --- the virtualenv, rebuilt when requirements.txt changes ------------------
-stamp="$venv/.requirements.sha256"
-want="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
-if [[ ! -x "$venv/bin/python" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    echo "run.sh: installing $here/requirements.txt into $venv" >&2
-    rm -rf "$venv"
-    "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        -r "$here/requirements.txt"
-    echo "$want" >"$stamp"
-fi
+# shellcheck source=scripts/ensure-venv.sh
+source "$here/scripts/ensure-venv.sh"
 
 # --- which servers are wanted ------------------------------------------------
 target="${PROTOCOL_TARGET:-ferrocache}"
