@@ -42,7 +42,7 @@ def test_text_protocol_on_the_wire(proxy):
     assert c.get("wire") == "v"
     c.disconnect_all()
     sent = proxy.wait_for(b"get wire\r\n")
-    assert re.search(rb"^set wire \d+ 0 1\r\nv\r\nget wire\r\n$", sent), sent
+    assert re.match(rb"set wire \d+ 0 1\r\nv\r\nget wire\r\n", sent), sent
 
 
 def test_set_get_delete(mc):

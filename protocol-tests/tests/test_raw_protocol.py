@@ -182,6 +182,14 @@ TRANSCRIPTS = {
         (b"touch " + b"k" * 251 + b" 1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
         (b"version\r\n", Like(rb"VERSION \S+\r\n")),
     ],
+    "gat-gats": [
+        (b"set k 4 0 2\r\nhi\r\n", b"STORED\r\n"),
+        (b"gat 100 k nope\r\n", b"VALUE k 4 2\r\nhi\r\nEND\r\n"),
+        (b"gats 100 k\r\n", Like(rb"VALUE k 4 2 \d+\r\nhi\r\nEND\r\n", b"END\r\n")),
+        (b"gat 100 nope\r\n", b"END\r\n"),
+        (b"gat -1 k\r\n", b"VALUE k 4 2\r\nhi\r\nEND\r\n"),
+        (b"get k\r\n", b"END\r\n"),
+    ],
     "pipelined": [
         (
             b"set a 0 0 1\r\n1\r\nset b 0 0 1\r\n2\r\nget a b\r\nincr a 9\r\ndelete b\r\nget a b\r\n",
@@ -311,6 +319,23 @@ def test_stats_core_fields(conn):
     assert int(stats["get_hits"]) >= 1 and int(stats["get_misses"]) >= 1
     assert abs(int(stats["time"]) - time.time()) < 5
     assert int(stats["limit_maxbytes"]) == 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize("group", ["settings", "items", "slabs", "sizes", "conns"])
+def test_stats_groups(conn, group):
+    """The stats groups monitoring tools (and memcstat's arguments) ask for."""
+    run_transcript(conn, [(b"set k 0 0 1\r\nx\r\n", b"STORED\r\n")])
+    conn.send(b"stats %s\r\n" % group.encode())
+    reply = conn.read_line()
+    assert reply.startswith(b"STAT "), reply
+    reply += conn.read_until(b"END\r\n")
+    assert re.fullmatch(rb"(STAT \S+ [^\r\n]*\r\n)+END\r\n", reply), reply[:300]
+
+
+def test_stats_reset(conn):
+    run_transcript(conn, [(b"get nope\r\n", b"END\r\n"), (b"stats reset\r\n", b"RESET\r\n")])
+    conn.send(b"stats\r\n")
+    assert b"\r\nSTAT get_misses 0\r\n" in conn.read_until(b"END\r\n")
 
 
 class TestMemcachedQuirks:
