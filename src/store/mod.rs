@@ -85,5 +85,3 @@ pub struct StoreStats {
     pub expired_unfetched: u64,
     pub evicted_unfetched: u64,
 }
-mod stub;
-pub use stub::Store;
