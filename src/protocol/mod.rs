@@ -10,6 +10,7 @@
 //! classic commands, `codec.rs` keeps the per-connection framing state
 //! (line limits, swallowing rejected data blocks), `encode.rs` writes replies.
 
+pub mod base64;
 pub mod classic;
 pub mod codec;
 pub mod encode;
