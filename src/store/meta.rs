@@ -264,7 +264,8 @@ impl Shard {
             let old = self.commit(hash, Some(i), item, deadline, ctx)?;
             return Ok((StoreResult::Stored, old));
         }
-        if compare > cur {
+        // memcached 1.6.18 treats C0 as no CAS to invalidate with.
+        if compare > cur || compare == 0 {
             return Ok((StoreResult::Exists, None));
         }
         let old_deadline = self.entry(i).deadline;
@@ -280,13 +281,17 @@ impl Shard {
 
     /// Replaces the version `old` with `new` as an in-place change would:
     /// the slot keeps its last access and fetched bit, then `f` adjusts it.
-    /// `None` if the item changed meanwhile.
+    /// Unless `new_item`, it is not counted in `total_items` (memcached
+    /// rewrites such an item rather than linking a new one). False if the
+    /// item changed meanwhile.
+    #[allow(clippy::too_many_arguments)]
     fn swap_in_place(
         &mut self,
         key: &[u8],
         hash: u64,
         old: &Bytes,
         new: &mut Option<Bytes>,
+        new_item: bool,
         ctx: &Ctx,
         f: impl FnOnce(&mut Entry),
     ) -> Result<(bool, Option<Bytes>), Full> {
@@ -302,6 +307,9 @@ impl Shard {
         let e = self.entry(i);
         let (deadline, time, bits) = (e.deadline, e.time, e.links.flags());
         let garbage = self.commit(hash, Some(i), new, deadline, ctx)?;
+        if !new_item {
+            self.counters.total_items -= 1;
+        }
         let e = self.entry_mut(i);
         e.time = time;
         e.links.set(bits & (FETCHED | ACTIVE | STALE | WIN));
@@ -523,7 +531,7 @@ impl Store {
             );
             let mut built = Some(built);
             let swapped = self.with_room(si, now, |shard, ctx| {
-                shard.swap_in_place(key, hash, &old, &mut built, ctx, |e| {
+                shard.swap_in_place(key, hash, &old, &mut built, false, ctx, |e| {
                     if let Some(d) = new_ttl {
                         e.deadline = d;
                     }
@@ -583,7 +591,9 @@ impl Store {
             let mut built = Some(built);
             let mut ttl_at_read = 0;
             let swapped = self.with_room(si, now, |shard, ctx| {
-                shard.swap_in_place(key, hash, &old, &mut built, ctx, |e| {
+                // memcached rewrites the number in place when it fits.
+                let grew = ndigits > old_value.len();
+                shard.swap_in_place(key, hash, &old, &mut built, grew, ctx, |e| {
                     ttl_at_read = run_steps(e, req.steps, false).0;
                 })
             });
