@@ -234,9 +234,7 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             }
         }
         Command::MetaNoop => encode::reply(out, Reply::MetaNoop),
-        // TODO(meta): execute once the store keeps the meta item state; until
-        // then a well-formed meta command is answered as before its parser.
-        Command::Meta(_) => encode::error(out, ProtocolError::UnknownCommand),
+        Command::Meta(cmd) => super::meta_execute::execute(cmd, cx, out),
     }
     Flow::Continue
 }
