@@ -33,7 +33,7 @@ use super::{Command, Frame, KEY_MAX_LEN, ProtocolError, StoreMode};
 const MAX_TOKENS: usize = 20;
 
 /// The longest `O` token, the `O` included (`MFLAG_MAX_OPAQUE_LENGTH`).
-pub const OPAQUE_MAX_LEN: usize = 32;
+const OPAQUE_MAX_LEN: usize = 32;
 
 /// What a meta command does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,18 +220,16 @@ pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
     let first_flag = if is_set { 3 } else { 2 };
     let raw = t.after(first_flag - 1);
     match op {
+        // `M` is accepted by `mg` and means nothing there.
         MetaOp::Get => match scan_flags(t, first_flag, raw) {
-            Ok((flags, mode, binary)) => {
-                let _ = mode; // `M` is accepted by `mg` and means nothing there.
-                command(op, key, binary, flags)
-            }
+            Ok((flags, _mode, binary)) => command(op, key, binary, flags),
             Err(e) => error(e),
         },
         MetaOp::Set { .. } => set(t, key, raw),
         MetaOp::Delete => match scan_flags(t, first_flag, raw) {
             Ok((flags, _, binary)) => {
                 // md checks the opaque before it looks the key up.
-                if opaque_too_long(&flags) {
+                if long_opaque(&flags).is_some() {
                     return error(ProtocolError::OpaqueTooLong);
                 }
                 command(op, key, binary, flags)
@@ -264,11 +262,13 @@ fn command<'a>(op: MetaOp, key: &'a [u8], binary: bool, flags: MetaFlags<'a>) ->
     })))
 }
 
-/// True if an `O` token is longer than memcached accepts.
-pub fn opaque_too_long(flags: &MetaFlags<'_>) -> bool {
+/// The position among the flag tokens of the first `O` token longer than
+/// memcached accepts. `mg` and `ma` refuse it only when they reach it, after
+/// the flags before it took effect.
+pub fn long_opaque(flags: &MetaFlags<'_>) -> Option<usize> {
     flags
         .tokens()
-        .any(|t| t[0] == b'O' && t.len() > OPAQUE_MAX_LEN)
+        .position(|t| t[0] == b'O' && t.len() > OPAQUE_MAX_LEN)
 }
 
 /// `ms <key> <datalen> <flag>*`: once the data length is read, every later
@@ -308,7 +308,7 @@ fn set<'a>(t: &Tokens<'a>, key: &'a [u8], raw: &'a [u8]) -> Parsed<'a> {
         Some(b'R') => StoreMode::Replace,
         Some(_) => return refuse(ProtocolError::InvalidSetMode),
     };
-    if opaque_too_long(&flags) {
+    if long_opaque(&flags).is_some() {
         return refuse(ProtocolError::OpaqueTooLong);
     }
     Parsed::MetaSet(MetaSetHeader {
@@ -634,7 +634,7 @@ mod tests {
         assert!(meta(&ok31).flags.has(b'O'));
         // mg refuses a long opaque only where memcached writes it out.
         let long = format!("mg k O{}\r\n", "x".repeat(32));
-        assert!(opaque_too_long(&meta(&long).flags));
+        assert_eq!(long_opaque(&meta(&long).flags), Some(0));
     }
 
     #[test]
@@ -687,7 +687,7 @@ mod tests {
         );
         // ma's long opaque is checked after the delta is applied.
         let long = format!("ma k O{}\r\n", "x".repeat(40));
-        assert!(opaque_too_long(&meta(&long).flags));
+        assert_eq!(long_opaque(&meta(&long).flags), Some(0));
     }
 
     #[test]

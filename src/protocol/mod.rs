@@ -226,6 +226,8 @@ pub enum ProtocolError {
     InvalidArithMode,
     InvalidInitial,
     InvalidDeltaValue,
+    /// `ma` could not get memory (worded apart from the storage commands').
+    ArithOutOfMemory,
 }
 
 impl ProtocolError {
@@ -263,6 +265,7 @@ impl ProtocolError {
             InvalidArithMode => "CLIENT_ERROR invalid mode for ma M token",
             InvalidInitial => "CLIENT_ERROR invalid numeric initial value",
             InvalidDeltaValue => "CLIENT_ERROR invalid numeric delta value",
+            ArithOutOfMemory => "SERVER_ERROR out of memory",
         }
     }
 }

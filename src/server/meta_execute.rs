@@ -10,13 +10,10 @@ use bytes::{BufMut, BytesMut};
 
 use super::execute::Context;
 use crate::protocol::encode;
-use crate::protocol::meta::{KeyBuf, MetaCommand, MetaFlags, MetaOp, OPAQUE_MAX_LEN};
+use crate::protocol::meta::{KeyBuf, MetaCommand, MetaFlags, MetaOp, long_opaque};
 use crate::protocol::{KEY_MAX_LEN, ProtocolError, StoreMode, base64};
 use crate::store::meta::{Arith, ArithRequest, Delete, Get, GetRequest, SetRequest, Step};
 use crate::store::{Lookup, StoreResult};
-
-/// memcached's reply when `ma` cannot get memory.
-const ARITH_OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory\r\n";
 
 /// Runs one meta command.
 pub fn execute(cmd: MetaCommand<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
@@ -29,14 +26,6 @@ pub fn execute(cmd: MetaCommand<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
         MetaOp::Arith { incr } => arith(&cmd, incr, key, cx, out),
         MetaOp::Debug => debug(key, cx, out),
     }
-}
-
-/// The index of the first `O` token memcached refuses as too long: it stops
-/// there, after the flags before it have taken effect.
-fn bad_opaque(flags: &MetaFlags<'_>) -> Option<usize> {
-    flags
-        .tokens()
-        .position(|t| t[0] == b'O' && t.len() > OPAQUE_MAX_LEN)
 }
 
 /// The order-dependent flags of `mg`/`ma` before token `end`, as store steps.
@@ -104,7 +93,7 @@ fn short_line(out: &mut BytesMut, code: &[u8], flags: &MetaFlags<'_>, key: &[u8]
 
 fn get(cmd: &MetaCommand<'_>, key: &[u8], cx: &mut Context<'_>, out: &mut BytesMut) {
     let flags = &cmd.flags;
-    let bad = bad_opaque(flags);
+    let bad = long_opaque(flags);
     let (steps, nsteps) = steps(flags, bad.unwrap_or(usize::MAX), cx);
     let req = GetRequest {
         key_binary: cmd.key.is_binary(),
@@ -294,7 +283,7 @@ fn delete(cmd: &MetaCommand<'_>, key: &[u8], cx: &mut Context<'_>, out: &mut Byt
 
 fn arith(cmd: &MetaCommand<'_>, incr: bool, key: &[u8], cx: &mut Context<'_>, out: &mut BytesMut) {
     let flags = &cmd.flags;
-    let bad = bad_opaque(flags);
+    let bad = long_opaque(flags);
     let (steps, nsteps) = steps(flags, bad.unwrap_or(usize::MAX), cx);
     let req = ArithRequest {
         key_binary: cmd.key.is_binary(),
@@ -365,7 +354,7 @@ fn arith(cmd: &MetaCommand<'_>, incr: bool, key: &[u8], cx: &mut Context<'_>, ou
             return;
         }
         Arith::OutOfMemory => {
-            out.put_slice(ARITH_OUT_OF_MEMORY);
+            encode::error(out, ProtocolError::ArithOutOfMemory);
             return;
         }
     };

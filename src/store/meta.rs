@@ -74,7 +74,7 @@ pub struct GetHit {
 /// The outcome of an `mg`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Get {
-    Hit(Box<GetHit>),
+    Hit(GetHit),
     /// No live item: `Miss`, `Expired` or `Flushed`, for the counters.
     Miss(Lookup),
 }
@@ -240,7 +240,7 @@ impl Shard {
             stale: stale && req.complete,
             won,
         };
-        Ok((Get::Hit(Box::new(hit)), garbage))
+        Ok((Get::Hit(hit), garbage))
     }
 
     /// A CAS store with `I`: a CAS older than the item's still stores, as a
@@ -368,11 +368,8 @@ impl Store {
         if memory::item_cost(fresh.as_ref().map_or(0, Bytes::len)) > self.memory.limit() {
             fresh = None;
         }
+        // A retry after a failed insert still holds `fresh`.
         self.with_room(si, now, |shard, ctx| {
-            // Once the item is stored, a retry must not create it again.
-            if fresh.is_none() {
-                return shard.meta_get(key, hash, req, &mut None, ctx);
-            }
             shard.meta_get(key, hash, req, &mut fresh, ctx)
         })
         .unwrap_or(Get::Miss(Lookup::Miss))
@@ -709,7 +706,7 @@ mod tests {
             complete: true,
         };
         match s.meta_get(key, &req, s.clock().now()) {
-            Get::Hit(hit) => Some(*hit),
+            Get::Hit(hit) => Some(hit),
             Get::Miss(_) => None,
         }
     }
