@@ -33,9 +33,9 @@ pub const UPDATE_INTERVAL: u32 = 60;
 pub const FETCHED: u8 = 1;
 /// Read since it was last bumped: spared once by eviction.
 pub const ACTIVE: u8 = 2;
-/// Reserved for the meta protocol: marked stale by an invalidating delete.
+/// Meta protocol: marked stale by an invalidating `md` or `ms` (`X`).
 pub const STALE: u8 = 4;
-/// Reserved for the meta protocol: a win token has been handed out.
+/// Meta protocol: the recache token has been handed out (`W`, then `Z`).
 pub const WIN: u8 = 8;
 
 /// How many items from the tail eviction inspects for a dead one first.
