@@ -234,6 +234,7 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             }
         }
         Command::MetaNoop => encode::reply(out, Reply::MetaNoop),
+        Command::Meta(cmd) => super::meta_execute::execute(cmd, cx, out),
     }
     Flow::Continue
 }

@@ -13,6 +13,7 @@
 mod connection;
 pub mod execute;
 mod listener;
+mod meta_execute;
 mod stats_reply;
 
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,8 @@
 //! Layout: [`Store`] (here) hashes a key to one of many shards, each behind
 //! its own mutex (`shard.rs`: index, slab of slots, LRU); `lru.rs` is the
 //! intrusive list, `item.rs` the encoding of one item in one allocation,
-//! `memory.rs` what an item costs and the shared budget.
+//! `memory.rs` what an item costs and the shared budget, `meta.rs` what the
+//! meta commands add (item state, recache tokens, invalidation).
 //!
 //! Concurrency: a request locks one shard, briefly. Items are built (the
 //! only allocation and copy of a value) before the lock is taken; a hit
@@ -21,6 +22,7 @@ pub mod clock;
 mod item;
 mod lru;
 mod memory;
+pub mod meta;
 mod shard;
 
 use std::hash::BuildHasher;

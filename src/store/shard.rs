@@ -33,9 +33,9 @@ pub const UPDATE_INTERVAL: u32 = 60;
 pub const FETCHED: u8 = 1;
 /// Read since it was last bumped: spared once by eviction.
 pub const ACTIVE: u8 = 2;
-/// Reserved for the meta protocol: marked stale by an invalidating delete.
+/// Meta protocol: marked stale by an invalidating `md` or `ms` (`X`).
 pub const STALE: u8 = 4;
-/// Reserved for the meta protocol: a win token has been handed out.
+/// Meta protocol: the recache token has been handed out (`W`, then `Z`).
 pub const WIN: u8 = 8;
 
 /// How many items from the tail eviction inspects for a dead one first.
@@ -82,11 +82,11 @@ fn table_hash(hash: u64) -> u64 {
 pub struct Entry {
     item: Option<Bytes>,
     /// Relative seconds, 0 for never.
-    deadline: u32,
+    pub(super) deadline: u32,
     /// Last store or bump (memcached's `it->time`): LRU age, flush check,
     /// and the meta protocol's last access.
-    time: u32,
-    links: Links,
+    pub(super) time: u32,
+    pub(super) links: Links,
 }
 
 impl Entry {
@@ -133,7 +133,7 @@ pub enum Full {
 }
 
 /// An item looked up by key.
-enum Find {
+pub(super) enum Find {
     Live(u32),
     /// It was there but dead; it has been removed. `Lookup` says why.
     Dead(Lookup, Bytes),
@@ -197,15 +197,15 @@ impl Shard {
         self.len == 0
     }
 
-    fn entry(&self, i: u32) -> &Entry {
+    pub(super) fn entry(&self, i: u32) -> &Entry {
         &self.slots.0[i as usize]
     }
 
-    fn entry_mut(&mut self, i: u32) -> &mut Entry {
+    pub(super) fn entry_mut(&mut self, i: u32) -> &mut Entry {
         &mut self.slots.0[i as usize]
     }
 
-    fn item(&self, i: u32) -> &Bytes {
+    pub(super) fn item(&self, i: u32) -> &Bytes {
         self.entry(i)
             .item
             .as_ref()
@@ -225,7 +225,7 @@ impl Shard {
     }
 
     /// Finds a key, removing it if it has expired or been flushed.
-    fn find_live(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> Find {
+    pub(super) fn find_live(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> Find {
         let Some(i) = self.find(key, hash) else {
             return Find::Missing;
         };
@@ -256,7 +256,7 @@ impl Shard {
     }
 
     /// Takes an item out of the index, the LRU and the budget.
-    fn remove(&mut self, i: u32, hash: u64, ctx: &Ctx) -> Bytes {
+    pub(super) fn remove(&mut self, i: u32, hash: u64, ctx: &Ctx) -> Bytes {
         match self.index.find_entry(table_hash(hash), |&s| s == i) {
             Ok(found) => {
                 found.remove();
@@ -302,8 +302,13 @@ impl Shard {
         (slots.len() - 1) as u32
     }
 
+    /// The most recently stored or bumped slot.
+    pub(super) fn newest(&self) -> Option<u32> {
+        self.lru.head()
+    }
+
     /// A hit: fetched, and bumped or marked active.
-    fn hit(&mut self, i: u32, now: u32) {
+    pub(super) fn hit(&mut self, i: u32, now: u32) {
         let e = self.entry_mut(i);
         e.links.set(FETCHED);
         if now >= e.time.saturating_add(UPDATE_INTERVAL) {
@@ -315,7 +320,7 @@ impl Shard {
         }
     }
 
-    fn value(&self, i: u32) -> Value {
+    pub(super) fn value(&self, i: u32) -> Value {
         let it = self.item(i);
         let h = item::header(it);
         Value {
@@ -456,7 +461,7 @@ impl Shard {
 
     /// Stores `item` at slot `at` (replacing that item) or in a new slot,
     /// at the head of the LRU, after making room for it.
-    fn commit(
+    pub(super) fn commit(
         &mut self,
         hash: u64,
         at: Option<u32>,
