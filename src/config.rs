@@ -376,6 +376,7 @@ impl Cli {
                 evictions: !self.disable_evictions,
                 cas_enabled,
                 shards: shard_count(threads),
+                item_size_max,
             },
             warnings,
         })

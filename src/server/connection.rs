@@ -129,6 +129,9 @@ where
             }
         }
 
+        if flow == Flow::Abort {
+            wbuf.clear();
+        }
         if write(&mut stream, &mut wbuf, &mut local).await.is_err() {
             break "write error";
         }
@@ -142,6 +145,7 @@ where
         match flow {
             Flow::Continue => {}
             Flow::Close => break "closed by request",
+            Flow::Abort => break "input memcached refuses",
             Flow::Shutdown { graceful } => {
                 tracing::info!(graceful, "shutdown requested by a client");
                 shared.shutdown.cancel();

@@ -17,8 +17,12 @@ use crate::store::{ArithResult, Lookup, StoreResult};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
-    /// Send what is buffered, then close (`quit`, or input memcached drops).
+    /// Send what is buffered, then close (`quit`).
     Close,
+    /// Close without sending the replies still buffered: memcached drops the
+    /// connection, and the replies it owed for the same read, on an over-long
+    /// line or an HTTP request line.
+    Abort,
     /// Close, and stop the server (`shutdown` with `-A`).
     Shutdown {
         graceful: bool,
@@ -54,7 +58,7 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
             rejected(r, cx, out);
             Flow::Continue
         }
-        Frame::Close => Flow::Close,
+        Frame::Close => Flow::Abort,
     }
 }
 

@@ -432,7 +432,7 @@ impl Store {
     }
 
     /// `ms` in append/prepend mode: a non-zero `C` must match the item.
-    fn meta_concat(&self, req: &SetRequest<'_>, hash: u64, now: u32) -> (StoreResult, u64) {
+    pub(super) fn meta_concat(&self, req: &SetRequest<'_>, hash: u64, now: u32) -> (StoreResult, u64) {
         let si = self.shard_of(hash);
         let append = req.mode == StoreMode::Append;
         for _ in 0..MAX_WRITE_ATTEMPTS {
@@ -449,6 +449,13 @@ impl Store {
                 return (StoreResult::Exists, 0);
             }
             let old_value = &old[h.value_start..];
+            let limits = crate::protocol::Limits {
+                item_size_max: self.config().item_size_max,
+                cas_enabled: self.config().cas_enabled,
+            };
+            if limits.too_large(req.key.len(), old_value.len() + req.value.len(), h.flags) {
+                return (StoreResult::NotStored, 0);
+            }
             let cas = self.next_cas(si);
             let built = item::build_keyed(
                 req.key,
@@ -692,6 +699,7 @@ mod tests {
                 evictions: true,
                 cas_enabled: true,
                 shards: 4,
+                item_size_max: 1024 * 1024,
             },
             Clock::manual(1_700_000_000),
         )

@@ -48,6 +48,10 @@ pub struct StoreConfig {
     pub cas_enabled: bool,
     /// A power of two.
     pub shards: usize,
+    /// `-I`: an append or prepend whose result would be larger is refused
+    /// (`NOT_STORED`), as memcached refuses it. Sized as memcached sizes
+    /// items, see [`crate::protocol::Limits::too_large`].
+    pub item_size_max: usize,
 }
 
 /// An item as a read returns it. `data` shares the stored allocation, so
@@ -302,36 +306,21 @@ impl Store {
     /// append / prepend: read the current version, build the joined item
     /// outside the lock, and store it only if that version is still current.
     fn concat(&self, append: bool, key: &[u8], hash: u64, value: &[u8], now: u32) -> StoreResult {
-        let si = self.shard_of(hash);
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            let ctx = self.ctx(now);
-            let (old, garbage) = self.lock(si).snapshot(key, hash, &ctx);
-            drop(garbage);
-            let Some(old) = old else {
-                return StoreResult::NotStored;
-            };
-            let h = item::header(&old);
-            let old_value = &old[h.value_start..];
-            let len = old_value.len() + value.len();
-            let built = item::build(key, h.flags, self.next_cas(si), len, |d| {
-                let (first, second) = if append {
-                    (old_value, value)
-                } else {
-                    (value, old_value)
-                };
-                d[..first.len()].copy_from_slice(first);
-                d[first.len()..].copy_from_slice(second);
-            });
-            if memory::item_cost(built.len()) > self.memory.limit() {
-                return StoreResult::OutOfMemory;
-            }
-            match self.swap(si, key, hash, &old, built, now) {
-                Ok(true) => return StoreResult::Stored,
-                Ok(false) => continue,
-                Err(()) => return StoreResult::OutOfMemory,
-            }
-        }
-        StoreResult::OutOfMemory
+        let req = meta::SetRequest {
+            mode: if append {
+                StoreMode::Append
+            } else {
+                StoreMode::Prepend
+            },
+            key,
+            key_binary: false,
+            flags: 0,
+            deadline: 0,
+            value,
+            compare_cas: None,
+            invalidate: false,
+        };
+        self.meta_concat(&req, hash, now).0
     }
 
     /// Stores `new` in place of the version `old`: Ok(false) if that version
@@ -558,6 +547,7 @@ mod tests {
                 evictions,
                 cas_enabled: cas,
                 shards,
+                item_size_max: 1024 * 1024,
             },
             Clock::manual(UNIX),
         )
@@ -699,6 +689,41 @@ mod tests {
             StoreResult::Stored
         );
         assert_eq!(value(&s, "j", now).unwrap(), format!("x{long}"));
+        check(&s);
+    }
+
+    #[test]
+    fn append_whose_result_is_over_the_item_size_limit_is_not_stored() {
+        // memcached -I 2k: 1500 + 1000 bytes no longer fit, NOT_STORED, old value kept.
+        let s = Store::new(
+            StoreConfig {
+                memory_limit: 64 * MB,
+                evictions: true,
+                cas_enabled: true,
+                shards: 4,
+                item_size_max: 2048,
+            },
+            Clock::manual(UNIX),
+        );
+        let old = "a".repeat(1500);
+        assert_eq!(set(&s, "k", &old, 2), StoreResult::Stored);
+        for mode in [Append, Prepend] {
+            assert_eq!(
+                s.store(mode, b"k", 0, 0, &[b'b'; 1000], 0, 2),
+                StoreResult::NotStored
+            );
+        }
+        assert_eq!(value(&s, "k", 2).unwrap(), old);
+        // The largest value that fits: 2048 - (56 + 1 + 1 + 2) bytes in all.
+        let fits = 2048 - 60 - 1500;
+        assert_eq!(
+            s.store(Append, b"k", 0, 0, &vec![b'b'; fits], 0, 2),
+            StoreResult::Stored
+        );
+        assert_eq!(
+            s.store(Append, b"k", 0, 0, b"b", 0, 2),
+            StoreResult::NotStored
+        );
         check(&s);
     }
 
