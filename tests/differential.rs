@@ -39,6 +39,7 @@ macro_rules! corpus_tests {
 
 corpus_tests! {
     corpus_framing => "framing.txt",
+    corpus_storage => "storage.txt",
 }
 
 fn subject() -> ServerSpec {

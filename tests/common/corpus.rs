@@ -82,6 +82,17 @@ pub enum Piece {
     Cas(usize),
 }
 
+impl Piece {
+    /// Whether the bytes depend on a repeat index.
+    fn varies(&self) -> bool {
+        match self {
+            Piece::Lit(_) | Piece::Cas(_) => false,
+            Piece::Index => true,
+            Piece::Repeat(_, inner) => inner.iter().any(Piece::varies),
+        }
+    }
+}
+
 impl Payload {
     /// The bytes, with `\$N` taken from `cas` (1-based). An unknown cas
     /// value is sent as `0`.
@@ -96,6 +107,12 @@ fn expand_into(pieces: &[Piece], cas: &[u64], index: &mut Vec<usize>, out: &mut 
     for piece in pieces {
         match piece {
             Piece::Lit(b) => out.extend_from_slice(b),
+            Piece::Repeat(n, inner) if !inner.iter().any(Piece::varies) => {
+                // Megabyte payloads: expand the text once, then copy it.
+                let mut once = Vec::new();
+                expand_into(inner, cas, index, &mut once);
+                out.extend_from_slice(&once.repeat(*n));
+            }
             Piece::Repeat(n, inner) => {
                 for i in 0..*n {
                     index.push(i);
