@@ -26,6 +26,10 @@
 //! - `@bytewise`: send every byte of the session in its own write.
 //! - `@stats-compare NAME...` / `@stats-ignore NAME...`: compare the values
 //!   of more `STAT` lines, or fewer, than the default set (see normalise.rs).
+//! - `@reference-varies`: memcached itself answers this session in more than
+//!   one way (a race between its threads; say which in a comment). On a
+//!   difference both servers run it again a few times, and it passes if an
+//!   answer of the subject is one of the reference's.
 //!
 //! Escapes in `>`/`+` lines: `\r \n \t \0 \\ \{ \}`, `\s` (a space, for
 //! trailing ones), `\xNN`, `\*N{TEXT}` (TEXT repeated N times; TEXT may hold
@@ -55,6 +59,7 @@ pub struct Session {
     pub line: usize,
     pub flags: Vec<String>,
     pub bytewise: bool,
+    pub reference_varies: bool,
     pub stats_compare: Vec<String>,
     pub stats_ignore: Vec<String>,
     pub steps: Vec<Step>,
@@ -185,6 +190,7 @@ pub fn parse(path: &Path, text: &[u8]) -> Result<Corpus, ParseError> {
                 line: lineno,
                 flags: Vec::new(),
                 bytewise: false,
+                reference_varies: false,
                 stats_compare: Vec::new(),
                 stats_ignore: Vec::new(),
                 steps: Vec::new(),
@@ -223,6 +229,7 @@ pub fn parse(path: &Path, text: &[u8]) -> Result<Corpus, ParseError> {
                     session.flags.extend(args);
                 }
                 "bytewise" => session.bytewise = true,
+                "reference-varies" => session.reference_varies = true,
                 "stats-compare" => session.stats_compare.extend(args),
                 "stats-ignore" => session.stats_ignore.extend(args),
                 "sync" => session.steps.push(no_args(Step::Sync)?),

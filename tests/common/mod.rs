@@ -96,13 +96,69 @@ fn ports_in_use() -> &'static Mutex<HashSet<u16>> {
     PORTS.get_or_init(|| Mutex::new(HashSet::new()))
 }
 
-/// A port that was free a moment ago: bind port 0, read it, drop the listener.
+/// Ports that any TCP socket on this machine uses (any state, either end),
+/// read once per process. A port still in TIME_WAIT from an earlier test
+/// run can make a new connection to it fail, so those are avoided too.
+/// Reading the table is slow, hence once; later sockets are our own and
+/// [`ports_in_use`] keeps us from reusing their ports.
+fn ports_seen_at_start() -> &'static HashSet<u16> {
+    static SEEN: OnceLock<HashSet<u16>> = OnceLock::new();
+    SEEN.get_or_init(|| {
+        let mut seen = HashSet::new();
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            let Ok(text) = std::fs::read_to_string(table) else {
+                continue;
+            };
+            for line in text.lines().skip(1) {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                for addr in fields.iter().skip(1).take(2) {
+                    if let Some(port) = addr
+                        .rsplit_once(':')
+                        .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                    {
+                        seen.insert(port);
+                    }
+                }
+            }
+        }
+        seen
+    })
+}
+
+/// A port that is free now, for a server to bind.
+///
+/// Chosen below the kernel's ephemeral range: ports from that range are
+/// also given to the client side of every connection the tests open, so a
+/// server could find its port taken by a test's own client socket.
 pub fn free_port() -> u16 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ (u64::from(std::process::id()) << 32)
+    });
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = ephemeral_low.clamp(12000, 49152);
+    let low = high - 10000;
     loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local_addr").port();
-        drop(listener);
-        if ports_in_use().lock().unwrap().insert(port) {
+        // A small mixing function over a counter: spreads the ports so that
+        // test processes started at the same time rarely try the same ones.
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut x = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        x ^= x >> 31;
+        x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x ^= x >> 29;
+        let port = low + (x % u64::from(high - low)) as u16;
+        if ports_seen_at_start().contains(&port) || !ports_in_use().lock().unwrap().insert(port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
@@ -203,13 +259,19 @@ impl Server {
                 ));
             }
             if let Ok(conn) = TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)) {
-                // The port might belong to someone else if our child failed
-                // to bind it; a failed bind makes the child exit at once.
+                // If our child failed to bind, the port belongs to another
+                // process; the child then exits at once.
                 if let Some(status) = server.exit_status() {
                     return Err(format!("exited with {status} on port {port}"));
                 }
                 configure(&conn);
-                return Ok((server, conn));
+                // Now and then a connection made the moment memcached starts
+                // listening is reset before any reply; a round trip proves
+                // this one is served. `mn` moves no counter.
+                return match round_trip(&conn) {
+                    Ok(()) => Ok((server, conn)),
+                    Err(e) => Err(format!("first connection on port {port} failed: {e}")),
+                };
             }
             if Instant::now() > deadline {
                 return Err(format!("no connection accepted on port {port}"));
@@ -243,6 +305,20 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `mn` and reads up to the end of the reply line, whatever it is.
+fn round_trip(mut conn: &TcpStream) -> io::Result<()> {
+    conn.write_all(b"mn\r\n")?;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\n") {
+        match conn.read(&mut byte)? {
+            0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed")),
+            _ => got.push(byte[0]),
+        }
+    }
+    Ok(())
 }
 
 /// No Nagle (small writes go out at once) and bounded blocking.

@@ -24,6 +24,8 @@ const FENCE: &[u8] = b"mn\r\n";
 pub struct Transcript {
     pub server: String,
     pub lines: Vec<String>,
+    /// Diagnostics that are shown with a difference but not compared.
+    pub notes: Vec<String>,
 }
 
 #[derive(Default)]
@@ -31,6 +33,8 @@ struct Received {
     buf: Vec<u8>,
     /// The server closed (EOF or reset), or we did.
     closed: bool,
+    /// How the reading ended, for diagnostics.
+    end: Option<String>,
 }
 
 struct Conn {
@@ -45,6 +49,8 @@ struct Conn {
     write_closed: bool,
     /// The connection is over: nothing more will be read or shown.
     done: bool,
+    /// The first failed write, for diagnostics.
+    write_error: Option<String>,
 }
 
 impl Conn {
@@ -56,15 +62,17 @@ impl Conn {
         let reader = thread::spawn(move || {
             let mut buf = vec![0u8; 64 * 1024];
             loop {
-                let n = match reading.read(&mut buf) {
-                    Ok(n) => n,
+                let (n, end) = match reading.read(&mut buf) {
+                    Ok(0) => (0, "EOF".to_string()),
+                    Ok(n) => (n, String::new()),
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => 0,
+                    Err(e) => (0, format!("read error: {e}")),
                 };
                 let (lock, cv) = &*sink;
                 let mut r = lock.lock().unwrap();
                 if n == 0 {
                     r.closed = true;
+                    r.end = Some(end);
                     cv.notify_all();
                     return;
                 }
@@ -80,6 +88,7 @@ impl Conn {
             shown: 0,
             write_closed: false,
             done: false,
+            write_error: None,
         }
     }
 
@@ -95,9 +104,10 @@ impl Conn {
         } else {
             self.stream.write_all(bytes)
         };
-        if result.is_err() {
+        if let Err(e) = result {
             // The server has gone away; what it sent before is still read.
             self.write_closed = true;
+            self.write_error = Some(format!("write error after {} bytes: {e}", self.sent.len()));
         }
     }
 
@@ -258,14 +268,33 @@ pub fn run(spec: &ServerSpec, session: &Session) -> Transcript {
     if let Some((bytes, ending)) = conns[current].as_mut().and_then(|c| sync_conn(c, bytewise)) {
         record(&mut lines, current, bytes, ending);
     }
-    for c in conns.iter_mut().flatten() {
-        c.close();
+    let mut notes = Vec::new();
+    for (i, c) in conns.iter_mut().enumerate() {
+        if let Some(c) = c {
+            let r = c.received.0.lock().unwrap();
+            if let Some(end) = &r.end {
+                notes.push(format!(
+                    "conn {}: {} after {} bytes",
+                    i + 1,
+                    end,
+                    r.buf.len()
+                ));
+            }
+            drop(r);
+            c.close();
+        }
     }
     if let Some(status) = server.exit_status() {
         lines.push(format!("<server exited: {status}>"));
     }
+    notes.push(format!("port {}", server.addr.port()));
+    let stderr = server.stderr_tail();
+    if !stderr.trim().is_empty() {
+        notes.push(format!("stderr: {}", stderr.trim()));
+    }
     Transcript {
         server: spec.name(),
         lines,
+        notes,
     }
 }
