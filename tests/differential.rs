@@ -48,6 +48,7 @@ corpus_tests! {
     corpus_stats => "stats.txt",
     corpus_connection => "connection.txt",
     corpus_limits => "limits.txt",
+    corpus_edge_cases => "edge_cases.txt",
 }
 
 fn subject() -> ServerSpec {
