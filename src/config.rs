@@ -1,1 +1,500 @@
-//! Command line. (skeleton)
+//! The command line, spelled as memcached's, validated once.
+//!
+//! Flags that mean the same as memcached's keep its letters and long names,
+//! so an existing service file or container command line works unchanged.
+//! Values memcached refuses are refused here with the same reasons; tuning
+//! knobs of memcached's slab allocator and LRU threads are accepted with a
+//! warning, because a command line written for memcached must still start.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+use crate::protocol::Limits;
+use crate::store::StoreConfig;
+
+/// memcached's lower bound for `-I`.
+const ITEM_SIZE_MIN: usize = 1024;
+/// memcached's upper bound for `-I` (1 GiB).
+const ITEM_SIZE_MAX: usize = 1024 * 1024 * 1024;
+
+/// `-o` names of memcached's that tune parts ferrocache does not have
+/// (slab classes, LRU maintainer and crawler threads, hash table growth,
+/// extstore). They are accepted so memcached command lines keep working.
+const IGNORED_EXTENDED: &[&str] = &[
+    "maxconns_fast",
+    "no_maxconns_fast",
+    "hashpower",
+    "tail_repair_time",
+    "no_hashexpand",
+    "slab_reassign",
+    "no_slab_reassign",
+    "slab_automove",
+    "slab_automove_ratio",
+    "slab_automove_window",
+    "slab_chunk_max",
+    "lru_crawler",
+    "no_lru_crawler",
+    "lru_crawler_sleep",
+    "lru_crawler_tocrawl",
+    "lru_maintainer",
+    "no_lru_maintainer",
+    "hot_lru_pct",
+    "warm_lru_pct",
+    "hot_max_factor",
+    "warm_max_factor",
+    "temporary_ttl",
+    "modern",
+    "no_modern",
+    "watcher_logbuf_size",
+    "worker_logbuf_size",
+    "track_sizes",
+    "no_inline_ascii_resp",
+    "inline_ascii_resp",
+    "read_buf_mem_limit",
+    "resp_obj_mem_limit",
+    "no_chunked_items",
+    "drop_privileges",
+    "no_drop_privileges",
+    "lru_segmented",
+    "no_lru_segmented",
+    "ext_path",
+    "ext_item_size",
+    "ext_item_age",
+    "ext_low_ttl",
+    "ext_recache_rate",
+    "ext_wbuf_size",
+    "ext_threads",
+    "ext_io_depth",
+    "ext_compact_under",
+    "ext_drop_under",
+    "ext_max_sleep",
+    "ext_max_frag",
+    "ext_drop_unread",
+    "slab_automove_freeratio",
+    "hash_algorithm",
+];
+
+/// The command line as the user typed it.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "ferrocache",
+    version,
+    disable_version_flag = true,
+    about = "A memcached-compatible cache daemon",
+    after_help = "Flags follow memcached's. The default listen address is 127.0.0.1; \
+                  use -l 0.0.0.0 (or -l ::) to serve other hosts."
+)]
+pub struct Cli {
+    /// TCP port to listen on.
+    #[arg(short = 'p', long = "port", default_value_t = 11211)]
+    pub port: u16,
+
+    /// UDP port; only 0 (off) is supported.
+    #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
+    pub udp_port: u16,
+
+    /// Unix socket path to listen on (disables TCP, as in memcached).
+    #[arg(short = 's', long = "unix-socket")]
+    pub unix_socket: Option<PathBuf>,
+
+    /// Access mask of the unix socket, in octal.
+    #[arg(short = 'a', long = "unix-mask", default_value = "700")]
+    pub unix_mask: String,
+
+    /// Interface(s) to listen on: repeatable and comma-separated, `addr` or `addr:port`.
+    #[arg(short = 'l', long = "listen", default_value = "127.0.0.1", action = ArgAction::Append)]
+    pub listen: Vec<String>,
+
+    /// Item memory in megabytes.
+    #[arg(short = 'm', long = "memory-limit", default_value_t = 64)]
+    pub memory_limit: u64,
+
+    /// Max simultaneous connections.
+    #[arg(short = 'c', long = "conn-limit", default_value_t = 1024)]
+    pub conn_limit: usize,
+
+    /// Worker threads (default: the number of cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+
+    /// Max item size, with an optional k or m suffix (min 1k, max 1024m, at most half of -m).
+    #[arg(short = 'I', long = "max-item-size", default_value = "1m")]
+    pub max_item_size: String,
+
+    /// Return an error on memory exhausted instead of evicting items.
+    #[arg(short = 'M', long = "disable-evictions")]
+    pub disable_evictions: bool,
+
+    /// Disable the use of CAS.
+    #[arg(short = 'C', long = "disable-cas")]
+    pub disable_cas: bool,
+
+    /// Disable flush_all.
+    #[arg(short = 'F', long = "disable-flush-all")]
+    pub disable_flush_all: bool,
+
+    /// Enable the ascii `shutdown` command.
+    #[arg(short = 'A', long = "enable-shutdown")]
+    pub enable_shutdown: bool,
+
+    /// Max requests handled per connection before yielding to others.
+    #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20)]
+    pub reqs_per_event: usize,
+
+    /// TCP listen backlog.
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
+    pub backlog: u32,
+
+    /// Write the process id to this file.
+    #[arg(short = 'P', long = "pidfile")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Assume the identity of this user when started as root.
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+
+    /// Protocol: ascii or auto (the binary protocol is not served).
+    #[arg(short = 'B', long = "protocol", default_value = "auto")]
+    pub protocol: String,
+
+    /// Extended options, comma-separated: idle_timeout=N is honoured;
+    /// memcached's slab and LRU tuning options are accepted and ignored.
+    #[arg(short = 'o', long = "extended", action = ArgAction::Append)]
+    pub extended: Vec<String>,
+
+    /// Verbose: -v errors and connections, -vv commands, -vvv internals.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Print version and exit.
+    #[arg(short = 'V', long = "version", action = ArgAction::Version)]
+    pub version: Option<bool>,
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Tcp(Vec<SocketAddr>),
+    Unix { path: PathBuf, mask: u32 },
+}
+
+/// Validated settings, split by the part that uses them.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: Listen,
+    /// The `-l` text as given, for `stats settings` `inter`.
+    pub listen_text: String,
+    pub port: u16,
+    pub backlog: u32,
+    pub threads: usize,
+    pub conn_limit: usize,
+    pub reqs_per_event: usize,
+    pub idle_timeout: Option<Duration>,
+    pub flush_enabled: bool,
+    pub shutdown_enabled: bool,
+    pub pidfile: Option<PathBuf>,
+    pub user: Option<String>,
+    pub verbose: u8,
+    pub limits: Limits,
+    pub store: StoreConfig,
+    /// Warnings for accepted-but-ignored options, logged once logging is up.
+    pub warnings: Vec<String>,
+}
+
+/// A refused command line; the message is printed and the process exits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err<T>(msg: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError(msg.into()))
+}
+
+/// Parses `-I` as memcached does: a number with an optional k/K/m/M suffix.
+pub fn parse_size(text: &str) -> Option<usize> {
+    let (digits, mult) = match text.as_bytes().last()? {
+        b'k' | b'K' => (&text[..text.len() - 1], 1024),
+        b'm' | b'M' => (&text[..text.len() - 1], 1024 * 1024),
+        _ => (text, 1),
+    };
+    digits.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// Splits the `-l` values (repeatable, comma-separated) and resolves each,
+/// with `port` where the value does not name its own.
+fn resolve_listen(values: &[String], port: u16) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut addrs = Vec::new();
+    for part in values.iter().flat_map(|v| v.split(',')) {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let resolved: Vec<SocketAddr> = if let Ok(ip) = part.parse::<IpAddr>() {
+            vec![SocketAddr::new(ip, port)]
+        } else if let Ok(sa) = part.parse::<SocketAddr>() {
+            vec![sa]
+        } else {
+            let host_port = if part.contains(':') {
+                part.to_string()
+            } else {
+                format!("{part}:{port}")
+            };
+            match host_port.to_socket_addrs() {
+                Ok(it) => it.collect(),
+                Err(e) => return err(format!("cannot resolve listen address {part:?}: {e}")),
+            }
+        };
+        if resolved.is_empty() {
+            return err(format!("listen address {part:?} resolves to nothing"));
+        }
+        for a in resolved {
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
+        }
+    }
+    if addrs.is_empty() {
+        return err("no listen address given");
+    }
+    Ok(addrs)
+}
+
+impl Cli {
+    /// Checks the command line and turns it into [`Config`].
+    ///
+    /// # Errors
+    /// A message naming the refused value, worded as memcached's where it has one.
+    pub fn validate(&self) -> Result<Config, ConfigError> {
+        let mut warnings = Vec::new();
+        if self.conn_limit == 0 {
+            return err("Maximum connections must be greater than 0");
+        }
+        let threads = match self.threads {
+            Some(0) => return err("Number of threads must be greater than 0"),
+            Some(t) => t,
+            None => std::thread::available_parallelism().map_or(4, |n| n.get()),
+        };
+        if self.reqs_per_event == 0 {
+            return err("Number of requests per event must be greater than 0");
+        }
+        if self.udp_port != 0 {
+            return err("UDP is not supported: use -U 0");
+        }
+        match self.protocol.as_str() {
+            "ascii" | "auto" => {}
+            "binary" => return err("the binary protocol is not supported: use -B ascii"),
+            other => return err(format!("Invalid value for binding protocol: {other}")),
+        }
+        let memory_limit = match self.memory_limit.checked_mul(1024 * 1024) {
+            Some(b) if b <= usize::MAX as u64 => b as usize,
+            _ => return err("memory limit too large"),
+        };
+        let item_size_max = match parse_size(&self.max_item_size) {
+            Some(s) => s,
+            None => return err(format!("Invalid item size: {}", self.max_item_size)),
+        };
+        if item_size_max < ITEM_SIZE_MIN {
+            return err("Item max size cannot be less than 1024 bytes.");
+        }
+        if item_size_max > memory_limit / 2 {
+            return err("Cannot set item size limit higher than 1/2 of memory max.");
+        }
+        if item_size_max > ITEM_SIZE_MAX {
+            return err("Cannot set item size limit higher than a gigabyte.");
+        }
+
+        let mut idle_timeout = None;
+        for opt in self.extended.iter().flat_map(|o| o.split(',')) {
+            let opt = opt.trim();
+            if opt.is_empty() {
+                continue;
+            }
+            let (name, value) = match opt.split_once('=') {
+                Some((n, v)) => (n, Some(v)),
+                None => (opt, None),
+            };
+            match name {
+                "idle_timeout" => {
+                    let secs: u64 = match value.map(str::parse) {
+                        Some(Ok(s)) => s,
+                        _ => return err(format!("Invalid idle_timeout: {opt}")),
+                    };
+                    idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+                }
+                _ if IGNORED_EXTENDED.contains(&name) => {
+                    warnings.push(format!(
+                        "-o {name}: memcached tuning option, does not apply; ignored"
+                    ));
+                }
+                _ => return err(format!("Illegal suboption \"{opt}\"")),
+            }
+        }
+
+        let mask = u32::from_str_radix(&self.unix_mask, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| ConfigError(format!("Invalid unix socket mask: {}", self.unix_mask)))?;
+        let listen = match &self.unix_socket {
+            Some(path) => Listen::Unix {
+                path: path.clone(),
+                mask,
+            },
+            None => Listen::Tcp(resolve_listen(&self.listen, self.port)?),
+        };
+
+        let cas_enabled = !self.disable_cas;
+        Ok(Config {
+            listen,
+            listen_text: self.listen.join(","),
+            port: self.port,
+            backlog: self.backlog,
+            threads,
+            conn_limit: self.conn_limit,
+            reqs_per_event: self.reqs_per_event,
+            idle_timeout,
+            flush_enabled: !self.disable_flush_all,
+            shutdown_enabled: self.enable_shutdown,
+            pidfile: self.pidfile.clone(),
+            user: self.user.clone(),
+            verbose: self.verbose,
+            limits: Limits {
+                item_size_max,
+                cas_enabled,
+            },
+            store: StoreConfig {
+                memory_limit,
+                evictions: !self.disable_evictions,
+                cas_enabled,
+                shards: shard_count(threads),
+                item_size_max,
+            },
+            warnings,
+        })
+    }
+}
+
+/// Many more shards than threads, so two threads rarely want the same lock;
+/// a power of two so the shard is a few bits of the hash.
+fn shard_count(threads: usize) -> usize {
+    (threads * 64).next_power_of_two().clamp(256, 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Result<Config, String> {
+        let mut full = vec!["ferrocache"];
+        full.extend_from_slice(args);
+        let cli = Cli::try_parse_from(full).map_err(|e| e.to_string())?;
+        cli.validate().map_err(|e| e.0)
+    }
+
+    #[test]
+    fn defaults_match_memcached_except_the_listen_address() {
+        let c = cli(&[]).unwrap();
+        assert_eq!(c.port, 11211);
+        assert_eq!(c.store.memory_limit, 64 * 1024 * 1024);
+        assert_eq!(c.limits.item_size_max, 1024 * 1024);
+        assert_eq!(c.conn_limit, 1024);
+        assert_eq!(c.reqs_per_event, 20);
+        assert!(c.store.evictions && c.store.cas_enabled && c.flush_enabled);
+        assert!(!c.shutdown_enabled);
+        assert_eq!(
+            c.listen,
+            Listen::Tcp(vec!["127.0.0.1:11211".parse().unwrap()])
+        );
+        assert!(c.store.shards.is_power_of_two());
+    }
+
+    #[test]
+    fn listen_is_repeatable_and_comma_separated() {
+        let c = cli(&["-p", "5000", "-l", "127.0.0.1,::1", "-l", "127.0.0.2:6000"]).unwrap();
+        assert_eq!(
+            c.listen,
+            Listen::Tcp(vec![
+                "127.0.0.1:5000".parse().unwrap(),
+                "[::1]:5000".parse().unwrap(),
+                "127.0.0.2:6000".parse().unwrap(),
+            ])
+        );
+    }
+
+    #[test]
+    fn item_size_takes_suffixes() {
+        assert_eq!(parse_size("1m"), Some(1 << 20));
+        assert_eq!(parse_size("2K"), Some(2048));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(cli(&["-I", "2k"]).unwrap().limits.item_size_max, 2048);
+    }
+
+    #[test]
+    fn refuses_what_memcached_refuses() {
+        assert_eq!(
+            cli(&["-c", "0"]).unwrap_err(),
+            "Maximum connections must be greater than 0"
+        );
+        assert_eq!(
+            cli(&["-t", "0"]).unwrap_err(),
+            "Number of threads must be greater than 0"
+        );
+        assert_eq!(
+            cli(&["-I", "512"]).unwrap_err(),
+            "Item max size cannot be less than 1024 bytes."
+        );
+        assert_eq!(
+            cli(&["-m", "1", "-I", "1m"]).unwrap_err(),
+            "Cannot set item size limit higher than 1/2 of memory max."
+        );
+        assert!(cli(&["-U", "11211"]).unwrap_err().contains("UDP"));
+        assert!(cli(&["-B", "binary"]).unwrap_err().contains("binary"));
+        assert!(
+            cli(&["-o", "bogus"])
+                .unwrap_err()
+                .contains("Illegal suboption")
+        );
+        assert!(cli(&["--bogus"]).is_err());
+        assert!(
+            cli(&["-l", "nosuchhost.invalid"])
+                .unwrap_err()
+                .contains("resolve")
+        );
+    }
+
+    #[test]
+    fn extended_options_act_or_warn() {
+        let c = cli(&[
+            "-o",
+            "idle_timeout=5,slab_chunk_max=16384",
+            "-o",
+            "no_lru_crawler",
+        ])
+        .unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(c.warnings.len(), 2);
+        assert!(cli(&["-o", "idle_timeout=abc"]).is_err());
+    }
+
+    #[test]
+    fn unix_socket_replaces_tcp() {
+        let c = cli(&["-s", "/tmp/x.sock", "-a", "0766"]).unwrap();
+        assert_eq!(
+            c.listen,
+            Listen::Unix {
+                path: "/tmp/x.sock".into(),
+                mask: 0o766
+            }
+        );
+    }
+}

@@ -1,1 +1,163 @@
-fn main() {}
+//! The `ferrocache` binary: parse the command line, set up logging, bind,
+//! drop privileges, and serve until a signal or the `shutdown` command.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use ferrocache::config::{Cli, Config};
+use ferrocache::server::{self, Shared};
+use ferrocache::store::{Clock, Store};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ferrocache: {e}");
+            return ExitCode::from(64); // EX_USAGE, as memcached exits
+        }
+    };
+    init_logging(config.verbose);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    match start(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferrocache: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// memcached's verbosity mapped onto tracing: lifecycle by default, `-v`
+/// connection events and errors, `-vv` every command, `-vvv` everything.
+/// `RUST_LOG`, when set, wins.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("ferrocache={level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn start(config: Config) -> Result<(), ferrocache::Error> {
+    check_user(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.threads)
+        .thread_name("ferrocache-worker")
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<(), ferrocache::Error> {
+    let listeners = server::bind(&config)?;
+    if let Some(user) = &config.user {
+        drop_privileges(user)?;
+    }
+    if let Some(path) = &config.pidfile {
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("could not write pidfile {}: {e}", path.display()))?;
+    }
+    let addrs: Vec<String> = listeners.iter().map(|l| l.describe()).collect();
+    tracing::info!(
+        listen = %addrs.join(","),
+        memory_limit_mb = config.store.memory_limit / (1024 * 1024),
+        max_item_size = config.limits.item_size_max,
+        conn_limit = config.conn_limit,
+        threads = config.threads,
+        shards = config.store.shards,
+        evictions = config.store.evictions,
+        cas = config.store.cas_enabled,
+        version = ferrocache::VERSION,
+        "ferrocache listening"
+    );
+    let pidfile = config.pidfile.clone();
+    let unix_path = match &config.listen {
+        ferrocache::config::Listen::Unix { path, .. } => Some(path.clone()),
+        _ => None,
+    };
+    let store = Store::new(config.store.clone(), Clock::system());
+    let shared = Arc::new(Shared::new(config, store, listeners.len()));
+    tokio::spawn(stop_on_signal(shared.clone()));
+    server::run(listeners, shared).await;
+    tracing::info!("ferrocache stopped");
+    if let Some(p) = pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    if let Some(p) = unix_path {
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+async fn stop_on_signal(shared: Arc<Shared>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("could not install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(
+        signal = name,
+        "stopping: no new connections, finishing replies in flight"
+    );
+    shared.shutdown.cancel();
+}
+
+/// memcached refuses to run as root unless told which user to become.
+fn check_user(config: &Config) -> Result<(), ferrocache::Error> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 && config.user.is_none() {
+        return Err("can't run as root without the -u switch".into());
+    }
+    Ok(())
+}
+
+/// Becomes `user` when running as root (after binding, so low ports work).
+fn drop_privileges(user: &str) -> Result<(), ferrocache::Error> {
+    // SAFETY: plain libc calls; getpwnam's result is read before any other
+    // call that could overwrite its static buffer.
+    unsafe {
+        if libc::geteuid() != 0 {
+            return Ok(());
+        }
+        let name = std::ffi::CString::new(user).map_err(|_| "invalid user name")?;
+        let pw = libc::getpwnam(name.as_ptr());
+        if pw.is_null() {
+            return Err(format!("can't find the user {user} to switch to").into());
+        }
+        let (uid, gid) = ((*pw).pw_uid, (*pw).pw_gid);
+        if uid == 0 {
+            return Ok(());
+        }
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+        {
+            return Err(format!(
+                "failed to assume the identity of {user}: {}",
+                std::io::Error::last_os_error()
+            )
+            .into());
+        }
+    }
+    Ok(())
+}

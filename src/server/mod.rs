@@ -1,1 +1,128 @@
-//! Server. (skeleton)
+//! The server: listeners, connections, and the glue between the protocol and
+//! the store.
+//!
+//! - `listener.rs`: binding, the accept loop and the connection cap.
+//! - `connection.rs`: one connection's read, decode, execute, write loop.
+//! - `execute.rs`: a decoded command against the store.
+//! - `stats_reply.rs`: the `stats` sub-commands.
+//!
+//! [`run`] serves until [`Shared::shutdown`] is cancelled (a signal, or the
+//! `shutdown` command), then waits a bounded time for connections to finish
+//! the replies they owe.
+
+mod connection;
+pub mod execute;
+mod listener;
+mod meta_execute;
+mod stats_reply;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use listener::{Listener, bind};
+
+use crate::config::Config;
+use crate::stats::Stats;
+use crate::store::{Store, StoreStats};
+
+/// How long connections get to finish after shutdown starts.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often the expiry sweep runs, and how many slots it looks at per shard.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const SWEEP_BUDGET_PER_SHARD: usize = 256;
+
+/// Everything the connections share.
+pub struct Shared {
+    pub store: Store,
+    pub stats: Stats,
+    pub config: Config,
+    /// Cancelled to stop the server.
+    pub shutdown: CancellationToken,
+    /// How many listening sockets there are; memcached counts them as connections.
+    pub listeners: usize,
+    /// The store's counters at the last `stats reset`.
+    store_baseline: Mutex<StoreStats>,
+}
+
+impl Shared {
+    pub fn new(config: Config, store: Store, listeners: usize) -> Self {
+        let stats = Stats::new(config.threads.max(1) * 4);
+        let mut first = crate::stats::LocalStats {
+            total_connections: listeners as u64,
+            ..Default::default()
+        };
+        stats.flush(0, &mut first);
+        Shared {
+            store,
+            stats,
+            config,
+            shutdown: CancellationToken::new(),
+            listeners,
+            store_baseline: Mutex::new(StoreStats::default()),
+        }
+    }
+
+    /// The store's counters, less those before the last `stats reset`.
+    pub fn store_stats(&self) -> StoreStats {
+        let mut s = self.store.stats();
+        let base = *self.store_baseline.lock().expect("baseline lock poisoned");
+        s.total_items = s.total_items.saturating_sub(base.total_items);
+        s.evictions = s.evictions.saturating_sub(base.evictions);
+        s.reclaimed = s.reclaimed.saturating_sub(base.reclaimed);
+        s.expired_unfetched = s.expired_unfetched.saturating_sub(base.expired_unfetched);
+        s.evicted_unfetched = s.evicted_unfetched.saturating_sub(base.evicted_unfetched);
+        s
+    }
+
+    /// `stats reset`: counters start again from zero; gauges stay.
+    pub fn reset_stats(&self) {
+        self.stats.reset();
+        *self.store_baseline.lock().expect("baseline lock poisoned") = self.store.stats();
+    }
+}
+
+/// Serves on `listeners` until `shared.shutdown` is cancelled, then drains.
+pub async fn run(listeners: Vec<Listener>, shared: Arc<Shared>) {
+    let tracker = TaskTracker::new();
+
+    let sweeper = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        let now = shared.store.clock().now();
+                        shared.store.sweep(now, SWEEP_BUDGET_PER_SHARD);
+                    }
+                }
+            }
+        })
+    };
+
+    let accepts: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(listener::accept_loop(l, shared.clone(), tracker.clone())))
+        .collect();
+    shared.shutdown.cancelled().await;
+    for a in accepts {
+        let _ = a.await;
+    }
+    let _ = sweeper.await;
+    tracker.close();
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tracker.len(),
+            "connections still open after the drain timeout"
+        );
+    }
+}

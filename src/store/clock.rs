@@ -152,7 +152,10 @@ mod tests {
     #[test]
     fn relative_up_to_thirty_days() {
         assert_eq!(deadline(10, 100, STARTED), 110);
-        assert_eq!(deadline(REALTIME_MAXDELTA, 100, STARTED), 100 + REALTIME_MAXDELTA as u32);
+        assert_eq!(
+            deadline(REALTIME_MAXDELTA, 100, STARTED),
+            100 + REALTIME_MAXDELTA as u32
+        );
         assert!(!is_expired(110, 109));
         assert!(is_expired(110, 110));
     }

@@ -1,0 +1,146 @@
+//! Binding the listening sockets and accepting connections under the `-c` cap.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use super::Shared;
+use super::connection;
+use crate::config::{Config, Listen};
+use crate::protocol::ProtocolError;
+
+/// A bound listening socket.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// What it listens on, for the start-up log line.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|_| "tcp:?".into(), |a| format!("tcp:{a}")),
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix:?".into()),
+        }
+    }
+}
+
+/// Binds every address the configuration names. Must run inside a tokio runtime.
+///
+/// # Errors
+/// The first address that cannot be bound, with the reason.
+pub fn bind(config: &Config) -> io::Result<Vec<Listener>> {
+    match &config.listen {
+        Listen::Tcp(addrs) => addrs
+            .iter()
+            .map(|addr| {
+                let socket = if addr.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                socket.set_reuseaddr(true)?;
+                socket.bind(*addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("failed to listen on {addr}: {e}"))
+                })?;
+                Ok(Listener::Tcp(socket.listen(config.backlog)?))
+            })
+            .collect(),
+        Listen::Unix { path, mask } => {
+            // A stale socket file from an earlier run would make bind fail.
+            if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_dir()) {
+                let _ = std::fs::remove_file(path);
+            }
+            let l = UnixListener::bind(path)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mask))?;
+            Ok(vec![Listener::Unix(l)])
+        }
+    }
+}
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Sleep after an accept error (out of file descriptors), so the loop does not spin.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+pub(super) async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker: TaskTracker) {
+    let permits = Arc::new(Semaphore::new(shared.config.conn_limit));
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            r = accept(&listener) => r,
+        };
+        let stream = match accepted {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let shared = shared.clone();
+                tracker.spawn(async move {
+                    let _permit = permit;
+                    match stream {
+                        Stream::Tcp(s) => connection::serve(s, shared, id).await,
+                        Stream::Unix(s) => connection::serve(s, shared, id).await,
+                    }
+                });
+            }
+            Err(_) => {
+                // memcached answers the connection over the limit at once and closes it.
+                let mut local = crate::stats::LocalStats {
+                    rejected_connections: 1,
+                    total_connections: 1,
+                    ..Default::default()
+                };
+                shared.stats.flush(id, &mut local);
+                tracing::debug!(id, "connection refused: over the -c limit");
+                tracker.spawn(async move {
+                    let msg = format!("{}\r\n", ProtocolError::TooManyConnections.wire());
+                    let write = async {
+                        match stream {
+                            Stream::Tcp(mut s) => s.write_all(msg.as_bytes()).await,
+                            Stream::Unix(mut s) => s.write_all(msg.as_bytes()).await,
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+                });
+            }
+        }
+    }
+}
+
+enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Stream> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (s, _) = l.accept().await?;
+            // Replies are batched per read already; Nagle would only add delay.
+            let _ = s.set_nodelay(true);
+            Ok(Stream::Tcp(s))
+        }
+        Listener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
+    }
+}
