@@ -130,28 +130,19 @@ fn matches_a_rerun(
 /// How often a `@reference-varies` session is rerun.
 const REFERENCE_RERUNS: usize = 8;
 
-/// A readable account of one differing session: where the streams part,
-/// then both in full (long runs of equal lines folded).
+/// A readable account of one differing session: every differing line (a
+/// line diff, `-` reference, `+` subject), then both streams in full (long
+/// runs of equal lines folded).
 fn report(file: &str, session: &Session, a: &Transcript, b: &Transcript) -> String {
-    let first = a
-        .lines
-        .iter()
-        .zip(&b.lines)
-        .position(|(x, y)| x != y)
-        .unwrap_or(a.lines.len().min(b.lines.len()));
-    let at = |t: &Transcript| t.lines.get(first).cloned().unwrap_or("<nothing>".into());
-    let width = a.server.len().max(b.server.len());
     let mut out = format!(
-        "=== {} ({file}:{}) flags [{}]\nfirst difference at reply line {}:\n  {:width$}  {}\n  {:width$}  {}\n",
+        "=== {} ({file}:{}) flags [{}]\n",
         session.name,
         session.line,
         session.flags.join(" "),
-        first + 1,
-        a.server,
-        at(a),
-        b.server,
-        at(b),
     );
+    for line in diff(&a.lines, &b.lines) {
+        out.push_str(&format!("  {line}\n"));
+    }
     for t in [a, b] {
         out.push_str(&format!("--- {}\n", t.server));
         for line in fold(&t.lines) {
@@ -160,6 +151,53 @@ fn report(file: &str, session: &Session, a: &Transcript, b: &Transcript) -> Stri
         for note in &t.notes {
             out.push_str(&format!("    ({note})\n"));
         }
+    }
+    out
+}
+
+/// The lines only in `a` (`-`) or only in `b` (`+`), by longest common
+/// subsequence, with the line number in `a` for context. Huge transcripts
+/// are compared line by line instead.
+fn diff(a: &[String], b: &[String]) -> Vec<String> {
+    let (n, m) = (a.len(), b.len());
+    let mut out = Vec::new();
+    if n * m > 4_000_000 {
+        for i in 0..n.max(m) {
+            if a.get(i) != b.get(i) {
+                out.push(format!("@{} - {}", i + 1, a.get(i).map_or("", |s| s)));
+                out.push(format!("@{} + {}", i + 1, b.get(i).map_or("", |s| s)));
+            }
+        }
+    } else {
+        // lcs[i][j]: length of the longest common subsequence of a[i..], b[j..].
+        let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+        for i in (0..n).rev() {
+            for j in (0..m).rev() {
+                lcs[i][j] = if a[i] == b[j] {
+                    lcs[i + 1][j + 1] + 1
+                } else {
+                    lcs[i + 1][j].max(lcs[i][j + 1])
+                };
+            }
+        }
+        let (mut i, mut j) = (0, 0);
+        while i < n || j < m {
+            if i < n && j < m && a[i] == b[j] {
+                i += 1;
+                j += 1;
+            } else if j < m && (i == n || lcs[i][j + 1] > lcs[i + 1][j]) {
+                out.push(format!("@{} + {}", i + 1, b[j]));
+                j += 1;
+            } else {
+                out.push(format!("@{} - {}", i + 1, a[i]));
+                i += 1;
+            }
+        }
+    }
+    if out.len() > 60 {
+        let more = out.len() - 60;
+        out.truncate(60);
+        out.push(format!("... and {more} more differing lines"));
     }
     out
 }
@@ -261,6 +299,13 @@ fn stats_values_are_masked_unless_deterministic() {
             "END\\r\\n",
         ]
     );
+}
+
+#[test]
+fn line_diff_lists_what_each_side_has_alone() {
+    let a: Vec<String> = ["x", "y", "z"].iter().map(|s| s.to_string()).collect();
+    let b: Vec<String> = ["x", "q", "z", "w"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(diff(&a, &b), ["@2 - y", "@3 + q", "@4 + w"]);
 }
 
 #[test]
