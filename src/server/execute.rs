@@ -197,7 +197,12 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             } else {
                 0
             };
-            store.flush_all(deadline, now);
+            // An absolute time before the process started converts to the
+            // "expired" deadline; memcached's oldest_live then becomes 0,
+            // which flushes nothing.
+            if deadline != crate::store::clock::EXPIRED {
+                store.flush_all(deadline, now);
+            }
             if !noreply {
                 encode::reply(out, Reply::Ok);
             }

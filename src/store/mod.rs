@@ -799,7 +799,9 @@ mod tests {
         set(&s, "k", "v", 2);
         assert_eq!(hit(s.get(b"k", 2)).cas, 0);
         assert_eq!(s.store(Cas, b"k", 0, 0, b"w", 1, 2), StoreResult::Exists);
-        assert_eq!(s.store(Cas, b"k", 0, 0, b"w", 0, 2), StoreResult::Stored);
+        // memcached -C: a cas never matches, 0 included.
+        assert_eq!(s.store(Cas, b"k", 0, 0, b"w", 0, 2), StoreResult::Exists);
+        assert_eq!(value(&s, "k", 2).as_deref(), Some("v"));
         s.arith(b"n", 1, true, 2);
         set(&s, "n", "1", 2);
         s.arith(b"n", 1, true, 2);

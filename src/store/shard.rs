@@ -420,7 +420,11 @@ impl Shard {
                 return Ok((StoreResult::NotStored, garbage));
             }
             (StoreMode::Cas, None) => return Ok((StoreResult::NotFound, garbage)),
-            (StoreMode::Cas, Some(i)) if item::header(self.item(i)).cas != cas_unique => {
+            // A cas of 0 never matches, also when -C leaves every item's CAS at 0
+            // (memcached answers EXISTS there too).
+            (StoreMode::Cas, Some(i))
+                if cas_unique == 0 || item::header(self.item(i)).cas != cas_unique =>
+            {
                 return Ok((StoreResult::Exists, garbage));
             }
             (StoreMode::Append | StoreMode::Prepend, Some(_)) => {
