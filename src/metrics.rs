@@ -93,7 +93,7 @@ pub const OLDEST_ITEM_AGE: &str = "ferrocache_oldest_item_age_seconds";
 pub const DETAIL_ENABLED: &str = "ferrocache_stats_detail_enabled";
 
 const COMMAND_DURATION_HELP: &str = "Time to decode, execute and encode one request, by command \
-     (not network or queueing time).";
+     (not network or queueing time); a pipelined batch's time is shared evenly among its requests.";
 const CPU_USER_HELP: &str = "Accumulated user time for this process.";
 const CPU_SYSTEM_HELP: &str = "Accumulated system time for this process.";
 

@@ -213,16 +213,53 @@ impl Default for Latency {
 
 impl Latency {
     /// Counts one command that took `ns` nanoseconds.
-    #[inline]
     pub fn record(&mut self, kind: CommandKind, ns: u64) {
+        self.record_n(kind, ns, 1);
+    }
+
+    /// Counts `n` commands of one kind that took `ns` nanoseconds each.
+    fn record_n(&mut self, kind: CommandKind, ns: u64, n: u64) {
         let k = kind as usize;
         let b = LATENCY_BOUNDS_NS
             .iter()
             .position(|&bound| ns <= bound)
             .unwrap_or(LATENCY_BOUNDS_NS.len());
-        self.buckets[k][b] += 1;
-        self.sum_ns[k] = self.sum_ns[k].wrapping_add(ns);
+        self.buckets[k][b] += n;
+        self.sum_ns[k] = self.sum_ns[k].wrapping_add(ns.wrapping_mul(n));
         self.touched |= 1 << k;
+    }
+
+    /// Counts a batch that took `ns` nanoseconds to process, sharing the
+    /// time evenly among its commands, and clears `batch`. Two clock reads
+    /// per batch instead of one per command: a clock read costs about as
+    /// much as a pipelined get.
+    pub fn record_batch(&mut self, batch: &mut BatchKinds, ns: u64) {
+        if batch.total == 0 {
+            return;
+        }
+        let each = ns / u64::from(batch.total);
+        for kind in CommandKind::ALL {
+            let n = batch.counts[kind as usize];
+            if n != 0 {
+                self.record_n(kind, each, u64::from(n));
+            }
+        }
+        *batch = BatchKinds::default();
+    }
+}
+
+/// How many commands of each kind one batch ran.
+#[derive(Debug, Default, Clone)]
+pub struct BatchKinds {
+    counts: [u32; KINDS],
+    total: u32,
+}
+
+impl BatchKinds {
+    #[inline]
+    pub fn add(&mut self, kind: CommandKind) {
+        self.counts[kind as usize] += 1;
+        self.total += 1;
     }
 }
 
@@ -595,6 +632,23 @@ mod tests {
             snap.buckets[set][..LATENCY_BUCKETS - 1].iter().sum::<u64>(),
             0
         );
+    }
+
+    #[test]
+    fn a_batch_shares_its_time_among_its_commands() {
+        let mut l = Latency::default();
+        let mut b = BatchKinds::default();
+        b.add(CommandKind::Get);
+        b.add(CommandKind::Get);
+        b.add(CommandKind::Set);
+        l.record_batch(&mut b, 6_000);
+        assert_eq!(b.total, 0);
+        let get = CommandKind::Get as usize;
+        let set = CommandKind::Set as usize;
+        assert_eq!(l.buckets[get][1], 2); // 2 µs each: the 2.5 µs bucket
+        assert_eq!(l.sum_ns[get], 4_000);
+        assert_eq!(l.buckets[set][1], 1);
+        assert_eq!(l.sum_ns[set], 2_000);
     }
 
     #[test]

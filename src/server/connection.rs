@@ -17,7 +17,7 @@ use super::Shared;
 use super::execute::{Context, Flow, execute_frame};
 use crate::protocol::codec::{Decode, Decoder};
 use crate::protocol::{Command, Frame, Keys};
-use crate::stats::{CommandKind, ConnInfo, ConnState, Latency, LocalStats};
+use crate::stats::{BatchKinds, CommandKind, ConnInfo, ConnState, Latency, LocalStats};
 
 /// Starting size of each buffer, and the size a buffer that grew for one large
 /// request is brought back to once it is empty, so idle connections stay small.
@@ -87,10 +87,13 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         id,
         ConnInfo::new(fd, addr, listen_addr, shared.store.clock().now()),
     );
-    // Per-command processing time, only when /metrics is served: one clock
-    // read per command, counted locally and flushed with the other counts.
+    // Processing time, only when /metrics is served: the clock is read when
+    // a batch starts and ends (and around the rare mid-batch write or
+    // yield), and the batch's time is shared among its commands. Counted
+    // locally, flushed with the other counts.
     let timing = shared.timing;
     let mut latency = Latency::default();
+    let mut kinds = BatchKinds::default();
     let mut local = LocalStats {
         total_connections: 1,
         ..Default::default()
@@ -141,14 +144,17 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         let mut handled = 0usize;
         let now = shared.store.clock().now();
         info.set(ConnState::ParseCmd, now);
-        let mut started = timing.then(Instant::now);
+        let mut busy_since = timing.then(Instant::now);
+        let mut busy_ns = 0u64;
         loop {
             let consumed = match decoder.decode(&rbuf) {
                 Decode::NeedMore => break,
                 Decode::Frame { consumed, frame } => {
                     if let Some(frame) = frame {
                         tracing::trace!(id, request = %Shown(&rbuf[..consumed]), "request");
-                        let kind = CommandKind::of(&frame);
+                        if timing {
+                            kinds.add(CommandKind::of(&frame));
+                        }
                         // One relaxed load of a flag that is rarely written;
                         // read per request so `stats detail on` applies from
                         // the next request, as in memcached.
@@ -165,11 +171,6 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
                         };
                         flow = execute_frame(frame, &mut cx, &mut wbuf);
                         handled += 1;
-                        if let Some(t0) = started {
-                            let t = Instant::now();
-                            latency.record(kind, t.duration_since(t0).as_nanos() as u64);
-                            started = Some(t);
-                        }
                         if let Some(keys) = keys {
                             keys.record(&shared, &wbuf[reply_start..]);
                         }
@@ -182,19 +183,27 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
             if flow != Flow::Continue {
                 break;
             }
-            if wbuf.len() >= WRITE_HIGH_WATER
-                && write(&mut stream, &mut wbuf, &mut local).await.is_err()
-            {
-                break;
+            if wbuf.len() >= WRITE_HIGH_WATER {
+                // Time spent sending or waiting is not processing time.
+                busy_ns += elapsed_ns(busy_since);
+                let failed = write(&mut stream, &mut wbuf, &mut local).await.is_err();
+                busy_since = timing.then(Instant::now);
+                if failed {
+                    break;
+                }
             }
             // memcached's -R: let other connections on this worker run.
             if handled >= reqs_per_event && !rbuf.is_empty() {
                 handled = 0;
                 local.conn_yields += 1;
+                busy_ns += elapsed_ns(busy_since);
                 tokio::task::yield_now().await;
-                // Time spent waiting for the worker is not the next command's.
-                started = timing.then(Instant::now);
+                busy_since = timing.then(Instant::now);
             }
+        }
+        if timing {
+            busy_ns += elapsed_ns(busy_since);
+            latency.record_batch(&mut kinds, busy_ns);
         }
 
         if write(&mut stream, &mut wbuf, &mut local).await.is_err() {
@@ -245,6 +254,10 @@ where
     local.bytes_written += wbuf.len() as u64;
     wbuf.clear();
     Ok(())
+}
+
+fn elapsed_ns(since: Option<Instant>) -> u64 {
+    since.map_or(0, |t| t.elapsed().as_nanos() as u64)
 }
 
 /// The keys `stats detail` counts for one request, taken before it runs.
