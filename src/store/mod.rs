@@ -528,6 +528,54 @@ impl Store {
         }
         s
     }
+
+    /// Per-shard figures for monitoring, one shard locked at a time.
+    pub fn shard_usage(&self) -> Vec<ShardUsage> {
+        (0..self.cells.len())
+            .map(|i| {
+                let shard = self.lock(i);
+                let (bytes, oldest) = shard.usage();
+                let c = shard.counters;
+                ShardUsage {
+                    items: shard.len() as u64,
+                    bytes: bytes as u64,
+                    oldest,
+                    evicted_nonzero: c.evicted_nonzero,
+                    last_evicted_at: c.last_evicted_at,
+                    last_evicted_age: c.last_evicted_age,
+                }
+            })
+            .collect()
+    }
+
+    /// Calls `f` with every live item, shard by shard and from the least
+    /// recently used within a shard, until `f` returns false. Each shard is
+    /// locked while it is walked, so `f` should only copy out what it needs.
+    pub fn for_each_item(&self, now: u32, mut f: impl FnMut(ItemView<'_>) -> bool) {
+        for i in 0..self.cells.len() {
+            let ctx = self.ctx(now);
+            if !self.lock(i).visit(&ctx, &mut f) {
+                return;
+            }
+        }
+    }
+}
+
+pub use shard::ItemView;
+
+/// One shard's share, as [`Store::shard_usage`] reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardUsage {
+    pub items: u64,
+    /// Bytes charged for its items, overheads included.
+    pub bytes: u64,
+    /// Last store or bump of its least recently used item (relative seconds).
+    pub oldest: Option<u32>,
+    pub evicted_nonzero: u64,
+    /// When its last eviction happened (relative seconds, 0: never) and how
+    /// long that item had gone unaccessed.
+    pub last_evicted_at: u32,
+    pub last_evicted_age: u32,
 }
 
 #[cfg(test)]

@@ -121,6 +121,26 @@ pub struct Counters {
     pub reclaimed: u64,
     pub expired_unfetched: u64,
     pub evicted_unfetched: u64,
+    /// Evictions of items that had a deadline (memcached's `evicted_nonzero`).
+    pub evicted_nonzero: u64,
+    /// When the last eviction here happened, and how long its item had gone
+    /// unaccessed then (memcached's `evicted_time`); relative seconds.
+    pub last_evicted_at: u32,
+    pub last_evicted_age: u32,
+}
+
+/// One live item as [`Shard::visit`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemView<'a> {
+    pub key: &'a [u8],
+    pub value_len: usize,
+    pub flags: u32,
+    pub cas: u64,
+    /// Relative seconds, 0 for never.
+    pub deadline: u32,
+    /// Last store or bump, relative seconds.
+    pub time: u32,
+    pub fetched: bool,
 }
 
 /// Why a write could not get the memory it needs.
@@ -185,6 +205,9 @@ impl Shard {
                 reclaimed: 0,
                 expired_unfetched: 0,
                 evicted_unfetched: 0,
+                evicted_nonzero: 0,
+                last_evicted_at: 0,
+                last_evicted_age: 0,
             },
         }
     }
@@ -573,6 +596,12 @@ impl Shard {
             if !links.has(FETCHED) {
                 self.counters.evicted_unfetched += 1;
             }
+            let e = &self.slots.0[i as usize];
+            if e.deadline != 0 {
+                self.counters.evicted_nonzero += 1;
+            }
+            self.counters.last_evicted_at = ctx.now;
+            self.counters.last_evicted_age = ctx.now.saturating_sub(e.time);
             let cost = memory::item_cost(self.item(i).len());
             drop(self.remove_slot(i, ctx));
             return Some(cost);
@@ -609,6 +638,40 @@ impl Shard {
         self.counters = counters;
         self.cursor = cursor;
         old
+    }
+
+    /// Bytes charged for this shard's items, and the last store or bump
+    /// time of its least recently used item (`None` when empty).
+    pub fn usage(&self) -> (usize, Option<u32>) {
+        let tail = self.lru.tail().map(|i| self.entry(i).time);
+        (self.bytes, tail)
+    }
+
+    /// Calls `f` with every live item, from the least recently used on,
+    /// until it returns false. Returns false if `f` stopped it.
+    pub fn visit(&self, ctx: &Ctx, f: &mut dyn FnMut(ItemView<'_>) -> bool) -> bool {
+        let mut at = self.lru.tail();
+        while let Some(i) = at {
+            let e = self.entry(i);
+            if self.dead(i, ctx).is_none() {
+                let it = self.item(i);
+                let h = item::header(it);
+                let view = ItemView {
+                    key: item::key(it),
+                    value_len: it.len() - h.value_start,
+                    flags: h.flags,
+                    cas: h.cas,
+                    deadline: e.deadline,
+                    time: e.time,
+                    fetched: e.links.has(FETCHED),
+                };
+                if !f(view) {
+                    return false;
+                }
+            }
+            at = self.lru.newer(&self.slots, i);
+        }
+        true
     }
 
     /// Checks every structural invariant; for tests.
