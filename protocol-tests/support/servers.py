@@ -47,7 +47,11 @@ def free_port() -> int:
 def _run_as_args(target: str) -> list[str]:
     # memcached refuses to run as root without -u; ferrocache takes the same
     # flag. Outside root the flag is harmless for memcached.
-    return ["-u", "root"] if target == "ferrocache" else ["-u", "nobody"]
+    # Tests may run several servers at once, so ferrocache serves no metrics
+    # (its default metrics port would be taken by the first).
+    if target == "ferrocache":
+        return ["-u", "root", "--metrics-listen", "off"]
+    return ["-u", "nobody"]
 
 
 @dataclass

@@ -218,6 +218,11 @@ impl Server {
             user,
         ])
         .args(flags)
+        // Many servers run at once here: none may take the default metrics port.
+        .args(match spec.kind {
+            Kind::Memcached => &[][..],
+            Kind::Ferrocache => &["--metrics-listen", "off"][..],
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
