@@ -556,3 +556,24 @@ fn a_disconnect_mid_request_stores_nothing() {
         thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn sigterm_does_not_wait_forever_for_a_client_that_never_reads() {
+    let mut srv = Server::start(&[]);
+    let mut c = srv.connect();
+    send(&mut c, b"set w 0 0 500000\r\n");
+    send(&mut c, &vec![b'w'; 500_000]);
+    send(&mut c, b"\r\n");
+    assert_eq!(read_exactly(&mut c, 8), b"STORED\r\n");
+    // Far more replies than the socket buffers hold, never read: the
+    // server is stuck writing to this client.
+    c.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let _ = c.write_all(&"get w\r\n".repeat(5000).into_bytes());
+    let start = Instant::now();
+    srv.signal(15);
+    let st = srv
+        .wait_exit(Duration::from_secs(20))
+        .expect("exited despite a client that never reads");
+    assert!(st.success(), "exit status {st:?}");
+    eprintln!("stuck client: exited {:?} after SIGTERM", start.elapsed());
+}
