@@ -97,7 +97,7 @@ class Conn:
         self.s.close()
 
 
-def client(cid, port, journal_path, stop, seed):
+def client(cid, port, journal_path, end, seed):
     """One client process: random sets, gets and deletes on its own keys,
     with faults of its own making, journalling every write."""
     rng = random.Random(seed)
@@ -110,7 +110,9 @@ def client(cid, port, journal_path, stop, seed):
     keys = [f"c{cid}:{i}" for i in range(KEYS_PER_CLIENT)]
     version = {}  # key -> acknowledged version, None if deleted
     conn = Conn(port)
-    while not stop.is_set():
+    # A deadline rather than a shared Event: a client killed while it held
+    # the Event's lock would leave every other one blocked on it.
+    while time.time() < end:
         key = rng.choice(keys)
         r = rng.random()
         if r < 0.45:
@@ -264,7 +266,6 @@ def main():
 
     rng = random.Random(args.seed)
     workdir = tempfile.mkdtemp(prefix="ferrocache-soak-")
-    stop = mp.Event()
     procs = {}
     next_id = 0
     kills = 0
@@ -275,16 +276,17 @@ def main():
         cid = next_id
         next_id += 1
         path = os.path.join(workdir, f"client{cid}.journal")
-        p = mp.Process(target=client, args=(cid, port, path, stop, rng.getrandbits(32)), daemon=True)
+        p = mp.Process(target=client, args=(cid, port, path, end, rng.getrandbits(32)), daemon=True)
         p.start()
         procs[cid] = (p, path)
 
+    start = time.time()
+    end = start + duration
     for _ in range(args.clients):
         spawn()
-    start = time.time()
     next_kill = start + args.kill_every
     print(f"soak: {duration}s, {args.clients} clients, server pid {server.pid} on port {port}", flush=True)
-    while time.time() - start < duration:
+    while time.time() < end - 1:
         time.sleep(0.2)
         peak_rss = max(peak_rss, rss_kib(server.pid))
         if server.poll() is not None:
@@ -300,7 +302,6 @@ def main():
             kills += 1
             spawn()
             next_kill = time.time() + rng.uniform(0.5, 2 * args.kill_every)
-    stop.set()
     for cid, (p, _) in procs.items():
         p.join(60)
         if p.exitcode not in (0, -signal.SIGKILL):
