@@ -1346,3 +1346,6 @@ mod tests {
         assert!(st.curr_items > 0 && st.bytes <= 512 * 1024);
     }
 }
+
+#[cfg(test)]
+mod model_tests;

@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus: request streams taken from the memcached text
+protocol (PROTOCOL.md's examples and edge cases), each behind the 3 header
+bytes the targets read (configuration selector, then a 16-bit cut seed)."""
+import os
+
+K251 = b"k" * 251
+STREAMS = [
+    b"set k 0 0 5\r\nhello\r\nget k\r\n",
+    b"set k 5 100 3 noreply\r\nabc\r\ngets k\r\n",
+    b"add k 0 0 1\r\na\r\nadd k 0 0 1\r\nb\r\nreplace x 0 0 1\r\nc\r\n",
+    b"set k 0 0 1\r\na\r\nappend k 9 9 2\r\n>>\r\nprepend k 0 0 2\r\n<<\r\nget k\r\n",
+    b"set k 0 0 1\r\na\r\ngets k\r\ncas k 0 0 1 1\r\nb\r\ncas k 0 0 1 0\r\nc\r\ncas nokey 0 0 1 5\r\nd\r\n",
+    b"set n 0 0 3\r\n100\r\ndecr n 1\r\nget n\r\nincr n 18446744073709551615\r\nincr n 2\r\n",
+    b"set n 0 0 2\r\n12\r\nincr n abc\r\nincr n -1\r\nincr nokey 1\r\nset t 0 0 3\r\nabc\r\nincr t 1\r\n",
+    b"touch k 10\r\ntouch k -1\r\ntouch k noreply\r\ngat 10 a b c\r\ngats 0 k\r\ngat 10\r\n",
+    b"delete k\r\ndelete k 0\r\ndelete k 10\r\ndelete k noreply\r\ndelete\r\n",
+    b"flush_all\r\nflush_all 10\r\nflush_all noreply\r\nflush_all abc\r\nflush_all 0 0 0\r\n",
+    b"version\r\nverbosity 1\r\nverbosity\r\nverbosity abc\r\nmn\r\nstats\r\nstats settings\r\nstats reset\r\nstats sizes\r\nstats bogus\r\n",
+    b"   version   \r\nversion\r\r\n\r\n\n   \r\nVERSION\r\nset\tk 0 0 1\r\nget a\tb\r\n",
+    b"set a\0b 0 0 1\r\nx\r\nget k\0junk\r\n",
+    b"set k 0 0 3\r\nabcde\r\nget k\r\n",
+    b"set k 0 0\r\nabc\r\nset k abc 0 1\r\nx\r\nset " + K251 + b" 0 0 1\r\nx\r\n",
+    b"get " + K251 + b"\r\nget a " + K251 + b" b\r\n",
+    b"set big 0 0 2000\r\n" + b"x" * 2000 + b"\r\nget big\r\n",
+    b"set big 0 0 2000000000\r\n" + b"x" * 300,
+    b"set k 4294967296 0 1\r\nx\r\nset k 0 99999999999 1\r\nx\r\nset k 0 0 4294967297\r\nx\r\n",
+    b"set k 0 0 1\r\nx\r\nquit\r\nget k\r\n",
+    b"shutdown\r\nshutdown graceful\r\nshutdown foo\r\n",
+    b"cache_memlimit 7\r\ncache_memlimit 8\r\ncache_memlimit 2000000000\r\ncache_memlimit\r\n",
+    b"GET / HTTP/1.1\r\n",
+    b"\x80\x00\x00\x00",
+    b"x" * 2100,
+    b"get " + b"k " * 1500 + b"\r\n",
+    b"set a 0 0 1 noreply\r\n1\r\nset b 0 0 1 noreply\r\n2\r\nget a b a\r\nmn\r\n",
+    b"incr k 5 noreply\r\ndecr k 5 noreply\r\ntouch k 5 noreply\r\nverbosity 1 noreply\r\n",
+    b"set k 0 0 5 NOREPLY\r\nhello\r\nset k 0 0 5 noreply x\r\nhello\r\n",
+    b"bget k\r\nget foo noreply\r\ngets\r\nget \r\n",
+    b"set k 0 -1 1\r\nx\r\nget k\r\nset k 0 2592001 1\r\nx\r\nget k\r\n",
+    b"".join(b"set k%d 0 0 100\r\n%s\r\n" % (i, b"v" * 100) for i in range(60)) + b"get k0 k59\r\n",
+]
+
+here = os.path.dirname(os.path.abspath(__file__))
+for target, selectors in (("decoder", (0, 1, 2)), ("connection", (0, 1, 2, 3, 8, 20, 64 + 1))):
+    d = os.path.join(here, "seeds", target)
+    os.makedirs(d, exist_ok=True)
+    n = 0
+    for i, s in enumerate(STREAMS):
+        sel = selectors[i % len(selectors)]
+        cut = (i * 7919) & 0xFFFF
+        with open(os.path.join(d, "%03d" % n), "wb") as f:
+            f.write(bytes([sel, cut & 0xFF, cut >> 8]) + s)
+        n += 1

@@ -1,0 +1,350 @@
+//! A whole connection over arbitrary bytes: the decoder feeding `execute`
+//! against a real store, as `server::connection` drives them, with the
+//! replies and the store checked after every request.
+//!
+//! Input layout: byte 0 picks the configuration (memory limit, item size,
+//! CAS, `-A`), bytes 1..3 seed how the stream is cut into reads and how the
+//! clock moves between them, the rest is what the client sends.
+//!
+//! After every frame:
+//! - what it appended to the write buffer is a run of well-formed replies of
+//!   the kind that request gives (a get: `VALUE` blocks whose data has the
+//!   announced length, for keys it asked for, in order, then `END`; a
+//!   `noreply` request: nothing at all);
+//! - the store's bytes in use stay within its limit, and it never holds more
+//!   items than were ever stored.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use clap::Parser;
+use ferrocache::config::Cli;
+use ferrocache::protocol::codec::{Decode, Decoder};
+use ferrocache::protocol::{Command, Frame};
+use ferrocache::server::Shared;
+use ferrocache::server::execute::{Context, Flow, execute_frame};
+use ferrocache::stats::LocalStats;
+use ferrocache::store::{Clock, Store, StoreConfig};
+
+use crate::Rng;
+
+const UNIX: i64 = 1_700_000_000;
+
+/// A server configuration as the command line would give it, and a store
+/// on a manual clock.
+pub fn server(selector: u8) -> Arc<Shared> {
+    let mut args = vec!["ferrocache", "-u", "root", "-t", "1"];
+    // A small -I so that "too large" and swallowing are easy to reach.
+    let (memory, item) = match selector % 4 {
+        0 => ("64", "1m"),
+        1 => ("8", "1k"),
+        2 => ("8", "4k"),
+        _ => ("16", "2k"),
+    };
+    args.extend(["-m", memory, "-I", item]);
+    if selector & 4 != 0 {
+        args.push("-C");
+    }
+    if selector & 8 != 0 {
+        args.push("-A");
+    }
+    if selector & 16 != 0 {
+        args.push("-M");
+    }
+    if selector & 32 != 0 {
+        args.push("-F");
+    }
+    let config = Cli::try_parse_from(&args)
+        .expect("valid flags")
+        .validate()
+        .expect("valid configuration");
+    // A tight byte budget so that evictions (or out-of-memory refusals)
+    // happen within one fuzz input.
+    let memory_limit = if selector & 64 != 0 {
+        48 * 1024
+    } else {
+        config.store.memory_limit
+    };
+    let store = Store::new(
+        StoreConfig {
+            memory_limit,
+            shards: 4,
+            ..config.store.clone()
+        },
+        Clock::manual(UNIX),
+    );
+    Arc::new(Shared::new(config, store, 1))
+}
+
+pub fn check(data: &[u8]) {
+    if data.len() < 3 {
+        return;
+    }
+    let shared = server(data[0]);
+    let mut rng = Rng::new(u64::from(u16::from_le_bytes([data[1], data[2]])) | 1 << 40);
+    run(&shared, &data[3..], &mut rng);
+}
+
+/// Feeds `stream` through one connection's decode and execute loop.
+pub fn run(shared: &Shared, stream: &[u8], rng: &mut Rng) {
+    let mut decoder = Decoder::new(shared.config.limits);
+    let mut local = LocalStats::default();
+    let mut rbuf: Vec<u8> = Vec::new();
+    let mut wbuf = BytesMut::new();
+    let mut rest = stream;
+    let mut stored_ever = 0u64;
+    while !rest.is_empty() {
+        let n = (1 + rng.below(64) as usize).min(rest.len());
+        rbuf.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        if rng.below(8) == 0 {
+            shared.store.clock().advance(rng.below(3) as u32);
+        }
+        let now = shared.store.clock().now();
+        loop {
+            let (consumed, flow) = match decoder.decode(&rbuf) {
+                Decode::NeedMore => break,
+                Decode::Frame { consumed, frame } => {
+                    assert!(consumed > 0 && consumed <= rbuf.len());
+                    match frame {
+                        None => (consumed, Flow::Continue),
+                        Some(frame) => {
+                            let expect = Expect::of(&frame, shared);
+                            let before = shared.store.stats().total_items;
+                            let start = wbuf.len();
+                            let mut cx = Context {
+                                shared,
+                                stats: &mut local,
+                                now,
+                            };
+                            let flow = execute_frame(frame, &mut cx, &mut wbuf);
+                            expect.check(&wbuf[start..]);
+                            let st = shared.store.stats();
+                            assert!(
+                                st.bytes <= st.limit_maxbytes,
+                                "{} bytes in use over a limit of {}",
+                                st.bytes,
+                                st.limit_maxbytes
+                            );
+                            stored_ever += st.total_items.saturating_sub(before);
+                            assert!(
+                                st.curr_items <= stored_ever,
+                                "{} items but only {stored_ever} ever stored",
+                                st.curr_items
+                            );
+                            (consumed, flow)
+                        }
+                    }
+                }
+            };
+            rbuf.drain(..consumed);
+            if flow != Flow::Continue {
+                return;
+            }
+        }
+        // The connection sends what it has after every read.
+        wbuf.clear();
+    }
+}
+
+/// What the replies to one frame must look like.
+enum Expect {
+    Nothing,
+    /// One line of one of these kinds.
+    Line(Vec<&'static str>),
+    /// `VALUE` blocks for keys taken in order from these, then `END`; or a
+    /// single error line when a key is refused.
+    Values {
+        keys: Vec<Vec<u8>>,
+        cas: bool,
+    },
+    /// `STAT` lines and `END`, or a single line.
+    Stats,
+    /// `VERSION <text>`.
+    Version,
+    /// Anything well-formed (the error lines and such).
+    AnyLines,
+}
+
+const STORE_REPLIES: &[&str] = &[
+    "STORED",
+    "NOT_STORED",
+    "EXISTS",
+    "NOT_FOUND",
+    "SERVER_ERROR out of memory storing object",
+];
+
+impl Expect {
+    fn of(frame: &Frame<'_>, shared: &Shared) -> Expect {
+        match frame {
+            Frame::Error { noreply: true, .. } => Expect::Nothing,
+            Frame::Error { error, .. } => Expect::Line(vec![error.wire()]),
+            Frame::Rejected(r) if r.noreply => Expect::Nothing,
+            Frame::Rejected(r) => Expect::Line(vec![r.error.wire()]),
+            Frame::Close => Expect::Nothing,
+            Frame::Command(cmd) => match cmd {
+                Command::Get { keys, cas } | Command::Gat { keys, cas, .. } => Expect::Values {
+                    keys: keys.iter().map(<[u8]>::to_vec).collect(),
+                    cas: *cas,
+                },
+                Command::Store { noreply: true, .. }
+                | Command::Delete { noreply: true, .. }
+                | Command::Arith { noreply: true, .. }
+                | Command::Touch { noreply: true, .. }
+                | Command::Verbosity { noreply: true }
+                | Command::CacheMemlimit { noreply: true, .. } => Expect::Nothing,
+                Command::FlushAll { noreply: true, .. } => Expect::Nothing,
+                Command::Store { .. } => Expect::Line(STORE_REPLIES.to_vec()),
+                Command::Delete { .. } => Expect::Line(vec!["DELETED", "NOT_FOUND"]),
+                Command::Arith { .. } => Expect::AnyLines,
+                Command::Touch { .. } => Expect::Line(vec!["TOUCHED", "NOT_FOUND"]),
+                Command::FlushAll { .. } => {
+                    if shared.config.flush_enabled {
+                        Expect::Line(vec!["OK"])
+                    } else {
+                        Expect::Line(vec!["CLIENT_ERROR flush_all not allowed"])
+                    }
+                }
+                Command::Version => Expect::Version,
+                Command::Verbosity { .. } => Expect::Line(vec!["OK"]),
+                Command::Quit => Expect::Nothing,
+                Command::Shutdown { .. } if !shared.config.shutdown_enabled => {
+                    Expect::Line(vec!["ERROR: shutdown not enabled"])
+                }
+                Command::Shutdown { .. } => Expect::AnyLines,
+                Command::Stats { .. } => Expect::Stats,
+                Command::CacheMemlimit { .. } => Expect::AnyLines,
+                Command::MetaNoop => Expect::Line(vec!["MN"]),
+            },
+        }
+    }
+
+    fn check(&self, out: &[u8]) {
+        let show = || String::from_utf8_lossy(&out[..out.len().min(300)]).into_owned();
+        let lines = parse_replies(out);
+        match self {
+            Expect::Nothing => assert!(out.is_empty(), "a reply to a silent request: {:?}", show()),
+            Expect::Line(allowed) => {
+                assert_eq!(lines.len(), 1, "one reply line expected: {:?}", show());
+                let Reply::Line(l) = &lines[0] else {
+                    panic!("a value where a line was expected: {:?}", show());
+                };
+                assert!(
+                    allowed.iter().any(|a| a.as_bytes() == &l[..]),
+                    "unexpected reply {:?}, allowed {allowed:?}",
+                    show()
+                );
+            }
+            Expect::Values { keys, cas } => {
+                let (last, values) = lines.split_last().expect("a get gets a reply");
+                match last {
+                    Reply::Line(l) if l == b"END" => {}
+                    Reply::Line(l) if values.is_empty() && l.starts_with(b"CLIENT_ERROR ") => {}
+                    _ => panic!("a get reply ends in END: {:?}", show()),
+                }
+                let mut wanted = keys.iter();
+                for v in values {
+                    let Reply::Value { key, has_cas, .. } = v else {
+                        panic!("a line among a get's values: {:?}", show());
+                    };
+                    assert_eq!(has_cas, cas, "gets/get CAS field: {:?}", show());
+                    assert!(
+                        wanted.any(|k| k == key),
+                        "a value for a key not asked for (or out of order): {:?}",
+                        show()
+                    );
+                }
+            }
+            Expect::Stats => {
+                let (last, stats) = lines.split_last().expect("stats gets a reply");
+                for s in stats {
+                    assert!(
+                        matches!(s, Reply::Line(l) if l.starts_with(b"STAT ")),
+                        "stats: {:?}",
+                        show()
+                    );
+                }
+                assert!(matches!(last, Reply::Line(_)), "stats: {:?}", show());
+            }
+            Expect::Version => {
+                assert!(
+                    matches!(&lines[..], [Reply::Line(l)] if l.starts_with(b"VERSION ")),
+                    "version: {:?}",
+                    show()
+                );
+            }
+            Expect::AnyLines => {
+                for l in &lines {
+                    assert!(matches!(l, Reply::Line(_)), "lines: {:?}", show());
+                }
+            }
+        }
+    }
+}
+
+enum Reply {
+    Line(Vec<u8>),
+    Value { key: Vec<u8>, has_cas: bool },
+}
+
+/// Splits a write buffer into replies; panics on anything malformed.
+fn parse_replies(mut out: &[u8]) -> Vec<Reply> {
+    let mut replies = Vec::new();
+    while !out.is_empty() {
+        let end = out
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or_else(|| panic!("a reply without CRLF: {:?}", String::from_utf8_lossy(out)));
+        let line = &out[..end];
+        out = &out[end + 2..];
+        if let Some(rest) = line.strip_prefix(b"VALUE ") {
+            // The key may hold any byte but a space or newline; the numbers
+            // follow the last spaces.
+            let fields: Vec<&[u8]> = rest.rsplitn(4, |&b| b == b' ').collect();
+            let (key, flags, len, cas) = match fields.len() {
+                4 if is_number(fields[2]) && is_number(fields[1]) && is_number(fields[0]) => {
+                    // key flags bytes cas, or a key with a space (impossible).
+                    (fields[3], fields[2], fields[1], Some(fields[0]))
+                }
+                _ => {
+                    let f: Vec<&[u8]> = rest.rsplitn(3, |&b| b == b' ').collect();
+                    assert_eq!(f.len(), 3, "VALUE line {:?}", String::from_utf8_lossy(line));
+                    (f[2], f[1], f[0], None)
+                }
+            };
+            assert!(!key.is_empty() && key.len() <= 250, "VALUE key");
+            let _flags: u32 = num(flags);
+            let len: usize = num(len);
+            if let Some(c) = cas {
+                let _: u64 = num(c);
+            }
+            assert!(out.len() >= len + 2, "VALUE data shorter than announced");
+            assert_eq!(
+                &out[len..len + 2],
+                b"\r\n",
+                "VALUE data not followed by CRLF"
+            );
+            out = &out[len + 2..];
+            replies.push(Reply::Value {
+                key: key.to_vec(),
+                has_cas: cas.is_some(),
+            });
+        } else {
+            assert!(!line.is_empty(), "an empty reply line");
+            assert!(!line.contains(&b'\n'), "a bare newline inside a reply");
+            replies.push(Reply::Line(line.to_vec()));
+        }
+    }
+    replies
+}
+
+fn is_number(b: &[u8]) -> bool {
+    !b.is_empty() && b.iter().all(u8::is_ascii_digit)
+}
+
+fn num<T: std::str::FromStr>(b: &[u8]) -> T {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not a number: {:?}", String::from_utf8_lossy(b)))
+}

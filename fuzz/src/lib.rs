@@ -1,0 +1,165 @@
+//! Fuzz targets for ferrocache, as plain functions so that they run both
+//! under libFuzzer (`cargo fuzz run decoder`, `cargo fuzz run connection`)
+//! and as deterministic tests over the seed corpus plus pseudo-random
+//! mutations of it (`cargo test --manifest-path fuzz/Cargo.toml`).
+//!
+//! - [`decoder::check`]: the request decoder on arbitrary bytes.
+//! - [`connection::check`]: decoder, `execute` and a real store together.
+
+pub mod connection;
+pub mod decoder;
+
+/// xorshift64*: small, fast and the same everywhere, so a failing seed
+/// reproduces.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform enough in `0..n`; `n` > 0.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// Pieces of the text protocol that mutations splice in.
+pub const DICTIONARY: &[&[u8]] = &[
+    b"set ",
+    b"add ",
+    b"replace ",
+    b"append ",
+    b"prepend ",
+    b"cas ",
+    b"get ",
+    b"gets ",
+    b"gat ",
+    b"gats ",
+    b"bget ",
+    b"delete ",
+    b"incr ",
+    b"decr ",
+    b"touch ",
+    b"flush_all",
+    b"version",
+    b"verbosity ",
+    b"quit",
+    b"shutdown",
+    b"stats",
+    b"cache_memlimit ",
+    b"mn",
+    b"noreply",
+    b" ",
+    b"\r\n",
+    b"\n",
+    b"\r",
+    b"\0",
+    b"\t",
+    b"0",
+    b"1",
+    b"-1",
+    b"+5",
+    b"2592001",
+    b"4294967296",
+    b"18446744073709551615",
+    b"2147483647",
+    b"k",
+    b"key",
+    b"HTTP/1.1",
+    b"\x80",
+];
+
+/// Applies a few random edits: byte flips, inserted dictionary words,
+/// deleted or duplicated ranges.
+pub fn mutate(input: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let mut v = input.to_vec();
+    for _ in 0..1 + rng.below(6) {
+        let at = if v.is_empty() {
+            0
+        } else {
+            rng.below(v.len() as u64 + 1) as usize
+        };
+        match rng.below(5) {
+            0 if at < v.len() => v[at] = rng.next_u64() as u8,
+            1 => {
+                let w = DICTIONARY[rng.below(DICTIONARY.len() as u64) as usize];
+                v.splice(at..at, w.iter().copied());
+            }
+            2 if at < v.len() => {
+                let n = (1 + rng.below(16) as usize).min(v.len() - at);
+                v.drain(at..at + n);
+            }
+            3 if at < v.len() => {
+                let n = (1 + rng.below(64) as usize).min(v.len() - at);
+                let piece = v[at..at + n].to_vec();
+                v.splice(at..at, piece);
+            }
+            _ => {
+                let n = rng.below(8);
+                for _ in 0..n {
+                    v.insert(at.min(v.len()), rng.next_u64() as u8);
+                }
+            }
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn seeds(target: &str) -> Vec<Vec<u8>> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("seeds")
+            .join(target);
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("dir entry").path())
+            .collect();
+        files.sort();
+        let seeds: Vec<Vec<u8>> = files
+            .iter()
+            .map(|p| std::fs::read(p).expect("seed"))
+            .collect();
+        assert!(!seeds.is_empty());
+        seeds
+    }
+
+    /// Every seed, then mutants of random seeds, for a bounded count.
+    fn replay(target: &str, rounds: usize, check: fn(&[u8])) {
+        let seeds = seeds(target);
+        for s in &seeds {
+            check(s);
+        }
+        let mut rng = Rng::new(0x00c0_ffee_d00d);
+        for _ in 0..rounds {
+            let base = &seeds[rng.below(seeds.len() as u64) as usize];
+            let input = mutate(base, &mut rng);
+            check(&input);
+        }
+    }
+
+    #[test]
+    fn decoder_seeds_and_mutants() {
+        replay("decoder", 20_000, decoder::check);
+    }
+
+    #[test]
+    fn connection_seeds_and_mutants() {
+        replay("connection", 5_000, connection::check);
+    }
+}
