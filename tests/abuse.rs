@@ -38,6 +38,8 @@ impl Server {
                     "0",
                     "-u",
                     "root",
+                    "--metrics-listen",
+                    "off",
                 ])
                 .args(args)
                 .stdin(Stdio::null())
