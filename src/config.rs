@@ -215,6 +215,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub store: StoreConfig,
+    /// `-B` as memcached's `stats settings` spells it.
+    pub binding_protocol: &'static str,
     /// Warnings for accepted-but-ignored options, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -321,11 +323,12 @@ impl Cli {
         if self.udp_port != 0 {
             return err("UDP is not supported: use -U 0");
         }
-        match self.protocol.as_str() {
-            "ascii" | "auto" => {}
+        let binding_protocol = match self.protocol.as_str() {
+            "ascii" => "ascii",
+            "auto" => "auto-negotiate",
             "binary" => return err("the binary protocol is not supported: use -B ascii"),
             other => return err(format!("Invalid value for binding protocol: {other}")),
-        }
+        };
         let memory_limit = match self.memory_limit.checked_mul(1024 * 1024) {
             Some(b) if b <= usize::MAX as u64 => b as usize,
             _ => return err("memory limit too large"),
@@ -416,6 +419,7 @@ impl Cli {
                 shards: shard_count(threads),
                 item_size_max,
             },
+            binding_protocol,
             warnings,
         })
     }

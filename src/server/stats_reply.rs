@@ -539,7 +539,7 @@ fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         ("reqs_per_event", cfg.reqs_per_event.to_string()),
         ("cas_enabled", yes_no(cfg.store.cas_enabled).into()),
         ("tcp_backlog", cfg.backlog.to_string()),
-        ("binding_protocol", "ascii".into()),
+        ("binding_protocol", cfg.binding_protocol.into()),
         ("auth_enabled_sasl", "no".into()),
         ("auth_enabled_ascii", "no".into()),
         ("item_size_max", cfg.limits.item_size_max.to_string()),
@@ -549,7 +549,12 @@ fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         ("slab_automove", "0".into()),
         ("slab_automove_ratio", "0.00".into()),
         ("slab_automove_window", "0".into()),
-        ("slab_chunk_max", cfg.limits.item_size_max.to_string()),
+        // memcached's default (half a 1 MiB slab page), bounded by -I as
+        // memcached requires.
+        (
+            "slab_chunk_max",
+            cfg.limits.item_size_max.min(512 * 1024).to_string(),
+        ),
         // No crawler thread: expired items are reclaimed on access and by
         // the store's bounded sweep.
         ("lru_crawler", "no".into()),

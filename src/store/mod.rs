@@ -370,42 +370,26 @@ impl Store {
     /// spaces to its length, as memcached rewrites in place; a longer one is
     /// stored as its digits. Flags and deadline are kept; the CAS is new.
     pub fn arith(&self, key: &[u8], delta: u64, incr: bool, now: u32) -> ArithResult {
-        if key.len() > item::KEY_MAX {
-            return ArithResult::NotFound;
-        }
-        let hash = self.hash(key);
-        let si = self.shard_of(hash);
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            let ctx = self.ctx(now);
-            let (old, garbage) = self.lock(si).snapshot(key, hash, &ctx);
-            drop(garbage);
-            let Some(old) = old else {
-                return ArithResult::NotFound;
-            };
-            let h = item::header(&old);
-            let old_value = &old[h.value_start..];
-            let Some(n) = item::parse_counter(old_value) else {
-                return ArithResult::NonNumeric;
-            };
-            let n = if incr {
-                n.wrapping_add(delta)
-            } else {
-                n.saturating_sub(delta)
-            };
-            let mut digits = [0u8; 20];
-            let ndigits = item::format_counter(n, &mut digits);
-            let len = ndigits.max(old_value.len());
-            let built = item::build(key, h.flags, self.next_cas(si), len, |d| {
-                d[..ndigits].copy_from_slice(&digits[..ndigits]);
-                d[ndigits..].fill(b' ');
-            });
-            match self.swap(si, key, hash, &old, built, now) {
-                Ok(true) => return ArithResult::Value(n),
-                Ok(false) => continue,
-                Err(()) => return ArithResult::OutOfMemory,
+        // The one arithmetic path, shared with `ma`: it rewrites the number
+        // in place as memcached does (not counted in total_items) unless the
+        // result is longer than the stored text.
+        let req = meta::ArithRequest {
+            key_binary: false,
+            incr,
+            delta,
+            compare_cas: 0,
+            vivify: false,
+            initial: 0,
+            steps: &[],
+        };
+        match self.meta_arith(key, &req, now) {
+            meta::Arith::Done(c) => ArithResult::Value(c.value),
+            meta::Arith::NotFound | meta::Arith::NotStored | meta::Arith::Exists => {
+                ArithResult::NotFound
             }
+            meta::Arith::NonNumeric => ArithResult::NonNumeric,
+            meta::Arith::OutOfMemory => ArithResult::OutOfMemory,
         }
-        ArithResult::OutOfMemory
     }
 
     /// touch: a new deadline, CAS unchanged. True if the item was there.

@@ -200,6 +200,8 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats
             evictions: true,
             cas_enabled: true,
             shards,
+            // The model has no item size limit: appends may grow freely.
+            item_size_max: 1 << 30,
         },
         clock.clone(),
     );
@@ -482,6 +484,7 @@ fn a_panic_under_a_shard_lock_leaves_the_store_serving() {
             evictions: true,
             cas_enabled: true,
             shards: 4,
+            item_size_max: 1 << 20,
         },
         Clock::manual(UNIX),
     );

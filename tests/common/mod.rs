@@ -218,6 +218,13 @@ impl Server {
             user,
         ])
         .args(flags)
+        // memcached's default is 4 worker threads, ours one per core: `stats`
+        // shows the number, so both get the same unless a session says otherwise.
+        .args(if flags.iter().any(|f| f == "-t") {
+            &[][..]
+        } else {
+            &["-t", "4"][..]
+        })
         // Many servers run at once here: none may take the default metrics port.
         .args(match spec.kind {
             Kind::Memcached => &[][..],
