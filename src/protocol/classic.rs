@@ -309,6 +309,9 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
             b"version" => command(Command::Version),
             b"quit" => command(Command::Quit),
             b"verbosity" => verbosity(&t),
+            b"lru_crawler" if n >= 3 => command(Command::LruCrawler {
+                args: Keys::new(t.after(0)),
+            }),
             // Known to memcached but not offered here: a plain `ERROR`,
             // never the HTTP close below.
             b"bget" | b"lru_crawler" | b"watch" | b"lru" => unknown(),

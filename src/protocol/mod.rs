@@ -173,6 +173,8 @@ pub enum Command<'a> {
         megabytes: u64,
         noreply: bool,
     },
+    /// `lru_crawler <args>`; only `metadump` is served.
+    LruCrawler { args: Keys<'a> },
     /// `mn`: the no-op that fences a pipeline.
     MetaNoop,
     /// `mg`, `ms`, `md`, `ma`, `me`.

@@ -242,6 +242,7 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
                 }
             }
         }
+        Command::LruCrawler { args } => lru_crawler(args, cx, out),
         Command::MetaNoop => encode::reply(out, Reply::MetaNoop),
         Command::Meta(cmd) => super::meta_execute::execute(cmd, cx, out),
     }
@@ -284,4 +285,41 @@ fn get(keys: Keys<'_>, cas: bool, touch: Option<u32>, cx: &mut Context<'_>, out:
         }
     }
     encode::reply(out, Reply::End);
+}
+
+/// `lru_crawler metadump all|hash|<classes>`: the key listing tools such as
+/// memcached-tool read. There is no crawler to start or tune, so the other
+/// sub-commands are unknown.
+fn lru_crawler(args: Keys<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
+    let mut it = args.iter();
+    if it.next() != Some(&b"metadump"[..]) {
+        encode::error(out, ProtocolError::UnknownCommand);
+        return;
+    }
+    let which = it.next().unwrap_or_default();
+    // memcached hands the connection to its crawler, which cannot share it
+    // with replies still owed.
+    if !out.is_empty() {
+        encode::line(out, b"ERROR cannot pipeline other commands before metadump");
+        return;
+    }
+    match which {
+        b"all" | b"hash" => stats_reply::metadump(cx, out),
+        // A list of class ids: every item is in class 1 here (see `stats items`).
+        ids if !ids.is_empty()
+            && ids.split(|&b| b == b',').all(|id| {
+                std::str::from_utf8(id)
+                    .ok()
+                    .and_then(|s| s.parse::<u8>().ok())
+                    .is_some_and(|n| n > 0 && n < 64)
+            }) =>
+        {
+            if ids.split(|&b| b == b',').any(|id| id == b"1") {
+                stats_reply::metadump(cx, out);
+            } else {
+                encode::reply(out, Reply::End);
+            }
+        }
+        _ => encode::line(out, b"BADCLASS invalid class id"),
+    }
 }

@@ -331,8 +331,7 @@ fn cachedump(class: Option<&[u8]>, limit: Option<&[u8]>, cx: &mut Context<'_>, o
 /// `\n`, then `END\r\n`.
 // TODO(metrics): reached once the parser turns `lru_crawler metadump
 // all|<classes>` into a command; until then only the tests call it.
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn metadump(cx: &mut Context<'_>, out: &mut BytesMut) {
+pub(super) fn metadump(cx: &mut Context<'_>, out: &mut BytesMut) {
     let clock = cx.shared.store.clock();
     let limits = cx.shared.config.limits;
     cx.shared.store.for_each_item(cx.now, |it| {
