@@ -327,7 +327,7 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
 fn get<'a>(t: &Tokens<'a>, cas: bool) -> Parsed<'a> {
     let keys = Keys::new(t.after(0));
     if keys.iter().any(|k| k.len() > KEY_MAX_LEN) {
-        return error(ProtocolError::BadCommandLineFormat, false);
+        return error(ProtocolError::RetrievalKeyTooLong, false);
     }
     command(Command::Get { keys, cas })
 }
@@ -339,7 +339,7 @@ fn gat<'a>(t: &Tokens<'a>, cas: bool) -> Parsed<'a> {
     };
     let keys = Keys::new(t.after(1));
     if keys.iter().any(|k| k.len() > KEY_MAX_LEN) {
-        return error(ProtocolError::BadCommandLineFormat, false);
+        return error(ProtocolError::RetrievalKeyTooLong, false);
     }
     command(Command::Gat {
         exptime: i64::from(exptime),

@@ -380,6 +380,10 @@ mod tests {
         err(ProtocolError::BadCommandLineFormat)
     }
 
+    fn get_key_too_long() -> Frame<'static> {
+        err(ProtocolError::RetrievalKeyTooLong)
+    }
+
     fn bad_chunk(noreply: bool) -> Frame<'static> {
         Frame::Error {
             error: ProtocolError::BadDataChunk,
@@ -492,15 +496,15 @@ mod tests {
             ("gats\r\n".into(), unknown()),
             ("gx a\r\n".into(), unknown()),
             ("GET a\r\n".into(), unknown()),
-            (format!("get {k251}\r\n"), bad_format()),
-            (format!("get a {k251} b\r\n"), bad_format()),
-            (format!("gets a {k251}\r\n"), bad_format()),
+            (format!("get {k251}\r\n"), get_key_too_long()),
+            (format!("get a {k251} b\r\n"), get_key_too_long()),
+            (format!("gets a {k251}\r\n"), get_key_too_long()),
             ("gat x a\r\n".into(), err(ProtocolError::InvalidExptime)),
             (
                 format!("gat x {k251}\r\n"),
                 err(ProtocolError::InvalidExptime),
             ),
-            (format!("gat 10 {k251}\r\n"), bad_format()),
+            (format!("gat 10 {k251}\r\n"), get_key_too_long()),
             ("gats 1.5 a\r\n".into(), err(ProtocolError::InvalidExptime)),
             // delete
             (
@@ -806,7 +810,14 @@ mod tests {
             ("sx / HTTP/1.1\r\n".into(), unknown()),
             ("gx / HTTP/1.1\r\n".into(), unknown()),
             ("mx / HTTP/1.1\r\n".into(), unknown()),
-            ("lru_crawler x HTTP/1.1\r\n".into(), unknown()),
+            // A known command, so never the HTTP close (execute answers ERROR).
+            (
+                "lru_crawler x HTTP/1.1\r\n".into(),
+                cmd(Command::LruCrawler {
+                    args: Keys::new(b" x HTTP/1.1"),
+                }),
+            ),
+            ("lru_crawler\r\n".into(), unknown()),
             // storage lines that fail before their data block
             ("set k 0 0\r\n".into(), unknown()),
             ("set k 0 0 1 noreply x\r\n".into(), unknown()),
@@ -927,7 +938,7 @@ mod tests {
             line.extend_from_slice(format!(" key{i}").as_bytes());
         }
         line.extend_from_slice(format!(" {}\r\n", "k".repeat(251)).as_bytes());
-        assert_eq!(first(&line).1, bad_format());
+        assert_eq!(first(&line).1, get_key_too_long());
     }
 
     #[test]
@@ -1499,7 +1510,7 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
         assert!(close(format!("gat 10 {long_key}").as_bytes()));
         assert!(close(format!("bget {long_key}").as_bytes()));
         let line = format!("{}get {long_key}\r\n", " ".repeat(100));
-        assert_eq!(first(line.as_bytes()), (line.len(), bad_format()));
+        assert_eq!(first(line.as_bytes()), (line.len(), get_key_too_long()));
         // ... up to our own bound.
         let mut huge = b"get ".to_vec();
         huge.resize(GET_LINE_MAX_LEN, b'k');

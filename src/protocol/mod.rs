@@ -174,7 +174,9 @@ pub enum Command<'a> {
         noreply: bool,
     },
     /// `lru_crawler <args>`; only `metadump` is served.
-    LruCrawler { args: Keys<'a> },
+    LruCrawler {
+        args: Keys<'a>,
+    },
     /// `mn`: the no-op that fences a pipeline.
     MetaNoop,
     /// `mg`, `ms`, `md`, `ma`, `me`.
@@ -197,6 +199,10 @@ pub enum ProtocolError {
     /// `ERROR`: unknown command, wrong number of tokens, empty line.
     UnknownCommand,
     BadCommandLineFormat,
+    /// A key over 250 bytes in get/gets/gat/gats. Same words as
+    /// `BadCommandLineFormat`, but memcached also throws away the replies
+    /// still owed for earlier commands of the same read.
+    RetrievalKeyTooLong,
     BadDataChunk,
     InvalidExptime,
     InvalidDelta,
@@ -239,7 +245,7 @@ impl ProtocolError {
         use ProtocolError::*;
         match self {
             UnknownCommand => "ERROR",
-            BadCommandLineFormat => "CLIENT_ERROR bad command line format",
+            BadCommandLineFormat | RetrievalKeyTooLong => "CLIENT_ERROR bad command line format",
             BadDataChunk => "CLIENT_ERROR bad data chunk",
             InvalidExptime => "CLIENT_ERROR invalid exptime argument",
             InvalidDelta => "CLIENT_ERROR invalid numeric delta argument",

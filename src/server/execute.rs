@@ -49,6 +49,10 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
             if counts_as_set {
                 cx.stats.cmd_set += 1;
             }
+            if error == ProtocolError::RetrievalKeyTooLong {
+                // memcached releases every response the connection still owes.
+                out.clear();
+            }
             if !noreply {
                 encode::error(out, error);
             }

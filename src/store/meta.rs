@@ -432,7 +432,12 @@ impl Store {
     }
 
     /// `ms` in append/prepend mode: a non-zero `C` must match the item.
-    pub(super) fn meta_concat(&self, req: &SetRequest<'_>, hash: u64, now: u32) -> (StoreResult, u64) {
+    pub(super) fn meta_concat(
+        &self,
+        req: &SetRequest<'_>,
+        hash: u64,
+        now: u32,
+    ) -> (StoreResult, u64) {
         let si = self.shard_of(hash);
         let append = req.mode == StoreMode::Append;
         for _ in 0..MAX_WRITE_ATTEMPTS {
