@@ -460,11 +460,8 @@ impl Ctx<'_> {
             self.client_threads()
         };
         eprintln!("== {} ({})", m.name, settings.describe());
-        let mut client_args: Vec<String> = vec![
-            "--workload".into(),
-            "mixed".into(),
-            "--misses-are-errors".into(),
-        ];
+        let mut client_args: Vec<String> =
+            vec!["--workload".into(), "mixed".into(), "--all-fit".into()];
         for (k, v) in [
             ("--conns", a.conns.to_string()),
             ("--depth", m.depth.to_string()),
@@ -608,14 +605,14 @@ impl Ctx<'_> {
                     fill.seconds,
                     rss / 1024
                 );
-                measured.push((i, items, evictions, rss, scan.hit_ratio()));
+                measured.push((i, items, evictions, rss, scan.hit_ratio(), fill.refused));
             }
             let reference = measured
                 .iter()
                 .find(|m| m.0 == 1)
                 .copied()
                 .expect("reference measured");
-            for (i, items, evictions, rss, recent) in measured {
+            for (i, items, evictions, rss, recent, refused) in measured {
                 let (r_items, r_rss) = if i == 0 {
                     (
                         format!("**{}**", ratio(items as f64, reference.1 as f64)),
@@ -625,10 +622,11 @@ impl Ctx<'_> {
                     (String::new(), String::new())
                 };
                 rows.push(format!(
-                    "| {} | {} | {} | {} | {} | {:.1} MiB | {:.0} | {:.1}% | {} | {} |",
+                    "| {} | {} | {} | {} | {} | {} | {:.1} MiB | {:.0} | {:.1}% | {} | {} |",
                     if i == 1 { name.as_str() } else { "" },
                     self.sides[i].label,
                     thousands(count as f64),
+                    thousands(refused as f64),
                     thousands(items as f64),
                     thousands(evictions as f64),
                     rss as f64 / 1024.0,
@@ -649,7 +647,7 @@ impl Ctx<'_> {
             Err(e) => {
                 self.fail(&format!("e ({name})"), e);
                 Some(format!(
-                    "| {name} | | FAILED: wrong replies or a crash, see the log | | | | | | | |"
+                    "| {name} | | FAILED: wrong replies or a crash, see the log | | | | | | | | |"
                 ))
             }
         }
@@ -933,14 +931,16 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
             .collect();
         sections.push(format!(
             "### Memory\n\n\
-             `-m {}`, {}× that much value data written once per key (pipelined sets), then `curr_items` \
-             and `evictions` from `stats` and VmRSS of the process. \"Recent kept\": share of the last \
-             {} keys written that a get still finds. Ratio: {c} / {m}.\n\n\
-             | values | server | sets | items held | evictions | RSS | RSS bytes/item | recent kept | ratio items | ratio RSS |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n{}\n",
+             `-m {}`, {}× that much value data written once per key (pipelined sets, {} connections \
+             × 16 in flight), then `curr_items` and `evictions` from `stats` and VmRSS of the process. \
+             \"Refused\": sets answered `SERVER_ERROR out of memory storing object`. \"Recent kept\": \
+             share of the last 10% of keys written (at most 20,000) that a get still finds. \
+             Ratio: {c} / {m}.\n\n\
+             | values | server | sets | refused | items held | evictions | RSS | RSS bytes/item | recent kept | ratio items | ratio RSS |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}\n",
             args.small_mem,
             args.fill_factor,
-            "the 10% (at most 20,000)",
+            args.conns,
             rows.join("\n")
         ));
     }

@@ -72,6 +72,8 @@ pub struct Stats {
     /// Misses over the whole run, warm-up and preload included.
     pub all_misses: u64,
     pub sets: u64,
+    /// Sets refused for lack of memory, over the whole run.
+    pub refused: u64,
     pub first_send: Option<Instant>,
     pub last_done: Option<Instant>,
     pub errors: Vec<String>,
@@ -86,6 +88,7 @@ impl Stats {
         self.hits += o.hits;
         self.misses += o.misses;
         self.all_misses += o.all_misses;
+        self.refused += o.refused;
         self.sets += o.sets;
         self.first_send = match (self.first_send, o.first_send) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -414,7 +417,10 @@ impl Conn {
                 let (used, keys, outcome) = match &p.kind {
                     Kind::Set => match proto::parse_stored(buf)? {
                         Parsed::Incomplete => break,
-                        Parsed::Done(used, ()) => (used, 0, None),
+                        Parsed::Done(used, stored) => {
+                            stats.refused += u64::from(!stored);
+                            (used, 0, None)
+                        }
                     },
                     Kind::Get { n, keys } => {
                         match proto::parse_get(buf, &keys[..*n as usize], &generator.values)? {

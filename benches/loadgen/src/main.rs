@@ -100,9 +100,10 @@ pub struct RunArgs {
     /// Seed of the key sequences.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Treat any get miss as an error (for runs whose keys all fit).
+    /// Every key fits in memory: a get miss or a set refused for lack of
+    /// memory is an error.
     #[arg(long)]
-    misses_are_errors: bool,
+    all_fit: bool,
 }
 
 /// What one run measured.
@@ -118,6 +119,7 @@ pub struct RunResult {
     pub hits: u64,
     pub misses: u64,
     pub sets: u64,
+    pub refused: u64,
     pub errors: u64,
 }
 
@@ -140,7 +142,7 @@ impl RunResult {
 
     fn line(&self) -> String {
         format!(
-            "RESULT ops={} requests={} seconds={:.6} ops_per_sec={:.1} p50_us={:.1} p99_us={:.1} p999_us={:.1} gets={} hits={} misses={} sets={} errors={}",
+            "RESULT ops={} requests={} seconds={:.6} ops_per_sec={:.1} p50_us={:.1} p99_us={:.1} p999_us={:.1} gets={} hits={} misses={} sets={} refused={} errors={}",
             self.ops,
             self.requests,
             self.seconds,
@@ -152,6 +154,7 @@ impl RunResult {
             self.hits,
             self.misses,
             self.sets,
+            self.refused,
             self.errors
         )
     }
@@ -175,6 +178,7 @@ impl RunResult {
                 "hits" => r.hits = int()?,
                 "misses" => r.misses = int()?,
                 "sets" => r.sets = int()?,
+                "refused" => r.refused = int()?,
                 "errors" => r.errors = int()?,
                 _ => {}
             }
@@ -266,11 +270,11 @@ fn run(args: &RunArgs) -> Result<(Stats, RunResult), String> {
     };
     let mut errors = stats.errors.len() as u64;
     let mut stats = stats;
-    if args.misses_are_errors && stats.all_misses > 0 {
-        errors += stats.all_misses;
+    if args.all_fit && stats.all_misses + stats.refused > 0 {
+        errors += stats.all_misses + stats.refused;
         stats.errors.push(format!(
-            "{} get misses on keys that were set and fit in memory",
-            stats.all_misses
+            "{} get misses and {} sets refused (out of memory), though every key fits in memory",
+            stats.all_misses, stats.refused
         ));
     }
     let us = |q| stats.latency.quantile(q) as f64 / 1000.0;
@@ -285,6 +289,7 @@ fn run(args: &RunArgs) -> Result<(Stats, RunResult), String> {
         hits: stats.hits,
         misses: stats.misses,
         sets: stats.sets,
+        refused: stats.refused,
         errors,
     };
     Ok((stats, result))
@@ -384,12 +389,14 @@ mod tests {
             hits: 3,
             misses: 1,
             sets: 1,
+            refused: 2,
             errors: 0,
         };
         let back = RunResult::parse(&format!("noise\n{}\n", r.line())).unwrap();
         assert_eq!(back.ops, 10);
         assert_eq!(back.ops_per_sec(), 5.0);
         assert_eq!(back.p999_us, 300.0);
+        assert_eq!(back.refused, 2);
         assert_eq!(back.hit_ratio(), 0.75);
     }
 }

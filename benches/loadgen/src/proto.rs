@@ -171,10 +171,16 @@ fn line(buf: &[u8]) -> Option<&[u8]> {
     Some(&buf[..end])
 }
 
-/// The reply to `set`: exactly `STORED\r\n`.
-pub fn parse_stored(buf: &[u8]) -> Result<Parsed<()>, String> {
+/// memcached's refusal of a set when it finds nothing to evict in time;
+/// a legitimate reply under memory pressure, counted apart from errors.
+const OUT_OF_MEMORY: &[u8] = b"SERVER_ERROR out of memory storing object";
+
+/// The reply to `set`: `STORED\r\n` (`true`), or memcached's out-of-memory
+/// refusal (`false`); anything else is an error.
+pub fn parse_stored(buf: &[u8]) -> Result<Parsed<bool>, String> {
     match line(buf) {
-        Some(b"STORED") => Ok(Parsed::Done(8, ())),
+        Some(b"STORED") => Ok(Parsed::Done(8, true)),
+        Some(OUT_OF_MEMORY) => Ok(Parsed::Done(OUT_OF_MEMORY.len() + 2, false)),
         Some(_) => Err(format!("set: expected STORED, got \"{}\"", excerpt(buf))),
         None if buf.len() >= 1024 => Err(format!("set: reply line too long: \"{}\"", excerpt(buf))),
         None => Ok(Parsed::Incomplete),
@@ -313,10 +319,14 @@ mod tests {
 
     #[test]
     fn stored_parses_and_rejects() {
-        assert_eq!(parse_stored(b"STORED\r\nVAL"), Ok(Parsed::Done(8, ())));
+        assert_eq!(parse_stored(b"STORED\r\nVAL"), Ok(Parsed::Done(8, true)));
         assert_eq!(parse_stored(b"STOR"), Ok(Parsed::Incomplete));
         assert!(parse_stored(b"NOT_STORED\r\n").is_err());
-        assert!(parse_stored(b"SERVER_ERROR out of memory storing object\r\n").is_err());
+        assert!(parse_stored(b"SERVER_ERROR object too large for cache\r\n").is_err());
+        assert_eq!(
+            parse_stored(b"SERVER_ERROR out of memory storing object\r\nSTORED\r\n"),
+            Ok(Parsed::Done(43, false))
+        );
     }
 
     #[test]
