@@ -19,5 +19,8 @@ pub mod store;
 /// Error type for start-up failures; they end the process with a message.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// The version we report in `version` and `stats`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The version we report in `version` and `stats`. It leads with the
+/// memcached release whose protocol we follow, because clients parse the
+/// leading `major.minor.patch` to decide which commands a server has
+/// (libmemcached, for one); our own version follows the dash.
+pub const VERSION: &str = concat!("1.6.18-ferrocache-", env!("CARGO_PKG_VERSION"));

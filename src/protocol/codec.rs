@@ -1,8 +1,27 @@
 //! Per-connection framing: finds complete requests in the read buffer,
 //! enforces the line-length limits, and swallows rejected data blocks.
-//! (Skeleton: the parser helper fills this in.)
+//!
+//! The decoder never copies the buffer: a frame borrows it, and the caller
+//! advances the buffer by `consumed` once the frame is handled. Between a
+//! [`Decode::NeedMore`] and the next call the caller only appends to the
+//! buffer, which lets the decoder remember how far it already looked for a
+//! newline and how long a pending data block is.
 
-use super::{Frame, Limits};
+use bytes::Bytes;
+
+use super::classic::{self, Parsed, StoreHeader};
+use super::{Frame, GET_LINE_MAX_LEN, LINE_MAX_LEN, Limits, ProtocolError, Rejected, StoreMode};
+
+/// memcached reads into a 16 KiB buffer: a command line whose newline is not
+/// in the first 16 KiB is closed even when it arrived in one write. Lines of
+/// `get`/`gets` are the exception and may run to [`GET_LINE_MAX_LEN`].
+const READ_WINDOW: usize = 16 * 1024;
+
+/// First byte of a binary-protocol request; memcached switches protocol on it.
+const BINARY_REQUEST_MAGIC: u8 = 0x80;
+
+/// memcached lets a long get line start with this many spaces at most.
+const GET_LEADING_SPACES_MAX: usize = 100;
 
 /// The result of one call to [`Decoder::decode`].
 #[derive(Debug, PartialEq, Eq)]
@@ -17,25 +36,1613 @@ pub enum Decode<'a> {
     },
 }
 
+#[derive(Debug)]
+enum State {
+    /// Nothing read yet: the first byte decides the protocol.
+    Fresh,
+    /// Waiting for a command line; the first `scanned` bytes hold no `\n`.
+    Line { scanned: usize },
+    /// A storage line has been parsed and left at the front of the buffer;
+    /// the request is complete once `need` bytes are buffered.
+    Data { need: usize },
+    /// Dropping the data block of a refused storage command.
+    Swallow {
+        remaining: usize,
+        rejected: Rejected,
+    },
+    /// A [`Frame::Close`] was returned; nothing more is decoded.
+    Closed,
+}
+
 /// Framing state of one connection.
 #[derive(Debug)]
 pub struct Decoder {
     limits: Limits,
+    state: State,
 }
 
 impl Decoder {
     pub fn new(limits: Limits) -> Self {
-        Decoder { limits }
+        Decoder {
+            limits,
+            state: State::Fresh,
+        }
     }
 
     /// Decodes the next request at the front of `buf`.
+    ///
+    /// A refused data block is swallowed as it arrives: each call drops what
+    /// is buffered of it (`frame: None`), and the call that drops its last
+    /// byte returns the [`Frame::Rejected`] with that final chunk.
     pub fn decode<'a>(&mut self, buf: &'a [u8]) -> Decode<'a> {
-        let _ = (buf, &self.limits);
-        todo!()
+        if buf.is_empty() {
+            return Decode::NeedMore;
+        }
+        match &mut self.state {
+            State::Fresh => {
+                if buf[0] == BINARY_REQUEST_MAGIC {
+                    return self.close(buf);
+                }
+                self.state = State::Line { scanned: 0 };
+                self.decode_line(buf, 0)
+            }
+            State::Line { scanned } => {
+                let scanned = *scanned;
+                self.decode_line(buf, scanned)
+            }
+            State::Data { need } => {
+                if buf.len() < *need {
+                    return Decode::NeedMore;
+                }
+                // The whole request is buffered: parse its line again (it is
+                // short) rather than keep offsets into an older buffer.
+                self.state = State::Line { scanned: 0 };
+                self.decode_line(buf, 0)
+            }
+            State::Swallow { remaining, .. } => {
+                let take = (*remaining).min(buf.len());
+                *remaining -= take;
+                if *remaining > 0 {
+                    return Decode::Frame {
+                        consumed: take,
+                        frame: None,
+                    };
+                }
+                let frame = match std::mem::replace(&mut self.state, State::Line { scanned: 0 }) {
+                    State::Swallow { rejected, .. } => Some(Frame::Rejected(rejected)),
+                    _ => None,
+                };
+                Decode::Frame {
+                    consumed: take,
+                    frame,
+                }
+            }
+            State::Closed => self.close(buf),
+        }
     }
 
     /// True while a data block is being read or swallowed (idle timeout must not fire).
     pub fn in_data_block(&self) -> bool {
-        false
+        matches!(self.state, State::Data { .. } | State::Swallow { .. })
+    }
+
+    /// How many bytes the buffer must hold before the pending request can be
+    /// decoded, when that is known (a data block is being read). The caller
+    /// can reserve this much at once; it never exceeds the item size limit
+    /// plus the command line.
+    pub fn wanted_len(&self) -> Option<usize> {
+        match self.state {
+            State::Data { need } => Some(need),
+            _ => None,
+        }
+    }
+
+    fn close<'a>(&mut self, buf: &'a [u8]) -> Decode<'a> {
+        self.state = State::Closed;
+        Decode::Frame {
+            consumed: buf.len(),
+            frame: Some(Frame::Close),
+        }
+    }
+
+    /// Looks for a command line at the front of `buf` (non-empty), the first
+    /// `scanned` bytes of which are known to hold no `\n`.
+    fn decode_line<'a>(&mut self, buf: &'a [u8], scanned: usize) -> Decode<'a> {
+        let long_get = buf.len() > LINE_MAX_LEN && starts_long_get(buf);
+        let window = buf.len().min(if long_get {
+            GET_LINE_MAX_LEN
+        } else {
+            READ_WINDOW
+        });
+        let from = scanned.min(window);
+        let Some(newline) = find_newline(&buf[from..window]).map(|i| from + i) else {
+            self.state = State::Line { scanned: window };
+            // memcached closes a connection that has sent more than 2048
+            // bytes without a newline, unless it is a long multi-get.
+            if buf.len() > LINE_MAX_LEN && !(long_get && buf.len() <= GET_LINE_MAX_LEN) {
+                return self.close(buf);
+            }
+            return Decode::NeedMore;
+        };
+        self.state = State::Line { scanned: 0 };
+        let consumed = newline + 1;
+        let mut end = newline;
+        // memcached strips one `\r`, and only from a line longer than itself.
+        if end > 1 && buf[end - 1] == b'\r' {
+            end -= 1;
+        }
+        // The line is a C string to memcached: it ends at the first NUL.
+        let line = &buf[..end];
+        let line = match line.iter().position(|&b| b == 0) {
+            Some(nul) => &line[..nul],
+            None => line,
+        };
+        match classic::parse_line(line) {
+            Parsed::Frame(Frame::Close) => self.close(buf),
+            Parsed::Frame(frame) => Decode::Frame {
+                consumed,
+                frame: Some(frame),
+            },
+            Parsed::Store(header) => self.decode_store(buf, consumed, header),
+        }
+    }
+
+    /// A storage line of `line_len` bytes (newline included) has been parsed:
+    /// refuse it if too large, else wait for its data block.
+    fn decode_store<'a>(
+        &mut self,
+        buf: &'a [u8],
+        line_len: usize,
+        header: StoreHeader<'a>,
+    ) -> Decode<'a> {
+        // `header.bytes` is at most i32::MAX - 2, so these sums cannot overflow.
+        let block_len = header.bytes + 2;
+        if self
+            .limits
+            .too_large(header.key.len(), header.bytes, header.flags)
+        {
+            // memcached answers only once the whole block has been dropped,
+            // and never buffers it. The attempt is not counted in cmd_set.
+            let rejected = Rejected {
+                error: ProtocolError::TooLarge,
+                noreply: header.noreply,
+                // A too-large `set` deletes the old value; the others keep it.
+                unlink_key: (header.mode == StoreMode::Set)
+                    .then(|| Bytes::copy_from_slice(header.key)),
+                counts_as_set: false,
+            };
+            let take = block_len.min(buf.len() - line_len);
+            let remaining = block_len - take;
+            if remaining == 0 {
+                return Decode::Frame {
+                    consumed: line_len + take,
+                    frame: Some(Frame::Rejected(rejected)),
+                };
+            }
+            self.state = State::Swallow {
+                remaining,
+                rejected,
+            };
+            return Decode::Frame {
+                consumed: line_len + take,
+                frame: None,
+            };
+        }
+        let need = line_len + block_len;
+        if buf.len() < need {
+            self.state = State::Data { need };
+            return Decode::NeedMore;
+        }
+        let value = &buf[line_len..line_len + header.bytes];
+        let frame = if &buf[line_len + header.bytes..need] == b"\r\n" {
+            Frame::Command(header.with_value(value))
+        } else {
+            // The block is consumed all the same; parsing resumes after it.
+            Frame::Error {
+                error: ProtocolError::BadDataChunk,
+                noreply: header.noreply,
+                counts_as_set: true,
+            }
+        };
+        Decode::Frame {
+            consumed: need,
+            frame: Some(frame),
+        }
+    }
+}
+
+/// memcached's exemption from the line limit: after at most 100 spaces, the
+/// buffer starts with `get ` or `gets `.
+fn starts_long_get(buf: &[u8]) -> bool {
+    let spaces = buf.iter().take_while(|&&b| b == b' ').count();
+    if spaces > GET_LEADING_SPACES_MAX {
+        return false;
+    }
+    let rest = &buf[spaces..];
+    rest.starts_with(b"get ") || rest.starts_with(b"gets ")
+}
+
+/// The index of the first `\n`, eight bytes at a time.
+fn find_newline(haystack: &[u8]) -> Option<usize> {
+    const LO: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HI: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NL: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    let mut chunks = haystack.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_ne_bytes(word) ^ NL;
+        // Some byte of `x` is zero exactly when this is non-zero.
+        if x.wrapping_sub(LO) & !x & HI != 0 {
+            return chunk.iter().position(|&b| b == b'\n').map(|i| offset + i);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| offset + i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Command, Keys, ShutdownMode};
+
+    fn err(error: ProtocolError) -> Frame<'static> {
+        Frame::Error {
+            error,
+            noreply: false,
+            counts_as_set: false,
+        }
+    }
+
+    fn err_quiet(error: ProtocolError) -> Frame<'static> {
+        Frame::Error {
+            error,
+            noreply: true,
+            counts_as_set: false,
+        }
+    }
+
+    fn unknown() -> Frame<'static> {
+        err(ProtocolError::UnknownCommand)
+    }
+
+    fn bad_format() -> Frame<'static> {
+        err(ProtocolError::BadCommandLineFormat)
+    }
+
+    fn bad_chunk(noreply: bool) -> Frame<'static> {
+        Frame::Error {
+            error: ProtocolError::BadDataChunk,
+            noreply,
+            counts_as_set: true,
+        }
+    }
+
+    fn store<'a>(
+        mode: StoreMode,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i64,
+        value: &'a [u8],
+        cas_unique: u64,
+        noreply: bool,
+    ) -> Frame<'a> {
+        Frame::Command(Command::Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            value,
+            cas_unique,
+            noreply,
+        })
+    }
+
+    fn set<'a>(key: &'a [u8], value: &'a [u8]) -> Frame<'a> {
+        store(StoreMode::Set, key, 0, 0, value, 0, false)
+    }
+
+    fn cmd(c: Command<'_>) -> Frame<'_> {
+        Frame::Command(c)
+    }
+
+    /// The raw key bytes of a command's key list, for comparisons.
+    fn key_list(keys: &Keys<'_>) -> Vec<Vec<u8>> {
+        keys.iter().map(<[u8]>::to_vec).collect()
+    }
+
+    /// Decodes `input` with a fresh decoder as a connection would: every
+    /// frame (and swallowed chunk) with its `consumed`, and what is left.
+    fn decode_all(input: &[u8]) -> (Vec<(usize, Option<Frame<'_>>)>, &[u8]) {
+        decode_all_with(Limits::default(), input)
+    }
+
+    fn decode_all_with(
+        limits: Limits,
+        mut input: &[u8],
+    ) -> (Vec<(usize, Option<Frame<'_>>)>, &[u8]) {
+        let mut decoder = Decoder::new(limits);
+        let mut out = Vec::new();
+        loop {
+            match decoder.decode(input) {
+                Decode::NeedMore => return (out, input),
+                Decode::Frame { consumed, frame } => {
+                    assert!(consumed > 0 && consumed <= input.len());
+                    input = &input[consumed..];
+                    let close = frame == Some(Frame::Close);
+                    out.push((consumed, frame));
+                    if close {
+                        return (out, input);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The first frame of `input` and the bytes it consumed.
+    fn first(input: &[u8]) -> (usize, Frame<'_>) {
+        match Decoder::new(Limits::default()).decode(input) {
+            Decode::Frame {
+                consumed,
+                frame: Some(frame),
+            } => (consumed, frame),
+            other => panic!(
+                "{:?}: expected a frame, got {other:?}",
+                String::from_utf8_lossy(input)
+            ),
+        }
+    }
+
+    /// Line-only requests: the frame, consuming the whole input.
+    #[test]
+    fn line_commands() {
+        let k251 = "k".repeat(251);
+        let k250 = "k".repeat(250);
+        let cases: Vec<(String, Frame<'static>)> = vec![
+            // framing
+            ("\r\n".into(), unknown()),
+            ("\n".into(), unknown()),
+            ("   \r\n".into(), unknown()),
+            ("x\r\n".into(), unknown()),
+            ("   version   \r\n".into(), cmd(Command::Version)),
+            ("version\n".into(), cmd(Command::Version)),
+            ("version\r\r\n".into(), unknown()),
+            ("version\0junk\r\n".into(), cmd(Command::Version)),
+            ("VERSION\r\n".into(), unknown()),
+            ("STATS\r\n".into(), unknown()),
+            ("version x y\r\n".into(), cmd(Command::Version)),
+            ("quit\r\n".into(), cmd(Command::Quit)),
+            ("quit now please\r\n".into(), cmd(Command::Quit)),
+            // get
+            ("get\r\n".into(), unknown()),
+            ("get \r\n".into(), unknown()),
+            ("gets\r\n".into(), unknown()),
+            ("bget\r\n".into(), unknown()),
+            ("gat\r\n".into(), unknown()),
+            ("gats\r\n".into(), unknown()),
+            ("gx a\r\n".into(), unknown()),
+            ("GET a\r\n".into(), unknown()),
+            (format!("get {k251}\r\n"), bad_format()),
+            (format!("get a {k251} b\r\n"), bad_format()),
+            (format!("gets a {k251}\r\n"), bad_format()),
+            ("gat x a\r\n".into(), err(ProtocolError::InvalidExptime)),
+            (
+                format!("gat x {k251}\r\n"),
+                err(ProtocolError::InvalidExptime),
+            ),
+            (format!("gat 10 {k251}\r\n"), bad_format()),
+            ("gats 1.5 a\r\n".into(), err(ProtocolError::InvalidExptime)),
+            // delete
+            (
+                "delete k\r\n".into(),
+                cmd(Command::Delete {
+                    key: b"k",
+                    noreply: false,
+                }),
+            ),
+            (
+                "delete k 0\r\n".into(),
+                cmd(Command::Delete {
+                    key: b"k",
+                    noreply: false,
+                }),
+            ),
+            (
+                "delete k noreply\r\n".into(),
+                cmd(Command::Delete {
+                    key: b"k",
+                    noreply: true,
+                }),
+            ),
+            (
+                "delete k 0 noreply\r\n".into(),
+                cmd(Command::Delete {
+                    key: b"k",
+                    noreply: true,
+                }),
+            ),
+            (
+                "delete noreply\r\n".into(),
+                cmd(Command::Delete {
+                    key: b"noreply",
+                    noreply: false,
+                }),
+            ),
+            ("delete k 10\r\n".into(), err(ProtocolError::DeleteUsage)),
+            ("delete k x\r\n".into(), err(ProtocolError::DeleteUsage)),
+            ("delete k 0 0\r\n".into(), err(ProtocolError::DeleteUsage)),
+            (
+                "delete k 10 noreply\r\n".into(),
+                err_quiet(ProtocolError::DeleteUsage),
+            ),
+            (
+                "delete k noreply noreply\r\n".into(),
+                err_quiet(ProtocolError::DeleteUsage),
+            ),
+            ("delete\r\n".into(), unknown()),
+            ("delete k 0 noreply x\r\n".into(), unknown()),
+            (format!("delete {k251}\r\n"), bad_format()),
+            (format!("delete {k251} 0\r\n"), bad_format()),
+            (
+                format!("delete {k251} noreply\r\n"),
+                err_quiet(ProtocolError::BadCommandLineFormat),
+            ),
+            // incr / decr
+            (
+                "incr k 5\r\n".into(),
+                cmd(Command::Arith {
+                    key: b"k",
+                    delta: 5,
+                    incr: true,
+                    noreply: false,
+                }),
+            ),
+            (
+                "decr k 5 noreply\r\n".into(),
+                cmd(Command::Arith {
+                    key: b"k",
+                    delta: 5,
+                    incr: false,
+                    noreply: true,
+                }),
+            ),
+            (
+                "incr k +5\r\n".into(),
+                cmd(Command::Arith {
+                    key: b"k",
+                    delta: 5,
+                    incr: true,
+                    noreply: false,
+                }),
+            ),
+            (
+                "incr k 18446744073709551615\r\n".into(),
+                cmd(Command::Arith {
+                    key: b"k",
+                    delta: u64::MAX,
+                    incr: true,
+                    noreply: false,
+                }),
+            ),
+            (
+                "incr k 5 foo\r\n".into(),
+                cmd(Command::Arith {
+                    key: b"k",
+                    delta: 5,
+                    incr: true,
+                    noreply: false,
+                }),
+            ),
+            ("incr k abc\r\n".into(), err(ProtocolError::InvalidDelta)),
+            ("incr k -1\r\n".into(), err(ProtocolError::InvalidDelta)),
+            (
+                "decr k 18446744073709551616\r\n".into(),
+                err(ProtocolError::InvalidDelta),
+            ),
+            (
+                "incr k noreply\r\n".into(),
+                err_quiet(ProtocolError::InvalidDelta),
+            ),
+            ("incr k\r\n".into(), unknown()),
+            ("decr k 1 noreply x\r\n".into(), unknown()),
+            (format!("incr {k251} 1\r\n"), bad_format()),
+            // touch
+            (
+                "touch k 10\r\n".into(),
+                cmd(Command::Touch {
+                    key: b"k",
+                    exptime: 10,
+                    noreply: false,
+                }),
+            ),
+            (
+                "touch k -1 noreply\r\n".into(),
+                cmd(Command::Touch {
+                    key: b"k",
+                    exptime: -1,
+                    noreply: true,
+                }),
+            ),
+            ("touch k abc\r\n".into(), err(ProtocolError::InvalidExptime)),
+            (
+                "touch k noreply\r\n".into(),
+                err_quiet(ProtocolError::InvalidExptime),
+            ),
+            ("touch k\r\n".into(), unknown()),
+            (format!("touch {k251} 1\r\n"), bad_format()),
+            // flush_all
+            (
+                "flush_all\r\n".into(),
+                cmd(Command::FlushAll {
+                    delay: 0,
+                    noreply: false,
+                }),
+            ),
+            (
+                "flush_all 10\r\n".into(),
+                cmd(Command::FlushAll {
+                    delay: 10,
+                    noreply: false,
+                }),
+            ),
+            (
+                "flush_all -5\r\n".into(),
+                cmd(Command::FlushAll {
+                    delay: -5,
+                    noreply: false,
+                }),
+            ),
+            (
+                "flush_all noreply\r\n".into(),
+                cmd(Command::FlushAll {
+                    delay: 0,
+                    noreply: true,
+                }),
+            ),
+            (
+                "flush_all 10 noreply\r\n".into(),
+                cmd(Command::FlushAll {
+                    delay: 10,
+                    noreply: true,
+                }),
+            ),
+            (
+                "flush_all 10 foo\r\n".into(),
+                cmd(Command::FlushAll {
+                    delay: 10,
+                    noreply: false,
+                }),
+            ),
+            (
+                "flush_all abc\r\n".into(),
+                err(ProtocolError::InvalidExptime),
+            ),
+            (
+                "flush_all abc noreply\r\n".into(),
+                err_quiet(ProtocolError::InvalidExptime),
+            ),
+            (
+                "flush_all noreply foo\r\n".into(),
+                err(ProtocolError::InvalidExptime),
+            ),
+            ("flush_all 1 2 3\r\n".into(), unknown()),
+            // verbosity
+            (
+                "verbosity 1\r\n".into(),
+                cmd(Command::Verbosity { noreply: false }),
+            ),
+            (
+                "verbosity 1 noreply\r\n".into(),
+                cmd(Command::Verbosity { noreply: true }),
+            ),
+            (
+                "verbosity 1 foo\r\n".into(),
+                cmd(Command::Verbosity { noreply: false }),
+            ),
+            ("verbosity\r\n".into(), unknown()),
+            ("verbosity abc\r\n".into(), bad_format()),
+            ("verbosity -1\r\n".into(), bad_format()),
+            (
+                "verbosity noreply\r\n".into(),
+                err_quiet(ProtocolError::BadCommandLineFormat),
+            ),
+            ("verbosity 1 2 3\r\n".into(), unknown()),
+            // shutdown
+            (
+                "shutdown\r\n".into(),
+                cmd(Command::Shutdown {
+                    mode: ShutdownMode::Immediate,
+                }),
+            ),
+            (
+                "shutdown graceful\r\n".into(),
+                cmd(Command::Shutdown {
+                    mode: ShutdownMode::Graceful,
+                }),
+            ),
+            (
+                "shutdown foo\r\n".into(),
+                cmd(Command::Shutdown {
+                    mode: ShutdownMode::Invalid,
+                }),
+            ),
+            (
+                "shutdown noreply\r\n".into(),
+                cmd(Command::Shutdown {
+                    mode: ShutdownMode::Invalid,
+                }),
+            ),
+            (
+                "shutdown graceful x\r\n".into(),
+                cmd(Command::Shutdown {
+                    mode: ShutdownMode::Invalid,
+                }),
+            ),
+            // cache_memlimit
+            (
+                "cache_memlimit 64\r\n".into(),
+                cmd(Command::CacheMemlimit {
+                    megabytes: 64,
+                    noreply: false,
+                }),
+            ),
+            (
+                "cache_memlimit 64 noreply\r\n".into(),
+                cmd(Command::CacheMemlimit {
+                    megabytes: 64,
+                    noreply: true,
+                }),
+            ),
+            (
+                "cache_memlimit 64 foo\r\n".into(),
+                cmd(Command::CacheMemlimit {
+                    megabytes: 64,
+                    noreply: false,
+                }),
+            ),
+            (
+                "cache_memlimit 4294967304\r\n".into(),
+                cmd(Command::CacheMemlimit {
+                    megabytes: 8,
+                    noreply: false,
+                }),
+            ),
+            ("cache_memlimit abc\r\n".into(), unknown()),
+            (
+                "cache_memlimit abc noreply\r\n".into(),
+                err_quiet(ProtocolError::UnknownCommand),
+            ),
+            ("cache_memlimit\r\n".into(), unknown()),
+            ("cache_memlimit 1 2 3\r\n".into(), unknown()),
+            // meta
+            ("mn\r\n".into(), cmd(Command::MetaNoop)),
+            ("mn a b c\r\n".into(), cmd(Command::MetaNoop)),
+            ("mg k v\r\n".into(), unknown()),
+            ("ms k 2\r\n".into(), unknown()),
+            ("md k\r\n".into(), unknown()),
+            ("ma k\r\n".into(), unknown()),
+            ("me k\r\n".into(), unknown()),
+            ("mx\r\n".into(), unknown()),
+            ("MN\r\n".into(), unknown()),
+            // unknown commands and HTTP
+            ("bogus\r\n".into(), unknown()),
+            ("GET / HTTP/1.1\r\n".into(), Frame::Close),
+            ("POST / HTTP/1.0\r\n".into(), Frame::Close),
+            ("HTTP/1.1\r\n".into(), Frame::Close),
+            ("xx HTTP/\r\n".into(), Frame::Close),
+            ("mxx / HTTP/1.1\r\n".into(), Frame::Close),
+            ("xx HTTP\r\n".into(), unknown()),
+            ("x HTTP/1.1\r\n".into(), unknown()),
+            ("sx / HTTP/1.1\r\n".into(), unknown()),
+            ("gx / HTTP/1.1\r\n".into(), unknown()),
+            ("mx / HTTP/1.1\r\n".into(), unknown()),
+            ("lru_crawler x HTTP/1.1\r\n".into(), unknown()),
+            // storage lines that fail before their data block
+            ("set k 0 0\r\n".into(), unknown()),
+            ("set k 0 0 1 noreply x\r\n".into(), unknown()),
+            ("set\tk 0 0 1\r\n".into(), unknown()),
+            ("set a\0b 0 0 1\r\n".into(), unknown()),
+            ("cas k 0 0 1\r\n".into(), unknown()),
+            ("cas k 0 0 1 1 noreply x\r\n".into(), unknown()),
+            ("set k abc 0 1\r\n".into(), bad_format()),
+            ("set k 0x10 0 1\r\n".into(), bad_format()),
+            ("set k 12abc 0 1\r\n".into(), bad_format()),
+            ("set k 1.5 0 1\r\n".into(), bad_format()),
+            ("set k -1 0 1\r\n".into(), bad_format()),
+            ("set k 18446744073709551616 0 1\r\n".into(), bad_format()),
+            ("set k 0 abc 1\r\n".into(), bad_format()),
+            ("set k 0 9223372036854775808 1\r\n".into(), bad_format()),
+            ("set k 0 0 abc\r\n".into(), bad_format()),
+            ("set k 0 0 -1\r\n".into(), bad_format()),
+            ("set k 0 0 2147483646\r\n".into(), bad_format()),
+            ("set k 0 0 2147483648\r\n".into(), bad_format()),
+            ("add k 0 0 -1\r\n".into(), bad_format()),
+            (
+                "set k x 0 1 noreply\r\n".into(),
+                err_quiet(ProtocolError::BadCommandLineFormat),
+            ),
+            (
+                "set k 0 0 noreply\r\n".into(),
+                err_quiet(ProtocolError::BadCommandLineFormat),
+            ),
+            (format!("set {k251} 0 0 1\r\n"), bad_format()),
+            (
+                format!("prepend {k251} 0 0 1 noreply\r\n"),
+                err_quiet(ProtocolError::BadCommandLineFormat),
+            ),
+            ("cas k 0 0 1 18446744073709551616\r\n".into(), bad_format()),
+            ("cas k 0 0 1 -1\r\n".into(), bad_format()),
+            (
+                "cas k 0 0 1 noreply\r\n".into(),
+                err_quiet(ProtocolError::BadCommandLineFormat),
+            ),
+        ];
+        for (input, want) in &cases {
+            let bytes = input.as_bytes();
+            let (consumed, frame) = first(bytes);
+            assert_eq!(&frame, want, "input {input:?}");
+            // Line-only requests consume their line and nothing more.
+            assert_eq!(consumed, bytes.len(), "input {input:?}");
+        }
+        // A 250-byte key is fine everywhere.
+        let line = format!("delete {k250}\r\n");
+        assert_eq!(
+            first(line.as_bytes()).1,
+            cmd(Command::Delete {
+                key: k250.as_bytes(),
+                noreply: false
+            })
+        );
+        let line = format!("get {k250}\r\n");
+        assert!(matches!(
+            first(line.as_bytes()).1,
+            Frame::Command(Command::Get { .. })
+        ));
+    }
+
+    #[test]
+    fn retrieval_keys() {
+        let check = |input: &[u8],
+                     want_keys: &[&[u8]],
+                     want_cas: bool,
+                     want_exptime: Option<i64>| {
+            let (consumed, frame) = first(input);
+            assert_eq!(consumed, input.len());
+            let (keys, cas, exptime) = match frame {
+                Frame::Command(Command::Get { keys, cas }) => (keys, cas, None),
+                Frame::Command(Command::Gat { keys, cas, exptime }) => (keys, cas, Some(exptime)),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+            };
+            let want: Vec<Vec<u8>> = want_keys.iter().map(|k| k.to_vec()).collect();
+            assert_eq!(
+                key_list(&keys),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            assert_eq!(cas, want_cas);
+            assert_eq!(exptime, want_exptime);
+        };
+        check(b"get a\r\n", &[b"a"], false, None);
+        check(b"get a b  c \r\n", &[b"a", b"b", b"c"], false, None);
+        check(b"gets a\n", &[b"a"], true, None);
+        check(b"bget a b\r\n", &[b"a", b"b"], false, None);
+        check(b"get foo noreply\r\n", &[b"foo", b"noreply"], false, None);
+        check(b"get a\tb\x01\r\n", &[b"a\tb\x01"], false, None);
+        check(b"get a\rb\r\n", &[b"a\rb"], false, None);
+        check(b"get a\0b c\r\n", &[b"a"], false, None);
+        check(b"gat 10 a b\r\n", &[b"a", b"b"], false, Some(10));
+        check(b"gats -1 a\r\n", &[b"a"], true, Some(-1));
+        check(b"gat 10\r\n", &[], false, Some(10));
+        check(b"gats +5 \r\n", &[], true, Some(5));
+        check(b"gat 4294967297 a\r\n", &[b"a"], false, Some(1));
+
+        // Far more keys than the tokenizer splits: all are kept.
+        let mut line = b"get".to_vec();
+        for i in 0..500 {
+            line.extend_from_slice(format!(" key{i}").as_bytes());
+        }
+        line.extend_from_slice(b"\r\n");
+        let (consumed, frame) = first(&line);
+        assert_eq!(consumed, line.len());
+        let Frame::Command(Command::Get { keys, cas: false }) = frame else {
+            panic!("{frame:?}")
+        };
+        let keys = key_list(&keys);
+        assert_eq!(keys.len(), 500);
+        assert_eq!(keys[499], b"key499");
+        // ... and a long key past the 23rd word still fails the command.
+        let mut line = b"gat 1".to_vec();
+        for i in 0..40 {
+            line.extend_from_slice(format!(" key{i}").as_bytes());
+        }
+        line.extend_from_slice(format!(" {}\r\n", "k".repeat(251)).as_bytes());
+        assert_eq!(first(&line).1, bad_format());
+    }
+
+    #[test]
+    fn stats_arguments() {
+        for (input, want) in [
+            (&b"stats\r\n"[..], vec![]),
+            (b"stats   \r\n", vec![]),
+            (b"stats settings\r\n", vec![b"settings".to_vec()]),
+            (
+                b"stats detail  on\r\n",
+                vec![b"detail".to_vec(), b"on".to_vec()],
+            ),
+        ] {
+            let (_, frame) = first(input);
+            let Frame::Command(Command::Stats { args }) = frame else {
+                panic!("{frame:?}")
+            };
+            assert_eq!(key_list(&args), want);
+        }
+    }
+
+    /// Storage commands with their data block: frame and consumed.
+    #[test]
+    fn storage_commands() {
+        let k250 = "k".repeat(250);
+        let with_k250 = format!("set {k250} 0 0 1\r\na\r\n");
+        let cases: Vec<(&[u8], Frame<'_>)> = vec![
+            (b"set k 0 0 1\r\na\r\n", set(b"k", b"a")),
+            (b"set k 0 0 1\na\r\n", set(b"k", b"a")),
+            (b"set k 0 0 0\r\n\r\n", set(b"k", b"")),
+            (b"   set   k  0 0 1  \r\na\r\n", set(b"k", b"a")),
+            (b"set k 0 0 1\0junk\r\na\r\n", set(b"k", b"a")),
+            (b"set k 0 0 4\r\n\r\n\r\n\r\n", set(b"k", b"\r\n\r\n")),
+            (
+                b"set k 5 100 3 noreply\r\nabc\r\n",
+                store(StoreMode::Set, b"k", 5, 100, b"abc", 0, true),
+            ),
+            (b"set k 0 0 1 NOREPLY\r\na\r\n", set(b"k", b"a")),
+            (
+                b"add k 1 2 1\r\na\r\n",
+                store(StoreMode::Add, b"k", 1, 2, b"a", 0, false),
+            ),
+            (
+                b"replace k 1 2 1\r\na\r\n",
+                store(StoreMode::Replace, b"k", 1, 2, b"a", 0, false),
+            ),
+            (
+                b"append k 1 2 1 noreply\r\na\r\n",
+                store(StoreMode::Append, b"k", 1, 2, b"a", 0, true),
+            ),
+            (
+                b"prepend k 1 2 1\r\na\r\n",
+                store(StoreMode::Prepend, b"k", 1, 2, b"a", 0, false),
+            ),
+            (
+                b"cas k 1 2 3 99\r\nabc\r\n",
+                store(StoreMode::Cas, b"k", 1, 2, b"abc", 99, false),
+            ),
+            (
+                b"cas k 1 2 3 99 noreply\r\nabc\r\n",
+                store(StoreMode::Cas, b"k", 1, 2, b"abc", 99, true),
+            ),
+            (
+                b"cas k 0 0 1 18446744073709551615\r\na\r\n",
+                store(StoreMode::Cas, b"k", 0, 0, b"a", u64::MAX, false),
+            ),
+            (
+                b"cas k 0 0 1 +0\r\na\r\n",
+                store(StoreMode::Cas, b"k", 0, 0, b"a", 0, false),
+            ),
+            // number quirks
+            (
+                b"set k 4294967295 0 1\r\na\r\n",
+                store(StoreMode::Set, b"k", u32::MAX, 0, b"a", 0, false),
+            ),
+            (b"set k 4294967296 0 1\r\na\r\n", set(b"k", b"a")),
+            (
+                b"set k 4294967301 0 1\r\na\r\n",
+                store(StoreMode::Set, b"k", 5, 0, b"a", 0, false),
+            ),
+            (
+                b"set k -18446744073709551615 0 1\r\na\r\n",
+                store(StoreMode::Set, b"k", 1, 0, b"a", 0, false),
+            ),
+            (b"set k -0 -0 -0\r\n\r\n", set(b"k", b"")),
+            (
+                b"set k +5 0100 1\r\na\r\n",
+                store(StoreMode::Set, b"k", 5, 100, b"a", 0, false),
+            ),
+            (
+                b"set k \t5 0 1\r\na\r\n",
+                store(StoreMode::Set, b"k", 5, 0, b"a", 0, false),
+            ),
+            (
+                b"set k 5\tx 0 1\r\na\r\n",
+                store(StoreMode::Set, b"k", 5, 0, b"a", 0, false),
+            ),
+            (b"set k 0 0 1\x0b\r\na\r\n", set(b"k", b"a")),
+            (
+                b"set k 0 -1 1\r\na\r\n",
+                store(StoreMode::Set, b"k", 0, -1, b"a", 0, false),
+            ),
+            (
+                b"set k 0 99999999999 1\r\na\r\n",
+                store(
+                    StoreMode::Set,
+                    b"k",
+                    0,
+                    i64::from(99999999999i64 as i32),
+                    b"a",
+                    0,
+                    false,
+                ),
+            ),
+            (b"set k 0 0 4294967297\r\na\r\n", set(b"k", b"a")),
+            // key bytes
+            (b"set a\tb 0 0 1\r\nz\r\n", set(b"a\tb", b"z")),
+            (b"set a\rb\x01 0 0 1\r\nz\r\n", set(b"a\rb\x01", b"z")),
+            (with_k250.as_bytes(), set(k250.as_bytes(), b"a")),
+            // bad data chunks consume exactly <bytes>+2
+            (b"set k 0 0 1\r\nab\r\n", bad_chunk(false)),
+            (b"set k 0 0 1\r\na\nX", bad_chunk(false)),
+            (b"set k 0 0 3\r\nabcde\r\n", bad_chunk(false)),
+            (b"set k 0 0 1 noreply\r\nab\r\n", bad_chunk(true)),
+            (b"cas k 0 0 1 5\r\nabc", bad_chunk(false)),
+        ];
+        for (input, want) in &cases {
+            let (frames, _) = decode_all(input);
+            let (consumed, frame) = &frames[0];
+            assert_eq!(
+                frame.as_ref(),
+                Some(want),
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
+            let line_len = input.iter().position(|&b| b == b'\n').unwrap() + 1;
+            let expect = match want {
+                Frame::Error { .. } => {
+                    let t = classic::Tokens::new(&input[..line_len]);
+                    let bytes: usize = String::from_utf8_lossy(t.get(4)).trim().parse().unwrap();
+                    line_len + bytes + 2
+                }
+                _ => input.len(),
+            };
+            assert_eq!(
+                *consumed,
+                expect,
+                "input {:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn format_errors_leave_the_data_block_as_a_command_line() {
+        let input = b"set k 0 0\r\nab\r\nset k abc 0 1\r\nx\r\nset k 0 0 1 noreply x\r\nget k\r\n";
+        let (frames, rest) = decode_all(input);
+        assert!(rest.is_empty());
+        let frames: Vec<_> = frames.into_iter().map(|(_, f)| f.unwrap()).collect();
+        assert_eq!(frames[0], unknown());
+        assert_eq!(frames[1], unknown()); // "ab"
+        assert_eq!(frames[2], bad_format());
+        assert_eq!(frames[3], unknown()); // "x" is too short for a command
+        assert_eq!(frames[4], unknown());
+        assert!(matches!(frames[5], Frame::Command(Command::Get { .. })));
+        assert_eq!(frames.len(), 6);
+    }
+
+    #[test]
+    fn bad_data_chunk_resumes_after_the_block() {
+        // memcached: "CLIENT_ERROR bad data chunk", then ERROR for the stray CRLF.
+        let (frames, rest) = decode_all(b"set k 0 0 3\r\nabcde\r\nmn\r\n");
+        assert!(rest.is_empty());
+        let frames: Vec<_> = frames.into_iter().map(|(c, f)| (c, f.unwrap())).collect();
+        assert_eq!(
+            frames,
+            vec![
+                (18, bad_chunk(false)),
+                (2, unknown()),
+                (4, cmd(Command::MetaNoop))
+            ]
+        );
+    }
+
+    fn valid_requests() -> Vec<Vec<u8>> {
+        let mut many = b"get".to_vec();
+        for i in 0..60 {
+            many.extend_from_slice(format!(" k{i}").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        vec![
+            b"set k 0 0 5\r\nhello\r\n".to_vec(),
+            b"set k 1 2 0 noreply\r\n\r\n".to_vec(),
+            b"cas key 0 0 2 77\r\nhi\r\n".to_vec(),
+            b"append k 0 0 4\r\n\r\n\r\n\r\n".to_vec(),
+            b"set k 0 0 1\na\r\n".to_vec(),
+            b"get a b c\r\n".to_vec(),
+            b"gets a\n".to_vec(),
+            b"gat 100 a\r\n".to_vec(),
+            b"gats 100\r\n".to_vec(),
+            b"delete k 0 noreply\r\n".to_vec(),
+            b"incr k 1\r\n".to_vec(),
+            b"decr k 1 noreply\r\n".to_vec(),
+            b"touch k 10\r\n".to_vec(),
+            b"flush_all 0\r\n".to_vec(),
+            b"version\r\n".to_vec(),
+            b"verbosity 1\r\n".to_vec(),
+            b"stats items\r\n".to_vec(),
+            b"cache_memlimit 100\r\n".to_vec(),
+            b"shutdown graceful\r\n".to_vec(),
+            b"mn\r\n".to_vec(),
+            b"quit\r\n".to_vec(),
+            many,
+        ]
+    }
+
+    #[test]
+    fn every_strict_prefix_needs_more() {
+        for request in valid_requests() {
+            // A fresh decoder for every prefix...
+            for end in 0..request.len() {
+                assert_eq!(
+                    Decoder::new(Limits::default()).decode(&request[..end]),
+                    Decode::NeedMore,
+                    "{:?} cut at {end}",
+                    String::from_utf8_lossy(&request)
+                );
+            }
+            // ... and one decoder fed a growing buffer, as a connection does.
+            let mut decoder = Decoder::new(Limits::default());
+            for end in 0..request.len() {
+                assert_eq!(decoder.decode(&request[..end]), Decode::NeedMore);
+            }
+            match decoder.decode(&request) {
+                Decode::Frame {
+                    consumed,
+                    frame: Some(Frame::Command(_)),
+                } => assert_eq!(consumed, request.len()),
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(&request)),
+            }
+            assert!(!decoder.in_data_block());
+        }
+    }
+
+    #[test]
+    fn requests_back_to_back() {
+        let requests = valid_requests();
+        for a in &requests {
+            for b in &requests {
+                let mut input = a.clone();
+                input.extend_from_slice(b);
+                let (frames, rest) = decode_all(&input);
+                assert!(rest.is_empty());
+                let consumed: Vec<usize> = frames.iter().map(|(c, _)| *c).collect();
+                assert_eq!(consumed, vec![a.len(), b.len()]);
+                assert!(
+                    frames
+                        .iter()
+                        .all(|(_, f)| matches!(f, Some(Frame::Command(_))))
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_mixture() {
+        let input: &[u8] = b"set a 0 0 1\r\n1\r\nget a b\r\nbogus\r\nincr a 1 noreply\r\n\
+set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 noreply\r\n";
+        let mut input = input.to_vec();
+        input.extend(std::iter::repeat_n(b'x', 2_000_000));
+        input.extend_from_slice(b"\r\nget a\r\nset x 0 0 2\r\nh");
+        let (frames, rest) = decode_all(&input);
+        assert_eq!(rest, b"set x 0 0 2\r\nh");
+        let frames: Vec<Frame<'_>> = frames.into_iter().filter_map(|(_, f)| f).collect();
+        assert_eq!(frames[0], set(b"a", b"1"));
+        assert!(
+            matches!(&frames[1], Frame::Command(Command::Get { keys, cas: false }) if key_list(keys) == vec![b"a".to_vec(), b"b".to_vec()])
+        );
+        assert_eq!(frames[2], unknown());
+        assert_eq!(
+            frames[3],
+            cmd(Command::Arith {
+                key: b"a",
+                delta: 1,
+                incr: true,
+                noreply: true
+            })
+        );
+        assert_eq!(frames[4], bad_chunk(false));
+        assert_eq!(frames[5], unknown());
+        assert_eq!(frames[6], cmd(Command::MetaNoop));
+        assert_eq!(frames[7], err(ProtocolError::DeleteUsage));
+        assert_eq!(frames[8], unknown());
+        assert_eq!(frames[9], cmd(Command::Version));
+        assert_eq!(
+            frames[10],
+            Frame::Rejected(Rejected {
+                error: ProtocolError::TooLarge,
+                noreply: true,
+                unlink_key: Some(Bytes::from_static(b"big")),
+                counts_as_set: false,
+            })
+        );
+        assert!(matches!(frames[11], Frame::Command(Command::Get { .. })));
+        assert_eq!(frames.len(), 12);
+    }
+
+    #[test]
+    fn data_block_waits_for_all_bytes() {
+        let input = b"set k 0 0 5\r\nhello\r\n";
+        let mut decoder = Decoder::new(Limits::default());
+        assert_eq!(decoder.decode(&input[..15]), Decode::NeedMore);
+        assert!(decoder.in_data_block());
+        assert_eq!(decoder.wanted_len(), Some(input.len()));
+        assert_eq!(decoder.decode(&input[..input.len() - 1]), Decode::NeedMore);
+        assert_eq!(
+            decoder.decode(input),
+            Decode::Frame {
+                consumed: input.len(),
+                frame: Some(set(b"k", b"hello"))
+            }
+        );
+        assert!(!decoder.in_data_block());
+        assert_eq!(decoder.wanted_len(), None);
+    }
+
+    fn too_large(unlink: Option<&'static [u8]>, noreply: bool) -> Frame<'static> {
+        Frame::Rejected(rejected(unlink, noreply))
+    }
+
+    /// An owned summary of a frame, for streams whose buffer is reused.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Seen {
+        Get { keys: usize },
+        Store { value_len: usize },
+        Noop,
+        Rejected(Rejected),
+        Error(ProtocolError),
+    }
+
+    /// Feeds `stream` to one decoder `chunk` bytes at a time through a
+    /// buffer that is advanced by `consumed`, as a connection does; returns
+    /// what was decoded and the largest the buffer ever grew.
+    fn feed_in_chunks(limits: Limits, stream: &[u8], chunk: usize) -> (Vec<Seen>, usize) {
+        let mut decoder = Decoder::new(limits);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut seen = Vec::new();
+        let mut max_buf = 0;
+        for piece in stream.chunks(chunk) {
+            buf.extend_from_slice(piece);
+            max_buf = max_buf.max(buf.len());
+            loop {
+                match decoder.decode(&buf) {
+                    Decode::NeedMore => break,
+                    Decode::Frame { consumed, frame } => {
+                        assert!(consumed > 0 && consumed <= buf.len());
+                        if let Some(frame) = frame {
+                            seen.push(match frame {
+                                Frame::Command(Command::Get { keys, .. }) => Seen::Get {
+                                    keys: keys.iter().count(),
+                                },
+                                Frame::Command(Command::Store { value, .. }) => Seen::Store {
+                                    value_len: value.len(),
+                                },
+                                Frame::Command(Command::MetaNoop) => Seen::Noop,
+                                Frame::Rejected(r) => Seen::Rejected(r),
+                                Frame::Error { error, .. } => Seen::Error(error),
+                                other => panic!("unexpected {other:?}"),
+                            });
+                        }
+                        buf.drain(..consumed);
+                    }
+                }
+            }
+        }
+        assert!(
+            buf.is_empty(),
+            "left over: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        (seen, max_buf)
+    }
+
+    fn rejected(unlink: Option<&'static [u8]>, noreply: bool) -> Rejected {
+        Rejected {
+            error: ProtocolError::TooLarge,
+            noreply,
+            unlink_key: unlink.map(Bytes::from_static),
+            counts_as_set: false,
+        }
+    }
+
+    #[test]
+    fn too_large_set_is_swallowed_in_chunks() {
+        let bytes = 2_000_000;
+        let mut stream = format!("set k 0 0 {bytes}\r\n").into_bytes();
+        // The block may hold anything, command lines included.
+        let mut block = b"get k\r\nmn\r\n".repeat(bytes / 11);
+        block.resize(bytes + 2, b'z');
+        stream.extend_from_slice(&block);
+        stream.extend_from_slice(b"set k 0 0 1\r\na\r\nmn\r\n");
+        for chunk in [7, 4096, 65536, stream.len()] {
+            let (seen, max_buf) = feed_in_chunks(Limits::default(), &stream, chunk);
+            assert_eq!(
+                seen,
+                vec![
+                    Seen::Rejected(rejected(Some(b"k"), false)),
+                    Seen::Store { value_len: 1 },
+                    Seen::Noop
+                ],
+                "chunk {chunk}"
+            );
+            if chunk < stream.len() {
+                // Nothing of the block is kept between reads.
+                assert!(
+                    max_buf <= 2 * chunk + 32,
+                    "chunk {chunk}: buffered {max_buf}"
+                );
+            }
+        }
+        // One byte at a time, with a small item size limit.
+        let limits = Limits {
+            item_size_max: 100,
+            cas_enabled: true,
+        };
+        let mut stream = b"add kk 0 0 60 noreply\r\n".to_vec();
+        stream.extend_from_slice(&[b'\n'; 62]);
+        stream.extend_from_slice(b"mn\r\n");
+        let (seen, max_buf) = feed_in_chunks(limits, &stream, 1);
+        assert_eq!(seen, vec![Seen::Rejected(rejected(None, true)), Seen::Noop]);
+        assert!(max_buf <= 24);
+    }
+
+    #[test]
+    fn swallow_counts_exactly_bytes_plus_two() {
+        let mut decoder = Decoder::new(Limits::default());
+        let line = b"set k 0 0 2000000\r\n";
+        assert_eq!(
+            decoder.decode(line),
+            Decode::Frame {
+                consumed: line.len(),
+                frame: None
+            }
+        );
+        assert!(decoder.in_data_block());
+        assert_eq!(decoder.wanted_len(), None);
+        let chunk = vec![b'x'; 1_000_000];
+        assert_eq!(
+            decoder.decode(&chunk),
+            Decode::Frame {
+                consumed: 1_000_000,
+                frame: None
+            }
+        );
+        assert_eq!(
+            decoder.decode(&chunk[..999_999]),
+            Decode::Frame {
+                consumed: 999_999,
+                frame: None
+            }
+        );
+        assert_eq!(decoder.decode(b""), Decode::NeedMore);
+        // Three bytes left to drop; the rest of the buffer is not touched.
+        assert_eq!(
+            decoder.decode(b"x\r\nversion\r\n"),
+            Decode::Frame {
+                consumed: 3,
+                frame: Some(too_large(Some(b"k"), false))
+            }
+        );
+        assert!(!decoder.in_data_block());
+        assert_eq!(
+            decoder.decode(b"version\r\n"),
+            Decode::Frame {
+                consumed: 9,
+                frame: Some(cmd(Command::Version))
+            }
+        );
+    }
+
+    #[test]
+    fn too_large_boundary_follows_the_item_size() {
+        // Default -I 1m with CAS: value + key + 59 (+4 with flags) <= 1 MiB.
+        let fits = |line: &str| {
+            let mut d = Decoder::new(Limits::default());
+            match d.decode(line.as_bytes()) {
+                Decode::NeedMore => {
+                    assert!(d.in_data_block());
+                    true
+                }
+                Decode::Frame { frame: None, .. } => false,
+                other => panic!("{line}: {other:?}"),
+            }
+        };
+        assert!(fits("set k 0 0 1048516\r\n"));
+        assert!(!fits("set k 0 0 1048517\r\n"));
+        assert!(!fits("set k 0 0 1048576\r\n"));
+        assert!(fits("set k 1 0 1048512\r\n"));
+        assert!(!fits("set k 1 0 1048513\r\n"));
+        let k250 = "k".repeat(250);
+        assert!(fits(&format!("set {k250} 0 0 1048267\r\n")));
+        assert!(!fits(&format!("set {k250} 0 0 1048268\r\n")));
+        // The largest accepted `bytes` only starts a swallow, no reservation.
+        let mut d = Decoder::new(Limits::default());
+        let line = b"set k 0 0 2147483645\r\n";
+        assert_eq!(
+            d.decode(line),
+            Decode::Frame {
+                consumed: line.len(),
+                frame: None
+            }
+        );
+        assert!(d.in_data_block());
+        assert_eq!(d.wanted_len(), None);
+        // A whole too-large request in one buffer gives the rejection at once.
+        let mut input = b"replace k 0 0 1048576\r\n".to_vec();
+        input.resize(input.len() + 1048578, b'.');
+        assert_eq!(first(&input), (input.len(), too_large(None, false)));
+    }
+
+    #[test]
+    fn long_lines_close_the_connection() {
+        let close = |input: &[u8]| {
+            Decoder::new(Limits::default()).decode(input)
+                == Decode::Frame {
+                    consumed: input.len(),
+                    frame: Some(Frame::Close),
+                }
+        };
+        let need_more =
+            |input: &[u8]| Decoder::new(Limits::default()).decode(input) == Decode::NeedMore;
+        assert!(need_more(&[b'a'; LINE_MAX_LEN]));
+        assert!(close(&[b'a'; LINE_MAX_LEN + 1]));
+        let mut line = vec![b'a'; LINE_MAX_LEN];
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(first(&line), (line.len(), unknown()));
+        // A long line that arrives whole with its newline is read, as long
+        // as the newline is within memcached's 16 KiB read buffer.
+        let mut line = vec![b'a'; 16_000];
+        line.extend_from_slice(b"\r\n");
+        assert_eq!(first(&line), (line.len(), unknown()));
+        let mut line = vec![b'a'; 20_000];
+        line.extend_from_slice(b"\r\n");
+        assert!(close(&line));
+        // get/gets lines may grow, after at most 100 leading spaces.
+        let long_key = "a".repeat(3000);
+        assert!(need_more(format!("get {long_key}").as_bytes()));
+        assert!(need_more(format!("gets {long_key}").as_bytes()));
+        assert!(need_more(
+            format!("{}get {long_key}", " ".repeat(100)).as_bytes()
+        ));
+        assert!(close(
+            format!("{}get {long_key}", " ".repeat(101)).as_bytes()
+        ));
+        assert!(close(format!("get\t{long_key}").as_bytes()));
+        assert!(close(format!("gat 10 {long_key}").as_bytes()));
+        assert!(close(format!("bget {long_key}").as_bytes()));
+        let line = format!("{}get {long_key}\r\n", " ".repeat(100));
+        assert_eq!(first(line.as_bytes()), (line.len(), bad_format()));
+        // ... up to our own bound.
+        let mut huge = b"get ".to_vec();
+        huge.resize(GET_LINE_MAX_LEN, b'k');
+        assert!(need_more(&huge));
+        huge.push(b'k');
+        assert!(close(&huge));
+    }
+
+    #[test]
+    fn long_get_line_arriving_slowly() {
+        let mut line = b"get".to_vec();
+        for i in 0..20_000 {
+            line.extend_from_slice(format!(" key{i}").as_bytes());
+        }
+        line.extend_from_slice(b"\r\nmn\r\n");
+        let (seen, max_buf) = feed_in_chunks(Limits::default(), &line, 1000);
+        assert_eq!(seen, vec![Seen::Get { keys: 20_000 }, Seen::Noop]);
+        assert!(max_buf >= line.len() - 1000);
+        // After a long line the scan restarts for the next one.
+        let mut decoder = Decoder::new(Limits::default());
+        let mut buf = line[..line.len() - 10].to_vec();
+        assert_eq!(decoder.decode(&buf), Decode::NeedMore);
+        buf.extend_from_slice(&line[line.len() - 10..]);
+        let Decode::Frame { consumed, .. } = decoder.decode(&buf) else {
+            panic!()
+        };
+        assert_eq!(
+            decoder.decode(&buf[consumed..]),
+            Decode::Frame {
+                consumed: 4,
+                frame: Some(cmd(Command::MetaNoop))
+            }
+        );
+    }
+
+    #[test]
+    fn token_cap_of_24() {
+        let words: String = (0..30).map(|i| format!(" w{i}")).collect();
+        for line in [
+            format!("delete k{words}\r\n"),
+            format!("set k 0 0 1{words}\r\n"),
+            format!("incr k 1{words}\r\n"),
+            format!("touch k 1{words}\r\n"),
+            format!("verbosity 1{words}\r\n"),
+            format!("flush_all 0{words}\r\n"),
+            format!("cache_memlimit 64{words}\r\n"),
+            // the HTTP check sees the 23rd word, not the last one
+            format!("FOO{words} HTTP/1.1\r\n"),
+        ] {
+            assert_eq!(first(line.as_bytes()), (line.len(), unknown()), "{line}");
+        }
+        let words: String = (1..22).map(|i| format!(" w{i}")).collect();
+        let line = format!("FOO{words} HTTP/1.1 x\r\n");
+        assert_eq!(first(line.as_bytes()).1, Frame::Close);
+        let line = "shutdown a b c d e f g h i j k l m n o p q r s t u v w x y z\r\n";
+        assert_eq!(
+            first(line.as_bytes()).1,
+            cmd(Command::Shutdown {
+                mode: ShutdownMode::Invalid
+            })
+        );
+    }
+
+    #[test]
+    fn binary_protocol_is_refused_on_the_first_byte_only() {
+        let mut d = Decoder::new(Limits::default());
+        assert_eq!(d.decode(b""), Decode::NeedMore);
+        assert_eq!(
+            d.decode(b"\x80\x0b\0\0"),
+            Decode::Frame {
+                consumed: 4,
+                frame: Some(Frame::Close)
+            }
+        );
+        let (frames, _) = decode_all(b"mn\r\n\x80\r\n");
+        assert_eq!(
+            frames,
+            vec![(4, Some(cmd(Command::MetaNoop))), (3, Some(unknown()))]
+        );
+    }
+
+    #[test]
+    fn newline_search_matches_a_plain_scan() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let len = (xorshift(&mut state) % 40) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| match xorshift(&mut state) % 4 {
+                    0 => b'\n',
+                    1 => 0x8a,
+                    2 => 0x0b,
+                    _ => xorshift(&mut state) as u8,
+                })
+                .collect();
+            assert_eq!(
+                find_newline(&bytes),
+                bytes.iter().position(|&b| b == b'\n'),
+                "{bytes:?}"
+            );
+        }
+    }
+
+    fn xorshift(state: &mut u64) -> u64 {
+        let mut x = *state;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *state = x;
+        x
+    }
+
+    /// Random input never panics, and every frame consumes something that
+    /// was there.
+    #[test]
+    fn random_input_never_panics() {
+        const PIECES: &[&[u8]] = &[
+            b"set",
+            b"add",
+            b"cas",
+            b"get",
+            b"gets",
+            b"gat",
+            b"gats",
+            b"delete",
+            b"incr",
+            b"decr",
+            b"touch",
+            b"flush_all",
+            b"verbosity",
+            b"stats",
+            b"shutdown",
+            b"cache_memlimit",
+            b"mn",
+            b"mg",
+            b"version",
+            b"quit",
+            b"noreply",
+            b"HTTP/1.1",
+            b"0",
+            b"1",
+            b"5",
+            b"-1",
+            b"+2",
+            b"4294967297",
+            b"99999999999",
+            b"2147483645",
+            b"18446744073709551616",
+            b"k",
+            b"key",
+            b" ",
+            b" ",
+            b" ",
+            b"\r\n",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b"\0",
+            b"\t",
+            b"\x80",
+            b"abc",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let tiny = Limits {
+            item_size_max: 80,
+            cas_enabled: false,
+        };
+        for round in 0..4000 {
+            let mut input = Vec::new();
+            let parts = xorshift(&mut state) % 24;
+            for _ in 0..parts {
+                if xorshift(&mut state).is_multiple_of(5) {
+                    let n = xorshift(&mut state) % 8;
+                    input.extend((0..n).map(|_| xorshift(&mut state) as u8));
+                } else {
+                    let i = (xorshift(&mut state) % PIECES.len() as u64) as usize;
+                    input.extend_from_slice(PIECES[i]);
+                }
+            }
+            let limits = if round % 2 == 0 {
+                Limits::default()
+            } else {
+                tiny
+            };
+            // Whole buffer at once.
+            let mut decoder = Decoder::new(limits);
+            let mut buf = &input[..];
+            loop {
+                match decoder.decode(buf) {
+                    Decode::NeedMore => break,
+                    Decode::Frame { consumed, frame } => {
+                        assert!(consumed > 0 && consumed <= buf.len(), "{input:?}");
+                        buf = &buf[consumed..];
+                        if frame == Some(Frame::Close) {
+                            break;
+                        }
+                    }
+                }
+            }
+            // And in random pieces through a growing buffer.
+            let mut decoder = Decoder::new(limits);
+            let mut pending: Vec<u8> = Vec::new();
+            let mut rest = &input[..];
+            'feed: while !rest.is_empty() {
+                let n = 1 + (xorshift(&mut state) % 9) as usize;
+                let n = n.min(rest.len());
+                pending.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+                loop {
+                    match decoder.decode(&pending) {
+                        Decode::NeedMore => break,
+                        Decode::Frame { consumed, frame } => {
+                            assert!(consumed > 0 && consumed <= pending.len(), "{input:?}");
+                            let close = frame == Some(Frame::Close);
+                            pending.drain(..consumed);
+                            if close {
+                                break 'feed;
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -249,7 +249,8 @@ pub struct Rejected {
     /// For `set` only: memcached unlinks the old item when the new one is
     /// too large, so a reader never sees a value the client meant to replace.
     pub unlink_key: Option<bytes::Bytes>,
-    /// Whether the attempt counts in `cmd_set` (every storage command does).
+    /// Whether the attempt counts in `cmd_set`. memcached 1.6.18 does not
+    /// count a too-large store there (only in `store_too_large`).
     pub counts_as_set: bool,
 }
 

@@ -58,7 +58,12 @@ where
     let reqs_per_event = shared.config.reqs_per_event;
 
     let reason = loop {
-        if rbuf.capacity() - rbuf.len() < BUF_SIZE / 4 {
+        // A data block being read gets its whole size reserved at once (the
+        // decoder bounds it by -I); otherwise grow by doubling.
+        let want = decoder.wanted_len().unwrap_or(0).saturating_sub(rbuf.len());
+        if want > 0 {
+            rbuf.reserve(want);
+        } else if rbuf.capacity() - rbuf.len() < BUF_SIZE / 4 {
             rbuf.reserve(rbuf.len().max(BUF_SIZE));
         }
         let read = async {
