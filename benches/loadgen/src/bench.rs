@@ -64,7 +64,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_500_000)]
     hit_warmup_ops: u64,
     /// Hit-ratio scenario: measured requests.
-    #[arg(long, default_value_t = 2_000_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     hit_ops: u64,
     /// Hit-ratio scenario: rounds per server.
     #[arg(long, default_value_t = 1)]
@@ -910,7 +910,7 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
         }
         sections.push(format!(
             "### Throughput and latency\n\n\
-             Medians of {} rounds per server ({} s warm-up + {} s measured each, servers alternating), \
+             Medians of {} round(s) per server ({} s warm-up + {} s measured each, servers alternating), \
              {} keys (all fit: any miss fails the run), keys uniform, {} connections; \
              ops are keys (a 16-key multi-get is 16), latency is per request. \
              Ratio: {c} / {m}.\n\n\
