@@ -14,7 +14,7 @@ unit:
 	cargo test --all-targets
 
 protocol-tests:
-	protocol-tests/run.sh
+	protocol-tests/run.sh --target both
 
 run:
 	cargo run --release

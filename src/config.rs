@@ -165,9 +165,22 @@ pub struct Cli {
     #[arg(short = 'o', long = "extended", action = ArgAction::Append)]
     pub extended: Vec<String>,
 
-    /// Verbose: -v errors and connections, -vv commands, -vvv internals.
+    /// Verbose: -v errors and connections, -vv commands and replies, -vvv
+    /// internals. RUST_LOG, when set, overrides it.
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
+
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics; `off` disables.
+    #[arg(
+        long = "metrics-listen",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9150"
+    )]
+    pub metrics_listen: String,
+
+    /// Do not serve metrics (same as --metrics-listen off).
+    #[arg(long = "no-metrics")]
+    pub no_metrics: bool,
 
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
@@ -198,6 +211,8 @@ pub struct Config {
     pub pidfile: Option<PathBuf>,
     pub user: Option<String>,
     pub verbose: u8,
+    /// Where `/metrics` is served; `None` when off.
+    pub metrics_listen: Option<SocketAddr>,
     pub limits: Limits,
     pub store: StoreConfig,
     /// Warnings for accepted-but-ignored options, logged once logging is up.
@@ -267,6 +282,22 @@ fn resolve_listen(values: &[String], port: u16) -> Result<Vec<SocketAddr>, Confi
         return err("no listen address given");
     }
     Ok(addrs)
+}
+
+/// `--metrics-listen`: `ip:port`, `host:port`, or a bare port on 127.0.0.1.
+fn resolve_metrics_listen(text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(sa) = text.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    match text.to_socket_addrs().map(|mut it| it.next()) {
+        Ok(Some(sa)) => Ok(sa),
+        _ => err(format!(
+            "invalid --metrics-listen address {text:?}: use ip:port, host:port or off"
+        )),
+    }
 }
 
 impl Cli {
@@ -352,6 +383,12 @@ impl Cli {
             None => Listen::Tcp(resolve_listen(&self.listen, self.port)?),
         };
 
+        let metrics_listen = match self.metrics_listen.trim() {
+            _ if self.no_metrics => None,
+            "off" | "none" | "" => None,
+            text => Some(resolve_metrics_listen(text)?),
+        };
+
         let cas_enabled = !self.disable_cas;
         Ok(Config {
             listen,
@@ -367,6 +404,7 @@ impl Cli {
             pidfile: self.pidfile.clone(),
             user: self.user.clone(),
             verbose: self.verbose,
+            metrics_listen,
             limits: Limits {
                 item_size_max,
                 cas_enabled,
@@ -376,6 +414,7 @@ impl Cli {
                 evictions: !self.disable_evictions,
                 cas_enabled,
                 shards: shard_count(threads),
+                item_size_max,
             },
             warnings,
         })
@@ -483,6 +522,26 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(5)));
         assert_eq!(c.warnings.len(), 2);
         assert!(cli(&["-o", "idle_timeout=abc"]).is_err());
+    }
+
+    #[test]
+    fn metrics_listen_defaults_on_and_can_be_turned_off() {
+        assert_eq!(
+            cli(&[]).unwrap().metrics_listen,
+            Some("127.0.0.1:9150".parse().unwrap())
+        );
+        assert_eq!(
+            cli(&["--metrics-listen", "0.0.0.0:9999"])
+                .unwrap()
+                .metrics_listen,
+            Some("0.0.0.0:9999".parse().unwrap())
+        );
+        assert_eq!(
+            cli(&["--metrics-listen", "off"]).unwrap().metrics_listen,
+            None
+        );
+        assert_eq!(cli(&["--no-metrics"]).unwrap().metrics_listen, None);
+        assert!(cli(&["--metrics-listen", "nope:x"]).is_err());
     }
 
     #[test]

@@ -9,8 +9,10 @@
 //! - [`store`]: the sharded LRU item store; no protocol, no sockets.
 //! - [`server`]: listeners, connections, and `execute`, the glue of the two.
 //! - [`stats`]: the counters behind `stats`.
+//! - [`metrics`]: Prometheus names and the `/metrics` endpoint, fed from `stats`.
 
 pub mod config;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod stats;

@@ -33,16 +33,16 @@ fn main() -> ExitCode {
 }
 
 /// memcached's verbosity mapped onto tracing: lifecycle by default, `-v`
-/// connection events and errors, `-vv` every command, `-vvv` everything.
-/// `RUST_LOG`, when set, wins.
+/// connection events and errors, `-vv` every command and reply, `-vvv`
+/// our internals too. `RUST_LOG`, when set, wins.
 fn init_logging(verbose: u8) {
-    let level = match verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+    let directives = match verbose {
+        0 => "ferrocache=info,warn",
+        1 => "ferrocache=debug,warn",
+        2 => "ferrocache=debug,ferrocache::server::connection=trace,warn",
+        _ => "ferrocache=trace,info",
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("ferrocache={level},warn")));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -62,6 +62,10 @@ fn start(config: Config) -> Result<(), ferrocache::Error> {
 
 async fn serve(config: Config) -> Result<(), ferrocache::Error> {
     let listeners = server::bind(&config)?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(ferrocache::metrics::bind(addr).await?),
+        None => None,
+    };
     if let Some(user) = &config.user {
         drop_privileges(user)?;
     }
@@ -90,6 +94,11 @@ async fn serve(config: Config) -> Result<(), ferrocache::Error> {
     let store = Store::new(config.store.clone(), Clock::system());
     let shared = Arc::new(Shared::new(config, store, listeners.len()));
     tokio::spawn(stop_on_signal(shared.clone()));
+    if let Some(l) = metrics_listener {
+        let addr = l.local_addr()?;
+        tracing::info!(metrics = %format!("http://{addr}/metrics"), "serving metrics");
+        tokio::spawn(ferrocache::metrics::serve(l, shared.clone()));
+    }
     server::run(listeners, shared).await;
     tracing::info!("ferrocache stopped");
     if let Some(p) = pidfile {

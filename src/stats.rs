@@ -1,11 +1,20 @@
-//! The counters behind `stats`, with memcached's names.
+//! The counters behind `stats`, with memcached's names, and the per-command
+//! processing-time histogram behind `/metrics`.
 //!
-//! A connection counts into a plain [`LocalStats`] while it works through a
-//! batch of requests and adds it into the shared [`Stats`] once per batch, so
-//! the request path touches no shared cache line. The shared side is spread
-//! over a few padded slots, summed when someone asks.
+//! A connection counts into a plain [`LocalStats`] (and [`Latency`]) while it
+//! works through a batch of requests and adds them into the shared [`Stats`]
+//! once per batch, so the request path touches no shared cache line. The
+//! shared side is spread over a few padded slots, summed when someone asks.
+//!
+//! `stats` and `/metrics` read the same slots, so the two views cannot drift:
+//! `/metrics` exports the totals since start (Prometheus counters must not go
+//! down), `stats` the totals less those at the last `stats reset`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::protocol::{Command, Frame};
 
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
@@ -32,15 +41,19 @@ macro_rules! counters {
                 $(out.$name = out.$name.wrapping_add(self.$name.load(Ordering::Relaxed));)*
             }
 
-            fn reset(&self) {
-                $(self.$name.store(0, Ordering::Relaxed);)*
-            }
         }
 
         impl LocalStats {
             /// Every counter with its memcached name.
             pub fn fields(&self) -> impl Iterator<Item = (&'static str, u64)> {
                 [$((stringify!($name), self.$name),)*].into_iter()
+            }
+
+            /// Each counter less `base`'s (wrapping, as counters do).
+            fn minus(&self, base: &LocalStats) -> LocalStats {
+                LocalStats {
+                    $($name: self.$name.wrapping_sub(base.$name),)*
+                }
             }
         }
     };
@@ -85,15 +98,208 @@ impl LocalStats {
     }
 }
 
+/// Upper bounds of the processing-time buckets, in nanoseconds: 1 µs to
+/// 100 ms. A command usually takes a few microseconds; the top buckets
+/// catch lock waits and huge multi-gets.
+pub const LATENCY_BOUNDS_NS: [u64; 13] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    10_000_000,
+    100_000_000,
+];
+
+/// Buckets per command kind: the bounds above, then +Inf.
+pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_NS.len() + 1;
+
+/// The commands the histogram tells apart; the label is `command`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandKind {
+    Get,
+    Gat,
+    Set,
+    Delete,
+    Incr,
+    Decr,
+    Touch,
+    FlushAll,
+    Meta,
+    Other,
+    /// A request answered with an error line (bad format, too large...).
+    Error,
+}
+
+impl CommandKind {
+    pub const ALL: [CommandKind; 11] = [
+        CommandKind::Get,
+        CommandKind::Gat,
+        CommandKind::Set,
+        CommandKind::Delete,
+        CommandKind::Incr,
+        CommandKind::Decr,
+        CommandKind::Touch,
+        CommandKind::FlushAll,
+        CommandKind::Meta,
+        CommandKind::Other,
+        CommandKind::Error,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CommandKind::Get => "get",
+            CommandKind::Gat => "gat",
+            CommandKind::Set => "set",
+            CommandKind::Delete => "delete",
+            CommandKind::Incr => "incr",
+            CommandKind::Decr => "decr",
+            CommandKind::Touch => "touch",
+            CommandKind::FlushAll => "flush_all",
+            CommandKind::Meta => "meta",
+            CommandKind::Other => "other",
+            CommandKind::Error => "error",
+        }
+    }
+
+    /// What a decoded frame counts as.
+    pub fn of(frame: &Frame<'_>) -> CommandKind {
+        match frame {
+            Frame::Command(cmd) => match cmd {
+                Command::Get { .. } => CommandKind::Get,
+                Command::Gat { .. } => CommandKind::Gat,
+                Command::Store { .. } => CommandKind::Set,
+                Command::Delete { .. } => CommandKind::Delete,
+                Command::Arith { incr: true, .. } => CommandKind::Incr,
+                Command::Arith { incr: false, .. } => CommandKind::Decr,
+                Command::Touch { .. } => CommandKind::Touch,
+                Command::FlushAll { .. } => CommandKind::FlushAll,
+                Command::MetaNoop => CommandKind::Meta,
+                #[allow(unreachable_patterns)]
+                _ => CommandKind::Other,
+            },
+            Frame::Rejected(_) | Frame::Error { .. } => CommandKind::Error,
+            Frame::Close => CommandKind::Other,
+        }
+    }
+}
+
+const KINDS: usize = CommandKind::ALL.len();
+
+/// Per-connection processing times for one batch: bucket counts and sums.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    buckets: [[u64; LATENCY_BUCKETS]; KINDS],
+    sum_ns: [u64; KINDS],
+    /// Bit k set: kind k has counts to flush.
+    touched: u32,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            buckets: [[0; LATENCY_BUCKETS]; KINDS],
+            sum_ns: [0; KINDS],
+            touched: 0,
+        }
+    }
+}
+
+impl Latency {
+    /// Counts one command that took `ns` nanoseconds.
+    pub fn record(&mut self, kind: CommandKind, ns: u64) {
+        self.record_n(kind, ns, 1);
+    }
+
+    /// Counts `n` commands of one kind that took `ns` nanoseconds each.
+    fn record_n(&mut self, kind: CommandKind, ns: u64, n: u64) {
+        let k = kind as usize;
+        let b = LATENCY_BOUNDS_NS
+            .iter()
+            .position(|&bound| ns <= bound)
+            .unwrap_or(LATENCY_BOUNDS_NS.len());
+        self.buckets[k][b] += n;
+        self.sum_ns[k] = self.sum_ns[k].wrapping_add(ns.wrapping_mul(n));
+        self.touched |= 1 << k;
+    }
+
+    /// Counts a batch that took `ns` nanoseconds to process, sharing the
+    /// time evenly among its commands, and clears `batch`. Two clock reads
+    /// per batch instead of one per command: a clock read costs about as
+    /// much as a pipelined get.
+    pub fn record_batch(&mut self, batch: &mut BatchKinds, ns: u64) {
+        if batch.total == 0 {
+            return;
+        }
+        let each = ns / u64::from(batch.total);
+        for kind in CommandKind::ALL {
+            let n = batch.counts[kind as usize];
+            if n != 0 {
+                self.record_n(kind, each, u64::from(n));
+            }
+        }
+        *batch = BatchKinds::default();
+    }
+}
+
+/// How many commands of each kind one batch ran.
+#[derive(Debug, Default, Clone)]
+pub struct BatchKinds {
+    counts: [u32; KINDS],
+    total: u32,
+}
+
+impl BatchKinds {
+    #[inline]
+    pub fn add(&mut self, kind: CommandKind) {
+        self.counts[kind as usize] += 1;
+        self.total += 1;
+    }
+}
+
+/// Shared processing-time counts, summed over slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencySnapshot {
+    /// Per kind, per bucket (not cumulative).
+    pub buckets: [[u64; LATENCY_BUCKETS]; KINDS],
+    pub sum_ns: [u64; KINDS],
+}
+
+#[derive(Debug)]
+struct LatencySlot {
+    buckets: [[AtomicU64; LATENCY_BUCKETS]; KINDS],
+    sum_ns: [AtomicU64; KINDS],
+}
+
+impl Default for LatencySlot {
+    fn default() -> Self {
+        LatencySlot {
+            buckets: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            sum_ns: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
 #[repr(align(128))]
 #[derive(Debug, Default)]
-struct PaddedSlot(Slot);
+struct PaddedSlot {
+    counters: Slot,
+    latency: LatencySlot,
+}
 
 /// Shared counters, plus the gauge of open connections.
 #[derive(Debug)]
 pub struct Stats {
     slots: Box<[PaddedSlot]>,
     curr_connections: AtomicU64,
+    /// The totals at the last `stats reset`.
+    baseline: Mutex<LocalStats>,
 }
 
 impl Default for Stats {
@@ -108,7 +314,12 @@ impl Stats {
         Stats {
             slots: (0..slots.max(1)).map(|_| PaddedSlot::default()).collect(),
             curr_connections: AtomicU64::new(0),
+            baseline: Mutex::new(LocalStats::default()),
         }
+    }
+
+    fn slot(&self, conn_id: u64) -> &PaddedSlot {
+        &self.slots[(conn_id as usize) % self.slots.len()]
     }
 
     /// Adds a batch's counts and zeroes them for the next batch.
@@ -116,25 +327,70 @@ impl Stats {
         if local.is_zero() {
             return;
         }
-        let slot = &self.slots[(conn_id as usize) % self.slots.len()];
-        slot.0.add(local);
+        self.slot(conn_id).counters.add(local);
         *local = LocalStats::default();
     }
 
-    /// Sums every slot.
-    pub fn snapshot(&self) -> LocalStats {
+    /// Adds a batch's processing times and zeroes them.
+    pub fn flush_latency(&self, conn_id: u64, local: &mut Latency) {
+        if local.touched == 0 {
+            return;
+        }
+        let slot = &self.slot(conn_id).latency;
+        for k in 0..KINDS {
+            if local.touched & (1 << k) == 0 {
+                continue;
+            }
+            for (b, n) in local.buckets[k].iter_mut().enumerate() {
+                if *n != 0 {
+                    slot.buckets[k][b].fetch_add(*n, Ordering::Relaxed);
+                    *n = 0;
+                }
+            }
+            slot.sum_ns[k].fetch_add(local.sum_ns[k], Ordering::Relaxed);
+            local.sum_ns[k] = 0;
+        }
+        local.touched = 0;
+    }
+
+    /// Totals since start, never reset: what `/metrics` exports.
+    pub fn totals(&self) -> LocalStats {
         let mut out = LocalStats::default();
         for s in self.slots.iter() {
-            s.0.read_into(&mut out);
+            s.counters.read_into(&mut out);
         }
         out
     }
 
-    /// `stats reset`.
+    /// Totals since the last `stats reset`: what `stats` shows.
+    pub fn snapshot(&self) -> LocalStats {
+        let base = *self.baseline.lock().expect("stats baseline lock poisoned");
+        self.totals().minus(&base)
+    }
+
+    /// `stats reset`: `stats` counts from zero again; `/metrics` keeps
+    /// counting, as Prometheus counters must.
     pub fn reset(&self) {
+        let now = self.totals();
+        *self.baseline.lock().expect("stats baseline lock poisoned") = now;
+    }
+
+    /// Processing-time counts since start, summed over slots.
+    pub fn latency(&self) -> LatencySnapshot {
+        let mut out = LatencySnapshot {
+            buckets: [[0; LATENCY_BUCKETS]; KINDS],
+            sum_ns: [0; KINDS],
+        };
         for s in self.slots.iter() {
-            s.0.reset();
+            for k in 0..KINDS {
+                for b in 0..LATENCY_BUCKETS {
+                    out.buckets[k][b] += s.latency.buckets[k][b].load(Ordering::Relaxed);
+                }
+                out.sum_ns[k] =
+                    out.sum_ns[k].wrapping_add(s.latency.sum_ns[k].load(Ordering::Relaxed));
+            }
         }
+        out
     }
 
     pub fn connection_opened(&self) {
@@ -147,6 +403,179 @@ impl Stats {
 
     pub fn curr_connections(&self) -> u64 {
         self.curr_connections.load(Ordering::Relaxed)
+    }
+}
+
+/// What `stats conns` shows of one open connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub fd: i32,
+    /// `tcp:<ip>:<port>` or `unix:<path>`, as memcached prints them.
+    pub addr: String,
+    pub listen_addr: String,
+    /// Store clock seconds of the last batch of commands.
+    last_cmd: AtomicU32,
+    state: AtomicU8,
+}
+
+/// memcached's connection states that apply here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    /// Waiting for a request.
+    Waiting = 0,
+    /// Running a batch of requests.
+    ParseCmd = 1,
+    /// Waiting for the rest of a data block.
+    Nread = 2,
+}
+
+impl ConnInfo {
+    pub fn new(fd: i32, addr: String, listen_addr: String, now: u32) -> Self {
+        ConnInfo {
+            fd,
+            addr,
+            listen_addr,
+            last_cmd: AtomicU32::new(now),
+            state: AtomicU8::new(ConnState::Waiting as u8),
+        }
+    }
+
+    /// Called once per batch by the connection itself; two plain stores
+    /// to a line no other connection writes.
+    #[inline]
+    pub fn set(&self, state: ConnState, now: u32) {
+        self.state.store(state as u8, Ordering::Relaxed);
+        if state == ConnState::ParseCmd {
+            self.last_cmd.store(now, Ordering::Relaxed);
+        }
+    }
+
+    pub fn last_cmd(&self) -> u32 {
+        self.last_cmd.load(Ordering::Relaxed)
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        match self.state.load(Ordering::Relaxed) {
+            1 => "conn_parse_cmd",
+            2 => "conn_nread",
+            _ => "conn_waiting",
+        }
+    }
+}
+
+/// The open connections, for `stats conns`. Touched on open and close only.
+#[derive(Debug, Default)]
+pub struct Conns {
+    open: Mutex<BTreeMap<u64, Arc<ConnInfo>>>,
+}
+
+impl Conns {
+    pub fn register(&self, id: u64, info: ConnInfo) -> Arc<ConnInfo> {
+        let info = Arc::new(info);
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, info.clone());
+        info
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    /// Every open connection, by file descriptor.
+    pub fn list(&self) -> Vec<Arc<ConnInfo>> {
+        let mut v: Vec<_> = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|c| c.fd);
+        v
+    }
+}
+
+/// Counts of one key prefix, for `stats detail dump`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PrefixCounts {
+    pub get: u64,
+    pub hit: u64,
+    pub set: u64,
+    pub del: u64,
+}
+
+/// The most prefixes `stats detail` keeps; keys with new prefixes beyond
+/// it are not counted, so a client cannot grow this without bound.
+pub const DETAIL_MAX_PREFIXES: usize = 65_536;
+
+/// `stats detail on|off|dump`: per-prefix counts of gets, hits, sets and
+/// deletes, the prefix being the key up to its first ':' (memcached's
+/// default delimiter). Keys without one are not counted, as in memcached.
+/// Off by default; when off, connections check one flag per batch and
+/// record nothing.
+#[derive(Debug, Default)]
+pub struct Detail {
+    enabled: AtomicBool,
+    prefixes: Mutex<HashMap<Vec<u8>, PrefixCounts>>,
+}
+
+impl Detail {
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    fn with(&self, key: &[u8], f: impl FnOnce(&mut PrefixCounts)) {
+        let Some(end) = key.iter().position(|&b| b == b':') else {
+            return;
+        };
+        let prefix = &key[..end];
+        let mut map = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = map.get_mut(prefix) {
+            f(c);
+        } else if map.len() < DETAIL_MAX_PREFIXES {
+            f(map.entry(prefix.to_vec()).or_default());
+        }
+    }
+
+    pub fn record_get(&self, key: &[u8], hit: bool) {
+        self.with(key, |c| {
+            c.get += 1;
+            c.hit += u64::from(hit);
+        });
+    }
+
+    pub fn record_set(&self, key: &[u8]) {
+        self.with(key, |c| c.set += 1);
+    }
+
+    pub fn record_delete(&self, key: &[u8]) {
+        self.with(key, |c| c.del += 1);
+    }
+
+    /// Every prefix seen, sorted.
+    pub fn dump(&self) -> Vec<(Vec<u8>, PrefixCounts)> {
+        let map = self.prefixes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = map.iter().map(|(k, c)| (k.clone(), *c)).collect();
+        v.sort();
+        v
+    }
+
+    /// `stats reset` forgets the prefixes, as memcached's does.
+    pub fn clear(&self) {
+        self.prefixes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -171,6 +600,97 @@ mod tests {
         assert_eq!(snap.get_hits, 10);
         s.reset();
         assert!(s.snapshot().is_zero());
+        // The totals /metrics exports keep counting across a reset.
+        assert_eq!(s.totals().cmd_get, 20);
+        let mut l = LocalStats {
+            cmd_get: 1,
+            ..Default::default()
+        };
+        s.flush(3, &mut l);
+        assert_eq!(s.snapshot().cmd_get, 1);
+        assert_eq!(s.totals().cmd_get, 21);
+    }
+
+    #[test]
+    fn latency_lands_in_the_first_bucket_that_holds_it() {
+        let s = Stats::new(2);
+        let mut l = Latency::default();
+        l.record(CommandKind::Get, 800);
+        l.record(CommandKind::Get, 1_000);
+        l.record(CommandKind::Get, 1_001);
+        l.record(CommandKind::Set, 5_000_000_000);
+        s.flush_latency(1, &mut l);
+        assert_eq!(l.touched, 0);
+        let snap = s.latency();
+        let get = CommandKind::Get as usize;
+        let set = CommandKind::Set as usize;
+        assert_eq!(snap.buckets[get][0], 2);
+        assert_eq!(snap.buckets[get][1], 1);
+        assert_eq!(snap.sum_ns[get], 2_801);
+        assert_eq!(snap.buckets[set][LATENCY_BUCKETS - 1], 1);
+        assert_eq!(
+            snap.buckets[set][..LATENCY_BUCKETS - 1].iter().sum::<u64>(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_batch_shares_its_time_among_its_commands() {
+        let mut l = Latency::default();
+        let mut b = BatchKinds::default();
+        b.add(CommandKind::Get);
+        b.add(CommandKind::Get);
+        b.add(CommandKind::Set);
+        l.record_batch(&mut b, 6_000);
+        assert_eq!(b.total, 0);
+        let get = CommandKind::Get as usize;
+        let set = CommandKind::Set as usize;
+        assert_eq!(l.buckets[get][1], 2); // 2 µs each: the 2.5 µs bucket
+        assert_eq!(l.sum_ns[get], 4_000);
+        assert_eq!(l.buckets[set][1], 1);
+        assert_eq!(l.sum_ns[set], 2_000);
+    }
+
+    #[test]
+    fn detail_counts_by_prefix_and_skips_keys_without_one() {
+        let d = Detail::default();
+        d.record_get(b"foo:1", true);
+        d.record_get(b"foo:2", false);
+        d.record_set(b"a:b:c");
+        d.record_delete(b"foo:3");
+        d.record_get(b"bar", true);
+        d.record_get(b":x", false);
+        let dump = d.dump();
+        assert_eq!(
+            dump,
+            vec![
+                (
+                    b"".to_vec(),
+                    PrefixCounts {
+                        get: 1,
+                        ..Default::default()
+                    }
+                ),
+                (
+                    b"a".to_vec(),
+                    PrefixCounts {
+                        set: 1,
+                        ..Default::default()
+                    }
+                ),
+                (
+                    b"foo".to_vec(),
+                    PrefixCounts {
+                        get: 2,
+                        hit: 1,
+                        set: 0,
+                        del: 1
+                    }
+                ),
+            ]
+        );
+        d.clear();
+        assert!(d.dump().is_empty());
     }
 
     #[test]

@@ -13,8 +13,8 @@
 //! - numbers are read with the rules of C's `strtoul`/`strtol` as memcached's
 //!   `safe_strto*` helpers use them, wrap-arounds included.
 //!
-//! Meta commands (two-byte commands starting with `m`) are routed to
-//! [`meta_command`]; a full meta parser can replace that one function.
+//! Meta commands (two-byte commands starting with `m`) are parsed in
+//! [`super::meta`].
 
 use nom::{
     IResult, Parser,
@@ -23,6 +23,7 @@ use nom::{
     combinator::opt,
 };
 
+use super::meta::{self, MetaSetHeader};
 use super::{
     Command, Frame, KEY_MAX_LEN, Keys, MAX_TOKENS, ProtocolError, ShutdownMode, StoreMode,
 };
@@ -34,6 +35,8 @@ pub enum Parsed<'a> {
     Frame(Frame<'a>),
     /// A storage command whose data block follows the line.
     Store(StoreHeader<'a>),
+    /// An `ms` whose data block follows the line.
+    MetaSet(MetaSetHeader<'a>),
 }
 
 /// The parsed line of a storage command; `bytes` data bytes and a CRLF follow.
@@ -249,7 +252,7 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
         return unknown();
     }
     if cmd[0] == b'm' && cmd.len() == 2 {
-        return meta_command(&t);
+        return meta::parse_line(&t);
     }
     // The dispatch mirrors memcached's, first byte first: an unknown command
     // that shares a first byte with a known one is a plain `ERROR`; only the
@@ -313,15 +316,6 @@ pub fn parse_line(line: &[u8]) -> Parsed<'_> {
             _ if t.last().starts_with(b"HTTP/") => Parsed::Frame(Frame::Close),
             _ => unknown(),
         },
-    }
-}
-
-/// The two-byte meta commands. Only `mn` is served for now; a meta parser
-/// plugs in here.
-fn meta_command<'a>(t: &Tokens<'a>) -> Parsed<'a> {
-    match t.get(0) {
-        b"mn" => command(Command::MetaNoop),
-        _ => unknown(),
     }
 }
 

@@ -10,7 +10,11 @@
 use bytes::Bytes;
 
 use super::classic::{self, Parsed, StoreHeader};
-use super::{Frame, GET_LINE_MAX_LEN, LINE_MAX_LEN, Limits, ProtocolError, Rejected, StoreMode};
+use super::meta::MetaSetHeader;
+use super::{
+    Command, Frame, GET_LINE_MAX_LEN, KEY_MAX_LEN, LINE_MAX_LEN, Limits, ProtocolError, Rejected,
+    StoreMode,
+};
 
 /// memcached reads into a 16 KiB buffer: a command line whose newline is not
 /// in the first 16 KiB is closed even when it arrived in one write. Lines of
@@ -183,34 +187,26 @@ impl Decoder {
                 consumed,
                 frame: Some(frame),
             },
-            Parsed::Store(header) => self.decode_store(buf, consumed, header),
+            Parsed::Store(header) => self.decode_store(buf, consumed, DataHeader::Classic(header)),
+            Parsed::MetaSet(header) => self.decode_store(buf, consumed, DataHeader::Meta(header)),
         }
     }
 
     /// A storage line of `line_len` bytes (newline included) has been parsed:
-    /// refuse it if too large, else wait for its data block.
+    /// refuse it (too large, or an `ms` error found after its data length),
+    /// else wait for its data block.
     fn decode_store<'a>(
         &mut self,
         buf: &'a [u8],
         line_len: usize,
-        header: StoreHeader<'a>,
+        header: DataHeader<'a>,
     ) -> Decode<'a> {
-        // `header.bytes` is at most i32::MAX - 2, so these sums cannot overflow.
-        let block_len = header.bytes + 2;
-        if self
-            .limits
-            .too_large(header.key.len(), header.bytes, header.flags)
-        {
+        // `bytes` is at most i32::MAX - 2, so these sums cannot overflow.
+        let bytes = header.bytes();
+        let block_len = bytes + 2;
+        if let Some(rejected) = header.refusal(&self.limits) {
             // memcached answers only once the whole block has been dropped,
-            // and never buffers it. The attempt is not counted in cmd_set.
-            let rejected = Rejected {
-                error: ProtocolError::TooLarge,
-                noreply: header.noreply,
-                // A too-large `set` deletes the old value; the others keep it.
-                unlink_key: (header.mode == StoreMode::Set)
-                    .then(|| Bytes::copy_from_slice(header.key)),
-                counts_as_set: false,
-            };
+            // and never buffers it.
             let take = block_len.min(buf.len() - line_len);
             let remaining = block_len - take;
             if remaining == 0 {
@@ -233,20 +229,89 @@ impl Decoder {
             self.state = State::Data { need };
             return Decode::NeedMore;
         }
-        let value = &buf[line_len..line_len + header.bytes];
-        let frame = if &buf[line_len + header.bytes..need] == b"\r\n" {
+        let value = &buf[line_len..line_len + bytes];
+        let frame = if &buf[line_len + bytes..need] == b"\r\n" {
             Frame::Command(header.with_value(value))
         } else {
             // The block is consumed all the same; parsing resumes after it.
             Frame::Error {
                 error: ProtocolError::BadDataChunk,
-                noreply: header.noreply,
+                noreply: header.noreply(),
                 counts_as_set: true,
             }
         };
         Decode::Frame {
             consumed: need,
             frame: Some(frame),
+        }
+    }
+}
+
+/// A command line whose data block follows: a classic storage command or `ms`.
+enum DataHeader<'a> {
+    Classic(StoreHeader<'a>),
+    Meta(MetaSetHeader<'a>),
+}
+
+impl<'a> DataHeader<'a> {
+    /// The length of the data block, without its CRLF.
+    fn bytes(&self) -> usize {
+        match self {
+            DataHeader::Classic(h) => h.bytes,
+            DataHeader::Meta(h) => h.bytes,
+        }
+    }
+
+    /// Whether a bad data chunk is answered silently (`ms` always answers).
+    fn noreply(&self) -> bool {
+        match self {
+            DataHeader::Classic(h) => h.noreply,
+            DataHeader::Meta(_) => false,
+        }
+    }
+
+    fn with_value(&self, value: &'a [u8]) -> Command<'a> {
+        match self {
+            DataHeader::Classic(h) => h.with_value(value),
+            DataHeader::Meta(h) => h.with_value(value),
+        }
+    }
+
+    /// The refusal to answer once the data block has been swallowed, if the
+    /// line alone decides it. Refusals are not counted in cmd_set.
+    fn refusal(&self, limits: &Limits) -> Option<Rejected> {
+        match self {
+            DataHeader::Classic(h) => limits.too_large(h.key.len(), h.bytes, h.flags).then(|| {
+                Rejected {
+                    error: ProtocolError::TooLarge,
+                    noreply: h.noreply,
+                    // A too-large `set` deletes the old value; the others keep it.
+                    unlink_key: (h.mode == StoreMode::Set).then(|| Bytes::copy_from_slice(h.key)),
+                    counts_as_set: false,
+                }
+            }),
+            DataHeader::Meta(h) => {
+                if let Some(error) = h.refused {
+                    return Some(Rejected {
+                        error,
+                        noreply: false,
+                        unlink_key: None,
+                        counts_as_set: false,
+                    });
+                }
+                let mut key_buf = [0; KEY_MAX_LEN];
+                let key = h.command.key.bytes(&mut key_buf);
+                let flags = h.command.flags.client_flags;
+                // A too-large `ms` deletes the old value whatever its mode.
+                limits
+                    .too_large(key.len(), h.bytes, flags)
+                    .then(|| Rejected {
+                        error: ProtocolError::TooLarge,
+                        noreply: false,
+                        unlink_key: Some(Bytes::copy_from_slice(key)),
+                        counts_as_set: false,
+                    })
+            }
         }
     }
 }
@@ -722,11 +787,11 @@ mod tests {
             // meta
             ("mn\r\n".into(), cmd(Command::MetaNoop)),
             ("mn a b c\r\n".into(), cmd(Command::MetaNoop)),
-            ("mg k v\r\n".into(), unknown()),
-            ("ms k 2\r\n".into(), unknown()),
-            ("md k\r\n".into(), unknown()),
-            ("ma k\r\n".into(), unknown()),
-            ("me k\r\n".into(), unknown()),
+            // (meta.rs has the meta commands' own table)
+            ("mg\r\n".into(), unknown()),
+            ("ms\r\n".into(), unknown()),
+            ("me\r\n".into(), bad_format()),
+            ("mg k v v\r\n".into(), err(ProtocolError::DuplicateFlag)),
             ("mx\r\n".into(), unknown()),
             ("MN\r\n".into(), unknown()),
             // unknown commands and HTTP
@@ -1076,6 +1141,15 @@ mod tests {
             b"mn\r\n".to_vec(),
             b"quit\r\n".to_vec(),
             many,
+            b"mg k v t c O1 q\r\n".to_vec(),
+            b"mg Zm9v b k\n".to_vec(),
+            b"ms k 2 T10 c\r\nhi\r\n".to_vec(),
+            b"ms Zm9v 0 b MA q\r\n\r\n".to_vec(),
+            b"ms k 4 F1\n\r\n\r\n\r\n".to_vec(),
+            b"md k q I T30\r\n".to_vec(),
+            b"ma k N0 J5 D2 MD v\r\n".to_vec(),
+            b"me k\r\n".to_vec(),
+            b"mn a b\r\n".to_vec(),
         ]
     }
 
@@ -1198,6 +1272,7 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
     enum Seen {
         Get { keys: usize },
         Store { value_len: usize },
+        Meta { value_len: usize },
         Noop,
         Rejected(Rejected),
         Error(ProtocolError),
@@ -1228,6 +1303,9 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
                                     value_len: value.len(),
                                 },
                                 Frame::Command(Command::MetaNoop) => Seen::Noop,
+                                Frame::Command(Command::Meta(m)) => Seen::Meta {
+                                    value_len: m.value.len(),
+                                },
                                 Frame::Rejected(r) => Seen::Rejected(r),
                                 Frame::Error { error, .. } => Seen::Error(error),
                                 other => panic!("unexpected {other:?}"),
@@ -1556,6 +1634,17 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
             b"cache_memlimit",
             b"mn",
             b"mg",
+            b"ms",
+            b"md",
+            b"ma",
+            b"me",
+            b"b",
+            b"q",
+            b"v",
+            b"T5",
+            b"O1",
+            b"MA",
+            b"Zm9v",
             b"version",
             b"quit",
             b"noreply",
@@ -1644,5 +1733,207 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
                 }
             }
         }
+    }
+
+    fn meta_err(error: ProtocolError) -> Option<Frame<'static>> {
+        Some(err(error))
+    }
+
+    fn meta_rejected(
+        error: ProtocolError,
+        unlink: Option<&'static [u8]>,
+    ) -> Option<Frame<'static>> {
+        Some(Frame::Rejected(Rejected {
+            error,
+            noreply: false,
+            unlink_key: unlink.map(Bytes::from_static),
+            counts_as_set: false,
+        }))
+    }
+
+    /// The frames of `input` without their sizes; everything must be consumed.
+    fn frames_of(input: &[u8]) -> Vec<Option<Frame<'_>>> {
+        let (frames, rest) = decode_all(input);
+        assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(rest));
+        frames.into_iter().map(|(_, f)| f).collect()
+    }
+
+    /// The meta command of a frame, if it is one.
+    fn meta_of<'a>(frame: &Option<Frame<'a>>) -> crate::protocol::meta::MetaCommand<'a> {
+        match frame {
+            Some(Frame::Command(Command::Meta(m))) => *m,
+            other => panic!("expected a meta command, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ms_reads_its_data_block() {
+        let frames = frames_of(b"ms k 5 T10 c\r\nhello\r\nms k 0\r\n\r\n");
+        assert_eq!(frames.len(), 2);
+        let m = meta_of(&frames[0]);
+        assert_eq!(
+            (m.key.token(), m.value, m.flags.ttl),
+            (&b"k"[..], &b"hello"[..], Some(10))
+        );
+        assert_eq!(meta_of(&frames[1]).value, b"");
+        // The block may hold anything, CRLFs included.
+        let m = meta_of(&frames_of(b"ms k 4\r\n\r\n\r\n\r\n")[0]);
+        assert_eq!(m.value, b"\r\n\r\n");
+    }
+
+    /// memcached 1.6.18: `ms k 2 Y\r\nhi\r\nmn\r\n` -> `CLIENT_ERROR invalid
+    /// flag`, `MN`; errors before the data length leave the block as a line.
+    #[test]
+    fn ms_errors_swallow_the_block_once_its_length_is_known() {
+        use ProtocolError::*;
+        let k251 = "k".repeat(251);
+        let cases: Vec<(String, Vec<Option<Frame<'static>>>)> = vec![
+            (
+                "ms k 2 Y\r\nhi\r\nmn\r\n".into(),
+                vec![meta_rejected(InvalidFlag, None)],
+            ),
+            (
+                "ms k 2 T1 T2\r\nhi\r\nmn\r\n".into(),
+                vec![meta_rejected(DuplicateFlag, None)],
+            ),
+            (
+                "ms k 2 MSS\r\nhi\r\nmn\r\n".into(),
+                vec![meta_rejected(MTokenLength, None)],
+            ),
+            (
+                "ms k 2 Mx\r\nhi\r\nmn\r\n".into(),
+                vec![meta_rejected(InvalidSetMode, None)],
+            ),
+            (
+                "ms !!!! 2 b\r\nhi\r\nmn\r\n".into(),
+                vec![meta_rejected(KeyDecode, None)],
+            ),
+            // the swallowed block may look like commands
+            (
+                "ms k 6 Y q\r\nmn\r\nmn\r\nmn\r\n".into(),
+                vec![meta_rejected(InvalidFlag, None)],
+            ),
+            (
+                "ms k\r\nmn\r\n".into(),
+                vec![meta_err(BadCommandLineFormat)],
+            ),
+            (
+                "ms k abc\r\nxx\r\nmn\r\n".into(),
+                vec![meta_err(BadCommandLineFormat), Some(unknown())],
+            ),
+            (
+                format!("ms {k251} 2 Y\r\nhi\r\nmn\r\n"),
+                vec![meta_err(BadCommandLineFormat), Some(unknown())],
+            ),
+            (
+                "ms k 1 s t c f h l k v O1 u P L I F1 C1 MS J1\r\nx\r\nmn\r\n".into(),
+                vec![meta_err(FlagsTooLong), Some(unknown())],
+            ),
+            // A bad chunk is reported even with q, and parsing resumes after it.
+            (
+                "ms k 2 q\r\nhiX\r\nmn\r\n".into(),
+                vec![Some(bad_chunk(false)), Some(unknown())],
+            ),
+        ];
+        for (input, mut want) in cases {
+            want.push(Some(cmd(Command::MetaNoop)));
+            assert_eq!(frames_of(input.as_bytes()), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn too_large_ms_unlinks_the_decoded_key_in_any_mode() {
+        for (line, unlink) in [
+            ("ms k 2000000 MA\r\n", &b"k"[..]),
+            ("ms Zm9vYmFy 2000000 b ME q\r\n", b"foobar"),
+        ] {
+            let mut input = line.as_bytes().to_vec();
+            input.resize(input.len() + 2_000_002, b'x');
+            input.extend_from_slice(b"mn\r\n");
+            let (seen, _) = feed_in_chunks(Limits::default(), &input, 4096);
+            assert_eq!(
+                seen,
+                vec![
+                    Seen::Rejected(Rejected {
+                        error: ProtocolError::TooLarge,
+                        noreply: false,
+                        unlink_key: Some(Bytes::copy_from_slice(unlink)),
+                        counts_as_set: false,
+                    }),
+                    Seen::Noop
+                ],
+                "{line}"
+            );
+        }
+        // The limit counts the decoded key: "Zm9v" is a 3-byte key.
+        let fits = |line: &str| {
+            let mut d = Decoder::new(Limits::default());
+            matches!(d.decode(line.as_bytes()), Decode::NeedMore) && d.in_data_block()
+        };
+        assert!(fits("ms Zm9v 1048514 b\r\n"));
+        assert!(!fits("ms Zm9v 1048515 b\r\n"));
+        assert!(fits("ms Zm9v 1048510 b F1\r\n"));
+        assert!(!fits("ms Zm9v 1048511 b F1\r\n"));
+    }
+
+    #[test]
+    fn ms_refusal_swallowed_in_chunks() {
+        let mut stream = b"ms k 100000 Y\r\n".to_vec();
+        stream.extend(b"mg k v\r\n".repeat(12_500));
+        stream.extend_from_slice(b"\r\nms k 1 q\r\nx\r\nmn\r\n");
+        for chunk in [1, 7, 4096] {
+            let (seen, _) = feed_in_chunks(Limits::default(), &stream, chunk);
+            assert_eq!(
+                seen,
+                vec![
+                    Seen::Rejected(Rejected {
+                        error: ProtocolError::InvalidFlag,
+                        noreply: false,
+                        unlink_key: None,
+                        counts_as_set: false,
+                    }),
+                    Seen::Meta { value_len: 1 },
+                    Seen::Noop
+                ],
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    /// memcached 1.6.18's pipelining pattern: quiet commands, then `mn`.
+    #[test]
+    fn quiet_meta_pipeline_with_classic_commands() {
+        let input = b"mg k1 v O1 q\r\nmg k2 v O2 q\r\nms k3 1 q T0\r\nx\r\nget k1\r\n\
+md k3 q\r\nma n q N0\r\nbogus\r\nmg k1 s O3 q\r\nmn\r\n";
+        let frames = frames_of(input);
+        let summary: Vec<String> = frames
+            .iter()
+            .map(|f| match f {
+                Some(Frame::Command(Command::Meta(m))) => format!(
+                    "{:?} {} q={}",
+                    m.op,
+                    String::from_utf8_lossy(m.key.token()),
+                    m.flags.quiet()
+                ),
+                Some(Frame::Command(Command::Get { .. })) => "get".into(),
+                Some(Frame::Command(Command::MetaNoop)) => "mn".into(),
+                Some(Frame::Error { error, .. }) => error.wire().into(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                "Get k1 q=true",
+                "Get k2 q=true",
+                "Set { mode: Set } k3 q=true",
+                "get",
+                "Delete k3 q=true",
+                "Arith { incr: true } n q=true",
+                "ERROR",
+                "Get k1 q=true",
+                "mn"
+            ]
+        );
     }
 }

@@ -7,12 +7,15 @@
 //! or value is copied until the store needs to keep it.
 //!
 //! Layout: `classic.rs` parses one command line (and its data block) of the
-//! classic commands, `codec.rs` keeps the per-connection framing state
+//! classic commands, `meta.rs` the meta commands (`mg`, `ms`, ...) with
+//! `base64.rs` for their binary keys, `codec.rs` keeps the per-connection framing state
 //! (line limits, swallowing rejected data blocks), `encode.rs` writes replies.
 
+pub mod base64;
 pub mod classic;
 pub mod codec;
 pub mod encode;
+pub mod meta;
 
 use std::fmt;
 
@@ -172,6 +175,8 @@ pub enum Command<'a> {
     },
     /// `mn`: the no-op that fences a pipeline.
     MetaNoop,
+    /// `mg`, `ms`, `md`, `ma`, `me`.
+    Meta(meta::MetaCommand<'a>),
 }
 
 /// The argument of `shutdown`.
@@ -204,6 +209,25 @@ pub enum ProtocolError {
     MemlimitTooSmall,
     MemlimitAdjustFailed,
     TooManyConnections,
+    // The meta commands' own errors.
+    InvalidFlag,
+    DuplicateFlag,
+    /// `md`/`ma` report every flag error this way.
+    InvalidOrDuplicateFlag,
+    BadToken,
+    KeyDecode,
+    OpaqueTooLong,
+    /// `mg`'s wording of too many flags.
+    GetFlagsTooLong,
+    /// `ms`/`md`/`ma`'s wording of too many flags.
+    FlagsTooLong,
+    MTokenLength,
+    InvalidSetMode,
+    InvalidArithMode,
+    InvalidInitial,
+    InvalidDeltaValue,
+    /// `ma` could not get memory (worded apart from the storage commands').
+    ArithOutOfMemory,
 }
 
 impl ProtocolError {
@@ -228,6 +252,20 @@ impl ProtocolError {
             MemlimitTooSmall => "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
             MemlimitAdjustFailed => "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes",
             TooManyConnections => "ERROR Too many open connections",
+            InvalidFlag => "CLIENT_ERROR invalid flag",
+            DuplicateFlag => "CLIENT_ERROR duplicate flag",
+            InvalidOrDuplicateFlag => "CLIENT_ERROR invalid or duplicate flag",
+            BadToken => "CLIENT_ERROR bad token in command line format",
+            KeyDecode => "CLIENT_ERROR error decoding key",
+            OpaqueTooLong => "CLIENT_ERROR opaque token too long",
+            GetFlagsTooLong => "CLIENT_ERROR options flags are too long",
+            FlagsTooLong => "CLIENT_ERROR options flags too long",
+            MTokenLength => "CLIENT_ERROR incorrect length for M token",
+            InvalidSetMode => "CLIENT_ERROR invalid mode for ms M token",
+            InvalidArithMode => "CLIENT_ERROR invalid mode for ma M token",
+            InvalidInitial => "CLIENT_ERROR invalid numeric initial value",
+            InvalidDeltaValue => "CLIENT_ERROR invalid numeric delta value",
+            ArithOutOfMemory => "SERVER_ERROR out of memory",
         }
     }
 }

@@ -17,8 +17,12 @@ use crate::store::{ArithResult, Lookup, StoreResult};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
     Continue,
-    /// Send what is buffered, then close (`quit`, or input memcached drops).
+    /// Send what is buffered, then close (`quit`).
     Close,
+    /// Close without sending the replies still buffered: memcached drops the
+    /// connection, and the replies it owed for the same read, on an over-long
+    /// line or an HTTP request line.
+    Abort,
     /// Close, and stop the server (`shutdown` with `-A`).
     Shutdown {
         graceful: bool,
@@ -54,7 +58,7 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
             rejected(r, cx, out);
             Flow::Continue
         }
-        Frame::Close => Flow::Close,
+        Frame::Close => Flow::Abort,
     }
 }
 
@@ -193,7 +197,12 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             } else {
                 0
             };
-            store.flush_all(deadline, now);
+            // An absolute time before the process started converts to the
+            // "expired" deadline; memcached's oldest_live then becomes 0,
+            // which flushes nothing.
+            if deadline != crate::store::clock::EXPIRED {
+                store.flush_all(deadline, now);
+            }
             if !noreply {
                 encode::reply(out, Reply::Ok);
             }
@@ -234,6 +243,7 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             }
         }
         Command::MetaNoop => encode::reply(out, Reply::MetaNoop),
+        Command::Meta(cmd) => super::meta_execute::execute(cmd, cx, out),
     }
     Flow::Continue
 }

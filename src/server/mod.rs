@@ -13,8 +13,11 @@
 mod connection;
 pub mod execute;
 mod listener;
+mod meta_execute;
 mod stats_reply;
 
+use std::os::fd::AsRawFd;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +27,7 @@ use tokio_util::task::TaskTracker;
 pub use listener::{Listener, bind};
 
 use crate::config::Config;
-use crate::stats::Stats;
+use crate::stats::{Conns, Detail, Stats};
 use crate::store::{Store, StoreStats};
 
 /// How long connections get to finish after shutdown starts.
@@ -43,6 +46,16 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// How many listening sockets there are; memcached counts them as connections.
     pub listeners: usize,
+    /// The listening sockets as `stats conns` shows them: descriptor, address.
+    pub listening: Mutex<Vec<(i32, String)>>,
+    /// Open connections, for `stats conns`.
+    pub conns: Conns,
+    /// `stats detail on|off|dump`.
+    pub detail: Detail,
+    /// `stats sizes_enable` / `sizes_disable`.
+    pub sizes_enabled: AtomicBool,
+    /// Whether connections time each command (only when /metrics is served).
+    pub timing: bool,
     /// The store's counters at the last `stats reset`.
     store_baseline: Mutex<StoreStats>,
 }
@@ -58,9 +71,14 @@ impl Shared {
         Shared {
             store,
             stats,
+            timing: config.metrics_listen.is_some(),
             config,
             shutdown: CancellationToken::new(),
             listeners,
+            listening: Mutex::new(Vec::new()),
+            conns: Conns::default(),
+            detail: Detail::default(),
+            sizes_enabled: AtomicBool::new(false),
             store_baseline: Mutex::new(StoreStats::default()),
         }
     }
@@ -80,6 +98,7 @@ impl Shared {
     /// `stats reset`: counters start again from zero; gauges stay.
     pub fn reset_stats(&self) {
         self.stats.reset();
+        self.detail.clear();
         *self.store_baseline.lock().expect("baseline lock poisoned") = self.store.stats();
     }
 }
@@ -105,6 +124,16 @@ pub async fn run(listeners: Vec<Listener>, shared: Arc<Shared>) {
         })
     };
 
+    *shared.listening.lock().expect("listening lock poisoned") = listeners
+        .iter()
+        .map(|l| {
+            let fd = match l {
+                Listener::Tcp(t) => t.as_raw_fd(),
+                Listener::Unix(u) => u.as_raw_fd(),
+            };
+            (fd, l.describe())
+        })
+        .collect();
     let accepts: Vec<_> = listeners
         .into_iter()
         .map(|l| tokio::spawn(listener::accept_loop(l, shared.clone(), tracker.clone())))

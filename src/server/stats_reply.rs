@@ -2,13 +2,35 @@
 //! names so that tools written for memcached read them unchanged. Parts we
 //! do not have (libevent, slab rebalancing, the LRU crawler) print the value
 //! memcached prints when they are idle.
+//!
+//! The store has no slab classes: items are allocated at their exact size.
+//! `stats items`, `stats slabs`, `stats cachedump` and the metadump show all
+//! items as one class, number 1 (see [`slabs`] for how its figures are made).
 
-use bytes::BytesMut;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use bytes::{BufMut, BytesMut};
 
 use super::execute::Context;
 use crate::config::Listen;
 use crate::protocol::encode::{self, Reply};
 use crate::protocol::{Keys, ProtocolError};
+use crate::store::ShardUsage;
+
+/// The one class every item is shown in.
+const CLASS: u32 = 1;
+
+/// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`: `stats cachedump` accepts
+/// class ids below it.
+const CLASS_ID_LIMIT: u64 = 64;
+
+/// memcached stops a cachedump at 2 MB of output.
+const CACHEDUMP_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// What `stats slabs` calls a page: the unit memcached grows classes by.
+const PAGE_SIZE: u64 = 1024 * 1024;
 
 pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
     let mut it = args.iter();
@@ -20,12 +42,330 @@ pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
             *cx.stats = Default::default();
             encode::reply(out, Reply::Reset);
         }
-        Some(b"sizes") => {
-            encode::stat(out, "sizes_status", "disabled");
-            encode::reply(out, Reply::End);
+        Some(b"items") => items(cx, out),
+        Some(b"slabs") => slabs(cx, out),
+        Some(b"sizes") => sizes(cx, out),
+        // memcached answers these two with the status line only, no END.
+        Some(b"sizes_enable") => {
+            cx.shared.sizes_enabled.store(true, Ordering::Relaxed);
+            encode::stat(out, "sizes_status", "enabled");
         }
+        Some(b"sizes_disable") => {
+            cx.shared.sizes_enabled.store(false, Ordering::Relaxed);
+            encode::stat(out, "sizes_status", "disabled");
+        }
+        Some(b"conns") => conns(cx, out),
+        Some(b"detail") => detail(it.next(), cx, out),
+        Some(b"cachedump") => cachedump(it.next(), it.next(), cx, out),
         Some(b"extstore") => encode::reply(out, Reply::End),
         Some(_) => encode::error(out, ProtocolError::UnknownCommand),
+    }
+}
+
+/// The store's per-shard figures folded into the one class.
+struct ClassUsage {
+    /// Last store or bump of the least recently used item (relative seconds).
+    oldest: Option<u32>,
+    evicted_nonzero: u64,
+    /// How long the most recently evicted item had gone unaccessed.
+    evicted_time: u32,
+}
+
+fn class_usage(shards: &[ShardUsage]) -> ClassUsage {
+    let oldest = shards.iter().filter_map(|s| s.oldest).min();
+    let last = shards
+        .iter()
+        .filter(|s| s.last_evicted_at != 0)
+        .max_by_key(|s| s.last_evicted_at);
+    ClassUsage {
+        oldest,
+        evicted_nonzero: shards.iter().map(|s| s.evicted_nonzero).sum(),
+        evicted_time: last.map_or(0, |s| s.last_evicted_age),
+    }
+}
+
+/// `stats items`: memcached's per-class LRU figures for class 1. The LRU is
+/// one list (memcached's flat mode), so every item counts as cold, and the
+/// hot/warm and crawler figures are 0. An empty cache gives just `END`.
+fn items(cx: &mut Context<'_>, out: &mut BytesMut) {
+    let shared = cx.shared;
+    shared.stats.flush(0, cx.stats);
+    let s = shared.stats.snapshot();
+    let st = shared.store_stats();
+    if st.curr_items == 0 {
+        encode::reply(out, Reply::End);
+        return;
+    }
+    let u = class_usage(&shared.store.shard_usage());
+    let age = u.oldest.map_or(0, |t| cx.now.saturating_sub(t));
+    let rows: [(&str, u64); 28] = [
+        ("number", st.curr_items),
+        ("number_hot", 0),
+        ("number_warm", 0),
+        ("number_cold", st.curr_items),
+        ("age_hot", 0),
+        ("age_warm", 0),
+        ("age", u64::from(age)),
+        ("mem_requested", st.bytes),
+        ("evicted", st.evictions),
+        ("evicted_nonzero", u.evicted_nonzero),
+        ("evicted_time", u64::from(u.evicted_time)),
+        ("outofmemory", s.store_no_memory),
+        ("tailrepairs", 0),
+        ("reclaimed", st.reclaimed),
+        ("expired_unfetched", st.expired_unfetched),
+        ("evicted_unfetched", st.evicted_unfetched),
+        ("evicted_active", 0),
+        ("crawler_reclaimed", 0),
+        ("crawler_items_checked", 0),
+        ("lrutail_reflocked", 0),
+        ("moves_to_cold", 0),
+        ("moves_to_warm", 0),
+        ("moves_within_lru", 0),
+        ("direct_reclaims", 0),
+        ("hits_to_hot", 0),
+        ("hits_to_warm", 0),
+        ("hits_to_cold", s.get_hits),
+        ("hits_to_temp", 0),
+    ];
+    let mut name = String::new();
+    for (field, v) in rows {
+        name.clear();
+        let _ = write!(name, "items:{CLASS}:{field}");
+        encode::stat(out, &name, v);
+    }
+    encode::reply(out, Reply::End);
+}
+
+/// `stats slabs`, for a store that allocates every item at its own size.
+/// Class 1 holds all items; its "chunk" is the mean cost of an item
+/// (bytes charged / items) and its "pages" are 1 MiB of such chunks, so
+/// `used_chunks` is the item count and `total_pages` what that many items
+/// of the mean size would take. `total_malloced` is the bytes charged
+/// against `-m`. An empty cache lists no class, as memcached's does.
+fn slabs(cx: &mut Context<'_>, out: &mut BytesMut) {
+    let shared = cx.shared;
+    shared.stats.flush(0, cx.stats);
+    let s = shared.stats.snapshot();
+    let st = shared.store_stats();
+    if st.curr_items > 0 {
+        let chunk_size = st.bytes.div_ceil(st.curr_items).max(1);
+        let per_page = (PAGE_SIZE / chunk_size).max(1);
+        let pages = st.curr_items.div_ceil(per_page);
+        let total_chunks = pages * per_page;
+        let rows: [(&str, u64); 15] = [
+            ("chunk_size", chunk_size),
+            ("chunks_per_page", per_page),
+            ("total_pages", pages),
+            ("total_chunks", total_chunks),
+            ("used_chunks", st.curr_items),
+            ("free_chunks", total_chunks - st.curr_items),
+            ("free_chunks_end", 0),
+            ("get_hits", s.get_hits),
+            ("cmd_set", s.cmd_set),
+            ("delete_hits", s.delete_hits),
+            ("incr_hits", s.incr_hits),
+            ("decr_hits", s.decr_hits),
+            ("cas_hits", s.cas_hits),
+            ("cas_badval", s.cas_badval),
+            ("touch_hits", s.touch_hits),
+        ];
+        let mut name = String::new();
+        for (field, v) in rows {
+            name.clear();
+            let _ = write!(name, "{CLASS}:{field}");
+            encode::stat(out, &name, v);
+        }
+    }
+    encode::stat(out, "active_slabs", u64::from(st.curr_items > 0));
+    encode::stat(out, "total_malloced", st.bytes);
+    encode::reply(out, Reply::End);
+}
+
+/// `stats sizes`: item counts by memcached's item size (header, key, value
+/// and CRLF), in 32-byte buckets. memcached counts items stored after
+/// `sizes_enable`; here the buckets are computed from every item present
+/// when asked, so nothing is counted while it is on and nothing is missed.
+fn sizes(cx: &mut Context<'_>, out: &mut BytesMut) {
+    let shared = cx.shared;
+    if !shared.sizes_enabled.load(Ordering::Relaxed) {
+        encode::stat(out, "sizes_status", "disabled");
+        encode::reply(out, Reply::End);
+        return;
+    }
+    let limits = shared.config.limits;
+    let mut buckets: BTreeMap<usize, u64> = BTreeMap::new();
+    shared.store.for_each_item(cx.now, |it| {
+        let size = limits.item_total_size(it.key.len(), it.value_len, it.flags);
+        *buckets.entry(size.div_ceil(32) * 32).or_default() += 1;
+        true
+    });
+    for (size, n) in buckets {
+        encode::stat(out, &size.to_string(), n);
+    }
+    encode::reply(out, Reply::End);
+}
+
+/// `stats conns`: the listeners, then every open connection, by descriptor.
+fn conns(cx: &mut Context<'_>, out: &mut BytesMut) {
+    let shared = cx.shared;
+    let now = cx.now;
+    let mut rows: Vec<(i32, Vec<(&str, String)>)> = Vec::new();
+    for (fd, addr) in shared
+        .listening
+        .lock()
+        .expect("listening lock poisoned")
+        .iter()
+    {
+        rows.push((
+            *fd,
+            vec![
+                ("addr", addr.clone()),
+                ("state", "conn_listening".into()),
+                ("secs_since_last_cmd", now.saturating_sub(2).to_string()),
+            ],
+        ));
+    }
+    for c in shared.conns.list() {
+        rows.push((
+            c.fd,
+            vec![
+                ("addr", c.addr.clone()),
+                ("listen_addr", c.listen_addr.clone()),
+                ("state", c.state_name().into()),
+                (
+                    "secs_since_last_cmd",
+                    now.saturating_sub(c.last_cmd()).to_string(),
+                ),
+            ],
+        ));
+    }
+    rows.sort_by_key(|(fd, _)| *fd);
+    let mut name = String::new();
+    for (fd, fields) in rows {
+        for (field, v) in fields {
+            name.clear();
+            let _ = write!(name, "{fd}:{field}");
+            encode::stat(out, &name, v);
+        }
+    }
+    encode::reply(out, Reply::End);
+}
+
+/// `stats detail on|off|dump`.
+fn detail(arg: Option<&[u8]>, cx: &mut Context<'_>, out: &mut BytesMut) {
+    let detail = &cx.shared.detail;
+    match arg {
+        Some(b"on") => {
+            detail.set_enabled(true);
+            encode::reply(out, Reply::Ok);
+        }
+        Some(b"off") => {
+            detail.set_enabled(false);
+            encode::reply(out, Reply::Ok);
+        }
+        Some(b"dump") => {
+            for (prefix, c) in detail.dump() {
+                out.put_slice(b"PREFIX ");
+                out.put_slice(&prefix);
+                let _ = write!(
+                    out,
+                    " get {} hit {} set {} del {}\r\n",
+                    c.get, c.hit, c.set, c.del
+                );
+            }
+            encode::reply(out, Reply::End);
+        }
+        _ => encode::error(out, ProtocolError::StatsDetailUsage),
+    }
+}
+
+fn parse_u64(token: &[u8]) -> Option<u64> {
+    std::str::from_utf8(token).ok()?.parse().ok()
+}
+
+/// `stats cachedump <class> <limit>`: `ITEM <key> [<bytes> b; <exptime> s]`
+/// per item of the class (all items are in class 1), least recently used
+/// first within each shard; a limit of 0 means all, and like memcached the
+/// reply stops at 2 MB.
+fn cachedump(class: Option<&[u8]>, limit: Option<&[u8]>, cx: &mut Context<'_>, out: &mut BytesMut) {
+    // These two replies are memcached's own, not shared with other commands.
+    let (Some(class), Some(limit)) = (class, limit) else {
+        encode::line(out, b"CLIENT_ERROR bad command line");
+        return;
+    };
+    let (Some(class), Some(limit)) = (parse_u64(class), parse_u64(limit)) else {
+        encode::error(out, ProtocolError::BadCommandLineFormat);
+        return;
+    };
+    if class >= CLASS_ID_LIMIT {
+        encode::line(out, b"CLIENT_ERROR Illegal slab id");
+        return;
+    }
+    if class == u64::from(CLASS) {
+        let clock = cx.shared.store.clock();
+        let start = out.len();
+        let mut shown = 0u64;
+        cx.shared.store.for_each_item(cx.now, |it| {
+            if (limit != 0 && shown >= limit) || out.len() - start >= CACHEDUMP_MAX_BYTES {
+                return false;
+            }
+            let exp = if it.deadline == 0 {
+                0
+            } else {
+                clock.to_unix(it.deadline)
+            };
+            out.put_slice(b"ITEM ");
+            out.put_slice(it.key);
+            let _ = write!(out, " [{} b; {} s]\r\n", it.value_len, exp);
+            shown += 1;
+            true
+        });
+    }
+    encode::reply(out, Reply::End);
+}
+
+/// `lru_crawler metadump all`: one line per item, as memcached-tool's
+/// `dump` and `keys` read them: `key=<url-encoded> exp=<unix|-1>
+/// la=<unix> cas=<n> fetch=<yes|no> cls=1 size=<n>`, each ended by a bare
+/// `\n`, then `END\r\n`.
+// TODO(metrics): reached once the parser turns `lru_crawler metadump
+// all|<classes>` into a command; until then only the tests call it.
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn metadump(cx: &mut Context<'_>, out: &mut BytesMut) {
+    let clock = cx.shared.store.clock();
+    let limits = cx.shared.config.limits;
+    cx.shared.store.for_each_item(cx.now, |it| {
+        out.put_slice(b"key=");
+        url_encode(it.key, out);
+        let exp = if it.deadline == 0 {
+            -1
+        } else {
+            clock.to_unix(it.deadline)
+        };
+        let _ = writeln!(
+            out,
+            " exp={} la={} cas={} fetch={} cls={CLASS} size={}",
+            exp,
+            clock.to_unix(it.time),
+            it.cas,
+            if it.fetched { "yes" } else { "no" },
+            limits.item_total_size(it.key.len(), it.value_len, it.flags),
+        );
+        true
+    });
+    encode::reply(out, Reply::End);
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters, as memcached's
+/// `uriencode` does.
+fn url_encode(key: &[u8], out: &mut BytesMut) {
+    for &b in key {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.put_u8(b);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
     }
 }
 
@@ -195,7 +535,7 @@ fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         ("num_threads", cfg.threads.to_string()),
         ("num_threads_per_udp", cfg.threads.to_string()),
         ("stat_key_prefix", ":".into()),
-        ("detail_enabled", "no".into()),
+        ("detail_enabled", yes_no(cx.shared.detail.enabled()).into()),
         ("reqs_per_event", cfg.reqs_per_event.to_string()),
         ("cas_enabled", yes_no(cfg.store.cas_enabled).into()),
         ("tcp_backlog", cfg.backlog.to_string()),
@@ -217,7 +557,7 @@ fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         ("lru_crawler_tocrawl", "0".into()),
         ("tail_repair_time", "0".into()),
         ("flush_enabled", yes_no(cfg.flush_enabled).into()),
-        ("dump_enabled", "no".into()),
+        ("dump_enabled", "yes".into()),
         ("hash_algorithm", "foldhash".into()),
         ("lru_maintainer_thread", "no".into()),
         ("lru_segmented", "no".into()),
@@ -234,7 +574,10 @@ fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         ("watcher_logbuf_size", "0".into()),
         ("worker_logbuf_size", "0".into()),
         ("read_buf_mem_limit", "0".into()),
-        ("track_sizes", "no".into()),
+        (
+            "track_sizes",
+            yes_no(cx.shared.sizes_enabled.load(Ordering::Relaxed)).into(),
+        ),
         ("inline_ascii_response", "no".into()),
         ("ext_item_size", "0".into()),
         ("ext_item_age", "0".into()),
@@ -265,4 +608,171 @@ fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         encode::stat(out, name, value);
     }
     encode::reply(out, Reply::End);
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::config::Cli;
+    use crate::protocol::StoreMode;
+    use crate::server::Shared;
+    use crate::stats::LocalStats;
+    use crate::store::{Clock, Store};
+
+    const UNIX: i64 = 1_700_000_000;
+
+    fn shared() -> Shared {
+        let config = Cli::try_parse_from(["ferrocache", "-t", "1"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        let store = Store::new(config.store.clone(), Clock::manual(UNIX));
+        Shared::new(config, store, 1)
+    }
+
+    fn run(shared: &Shared, args: &str) -> String {
+        let mut local = LocalStats::default();
+        let mut cx = Context {
+            shared,
+            stats: &mut local,
+            now: shared.store.clock().now(),
+        };
+        let mut out = BytesMut::new();
+        stats(Keys::new(args.as_bytes()), &mut cx, &mut out);
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    fn set(shared: &Shared, key: &[u8], flags: u32, deadline: u32, value: &[u8]) {
+        let now = shared.store.clock().now();
+        let r = shared
+            .store
+            .store(StoreMode::Set, key, flags, deadline, value, 0, now);
+        assert_eq!(r, crate::store::StoreResult::Stored);
+    }
+
+    #[test]
+    fn empty_cache_lists_no_class() {
+        let s = shared();
+        assert_eq!(run(&s, "items"), "END\r\n");
+        assert_eq!(
+            run(&s, "slabs"),
+            "STAT active_slabs 0\r\nSTAT total_malloced 0\r\nEND\r\n"
+        );
+    }
+
+    #[test]
+    fn items_and_slabs_show_one_class() {
+        let s = shared();
+        set(&s, b"a", 0, 0, b"x");
+        set(&s, b"b", 0, 0, b"yy");
+        let items = run(&s, "items");
+        assert!(items.starts_with("STAT items:1:number 2\r\nSTAT items:1:number_hot 0\r\n"));
+        assert!(items.contains("STAT items:1:number_cold 2\r\n"));
+        assert!(items.ends_with("STAT items:1:hits_to_temp 0\r\nEND\r\n"));
+        assert_eq!(items.lines().count(), 29);
+        let slabs = run(&s, "slabs");
+        assert!(slabs.contains("STAT 1:used_chunks 2\r\n"));
+        assert!(slabs.contains("STAT active_slabs 1\r\n"));
+        assert_eq!(slabs.matches("STAT 1:").count(), 15);
+    }
+
+    #[test]
+    fn sizes_are_off_until_enabled_and_enable_has_no_end() {
+        let s = shared();
+        set(&s, b"bar", 0, 0, b"x");
+        set(&s, b"foo:1", 5, 0, b"abc");
+        assert_eq!(run(&s, "sizes"), "STAT sizes_status disabled\r\nEND\r\n");
+        assert_eq!(run(&s, "sizes_enable"), "STAT sizes_status enabled\r\n");
+        // memcached 1.6.18 puts these two at 64 and 96 (sizes 63 and 71).
+        assert_eq!(run(&s, "sizes"), "STAT 64 1\r\nSTAT 96 1\r\nEND\r\n");
+        assert_eq!(run(&s, "sizes_disable"), "STAT sizes_status disabled\r\n");
+    }
+
+    #[test]
+    fn detail_usage_and_dump() {
+        let s = shared();
+        assert_eq!(
+            run(&s, "detail"),
+            "CLIENT_ERROR usage: stats detail on|off|dump\r\n"
+        );
+        assert_eq!(run(&s, "detail dump"), "END\r\n");
+        assert_eq!(run(&s, "detail on"), "OK\r\n");
+        s.detail.record_get(b"foo:1", true);
+        assert_eq!(
+            run(&s, "detail dump"),
+            "PREFIX foo get 1 hit 1 set 0 del 0\r\nEND\r\n"
+        );
+        assert_eq!(run(&s, "detail off"), "OK\r\n");
+        assert!(!s.detail.enabled());
+    }
+
+    #[test]
+    fn cachedump_replies_as_memcached() {
+        let s = shared();
+        let now = s.store.clock().now();
+        set(&s, b"foo:1", 5, now + 100, b"abc");
+        let exp = UNIX + 100;
+        assert_eq!(
+            run(&s, "cachedump 1 0"),
+            format!("ITEM foo:1 [3 b; {exp} s]\r\nEND\r\n")
+        );
+        assert_eq!(run(&s, "cachedump 2 0"), "END\r\n");
+        assert_eq!(run(&s, "cachedump 1"), "CLIENT_ERROR bad command line\r\n");
+        assert_eq!(
+            run(&s, "cachedump x 0"),
+            "CLIENT_ERROR bad command line format\r\n"
+        );
+        assert_eq!(
+            run(&s, "cachedump 64 0"),
+            "CLIENT_ERROR Illegal slab id\r\n"
+        );
+    }
+
+    #[test]
+    fn metadump_lines_end_in_a_bare_newline() {
+        let s = shared();
+        let now = s.store.clock().now();
+        set(&s, b"a:b c", 0, 0, b"x");
+        let mut local = LocalStats::default();
+        let mut cx = Context {
+            shared: &s,
+            stats: &mut local,
+            now,
+        };
+        let mut out = BytesMut::new();
+        metadump(&mut cx, &mut out);
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        let la = UNIX;
+        assert!(
+            text.starts_with(&format!("key=a%3Ab%20c exp=-1 la={la} cas=")),
+            "{text}"
+        );
+        assert!(text.ends_with(" fetch=no cls=1 size=65\nEND\r\n"), "{text}");
+    }
+
+    #[test]
+    fn conns_lists_listeners_and_connections_by_fd() {
+        let s = shared();
+        *s.listening.lock().unwrap() = vec![(7, "tcp:127.0.0.1:11211".into())];
+        let now = s.store.clock().now();
+        s.conns.register(
+            1,
+            crate::stats::ConnInfo::new(
+                9,
+                "tcp:127.0.0.1:5555".into(),
+                "tcp:127.0.0.1:11211".into(),
+                now,
+            ),
+        );
+        let text = run(&s, "conns");
+        assert!(
+            text.starts_with("STAT 7:addr tcp:127.0.0.1:11211\r\nSTAT 7:state conn_listening\r\n")
+        );
+        assert!(text.contains(
+            "STAT 9:addr tcp:127.0.0.1:5555\r\nSTAT 9:listen_addr tcp:127.0.0.1:11211\r\nSTAT 9:state conn_waiting\r\nSTAT 9:secs_since_last_cmd 0\r\n"
+        ));
+        assert!(text.ends_with("END\r\n"));
+    }
 }

@@ -30,6 +30,8 @@ pub const INLINE_STEP: usize = 16;
 
 const HAS_FLAGS: u8 = 1;
 const HAS_CAS: u8 = 2;
+/// The key was sent in base64 (the meta `b` flag): replies show it encoded.
+const KEY_BINARY: u8 = 4;
 
 /// Bytes the encoding adds to a key and value.
 pub fn encoded_len(key_len: usize, value_len: usize, flags: u32, cas: u64) -> usize {
@@ -70,6 +72,11 @@ pub fn header(item: &[u8]) -> Header {
     }
 }
 
+/// True if the item's key was stored from a base64 key (meta `b` flag).
+pub fn key_binary(item: &[u8]) -> bool {
+    item[1] & KEY_BINARY != 0
+}
+
 /// Encodes an item whose value is `value_len` bytes written by `fill`.
 /// Call it before taking a lock: it allocates and copies the value.
 ///
@@ -81,12 +88,24 @@ pub fn build(
     value_len: usize,
     fill: impl FnOnce(&mut [u8]),
 ) -> Bytes {
+    build_keyed(key, false, flags, cas, value_len, fill)
+}
+
+/// [`build`] for a key that may have come in base64 (`key_binary`).
+pub fn build_keyed(
+    key: &[u8],
+    key_binary: bool,
+    flags: u32,
+    cas: u64,
+    value_len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Bytes {
     assert!(key.len() <= KEY_MAX, "key longer than {KEY_MAX} bytes");
     let len = encoded_len(key.len(), value_len, flags, cas);
     let write = move |dst: &mut [u8]| {
         debug_assert_eq!(dst.len(), len);
         dst[0] = key.len() as u8;
-        dst[1] = 0;
+        dst[1] = if key_binary { KEY_BINARY } else { 0 };
         let mut at = 2 + key.len();
         dst[2..at].copy_from_slice(key);
         if flags != 0 {

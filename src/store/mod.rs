@@ -8,7 +8,8 @@
 //! Layout: [`Store`] (here) hashes a key to one of many shards, each behind
 //! its own mutex (`shard.rs`: index, slab of slots, LRU); `lru.rs` is the
 //! intrusive list, `item.rs` the encoding of one item in one allocation,
-//! `memory.rs` what an item costs and the shared budget.
+//! `memory.rs` what an item costs and the shared budget, `meta.rs` what the
+//! meta commands add (item state, recache tokens, invalidation).
 //!
 //! Concurrency: a request locks one shard, briefly. Items are built (the
 //! only allocation and copy of a value) before the lock is taken; a hit
@@ -21,6 +22,7 @@ pub mod clock;
 mod item;
 mod lru;
 mod memory;
+pub mod meta;
 mod shard;
 
 use std::hash::BuildHasher;
@@ -46,6 +48,10 @@ pub struct StoreConfig {
     pub cas_enabled: bool,
     /// A power of two.
     pub shards: usize,
+    /// `-I`: an append or prepend whose result would be larger is refused
+    /// (`NOT_STORED`), as memcached refuses it. Sized as memcached sizes
+    /// items, see [`crate::protocol::Limits::too_large`].
+    pub item_size_max: usize,
 }
 
 /// An item as a read returns it. `data` shares the stored allocation, so
@@ -300,36 +306,21 @@ impl Store {
     /// append / prepend: read the current version, build the joined item
     /// outside the lock, and store it only if that version is still current.
     fn concat(&self, append: bool, key: &[u8], hash: u64, value: &[u8], now: u32) -> StoreResult {
-        let si = self.shard_of(hash);
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            let ctx = self.ctx(now);
-            let (old, garbage) = self.lock(si).snapshot(key, hash, &ctx);
-            drop(garbage);
-            let Some(old) = old else {
-                return StoreResult::NotStored;
-            };
-            let h = item::header(&old);
-            let old_value = &old[h.value_start..];
-            let len = old_value.len() + value.len();
-            let built = item::build(key, h.flags, self.next_cas(si), len, |d| {
-                let (first, second) = if append {
-                    (old_value, value)
-                } else {
-                    (value, old_value)
-                };
-                d[..first.len()].copy_from_slice(first);
-                d[first.len()..].copy_from_slice(second);
-            });
-            if memory::item_cost(built.len()) > self.memory.limit() {
-                return StoreResult::OutOfMemory;
-            }
-            match self.swap(si, key, hash, &old, built, now) {
-                Ok(true) => return StoreResult::Stored,
-                Ok(false) => continue,
-                Err(()) => return StoreResult::OutOfMemory,
-            }
-        }
-        StoreResult::OutOfMemory
+        let req = meta::SetRequest {
+            mode: if append {
+                StoreMode::Append
+            } else {
+                StoreMode::Prepend
+            },
+            key,
+            key_binary: false,
+            flags: 0,
+            deadline: 0,
+            value,
+            compare_cas: None,
+            invalidate: false,
+        };
+        self.meta_concat(&req, hash, now).0
     }
 
     /// Stores `new` in place of the version `old`: Ok(false) if that version
@@ -537,6 +528,54 @@ impl Store {
         }
         s
     }
+
+    /// Per-shard figures for monitoring, one shard locked at a time.
+    pub fn shard_usage(&self) -> Vec<ShardUsage> {
+        (0..self.cells.len())
+            .map(|i| {
+                let shard = self.lock(i);
+                let (bytes, oldest) = shard.usage();
+                let c = shard.counters;
+                ShardUsage {
+                    items: shard.len() as u64,
+                    bytes: bytes as u64,
+                    oldest,
+                    evicted_nonzero: c.evicted_nonzero,
+                    last_evicted_at: c.last_evicted_at,
+                    last_evicted_age: c.last_evicted_age,
+                }
+            })
+            .collect()
+    }
+
+    /// Calls `f` with every live item, shard by shard and from the least
+    /// recently used within a shard, until `f` returns false. Each shard is
+    /// locked while it is walked, so `f` should only copy out what it needs.
+    pub fn for_each_item(&self, now: u32, mut f: impl FnMut(ItemView<'_>) -> bool) {
+        for i in 0..self.cells.len() {
+            let ctx = self.ctx(now);
+            if !self.lock(i).visit(&ctx, &mut f) {
+                return;
+            }
+        }
+    }
+}
+
+pub use shard::ItemView;
+
+/// One shard's share, as [`Store::shard_usage`] reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardUsage {
+    pub items: u64,
+    /// Bytes charged for its items, overheads included.
+    pub bytes: u64,
+    /// Last store or bump of its least recently used item (relative seconds).
+    pub oldest: Option<u32>,
+    pub evicted_nonzero: u64,
+    /// When its last eviction happened (relative seconds, 0: never) and how
+    /// long that item had gone unaccessed.
+    pub last_evicted_at: u32,
+    pub last_evicted_age: u32,
 }
 
 #[cfg(test)]
@@ -556,6 +595,7 @@ mod tests {
                 evictions,
                 cas_enabled: cas,
                 shards,
+                item_size_max: 1024 * 1024,
             },
             Clock::manual(UNIX),
         )
@@ -701,6 +741,41 @@ mod tests {
     }
 
     #[test]
+    fn append_whose_result_is_over_the_item_size_limit_is_not_stored() {
+        // memcached -I 2k: 1500 + 1000 bytes no longer fit, NOT_STORED, old value kept.
+        let s = Store::new(
+            StoreConfig {
+                memory_limit: 64 * MB,
+                evictions: true,
+                cas_enabled: true,
+                shards: 4,
+                item_size_max: 2048,
+            },
+            Clock::manual(UNIX),
+        );
+        let old = "a".repeat(1500);
+        assert_eq!(set(&s, "k", &old, 2), StoreResult::Stored);
+        for mode in [Append, Prepend] {
+            assert_eq!(
+                s.store(mode, b"k", 0, 0, &[b'b'; 1000], 0, 2),
+                StoreResult::NotStored
+            );
+        }
+        assert_eq!(value(&s, "k", 2).unwrap(), old);
+        // The largest value that fits: 2048 - (56 + 1 + 1 + 2) bytes in all.
+        let fits = 2048 - 60 - 1500;
+        assert_eq!(
+            s.store(Append, b"k", 0, 0, &vec![b'b'; fits], 0, 2),
+            StoreResult::Stored
+        );
+        assert_eq!(
+            s.store(Append, b"k", 0, 0, b"b", 0, 2),
+            StoreResult::NotStored
+        );
+        check(&s);
+    }
+
+    #[test]
     fn add_on_an_expired_item_stores() {
         let s = store();
         assert_eq!(s.store(Set, b"k", 0, 5, b"old", 0, 2), StoreResult::Stored);
@@ -772,7 +847,9 @@ mod tests {
         set(&s, "k", "v", 2);
         assert_eq!(hit(s.get(b"k", 2)).cas, 0);
         assert_eq!(s.store(Cas, b"k", 0, 0, b"w", 1, 2), StoreResult::Exists);
-        assert_eq!(s.store(Cas, b"k", 0, 0, b"w", 0, 2), StoreResult::Stored);
+        // memcached -C: a cas never matches, 0 included.
+        assert_eq!(s.store(Cas, b"k", 0, 0, b"w", 0, 2), StoreResult::Exists);
+        assert_eq!(value(&s, "k", 2).as_deref(), Some("v"));
         s.arith(b"n", 1, true, 2);
         set(&s, "n", "1", 2);
         s.arith(b"n", 1, true, 2);

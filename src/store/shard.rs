@@ -33,9 +33,9 @@ pub const UPDATE_INTERVAL: u32 = 60;
 pub const FETCHED: u8 = 1;
 /// Read since it was last bumped: spared once by eviction.
 pub const ACTIVE: u8 = 2;
-/// Reserved for the meta protocol: marked stale by an invalidating delete.
+/// Meta protocol: marked stale by an invalidating `md` or `ms` (`X`).
 pub const STALE: u8 = 4;
-/// Reserved for the meta protocol: a win token has been handed out.
+/// Meta protocol: the recache token has been handed out (`W`, then `Z`).
 pub const WIN: u8 = 8;
 
 /// How many items from the tail eviction inspects for a dead one first.
@@ -82,11 +82,11 @@ fn table_hash(hash: u64) -> u64 {
 pub struct Entry {
     item: Option<Bytes>,
     /// Relative seconds, 0 for never.
-    deadline: u32,
+    pub(super) deadline: u32,
     /// Last store or bump (memcached's `it->time`): LRU age, flush check,
     /// and the meta protocol's last access.
-    time: u32,
-    links: Links,
+    pub(super) time: u32,
+    pub(super) links: Links,
 }
 
 impl Entry {
@@ -121,6 +121,26 @@ pub struct Counters {
     pub reclaimed: u64,
     pub expired_unfetched: u64,
     pub evicted_unfetched: u64,
+    /// Evictions of items that had a deadline (memcached's `evicted_nonzero`).
+    pub evicted_nonzero: u64,
+    /// When the last eviction here happened, and how long its item had gone
+    /// unaccessed then (memcached's `evicted_time`); relative seconds.
+    pub last_evicted_at: u32,
+    pub last_evicted_age: u32,
+}
+
+/// One live item as [`Shard::visit`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ItemView<'a> {
+    pub key: &'a [u8],
+    pub value_len: usize,
+    pub flags: u32,
+    pub cas: u64,
+    /// Relative seconds, 0 for never.
+    pub deadline: u32,
+    /// Last store or bump, relative seconds.
+    pub time: u32,
+    pub fetched: bool,
 }
 
 /// Why a write could not get the memory it needs.
@@ -133,7 +153,7 @@ pub enum Full {
 }
 
 /// An item looked up by key.
-enum Find {
+pub(super) enum Find {
     Live(u32),
     /// It was there but dead; it has been removed. `Lookup` says why.
     Dead(Lookup, Bytes),
@@ -185,6 +205,9 @@ impl Shard {
                 reclaimed: 0,
                 expired_unfetched: 0,
                 evicted_unfetched: 0,
+                evicted_nonzero: 0,
+                last_evicted_at: 0,
+                last_evicted_age: 0,
             },
         }
     }
@@ -197,15 +220,15 @@ impl Shard {
         self.len == 0
     }
 
-    fn entry(&self, i: u32) -> &Entry {
+    pub(super) fn entry(&self, i: u32) -> &Entry {
         &self.slots.0[i as usize]
     }
 
-    fn entry_mut(&mut self, i: u32) -> &mut Entry {
+    pub(super) fn entry_mut(&mut self, i: u32) -> &mut Entry {
         &mut self.slots.0[i as usize]
     }
 
-    fn item(&self, i: u32) -> &Bytes {
+    pub(super) fn item(&self, i: u32) -> &Bytes {
         self.entry(i)
             .item
             .as_ref()
@@ -225,7 +248,7 @@ impl Shard {
     }
 
     /// Finds a key, removing it if it has expired or been flushed.
-    fn find_live(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> Find {
+    pub(super) fn find_live(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> Find {
         let Some(i) = self.find(key, hash) else {
             return Find::Missing;
         };
@@ -256,7 +279,7 @@ impl Shard {
     }
 
     /// Takes an item out of the index, the LRU and the budget.
-    fn remove(&mut self, i: u32, hash: u64, ctx: &Ctx) -> Bytes {
+    pub(super) fn remove(&mut self, i: u32, hash: u64, ctx: &Ctx) -> Bytes {
         match self.index.find_entry(table_hash(hash), |&s| s == i) {
             Ok(found) => {
                 found.remove();
@@ -302,8 +325,13 @@ impl Shard {
         (slots.len() - 1) as u32
     }
 
+    /// The most recently stored or bumped slot.
+    pub(super) fn newest(&self) -> Option<u32> {
+        self.lru.head()
+    }
+
     /// A hit: fetched, and bumped or marked active.
-    fn hit(&mut self, i: u32, now: u32) {
+    pub(super) fn hit(&mut self, i: u32, now: u32) {
         let e = self.entry_mut(i);
         e.links.set(FETCHED);
         if now >= e.time.saturating_add(UPDATE_INTERVAL) {
@@ -315,7 +343,7 @@ impl Shard {
         }
     }
 
-    fn value(&self, i: u32) -> Value {
+    pub(super) fn value(&self, i: u32) -> Value {
         let it = self.item(i);
         let h = item::header(it);
         Value {
@@ -415,7 +443,11 @@ impl Shard {
                 return Ok((StoreResult::NotStored, garbage));
             }
             (StoreMode::Cas, None) => return Ok((StoreResult::NotFound, garbage)),
-            (StoreMode::Cas, Some(i)) if item::header(self.item(i)).cas != cas_unique => {
+            // A cas of 0 never matches, also when -C leaves every item's CAS at 0
+            // (memcached answers EXISTS there too).
+            (StoreMode::Cas, Some(i))
+                if cas_unique == 0 || item::header(self.item(i)).cas != cas_unique =>
+            {
                 return Ok((StoreResult::Exists, garbage));
             }
             (StoreMode::Append | StoreMode::Prepend, Some(_)) => {
@@ -456,7 +488,7 @@ impl Shard {
 
     /// Stores `item` at slot `at` (replacing that item) or in a new slot,
     /// at the head of the LRU, after making room for it.
-    fn commit(
+    pub(super) fn commit(
         &mut self,
         hash: u64,
         at: Option<u32>,
@@ -564,6 +596,12 @@ impl Shard {
             if !links.has(FETCHED) {
                 self.counters.evicted_unfetched += 1;
             }
+            let e = &self.slots.0[i as usize];
+            if e.deadline != 0 {
+                self.counters.evicted_nonzero += 1;
+            }
+            self.counters.last_evicted_at = ctx.now;
+            self.counters.last_evicted_age = ctx.now.saturating_sub(e.time);
             let cost = memory::item_cost(self.item(i).len());
             drop(self.remove_slot(i, ctx));
             return Some(cost);
@@ -600,6 +638,40 @@ impl Shard {
         self.counters = counters;
         self.cursor = cursor;
         old
+    }
+
+    /// Bytes charged for this shard's items, and the last store or bump
+    /// time of its least recently used item (`None` when empty).
+    pub fn usage(&self) -> (usize, Option<u32>) {
+        let tail = self.lru.tail().map(|i| self.entry(i).time);
+        (self.bytes, tail)
+    }
+
+    /// Calls `f` with every live item, from the least recently used on,
+    /// until it returns false. Returns false if `f` stopped it.
+    pub fn visit(&self, ctx: &Ctx, f: &mut dyn FnMut(ItemView<'_>) -> bool) -> bool {
+        let mut at = self.lru.tail();
+        while let Some(i) = at {
+            let e = self.entry(i);
+            if self.dead(i, ctx).is_none() {
+                let it = self.item(i);
+                let h = item::header(it);
+                let view = ItemView {
+                    key: item::key(it),
+                    value_len: it.len() - h.value_start,
+                    flags: h.flags,
+                    cas: h.cas,
+                    deadline: e.deadline,
+                    time: e.time,
+                    fetched: e.links.has(FETCHED),
+                };
+                if !f(view) {
+                    return false;
+                }
+            }
+            at = self.lru.newer(&self.slots, i);
+        }
+        true
     }
 
     /// Checks every structural invariant; for tests.

@@ -1,0 +1,1 @@
+"""Helpers shared by the pytest suite and the measurement script."""

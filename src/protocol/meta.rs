@@ -1,0 +1,762 @@
+//! The meta commands of memcached 1.6: `mg`, `ms`, `md`, `ma` and `me` (the
+//! no-op `mn` is [`Command::MetaNoop`]). One command line in, one
+//! [`Parsed`] out, with memcached 1.6.18's error for every malformed line.
+//!
+//! A meta command is `<cmd> <key> <flag>*` (`ms` has its data length after
+//! the key). A flag is one byte, some with a value glued on (`T30`,
+//! `Oopaque`). The parse follows `proto_text.c` step by step, because the
+//! order of the checks decides which error a client sees:
+//!
+//! 1. fewer than a key → `ERROR`; a key over 250 bytes (before any base64
+//!    decoding) → `bad command line format`;
+//! 2. too many flags: more than 17 (16 for `ms`, whose data length takes a
+//!    slot) → `options flags are too long` (`mg`) / `options flags too long`;
+//! 3. `ms` only: the data length must be a decimal in `0..=i32::MAX-2`;
+//!    until it is known nothing can be swallowed, so these errors leave the
+//!    data block to be read as a command line;
+//! 4. the flag scan (`_meta_flag_preparse`): an unknown flag or a flag seen
+//!    twice stops it at once; a bad value is remembered and the scan goes on,
+//!    so the last such error is the one reported. `md` and `ma` report every
+//!    scan error as `invalid or duplicate flag`;
+//! 5. per command checks (mode letters, opaque length) as below.
+//!
+//! Nothing is copied: the command keeps the key token and the raw flag
+//! tokens, which the executor walks again to echo flags in request order.
+
+use super::base64;
+use super::classic::{Parsed, Tokens, safe_strtol, safe_strtoul, safe_strtoull};
+use super::{Command, Frame, KEY_MAX_LEN, ProtocolError, StoreMode};
+
+/// memcached refuses a meta line of more than this many tokens, counting
+/// the command, the key (and `ms`'s data length) and its end marker
+/// (`MFLAG_MAX_OPT_LENGTH`): 17 flags, or 16 for `ms`.
+const MAX_TOKENS: usize = 20;
+
+/// The longest `O` token, the `O` included (`MFLAG_MAX_OPAQUE_LENGTH`).
+const OPAQUE_MAX_LEN: usize = 32;
+
+/// What a meta command does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaOp {
+    /// `mg`.
+    Get,
+    /// `ms`, with the mode of its `M` flag (`Set` without one). A `C` flag
+    /// turns `Set` and `Replace` into a CAS store at execution.
+    Set { mode: StoreMode },
+    /// `md`.
+    Delete,
+    /// `ma`, incrementing unless `M` says `D` or `-`.
+    Arith { incr: bool },
+    /// `me`: the debug line of one item.
+    Debug,
+}
+
+/// The key of a meta command as sent, and whether it is base64 (`b`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaKey<'a> {
+    token: &'a [u8],
+    binary: bool,
+}
+
+/// Room for a decoded key: base64 only ever shrinks the 250-byte token.
+pub type KeyBuf = [u8; KEY_MAX_LEN];
+
+impl<'a> MetaKey<'a> {
+    /// The key token as the client sent it.
+    pub fn token(&self) -> &'a [u8] {
+        self.token
+    }
+
+    /// True when the token is base64 (`b`): the store sees the decoded bytes
+    /// and replies show the key encoded again.
+    pub fn is_binary(&self) -> bool {
+        self.binary
+    }
+
+    /// The key the store sees: the token, or its decoding into `buf`.
+    pub fn bytes<'b>(&self, buf: &'b mut KeyBuf) -> &'b [u8]
+    where
+        'a: 'b,
+    {
+        if !self.binary {
+            return self.token;
+        }
+        let len = base64::decode(self.token, buf);
+        debug_assert!(len > 0, "the parser refuses keys that do not decode");
+        &buf[..len]
+    }
+}
+
+/// The flags of a meta command: which were given, their values, and the raw
+/// tokens in request order (replies echo flags in that order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaFlags<'a> {
+    /// The flag tokens, separated by spaces, as on the line.
+    raw: &'a [u8],
+    /// Bit `f` is set for each flag byte `f` given (all are below 127).
+    seen: u128,
+    /// `T`: the new TTL, as a client exptime.
+    pub ttl: Option<i32>,
+    /// `N`: create on a miss, with this exptime.
+    pub vivify: Option<i32>,
+    /// `R`: win the recache token when the TTL left is below this.
+    pub recache: Option<i32>,
+    /// `F`: client flags to store (0 without).
+    pub client_flags: u32,
+    /// `C`: the CAS value to compare with.
+    pub compare_cas: Option<u64>,
+    /// `J`: `ma`'s initial value when it creates the item (0 without).
+    pub initial: u64,
+    /// `D`: `ma`'s delta (1 without).
+    pub delta: u64,
+}
+
+impl<'a> MetaFlags<'a> {
+    fn new(raw: &'a [u8]) -> Self {
+        MetaFlags {
+            raw,
+            seen: 0,
+            ttl: None,
+            vivify: None,
+            recache: None,
+            client_flags: 0,
+            compare_cas: None,
+            initial: 0,
+            delta: 1,
+        }
+    }
+
+    /// True if flag `flag` (`b'v'`, `b'q'`, ...) was given.
+    pub fn has(&self, flag: u8) -> bool {
+        flag < 128 && self.seen & (1 << flag) != 0
+    }
+
+    /// The flag tokens in request order, each starting with its flag byte.
+    pub fn tokens(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.raw.split(|&b| b == b' ').filter(|t| !t.is_empty())
+    }
+
+    /// `q`: hide the nominal replies (which ones depends on the command).
+    pub fn quiet(&self) -> bool {
+        self.has(b'q')
+    }
+}
+
+/// One meta command, borrowing the read buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaCommand<'a> {
+    pub op: MetaOp,
+    pub key: MetaKey<'a>,
+    pub flags: MetaFlags<'a>,
+    /// `ms`'s data block, without its CRLF; empty for the other commands.
+    pub value: &'a [u8],
+}
+
+/// The line of an `ms` whose data length parsed: its data block follows,
+/// and is swallowed whole if the command is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetaSetHeader<'a> {
+    /// The command, without its value yet.
+    pub command: MetaCommand<'a>,
+    /// The data length, without the CRLF; at most `i32::MAX - 2`.
+    pub bytes: usize,
+    /// An error found after the data length: swallow, then answer it.
+    pub refused: Option<ProtocolError>,
+}
+
+impl<'a> MetaSetHeader<'a> {
+    /// The command once its data block is known.
+    pub fn with_value(&self, value: &'a [u8]) -> Command<'a> {
+        Command::Meta(MetaCommand {
+            value,
+            ..self.command
+        })
+    }
+}
+
+fn error<'a>(error: ProtocolError) -> Parsed<'a> {
+    // Meta errors are sent even with `q`.
+    Parsed::Frame(Frame::Error {
+        error,
+        noreply: false,
+        counts_as_set: false,
+    })
+}
+
+/// Parses the line of a two-byte command starting with `m`.
+pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
+    let op = match t.get(0)[1] {
+        b'n' => return Parsed::Frame(Frame::Command(Command::MetaNoop)),
+        b'e' => return debug(t),
+        b'g' => MetaOp::Get,
+        b's' => MetaOp::Set {
+            mode: StoreMode::Set,
+        },
+        b'd' => MetaOp::Delete,
+        b'a' => MetaOp::Arith { incr: true },
+        _ => return error(ProtocolError::UnknownCommand),
+    };
+    let n = t.count();
+    if n < 3 {
+        return error(ProtocolError::UnknownCommand);
+    }
+    let key = t.get(1);
+    if key.len() > KEY_MAX_LEN {
+        return error(ProtocolError::BadCommandLineFormat);
+    }
+    let is_set = matches!(op, MetaOp::Set { .. });
+    if is_set && n == 3 {
+        return error(ProtocolError::BadCommandLineFormat);
+    }
+    if n > MAX_TOKENS {
+        return error(if op == MetaOp::Get {
+            ProtocolError::GetFlagsTooLong
+        } else {
+            ProtocolError::FlagsTooLong
+        });
+    }
+    // The tokenizer split the whole line (it stops only after 23 words), so
+    // the raw rest of the line holds exactly the flag tokens.
+    let first_flag = if is_set { 3 } else { 2 };
+    let raw = t.after(first_flag - 1);
+    match op {
+        // `M` is accepted by `mg` and means nothing there.
+        MetaOp::Get => match scan_flags(t, first_flag, raw) {
+            Ok((flags, _mode, binary)) => command(op, key, binary, flags),
+            Err(e) => error(e),
+        },
+        MetaOp::Set { .. } => set(t, key, raw),
+        MetaOp::Delete => match scan_flags(t, first_flag, raw) {
+            Ok((flags, _, binary)) => {
+                // md checks the opaque before it looks the key up.
+                if long_opaque(&flags).is_some() {
+                    return error(ProtocolError::OpaqueTooLong);
+                }
+                command(op, key, binary, flags)
+            }
+            Err(_) => error(ProtocolError::InvalidOrDuplicateFlag),
+        },
+        MetaOp::Arith { .. } => match scan_flags(t, first_flag, raw) {
+            Ok((flags, mode, binary)) => {
+                let incr = match mode {
+                    None | Some(b'I') | Some(b'+') => true,
+                    Some(b'D') | Some(b'-') => false,
+                    Some(_) => return error(ProtocolError::InvalidArithMode),
+                };
+                // A long opaque is refused only once the delta has been
+                // applied, as memcached does: the executor checks it.
+                command(MetaOp::Arith { incr }, key, binary, flags)
+            }
+            Err(_) => error(ProtocolError::InvalidOrDuplicateFlag),
+        },
+        MetaOp::Debug => unreachable!("me is parsed by debug()"),
+    }
+}
+
+fn command<'a>(op: MetaOp, key: &'a [u8], binary: bool, flags: MetaFlags<'a>) -> Parsed<'a> {
+    Parsed::Frame(Frame::Command(Command::Meta(MetaCommand {
+        op,
+        key: MetaKey { token: key, binary },
+        flags,
+        value: &[],
+    })))
+}
+
+/// The position among the flag tokens of the first `O` token longer than
+/// memcached accepts. `mg` and `ma` refuse it only when they reach it, after
+/// the flags before it took effect.
+pub fn long_opaque(flags: &MetaFlags<'_>) -> Option<usize> {
+    flags
+        .tokens()
+        .position(|t| t[0] == b'O' && t.len() > OPAQUE_MAX_LEN)
+}
+
+/// `ms <key> <datalen> <flag>*`: once the data length is read, every later
+/// error swallows the data block.
+fn set<'a>(t: &Tokens<'a>, key: &'a [u8], raw: &'a [u8]) -> Parsed<'a> {
+    let bytes = match safe_strtol(t.get(2)) {
+        Some(b) if (0..=i32::MAX - 2).contains(&b) => b as usize,
+        _ => return error(ProtocolError::BadCommandLineFormat),
+    };
+    let refuse = |refused: ProtocolError| {
+        Parsed::MetaSet(MetaSetHeader {
+            command: MetaCommand {
+                op: MetaOp::Set {
+                    mode: StoreMode::Set,
+                },
+                key: MetaKey {
+                    token: key,
+                    binary: false,
+                },
+                flags: MetaFlags::new(raw),
+                value: &[],
+            },
+            bytes,
+            refused: Some(refused),
+        })
+    };
+    let (flags, mode, binary) = match scan_flags(t, 3, raw) {
+        Ok(scanned) => scanned,
+        Err(e) => return refuse(e),
+    };
+    // The mode is checked before the opaque, so a bad mode wins.
+    let mode = match mode {
+        None | Some(b'S') => StoreMode::Set,
+        Some(b'E') => StoreMode::Add,
+        Some(b'A') => StoreMode::Append,
+        Some(b'P') => StoreMode::Prepend,
+        Some(b'R') => StoreMode::Replace,
+        Some(_) => return refuse(ProtocolError::InvalidSetMode),
+    };
+    if long_opaque(&flags).is_some() {
+        return refuse(ProtocolError::OpaqueTooLong);
+    }
+    Parsed::MetaSet(MetaSetHeader {
+        command: MetaCommand {
+            op: MetaOp::Set { mode },
+            key: MetaKey { token: key, binary },
+            flags,
+            value: &[],
+        },
+        bytes,
+        refused: None,
+    })
+}
+
+/// `me <key> [b]`: only a `b` right after the key means anything.
+fn debug<'a>(t: &Tokens<'a>) -> Parsed<'a> {
+    let n = t.count();
+    let key = t.get(1);
+    if n < 3 || key.len() > KEY_MAX_LEN {
+        return error(ProtocolError::BadCommandLineFormat);
+    }
+    let binary = n >= 4 && t.get(2) == b"b";
+    if binary && base64::decode(key, &mut [0; KEY_MAX_LEN]) == 0 {
+        return error(ProtocolError::BadCommandLineFormat);
+    }
+    command(MetaOp::Debug, key, binary, MetaFlags::new(&[]))
+}
+
+/// memcached's `_meta_flag_preparse`: checks each flag token from word
+/// `first` on and reads the values. Returns the flags, the `M` letter and
+/// whether the key is base64.
+fn scan_flags<'a>(
+    t: &Tokens<'a>,
+    first: usize,
+    raw: &'a [u8],
+) -> Result<(MetaFlags<'a>, Option<u8>, bool), ProtocolError> {
+    let mut flags = MetaFlags::new(raw);
+    let mut mode = None;
+    let mut binary = false;
+    // A bad value does not stop the scan; the last one is reported.
+    let mut bad: Option<ProtocolError> = None;
+    let key = t.get(1);
+    for i in first..t.count() - 1 {
+        let token = t.get(i);
+        let flag = token[0];
+        let value = &token[1..];
+        if flag >= 127 || flags.has(flag) {
+            return Err(ProtocolError::DuplicateFlag);
+        }
+        flags.seen |= 1 << flag;
+        match flag {
+            b'b' => {
+                binary = true;
+                if base64::decode(key, &mut [0; KEY_MAX_LEN]) == 0 {
+                    bad = Some(ProtocolError::KeyDecode);
+                }
+            }
+            b'N' | b'T' | b'R' => match safe_strtol(value) {
+                Some(v) => {
+                    let slot = match flag {
+                        b'N' => &mut flags.vivify,
+                        b'T' => &mut flags.ttl,
+                        _ => &mut flags.recache,
+                    };
+                    *slot = Some(v);
+                }
+                None => bad = Some(ProtocolError::BadToken),
+            },
+            // memcached sets no message of its own for a bad `F`: the one
+            // already pending, or the default, is reported.
+            b'F' => match safe_strtoul(value) {
+                Some(v) => flags.client_flags = v,
+                None => {
+                    bad.get_or_insert(ProtocolError::BadCommandLineFormat);
+                }
+            },
+            b'C' => match safe_strtoull(value) {
+                Some(v) => flags.compare_cas = Some(v),
+                None => bad = Some(ProtocolError::BadToken),
+            },
+            b'M' => {
+                if token.len() == 2 {
+                    mode = Some(token[1]);
+                } else {
+                    bad = Some(ProtocolError::MTokenLength);
+                }
+            }
+            b'J' => match safe_strtoull(value) {
+                Some(v) => flags.initial = v,
+                None => bad = Some(ProtocolError::InvalidInitial),
+            },
+            b'D' => match safe_strtoull(value) {
+                Some(v) => flags.delta = v,
+                None => bad = Some(ProtocolError::InvalidDeltaValue),
+            },
+            b'c' | b'f' | b'h' | b'k' | b'l' | b'q' | b's' | b't' | b'u' | b'v' | b'O' | b'P'
+            | b'L' | b'I' => {}
+            _ => return Err(ProtocolError::InvalidFlag),
+        }
+    }
+    match bad {
+        Some(e) => Err(e),
+        None => Ok((flags, mode, binary)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::classic::parse_line as parse;
+
+    /// Parses one line as the codec hands it over: without its line end.
+    fn parsed(line: &str) -> Parsed<'_> {
+        parse(line.strip_suffix("\r\n").unwrap_or(line).as_bytes())
+    }
+
+    fn err(line: &str) -> ProtocolError {
+        match parsed(line) {
+            Parsed::Frame(Frame::Error {
+                error,
+                noreply: false,
+                counts_as_set: false,
+            }) => error,
+            other => panic!("{line}: expected an error, got {other:?}"),
+        }
+    }
+
+    fn meta(line: &str) -> MetaCommand<'_> {
+        match parsed(line) {
+            Parsed::Frame(Frame::Command(Command::Meta(m))) => m,
+            other => panic!("{line}: expected a meta command, got {other:?}"),
+        }
+    }
+
+    fn set_header(line: &str) -> MetaSetHeader<'_> {
+        match parsed(line) {
+            Parsed::MetaSet(h) => h,
+            other => panic!("{line}: expected an ms header, got {other:?}"),
+        }
+    }
+
+    fn refused(line: &str) -> ProtocolError {
+        set_header(line)
+            .refused
+            .unwrap_or_else(|| panic!("{line}: not refused"))
+    }
+
+    fn flag_tokens<'a>(m: &MetaCommand<'a>) -> Vec<&'a [u8]> {
+        m.flags.tokens().collect()
+    }
+
+    /// Errors of the line itself: each reply was observed from memcached 1.6.18.
+    #[test]
+    fn line_errors() {
+        use ProtocolError::*;
+        let k251 = "k".repeat(251);
+        let f17 = "s t c f h l k v O1 u P L I F1 C1 M1 J1";
+        let cases: Vec<(String, ProtocolError)> = vec![
+            ("mg\r\n".into(), UnknownCommand),
+            ("mg \r\n".into(), UnknownCommand),
+            ("ms\r\n".into(), UnknownCommand),
+            ("md\r\n".into(), UnknownCommand),
+            ("ma\r\n".into(), UnknownCommand),
+            ("mx k\r\n".into(), UnknownCommand),
+            ("mz\r\n".into(), UnknownCommand),
+            ("MG k\r\n".into(), UnknownCommand),
+            ("me\r\n".into(), BadCommandLineFormat),
+            (format!("me {k251}\r\n"), BadCommandLineFormat),
+            ("me ! b\r\n".into(), BadCommandLineFormat),
+            (format!("mg {k251} v\r\n"), BadCommandLineFormat),
+            (format!("md {k251}\r\n"), BadCommandLineFormat),
+            (format!("ma {k251}\r\n"), BadCommandLineFormat),
+            (format!("ms {k251} 2 Y\r\n"), BadCommandLineFormat),
+            // a long key is refused before the flag count
+            (format!("mg {k251} {f17} D1\r\n"), BadCommandLineFormat),
+            (format!("mg k {f17} D1\r\n"), GetFlagsTooLong),
+            (format!("md k {f17} D1\r\n"), FlagsTooLong),
+            (format!("ma k {f17} D1\r\n"), FlagsTooLong),
+            // ms: the data length takes one of the 17 slots
+            (
+                "ms k 1 s t c f h l k v O1 u P L I F1 C1 MS J1\r\n".into(),
+                FlagsTooLong,
+            ),
+            // ms: no or a bad data length
+            ("ms k\r\n".into(), BadCommandLineFormat),
+            ("ms k abc\r\n".into(), BadCommandLineFormat),
+            ("ms k -1\r\n".into(), BadCommandLineFormat),
+            ("ms k S2\r\n".into(), BadCommandLineFormat),
+            ("ms k 2147483646\r\n".into(), BadCommandLineFormat),
+            // flag scan, mg
+            (
+                "mg a b c d e f g h i j k l m n o p q\r\n".into(),
+                InvalidFlag,
+            ),
+            ("mg k noreply\r\n".into(), InvalidFlag),
+            ("mg k E5\r\n".into(), InvalidFlag),
+            ("mg k x\r\n".into(), InvalidFlag),
+            ("mg k v v\r\n".into(), DuplicateFlag),
+            ("mg k \x7f\r\n".into(), DuplicateFlag),
+            ("mg k Tx Y\r\n".into(), InvalidFlag),
+            ("mg k Y Tx\r\n".into(), InvalidFlag),
+            ("mg k Tx MSS\r\n".into(), MTokenLength),
+            ("mg k MSS Tx\r\n".into(), BadToken),
+            ("mg k Tx Tx\r\n".into(), DuplicateFlag),
+            ("mg k Jx\r\n".into(), InvalidInitial),
+            ("mg k J\r\n".into(), InvalidInitial),
+            ("mg k Dx\r\n".into(), InvalidDeltaValue),
+            ("mg k Fx\r\n".into(), BadCommandLineFormat),
+            ("mg k F\r\n".into(), BadCommandLineFormat),
+            ("mg k F-1\r\n".into(), BadCommandLineFormat),
+            ("mg k Tx Fx\r\n".into(), BadToken),
+            ("mg k Fx Tx\r\n".into(), BadToken),
+            ("mg k Cx\r\n".into(), BadToken),
+            ("mg k C-1\r\n".into(), BadToken),
+            ("mg k Nx\r\n".into(), BadToken),
+            ("mg k Rx\r\n".into(), BadToken),
+            ("mg k T\r\n".into(), BadToken),
+            ("mg k T5x\r\n".into(), BadToken),
+            ("mg k M\r\n".into(), MTokenLength),
+            ("mg Zm9vYmFy== b k v\r\n".into(), KeyDecode),
+            ("mg ==== b\r\n".into(), KeyDecode),
+            ("mg Zg b\r\n".into(), KeyDecode),
+            ("mg ! b\r\n".into(), KeyDecode),
+            // md / ma: every scan error has one message
+            ("md k \u{ff}\r\n".into(), InvalidOrDuplicateFlag),
+            ("md k q q\r\n".into(), InvalidOrDuplicateFlag),
+            ("md k noreply\r\n".into(), InvalidOrDuplicateFlag),
+            ("md k Tx\r\n".into(), InvalidOrDuplicateFlag),
+            ("md ! b\r\n".into(), InvalidOrDuplicateFlag),
+            ("ma k Tx\r\n".into(), InvalidOrDuplicateFlag),
+            ("ma k Jx\r\n".into(), InvalidOrDuplicateFlag),
+            ("ma k Dabc\r\n".into(), InvalidOrDuplicateFlag),
+            ("ma k N0 J5 D-1\r\n".into(), InvalidOrDuplicateFlag),
+            ("ma k MSS\r\n".into(), InvalidOrDuplicateFlag),
+            ("ma ! b\r\n".into(), InvalidOrDuplicateFlag),
+            ("ma k MX\r\n".into(), InvalidArithMode),
+            ("ma k MX q\r\n".into(), InvalidArithMode),
+            ("ma k Mi\r\n".into(), InvalidArithMode),
+            (format!("md k O{}\r\n", "x".repeat(32)), OpaqueTooLong),
+        ];
+        for (line, want) in cases {
+            assert_eq!(err(&line), want, "{line:?}");
+        }
+    }
+
+    /// `ms` errors found once the data length is known: the block is swallowed.
+    #[test]
+    fn set_refusals() {
+        use ProtocolError::*;
+        let long_opaque = format!("O{}", "x".repeat(32));
+        let cases: Vec<(String, ProtocolError)> = vec![
+            ("ms k 2 Y\r\n".into(), InvalidFlag),
+            ("ms k 2 T1 T2\r\n".into(), DuplicateFlag),
+            ("ms k 2 MSS\r\n".into(), MTokenLength),
+            ("ms k 2 Mx\r\n".into(), InvalidSetMode),
+            ("ms k 2 Ms\r\n".into(), InvalidSetMode),
+            ("ms k 2 MI\r\n".into(), InvalidSetMode),
+            ("ms k 2 T\r\n".into(), BadToken),
+            ("ms k 2 F-1\r\n".into(), BadCommandLineFormat),
+            ("ms !!!! 2 b\r\n".into(), KeyDecode),
+            ("ms k 2 E\r\n".into(), InvalidFlag),
+            (format!("ms k 2 {long_opaque}\r\n"), OpaqueTooLong),
+            // the mode is checked before the opaque
+            (format!("ms k 2 {long_opaque} MX\r\n"), InvalidSetMode),
+        ];
+        for (line, want) in cases {
+            assert_eq!(refused(&line), want, "{line:?}");
+            assert_eq!(set_header(&line).bytes, 2, "{line:?}");
+        }
+        // The largest data length memcached reads.
+        assert_eq!(refused("ms k 2147483645 Y\r\n"), InvalidFlag);
+        assert_eq!(set_header("ms k 2147483645\r\n").bytes, 2147483645);
+    }
+
+    #[test]
+    fn get_flags_and_values() {
+        let m = meta("mg  k   v  t T+30 N-1 R\t5 O123 q F4294967301 C18446744073709551615 \r\n");
+        assert_eq!(m.op, MetaOp::Get);
+        assert_eq!(m.key.token(), b"k");
+        assert!(!m.key.is_binary());
+        for f in *b"vtTNROqFC" {
+            assert!(m.flags.has(f), "{}", f as char);
+        }
+        for f in *b"kscbfhluPLIMJDxE" {
+            assert!(!m.flags.has(f), "{}", f as char);
+        }
+        assert_eq!(m.flags.ttl, Some(30));
+        assert_eq!(m.flags.vivify, Some(-1));
+        assert_eq!(m.flags.recache, Some(5));
+        assert_eq!(m.flags.client_flags, 5);
+        assert_eq!(m.flags.compare_cas, Some(u64::MAX));
+        assert_eq!(m.flags.delta, 1);
+        assert_eq!(m.flags.initial, 0);
+        assert!(m.flags.quiet());
+        assert_eq!(
+            flag_tokens(&m),
+            vec![
+                &b"v"[..],
+                b"t",
+                b"T+30",
+                b"N-1",
+                b"R\t5",
+                b"O123",
+                b"q",
+                b"F4294967301",
+                b"C18446744073709551615"
+            ]
+        );
+        assert_eq!(m.value, b"");
+
+        // No flags at all; 17 flags; trailing bytes on a plain flag.
+        let m = meta("mg k\r\n");
+        assert_eq!(flag_tokens(&m), Vec::<&[u8]>::new());
+        let m = meta("mg k s t c f h l k v O1 u P L I F1 C1 M1 J1\r\n");
+        assert_eq!(flag_tokens(&m).len(), 17);
+        assert!(meta("mg k vxyz\r\n").flags.has(b'v'));
+        // Flags meant for other commands are accepted.
+        let m = meta("mg k ME I\r\n");
+        assert!(m.flags.has(b'M') && m.flags.has(b'I'));
+        // A bare O is an empty opaque.
+        assert_eq!(flag_tokens(&meta("mg k O\r\n")), vec![&b"O"[..]]);
+        let ok31 = format!("mg k O{}\r\n", "x".repeat(31));
+        assert!(meta(&ok31).flags.has(b'O'));
+        // mg refuses a long opaque only where memcached writes it out.
+        let long = format!("mg k O{}\r\n", "x".repeat(32));
+        assert_eq!(long_opaque(&meta(&long).flags), Some(0));
+    }
+
+    #[test]
+    fn binary_keys() {
+        let mut buf = [0; KEY_MAX_LEN];
+        let m = meta("mg Zm9v!!!!YmFy b k v\r\n");
+        assert!(m.key.is_binary());
+        assert_eq!(m.key.token(), b"Zm9v!!!!YmFy");
+        assert_eq!(m.key.bytes(&mut buf), b"foobar");
+        // `b` may come after `k`; it still applies.
+        assert_eq!(meta("mg Zm9vYmFy k b\r\n").key.bytes(&mut buf), b"foobar");
+        // Without `b` the token is the key.
+        assert_eq!(meta("mg Zm9vYmFy k\r\n").key.bytes(&mut buf), b"Zm9vYmFy");
+        let m = meta("me Zm9v b\r\n");
+        assert_eq!((m.op, m.key.bytes(&mut buf)), (MetaOp::Debug, &b"foo"[..]));
+        // me reads `b` only right after the key, and ignores other words.
+        let m = meta("me Zm9v x b\r\n");
+        assert!(!m.key.is_binary());
+        assert!(
+            !meta("me k a b c d e f g h i j k l m n o p q r s t u v w x y z\r\n")
+                .key
+                .is_binary()
+        );
+        // The 250-byte limit applies to the token, before decoding.
+        let k248 = "QUJD".repeat(62);
+        let line = format!("md {k248}!! b\r\n");
+        assert_eq!(meta(&line).key.bytes(&mut buf).len(), 186);
+    }
+
+    #[test]
+    fn delete_and_arith() {
+        let m = meta("md k q I T30 C5 k O9 MX\r\n");
+        assert_eq!(m.op, MetaOp::Delete);
+        assert_eq!((m.flags.ttl, m.flags.compare_cas), (Some(30), Some(5)));
+        assert!(m.flags.quiet() && m.flags.has(b'I'));
+
+        assert_eq!(meta("ma k\r\n").op, MetaOp::Arith { incr: true });
+        for (line, incr) in [
+            ("ma k MI\r\n", true),
+            ("ma k M+\r\n", true),
+            ("ma k MD\r\n", false),
+            ("ma k M-\r\n", false),
+        ] {
+            assert_eq!(meta(line).op, MetaOp::Arith { incr }, "{line}");
+        }
+        let m = meta("ma k N0 J42 D18446744073709551615 T-1 v t c\r\n");
+        assert_eq!(
+            (m.flags.vivify, m.flags.initial, m.flags.delta, m.flags.ttl),
+            (Some(0), 42, u64::MAX, Some(-1))
+        );
+        // ma's long opaque is checked after the delta is applied.
+        let long = format!("ma k O{}\r\n", "x".repeat(40));
+        assert_eq!(long_opaque(&meta(&long).flags), Some(0));
+    }
+
+    #[test]
+    fn set_headers() {
+        let line = "ms k 5 T30 F7 c k O9 q MA C12 I\r\n";
+        let h = set_header(line);
+        assert_eq!(h.bytes, 5);
+        assert_eq!(h.refused, None);
+        let m = h.command;
+        assert_eq!(
+            m.op,
+            MetaOp::Set {
+                mode: StoreMode::Append
+            }
+        );
+        assert_eq!(m.key.token(), b"k");
+        assert_eq!(
+            (m.flags.ttl, m.flags.client_flags, m.flags.compare_cas),
+            (Some(30), 7, Some(12))
+        );
+        assert_eq!(
+            flag_tokens(&m),
+            vec![
+                &b"T30"[..],
+                b"F7",
+                b"c",
+                b"k",
+                b"O9",
+                b"q",
+                b"MA",
+                b"C12",
+                b"I"
+            ]
+        );
+        for (mode, want) in [
+            ("", StoreMode::Set),
+            (" MS", StoreMode::Set),
+            (" ME", StoreMode::Add),
+            (" MR", StoreMode::Replace),
+            (" MA", StoreMode::Append),
+            (" MP", StoreMode::Prepend),
+        ] {
+            let line = format!("ms k 0{mode}\r\n");
+            assert_eq!(
+                set_header(&line).command.op,
+                MetaOp::Set { mode: want },
+                "{line}"
+            );
+        }
+        // Leading `+` and zeros in the data length, as strtol reads them.
+        assert_eq!(set_header("ms k +01\r\n").bytes, 1);
+        let h = set_header("ms Zm9vYmFy 1 b\r\n");
+        assert!(h.command.key.is_binary());
+        assert_eq!(
+            h.with_value(b"x"),
+            Command::Meta(MetaCommand {
+                value: b"x",
+                ..h.command
+            })
+        );
+        // Flags meant for other commands are accepted by ms.
+        assert_eq!(set_header("ms k 1 N5 R5 v s t f h l\r\n").refused, None);
+    }
+
+    #[test]
+    fn noop_takes_any_arguments() {
+        assert_eq!(
+            parsed("mn a b c\r\n"),
+            Parsed::Frame(Frame::Command(Command::MetaNoop))
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! `/metrics` against the built binary: scraped during a small load, its
+//! counters must agree with what `stats` reports for the same moment.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The daemon on free ports, killed on drop.
+struct Daemon {
+    child: Child,
+    memcached: SocketAddr,
+    metrics: SocketAddr,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The text after `field=` up to the next space, in a log line.
+fn field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    let start = line.find(field)? + field.len();
+    line[start..].split_whitespace().next()
+}
+
+fn start() -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrocache"));
+    cmd.args(["-p", "0", "-l", "127.0.0.1", "-t", "2"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "ferrocache=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // The daemon refuses to run as root without a user to become.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.args(["-u", "nobody"]);
+    }
+    let mut child = cmd.spawn().expect("start ferrocache");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let (mut memcached, mut metrics) = (None, None);
+    while memcached.is_none() || metrics.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the daemon logs its addresses at start");
+        if let Some(a) = field(&line, "listen=tcp:") {
+            memcached = Some(a.parse().expect("listen address"));
+        }
+        if let Some(a) = field(&line, "metrics=http://") {
+            metrics = Some(
+                a.trim_end_matches("/metrics")
+                    .parse()
+                    .expect("metrics address"),
+            );
+        }
+    }
+    Daemon {
+        child,
+        memcached: memcached.unwrap(),
+        metrics: metrics.unwrap(),
+    }
+}
+
+/// Sends `req` and reads until the reply ends with `end`.
+fn exchange(s: &mut TcpStream, req: &[u8], end: &[u8]) -> Vec<u8> {
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while !out.ends_with(end) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "connection closed early");
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+fn stats(addr: SocketAddr) -> HashMap<String, String> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let text = String::from_utf8(exchange(&mut s, b"stats\r\n", b"END\r\n")).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.strip_prefix("STAT ")?.splitn(2, ' ');
+            Some((it.next()?.to_string(), it.next()?.to_string()))
+        })
+        .collect()
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("Content-Type: text/plain; version=0.0.4"));
+    body.to_string()
+}
+
+/// The value of one series, e.g. `memcached_commands_total{command="get",status="hit"}`.
+fn sample(body: &str, series: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in:\n{body}"))
+}
+
+fn load(addr: SocketAddr, worker: usize, rounds: usize) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    for i in 0..rounds {
+        let key = format!("w{worker}:k{}", i % 50);
+        let set = format!("set {key} 0 0 5\r\nhello\r\n");
+        assert_eq!(exchange(&mut s, set.as_bytes(), b"\r\n"), b"STORED\r\n");
+        let get = format!("get {key} w{worker}:missing\r\n");
+        exchange(&mut s, get.as_bytes(), b"END\r\n");
+        if i % 10 == 0 {
+            let del = format!("delete w{worker}:k{}\r\n", (i + 25) % 50);
+            exchange(&mut s, del.as_bytes(), b"\r\n");
+        }
+    }
+}
+
+#[test]
+fn scrape_during_load_agrees_with_stats() {
+    let d = start();
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let addr = d.memcached;
+            std::thread::spawn(move || load(addr, w, 300))
+        })
+        .collect();
+
+    // Scrapes while the load runs must succeed and count up.
+    let mut last = 0.0;
+    for _ in 0..3 {
+        let body = scrape(d.metrics);
+        assert_eq!(sample(&body, "memcached_up"), 1.0);
+        let sets = sample(
+            &body,
+            r#"memcached_commands_total{command="set",status="hit"}"#,
+        );
+        assert!(sets >= last);
+        last = sets;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+
+    let st = stats(d.memcached);
+    let body = scrape(d.metrics);
+    let n = |k: &str| st[k].parse::<f64>().unwrap();
+    let pairs = [
+        (
+            r#"memcached_commands_total{command="get",status="hit"}"#,
+            "get_hits",
+        ),
+        (
+            r#"memcached_commands_total{command="get",status="miss"}"#,
+            "get_misses",
+        ),
+        (
+            r#"memcached_commands_total{command="set",status="hit"}"#,
+            "cmd_set",
+        ),
+        (
+            r#"memcached_commands_total{command="delete",status="hit"}"#,
+            "delete_hits",
+        ),
+        (
+            r#"memcached_commands_total{command="delete",status="miss"}"#,
+            "delete_misses",
+        ),
+        ("memcached_current_items", "curr_items"),
+        ("memcached_items_total", "total_items"),
+        ("memcached_current_bytes", "bytes"),
+        ("memcached_limit_bytes", "limit_maxbytes"),
+        ("memcached_items_evicted_total", "evictions"),
+        ("memcached_connections_total", "total_connections"),
+        ("memcached_max_connections", "max_connections"),
+    ];
+    for (series, stat) in pairs {
+        assert_eq!(sample(&body, series), n(stat), "{series} vs stats {stat}");
+    }
+    assert_eq!(n("cmd_set"), 900.0);
+    assert_eq!(n("get_hits") + n("get_misses"), 1800.0);
+    assert_eq!(
+        sample(
+            &body,
+            &format!(r#"memcached_version{{version="{}"}}"#, st["version"])
+        ),
+        1.0
+    );
+
+    // Every get request was timed once (a request, not a key).
+    let gets = sample(
+        &body,
+        r#"ferrocache_command_duration_seconds_count{command="get"}"#,
+    );
+    assert_eq!(gets, 900.0);
+    assert_eq!(
+        sample(
+            &body,
+            r#"ferrocache_command_duration_seconds_bucket{command="get",le="+Inf"}"#
+        ),
+        gets
+    );
+
+    // When promtool is installed, the exposition must lint clean.
+    if let Ok(mut p) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        p.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn other_paths_are_404_and_help_documents_the_flags() {
+    let d = start();
+    let mut s = TcpStream::connect(d.metrics).unwrap();
+    s.write_all(b"GET /nope HTTP/1.1\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrocache"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--metrics-listen <ADDR>"));
+    assert!(help.contains("--no-metrics"));
+}
