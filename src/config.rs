@@ -416,7 +416,7 @@ impl Cli {
                 memory_limit,
                 evictions: !self.disable_evictions,
                 cas_enabled,
-                shards: shard_count(threads),
+                shards: shard_count(threads, memory_limit),
                 item_size_max,
             },
             binding_protocol,
@@ -425,10 +425,21 @@ impl Cli {
     }
 }
 
+/// Smallest share of `-m` a shard should have. A write evicts from its own
+/// shard's cold end first, which is a good stand-in for one global LRU only
+/// while each shard holds many items; with a small `-m` and large items, too
+/// many shards would let old items linger in shards nobody writes to.
+const MIN_SHARD_MEMORY: usize = 256 * 1024;
+
 /// Many more shards than threads, so two threads rarely want the same lock;
-/// a power of two so the shard is a few bits of the hash.
-fn shard_count(threads: usize) -> usize {
-    (threads * 64).next_power_of_two().clamp(256, 4096)
+/// a power of two so the shard is a few bits of the hash; few enough that
+/// each has [`MIN_SHARD_MEMORY`].
+fn shard_count(threads: usize, memory_limit: usize) -> usize {
+    let wanted = (threads * 64).next_power_of_two().clamp(256, 4096);
+    let by_memory = (memory_limit / MIN_SHARD_MEMORY).max(1);
+    // The largest power of two not above by_memory.
+    let by_memory = 1 << (usize::BITS - 1 - by_memory.leading_zeros());
+    wanted.min(by_memory)
 }
 
 #[cfg(test)]
@@ -457,6 +468,16 @@ mod tests {
             Listen::Tcp(vec!["127.0.0.1:11211".parse().unwrap()])
         );
         assert!(c.store.shards.is_power_of_two());
+    }
+
+    #[test]
+    fn shards_are_many_but_each_keeps_a_useful_share_of_memory() {
+        assert_eq!(shard_count(2, 64 << 20), 256);
+        assert_eq!(shard_count(16, 1 << 30), 1024);
+        assert_eq!(shard_count(64, 64 << 30), 4096);
+        assert_eq!(shard_count(2, 2 << 20), 8);
+        assert_eq!(shard_count(2, 3 << 20), 8);
+        assert_eq!(shard_count(2, 0), 1);
     }
 
     #[test]
