@@ -32,7 +32,7 @@ done
 # --- the daemon ---------------------------------------------------------------
 if [[ "$target" != "memcached" && -z "${FERROCACHE_BIN:-}" ]]; then
     echo "run.sh: cargo build --release" >&2
-    (cd "$repo" && cargo build --release)
+    (cd "$repo" && cargo build --release --package ferrocache --bin ferrocache)
     export FERROCACHE_BIN="$repo/target/release/ferrocache"
 fi
 
