@@ -1,0 +1,87 @@
+"""Client-side sharding over three nodes: pymemcache's HashClient, and the
+Django site with three LOCATIONs. Keys must spread over the nodes, losing a
+node must cost only that node's keys, and a node restarted on the same port
+must be used again."""
+
+from __future__ import annotations
+
+import pytest
+from pymemcache.client.hash import HashClient
+
+from multinode import Cluster, curr_items, node_of, wait_until
+
+KEYS = [f"user:{i}:profile" for i in range(600)]
+
+# Keep serving when a node is down: errors become misses (ignore_exc), a
+# node failing twice 0.2 s apart is taken off the hash ring, and it is tried
+# again after 1 s, so a restarted node rejoins within the test.
+FAILOVER = {"ignore_exc": True, "retry_attempts": 1, "retry_timeout": 0.2, "dead_timeout": 1}
+
+
+@pytest.fixture
+def cluster(target):
+    c = Cluster(target).start()
+    yield c
+    c.stop()
+
+
+def assert_spread(counts: list[int], total: int) -> None:
+    assert sum(counts) == total, counts
+    for n in counts:
+        # an even share is a third; rendezvous hashing on 600 keys stays
+        # well inside 20%..47%
+        assert 0.20 * total < n < 0.47 * total, counts
+
+
+def test_hashclient_spreads_and_survives_a_node(cluster, record_property):
+    client = HashClient(cluster.addresses, connect_timeout=1, timeout=2, default_noreply=False, **FAILOVER)
+    for key in KEYS:
+        assert client.set(key, key.encode()) is True
+    counts = curr_items(cluster.nodes)
+    record_property("items_per_node", counts)
+    print("items per node:", counts)
+    assert_spread(counts, len(KEYS))
+    got = client.get_many(KEYS)
+    assert len(got) == len(KEYS)
+
+    owner = {key: node_of(cluster.nodes, key) for key in KEYS}
+    on_victim = [k for k in KEYS if owner[k] == 1]
+    assert len(on_victim) == counts[1]
+
+    cluster.kill(1)
+    # single gets: every surviving node's key still hits, the dead node's
+    # keys miss (no exception reaches the caller)
+    lost = [k for k in KEYS if client.get(k) is None]
+    print("lost after kill:", len(lost), "of", len(KEYS))
+    assert sorted(lost) == sorted(on_victim)
+    # the dead node is now off the ring: multi-get and sets keep working,
+    # its keys are re-homed on the survivors
+    got = client.get_many(KEYS)
+    assert set(got) == set(KEYS) - set(on_victim)
+    # (while the client probes the dead node again every dead_timeout, an
+    # operation on its keys can miss or fail for a moment: retry briefly)
+    for key in on_victim[:50]:
+        wait_until(lambda: client.set(key, b"rehomed"), timeout=5, what=f"set {key}")
+        wait_until(lambda: client.get(key) == b"rehomed", timeout=5, what=f"get {key}")
+    assert sum(curr_items([cluster.nodes[0], cluster.nodes[2]])) == len(KEYS) - len(on_victim) + 50
+
+    node = cluster.restart(1)
+    assert curr_items([node]) == [0]
+
+    def refilled():
+        for key in KEYS[:100]:
+            client.set(key, b"again")
+        return curr_items([node])[0] > 0
+
+    # the client tries the node again after dead_timeout (1 s)
+    wait_until(refilled, timeout=10, what="the restarted node to receive sets", interval=0.2)
+    new_keys = [f"after-restart:{i}" for i in range(300)]
+    before = curr_items(cluster.nodes)
+    for key in new_keys:
+        assert client.set(key, b"x") is True
+    after = curr_items(cluster.nodes)
+    gained = [a - b for a, b in zip(after, before)]
+    print("new keys per node after restart:", gained)
+    assert all(g > 0.2 * len(new_keys) for g in gained), gained
+    assert client.get_many(new_keys) == {k: b"x" for k in new_keys}
+    client.close()
