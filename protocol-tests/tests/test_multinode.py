@@ -85,3 +85,92 @@ def test_hashclient_spreads_and_survives_a_node(cluster, record_property):
     assert all(g > 0.2 * len(new_keys) for g in gained), gained
     assert client.get_many(new_keys) == {k: b"x" for k in new_keys}
     client.close()
+
+
+# --- the Django site with three LOCATIONs ----------------------------------
+
+DJANGO_OPTIONS = {"connect_timeout": 1, "timeout": 2, **FAILOVER}
+
+
+@pytest.fixture
+def sharded_site(cluster, settings, upstream, db):
+    from django.core.cache import cache
+    from django.test import Client
+
+    from support.upstream import FAST_DELAY
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache",
+            "LOCATION": [n.hostport for n in cluster.nodes],
+            "OPTIONS": DJANGO_OPTIONS,
+        }
+    }
+    settings.CACHE_TTL = 60  # the low-level API's TTL; cache_page keeps its 2 s
+    settings.UPSTREAM_URL = upstream.url(FAST_DELAY)
+    upstream.reset()
+    yield Client()
+    cache.close()
+
+
+def get_ok(client, path):
+    response = client.get(path)
+    assert response.status_code == 200, (path, response.status_code, response.content[:300])
+    return response
+
+
+def test_django_site_over_three_nodes(cluster, sharded_site, upstream):
+    from decimal import Decimal
+
+    from django.core.cache import cache
+
+    from apicalls.models import Product
+
+    site = sharded_site
+    Product.objects.create(name="Teapot", price=Decimal("12.50"))
+    # cache_page and the low-level API work over the pool
+    first = get_ok(site, "/cached/")
+    assert get_ok(site, "/cached/").content == first.content and upstream.calls == 1
+    assert b"Teapot: 12.50" in get_ok(site, "/products/").content
+    get_ok(site, "/products/")
+    assert upstream.calls == 2
+
+    keys = [f"item:{i}" for i in range(300)]
+    before = curr_items(cluster.nodes)
+    assert cache.set_many({k: i for i, k in enumerate(keys)}, timeout=None) == []
+    gained = [a - b for a, b in zip(curr_items(cluster.nodes), before)]
+    print("django keys per node:", gained)
+    assert_spread(gained, len(keys))
+    owner = {k: node_of(cluster.nodes, cache.make_key(k)) for k in keys}
+    on_victim = {k for k in keys if owner[k] == 1}
+    assert len(on_victim) == gained[1]
+
+    cluster.kill(1)
+    # only the dead node's share is lost; nothing raises
+    lost = {k for k in keys if cache.get(k) is None}
+    print("django keys lost after kill:", len(lost), "of", len(keys))
+    assert lost == on_victim
+    assert set(cache.get_many(keys)) == set(keys) - on_victim
+    # the site keeps serving, and keeps caching on the surviving nodes
+    # (a page whose key was on the dead node may render twice while the
+    # client is still probing that node)
+    for path in ["/", "/products/", "/fragment/"]:
+        get_ok(site, path)
+    calls = upstream.calls
+    pages = [f"/cached/?after-kill={i}" for i in range(10)]
+    for path in pages:
+        get_ok(site, path)
+        get_ok(site, path)
+    rendered = upstream.calls - calls
+    print("renders for 10 pages x 2 requests with a node down:", rendered)
+    assert 10 <= rendered <= 13
+
+    node = cluster.restart(1)
+
+    def refilled():
+        cache.set_many({k: "again" for k in keys[:60]}, timeout=None)
+        return curr_items([node])[0] > 0
+
+    wait_until(refilled, timeout=10, what="the restarted node to receive Django's sets", interval=0.2)
+    get_ok(site, "/products/")
+    assert cache.get_many(keys[:60]) == {k: "again" for k in keys[:60]}
