@@ -135,7 +135,7 @@ def test_django_site_over_three_nodes(cluster, sharded_site, upstream):
     get_ok(site, "/products/")
     assert upstream.calls == 2
 
-    keys = [f"item:{i}" for i in range(300)]
+    keys = [f"item:{i}" for i in range(600)]
     before = curr_items(cluster.nodes)
     assert cache.set_many({k: i for i, k in enumerate(keys)}, timeout=None) == []
     gained = [a - b for a, b in zip(curr_items(cluster.nodes), before)]
