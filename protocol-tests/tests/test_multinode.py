@@ -174,3 +174,62 @@ def test_django_site_over_three_nodes(cluster, sharded_site, upstream):
     wait_until(refilled, timeout=10, what="the restarted node to receive Django's sets", interval=0.2)
     get_ok(site, "/products/")
     assert cache.get_many(keys[:60]) == {k: "again" for k in keys[:60]}
+
+
+def test_django_pylibmc_over_three_nodes(cluster, settings):
+    """PyLibMCCache over three nodes (ketama). Unlike the pymemcache setup
+    above, Django passes libmemcached's errors through: with a node down,
+    reads of the other nodes' keys still hit, but each key that lives on
+    the dead node raises (libmemcached 1.1 disables the node until its retry
+    timeout instead of rehashing its keys), so a site on PyLibMCCache needs
+    its own error handling to survive a lost node."""
+    import pylibmc
+    from django.core.cache import cache
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.memcached.PyLibMCCache",
+            "LOCATION": [n.hostport for n in cluster.nodes],
+            "OPTIONS": {
+                "binary": False,
+                "behaviors": {
+                    "ketama": True,
+                    "remove_failed": 1,
+                    "retry_timeout": 1,
+                    "dead_timeout": 1,
+                    "connect_timeout": 1000,
+                    "_poll_timeout": 2000,
+                },
+            },
+        }
+    }
+    keys = [f"item:{i}" for i in range(600)]
+    assert cache.set_many({k: i for i, k in enumerate(keys)}, timeout=None) == []
+    counts = curr_items(cluster.nodes)
+    print("pylibmc keys per node:", counts)
+    assert_spread(counts, len(keys))
+    on_victim = {k for k in keys if node_of(cluster.nodes, cache.make_key(k)) == 1}
+
+    cluster.kill(1)
+    failed = set()
+    for i, k in enumerate(keys):
+        try:
+            assert cache.get(k) == i
+        except pylibmc.Error:
+            failed.add(k)
+    print("pylibmc keys failing after kill:", len(failed), "of", len(keys))
+    assert failed == on_victim
+
+    node = cluster.restart(1)
+    victim = sorted(on_victim)[:50]
+
+    def refilled():
+        try:
+            cache.set_many({k: "again" for k in victim}, timeout=None)
+        except pylibmc.Error:
+            return False
+        return curr_items([node])[0] == len(victim)
+
+    wait_until(refilled, timeout=10, what="the restarted node to take pylibmc's sets", interval=0.2)
+    assert cache.get_many(victim) == {k: "again" for k in victim}
+    cache.close()
