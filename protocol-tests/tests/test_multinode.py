@@ -152,8 +152,9 @@ def test_django_site_over_three_nodes(cluster, sharded_site, upstream):
     assert lost == on_victim
     assert set(cache.get_many(keys)) == set(keys) - on_victim
     # the site keeps serving, and keeps caching on the surviving nodes
-    # (a page whose key was on the dead node may render twice while the
-    # client is still probing that node)
+    # (a page with a key on the dead node may render twice: every
+    # dead_timeout the client tries that node again, and for retry_timeout
+    # its keys miss)
     for path in ["/", "/products/", "/fragment/"]:
         get_ok(site, path)
     calls = upstream.calls
@@ -163,7 +164,7 @@ def test_django_site_over_three_nodes(cluster, sharded_site, upstream):
         get_ok(site, path)
     rendered = upstream.calls - calls
     print("renders for 10 pages x 2 requests with a node down:", rendered)
-    assert 10 <= rendered <= 13
+    assert 10 <= rendered <= 15, "most repeats should come from the cache"
 
     node = cluster.restart(1)
 
