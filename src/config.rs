@@ -8,9 +8,12 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+
+use crate::auth::AuthFile;
 
 use crate::protocol::Limits;
 use crate::store::StoreConfig;
@@ -182,6 +185,10 @@ pub struct Cli {
     #[arg(long = "no-metrics")]
     pub no_metrics: bool,
 
+    /// Require ascii authentication against this file of `user:password` lines.
+    #[arg(short = 'Y', long = "auth-file")]
+    pub auth_file: Option<PathBuf>,
+
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
@@ -217,6 +224,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// `-B` as memcached's `stats settings` spells it.
     pub binding_protocol: &'static str,
+    /// `-Y`: the credentials every connection must present first.
+    pub auth: Option<Arc<AuthFile>>,
     /// Warnings for accepted-but-ignored options, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -392,6 +401,21 @@ impl Cli {
             text => Some(resolve_metrics_listen(text)?),
         };
 
+        let auth = match &self.auth_file {
+            Some(path) => {
+                let file = AuthFile::load(path).map_err(ConfigError)?;
+                if file.is_empty() {
+                    // memcached starts with an empty file too; no one can log in.
+                    warnings.push(format!(
+                        "authfile {} holds no entries: no client can authenticate",
+                        path.display()
+                    ));
+                }
+                Some(Arc::new(file))
+            }
+            None => None,
+        };
+
         let cas_enabled = !self.disable_cas;
         Ok(Config {
             listen,
@@ -420,6 +444,7 @@ impl Cli {
                 item_size_max,
             },
             binding_protocol,
+            auth,
             warnings,
         })
     }

@@ -4,6 +4,7 @@
 //! commands, `server::execute` runs them against the `store`, and
 //! `protocol::encode` writes the replies, one write per batch.
 //!
+//! - [`auth`]: memcached's ascii authentication (`-Y`).
 //! - [`config`]: the command line, spelled as memcached's.
 //! - [`protocol`]: parsing and encoding of the text protocol; no store, no sockets.
 //! - [`store`]: the sharded LRU item store; no protocol, no sockets.
@@ -11,6 +12,7 @@
 //! - [`stats`]: the counters behind `stats`.
 //! - [`metrics`]: Prometheus names and the `/metrics` endpoint, fed from `stats`.
 
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod protocol;

@@ -540,7 +540,13 @@ fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         ("tcp_backlog", cfg.backlog.to_string()),
         ("binding_protocol", cfg.binding_protocol.into()),
         ("auth_enabled_sasl", "no".into()),
-        ("auth_enabled_ascii", "no".into()),
+        // memcached shows the file's path here, not `yes`.
+        (
+            "auth_enabled_ascii",
+            cfg.auth
+                .as_ref()
+                .map_or_else(|| "no".into(), |a| a.path().display().to_string()),
+        ),
         ("item_size_max", cfg.limits.item_size_max.to_string()),
         ("maxconns_fast", "yes".into()),
         ("hashpower_init", "0".into()),
