@@ -10,6 +10,7 @@
 //! - [`store`]: the sharded LRU item store; no protocol, no sockets.
 //! - [`server`]: listeners, connections, and `execute`, the glue of the two.
 //! - [`stats`]: the counters behind `stats`.
+//! - [`tls`]: TLS (`-Z`) with memcached's `-o ssl_*` options.
 //! - [`metrics`]: Prometheus names and the `/metrics` endpoint, fed from `stats`.
 
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod tls;
 
 /// Error type for start-up failures; they end the process with a message.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -60,6 +60,12 @@ impl Socket for tokio::net::UnixStream {
     }
 }
 
+impl Socket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn describe(&self) -> (i32, String, String) {
+        self.get_ref().0.describe()
+    }
+}
+
 /// Counts the connection in `curr_connections` and lists it in `stats conns`
 /// for exactly its lifetime, even if its task ends by a panic.
 struct Open<'a> {
