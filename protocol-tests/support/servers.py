@@ -2,7 +2,8 @@
 
 Both daemons take memcached's command line, so one launcher serves both:
 TCP on 127.0.0.1 with a port picked at run time, or a unix socket (``-s``).
-Readiness is polled with ``version`` under a bounded deadline.
+Readiness is polled with ``version`` under a bounded deadline (over TLS
+when the server is started with ``tls_context``).
 """
 
 from __future__ import annotations
@@ -145,7 +146,9 @@ class Server:
                         if not chunk:
                             break
                         reply += chunk
-                    if reply.startswith(b"VERSION "):
+                    # With -Y every command before authenticating gets
+                    # this reply, which also says the server is serving.
+                    if reply.startswith(b"VERSION ") or reply == b"CLIENT_ERROR unauthenticated\r\n":
                         return
                     last_error = ServerStartError(f"unexpected reply {reply!r}")
             except OSError as exc:
