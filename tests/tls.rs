@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -19,34 +19,44 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// A directory with a self-signed certificate for localhost / 127.0.0.1.
 struct Certs(PathBuf);
 
+/// A self-signed certificate for localhost / 127.0.0.1 in `dir`, its files
+/// `{prefix}cert.pem` and `{prefix}key.pem`.
+fn make_cert(dir: &Path, prefix: &str) {
+    let status = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // An end-entity certificate, not a CA one, which rustls refuses to use.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(dir.join(format!("{prefix}key.pem")))
+        .arg("-out")
+        .arg(dir.join(format!("{prefix}cert.pem")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("the openssl command (Debian package openssl) makes the test certificate");
+    assert!(status.success(), "openssl req failed");
+}
+
 impl Certs {
     fn new(name: &str) -> Certs {
         let dir =
             std::env::temp_dir().join(format!("ferrocache-tls-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temp dir");
-        let status = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            // A server certificate, not a CA one, which rustls refuses to serve.
-            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-            .arg("-keyout")
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("the openssl command (Debian package openssl) makes the test certificate");
-        assert!(status.success(), "openssl req failed");
+        make_cert(&dir, "");
         Certs(dir)
+    }
+
+    /// Also a self-signed client certificate, `client-cert.pem` / `client-key.pem`.
+    fn with_client(self) -> Certs {
+        make_cert(&self.0, "client-");
+        self
+    }
+
+    fn client_cert(&self) -> PathBuf {
+        self.0.join("client-cert.pem")
     }
 
     fn cert(&self) -> String {
@@ -125,6 +135,12 @@ impl Server {
 
     /// A TLS connection that trusts only `ca`.
     fn tls(&self, ca: &Path) -> Conn {
+        self.tls_as(ca, None)
+    }
+
+    /// A TLS connection that trusts only `ca`, presenting the client
+    /// certificate and key files `client` if given.
+    fn tls_as(&self, ca: &Path, client: Option<(&Path, &Path)>) -> Conn {
         let mut roots = RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(ca).unwrap() {
             roots.add(cert.unwrap()).unwrap();
@@ -133,8 +149,19 @@ impl Server {
             ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
+                .with_root_certificates(roots);
+        let config = match client {
+            None => config.with_no_client_auth(),
+            Some((cert, key)) => config
+                .with_client_auth_cert(
+                    CertificateDer::pem_file_iter(cert)
+                        .unwrap()
+                        .map(Result::unwrap)
+                        .collect(),
+                    PrivateKeyDer::from_pem_file(key).unwrap(),
+                )
+                .unwrap(),
+        };
         let name = ServerName::try_from("localhost").unwrap();
         let conn = ClientConnection::new(Arc::new(config), name).unwrap();
         Conn(Box::new(StreamOwned::new(conn, self.tcp())))
@@ -254,4 +281,47 @@ fn without_a_usable_certificate_start_up_stops() {
     assert!(
         run(&["-Z", "-o", &format!("{},ssl_verify_mode=2", certs.opts())]).contains("ssl_ca_cert")
     );
+}
+
+#[test]
+fn verify_mode_2_requires_a_client_certificate_from_the_ca() {
+    let certs = Certs::new("verify").with_client();
+    let ca = certs.client_cert();
+    let opts = format!(
+        "{},ssl_verify_mode=2,ssl_ca_cert={}",
+        certs.opts(),
+        ca.display()
+    );
+    let server = Server::start(&["-Z", "-o", &opts]);
+    let server_ca = PathBuf::from(certs.cert());
+    let client_key = certs.0.join("client-key.pem");
+
+    let mut with = server.tls_as(&server_ca, Some((&ca, &client_key)));
+    assert!(with.ask("version\r\n", "\r\n").starts_with("VERSION "));
+    assert_eq!(with.stat(" settings", "ssl_verify_mode"), "2");
+    assert_eq!(with.stat(" settings", "ssl_ca_cert"), ca.to_str().unwrap());
+
+    // Without one the server ends the handshake; with TLS 1.3 the client
+    // learns it on its first read.
+    let mut without = server.tls(&server_ca);
+    let _ = without.0.write_all(b"version\r\n");
+    let _ = without.0.flush();
+    let mut buf = [0u8; 64];
+    assert!(
+        !matches!(without.0.read(&mut buf), Ok(n) if n > 0),
+        "served a client without a certificate"
+    );
+}
+
+#[test]
+fn verify_mode_1_asks_but_does_not_require() {
+    let certs = Certs::new("request").with_client();
+    let opts = format!(
+        "{},ssl_verify_mode=1,ssl_ca_cert={}",
+        certs.opts(),
+        certs.client_cert().display()
+    );
+    let server = Server::start(&["-Z", "-o", &opts]);
+    let mut c = server.tls(Path::new(&certs.cert()));
+    assert!(c.ask("version\r\n", "\r\n").starts_with("VERSION "));
 }
