@@ -70,14 +70,17 @@ def server(server_session):
 @pytest.fixture
 def start_server(target):
     """Start extra servers of the selected target with their own flags:
-    ``start_server(["-m", "8"])`` or ``start_server(unix=True)``."""
+    ``start_server(["-m", "8"])`` or ``start_server(unix=True)``; a -Z server
+    also needs ``tls_context`` for the readiness probe."""
     started = []
 
-    def start(extra_args=None, unix=False, mask="0700"):
+    def start(extra_args=None, unix=False, mask="0700", tls_context=None):
         if unix:
             srv = _start_or_fail(servers.start_unix, target, mask=mask, extra_args=extra_args)
         else:
-            srv = _start_or_fail(servers.start_tcp, target, extra_args=extra_args)
+            srv = _start_or_fail(
+                servers.start_tcp, target, extra_args=extra_args, tls_context=tls_context
+            )
         started.append(srv)
         return srv
 

@@ -8,9 +8,13 @@
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Parser};
+
+use crate::auth::AuthFile;
+use crate::tls::{Tls, TlsOptions};
 
 use crate::protocol::Limits;
 use crate::store::StoreConfig;
@@ -182,6 +186,14 @@ pub struct Cli {
     #[arg(long = "no-metrics")]
     pub no_metrics: bool,
 
+    /// Require ascii authentication against this file of `user:password` lines.
+    #[arg(short = 'Y', long = "auth-file")]
+    pub auth_file: Option<PathBuf>,
+
+    /// Serve TLS on every TCP connection (see -o ssl_chain_cert, ssl_key).
+    #[arg(short = 'Z', long = "enable-ssl")]
+    pub enable_ssl: bool,
+
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
@@ -217,6 +229,12 @@ pub struct Config {
     pub store: StoreConfig,
     /// `-B` as memcached's `stats settings` spells it.
     pub binding_protocol: &'static str,
+    /// `-Y`: the credentials every connection must present first.
+    pub auth: Option<Arc<AuthFile>>,
+    /// `-Z`: TLS on TCP connections.
+    pub tls: Option<Tls>,
+    /// The `-o ssl_*` options, shown by `stats settings` even without `-Z`.
+    pub tls_options: TlsOptions,
     /// Warnings for accepted-but-ignored options, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -348,6 +366,10 @@ impl Cli {
         }
 
         let mut idle_timeout = None;
+        let mut tls_options = TlsOptions {
+            min_version: "tlsv1.2".into(),
+            ..Default::default()
+        };
         for opt in self.extended.iter().flat_map(|o| o.split(',')) {
             let opt = opt.trim();
             if opt.is_empty() {
@@ -364,6 +386,42 @@ impl Cli {
                         _ => return err(format!("Invalid idle_timeout: {opt}")),
                     };
                     idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+                }
+                "ssl_chain_cert" | "ssl_key" | "ssl_ca_cert" => {
+                    let path = match value {
+                        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+                        _ => return err(format!("Missing {name} argument")),
+                    };
+                    match name {
+                        "ssl_chain_cert" => tls_options.chain_cert = path,
+                        "ssl_key" => tls_options.key = path,
+                        _ => tls_options.ca_cert = path,
+                    }
+                }
+                "ssl_verify_mode" => {
+                    tls_options.verify_mode = match value.map(str::parse::<u8>) {
+                        Some(Ok(m)) if m <= 3 => m,
+                        _ => return err("could not parse argument to ssl_verify_mode"),
+                    };
+                }
+                "ssl_min_version" => {
+                    tls_options.min_version = match value {
+                        Some("tlsv1.2") => "tlsv1.2".into(),
+                        Some("tlsv1.3") => "tlsv1.3".into(),
+                        Some("tlsv1" | "tlsv1.1") => {
+                            warnings.push(format!(
+                                "-o {opt}: TLS before 1.2 is not offered; using tlsv1.2"
+                            ));
+                            "tlsv1.2".into()
+                        }
+                        _ => return err(format!("Invalid ssl_min_version: {opt}")),
+                    };
+                }
+                "ssl_keyformat" | "ssl_ciphers" | "ssl_wbuf_size" | "ssl_session_cache"
+                | "ssl_kernel_tls" => {
+                    warnings.push(format!(
+                        "-o {name}: OpenSSL tuning option, does not apply; ignored"
+                    ));
                 }
                 _ if IGNORED_EXTENDED.contains(&name) => {
                     warnings.push(format!(
@@ -390,6 +448,30 @@ impl Cli {
             _ if self.no_metrics => None,
             "off" | "none" | "" => None,
             text => Some(resolve_metrics_listen(text)?),
+        };
+
+        let auth = match &self.auth_file {
+            Some(path) => {
+                let file = AuthFile::load(path).map_err(ConfigError)?;
+                if file.is_empty() {
+                    // memcached starts with an empty file too; no one can log in.
+                    warnings.push(format!(
+                        "authfile {} holds no entries: no client can authenticate",
+                        path.display()
+                    ));
+                }
+                Some(Arc::new(file))
+            }
+            None => None,
+        };
+
+        let tls = if self.enable_ssl {
+            if let Listen::Unix { .. } = listen {
+                warnings.push("-Z: TLS applies to TCP; the unix socket stays plain".into());
+            }
+            Some(Tls::new(tls_options.clone()).map_err(ConfigError)?)
+        } else {
+            None
         };
 
         let cas_enabled = !self.disable_cas;
@@ -420,6 +502,9 @@ impl Cli {
                 item_size_max,
             },
             binding_protocol,
+            auth,
+            tls,
+            tls_options,
             warnings,
         })
     }

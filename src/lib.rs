@@ -4,19 +4,23 @@
 //! commands, `server::execute` runs them against the `store`, and
 //! `protocol::encode` writes the replies, one write per batch.
 //!
+//! - [`auth`]: memcached's ascii authentication (`-Y`).
 //! - [`config`]: the command line, spelled as memcached's.
 //! - [`protocol`]: parsing and encoding of the text protocol; no store, no sockets.
 //! - [`store`]: the sharded LRU item store; no protocol, no sockets.
 //! - [`server`]: listeners, connections, and `execute`, the glue of the two.
 //! - [`stats`]: the counters behind `stats`.
+//! - [`tls`]: TLS (`-Z`) with memcached's `-o ssl_*` options.
 //! - [`metrics`]: Prometheus names and the `/metrics` endpoint, fed from `stats`.
 
+pub mod auth;
 pub mod config;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod tls;
 
 /// Error type for start-up failures; they end the process with a message.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -86,6 +86,7 @@ counters!(
     store_no_memory,
     auth_cmds,
     auth_errors,
+    ssl_handshake_errors,
     idle_kicks,
     bytes_read,
     bytes_written,

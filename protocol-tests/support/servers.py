@@ -2,7 +2,8 @@
 
 Both daemons take memcached's command line, so one launcher serves both:
 TCP on 127.0.0.1 with a port picked at run time, or a unix socket (``-s``).
-Readiness is polled with ``version`` under a bounded deadline.
+Readiness is polled with ``version`` under a bounded deadline (over TLS
+when the server is started with ``tls_context``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -61,6 +63,9 @@ class Server:
     unix_path: str | None = None
     host: str = "127.0.0.1"
     extra_args: list[str] = field(default_factory=list)
+    # For a server started with -Z: the readiness probe and the raw helpers
+    # speak TLS with this context.
+    tls_context: ssl.SSLContext | None = None
     proc: subprocess.Popen | None = None
     log_path: str | None = None
     _sock_dir: str | None = None
@@ -121,6 +126,8 @@ class Server:
         s.settimeout(timeout)
         try:
             s.connect(self.address)
+            if self.tls_context is not None:
+                s = self.tls_context.wrap_socket(s, server_hostname=self.host)
         except BaseException:
             s.close()
             raise
@@ -145,7 +152,9 @@ class Server:
                         if not chunk:
                             break
                         reply += chunk
-                    if reply.startswith(b"VERSION "):
+                    # With -Y every command before authenticating gets
+                    # this reply, which also says the server is serving.
+                    if reply.startswith(b"VERSION ") or reply == b"CLIENT_ERROR unauthenticated\r\n":
                         return
                     last_error = ServerStartError(f"unexpected reply {reply!r}")
             except OSError as exc:
@@ -200,11 +209,20 @@ class Server:
             raise AssertionError(f"flush_all answered {reply!r}")
 
 
-def start_tcp(target: str, extra_args: list[str] | None = None) -> Server:
+def start_tcp(
+    target: str,
+    extra_args: list[str] | None = None,
+    tls_context: ssl.SSLContext | None = None,
+) -> Server:
     """Start a server on a free loopback port, retrying if the port was taken."""
     last: Exception | None = None
     for _ in range(3):
-        server = Server(target=target, port=free_port(), extra_args=list(extra_args or []))
+        server = Server(
+            target=target,
+            port=free_port(),
+            extra_args=list(extra_args or []),
+            tls_context=tls_context,
+        )
         try:
             return server.start()
         except ServerStartError as exc:

@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Shared;
 use super::execute::{Context, Flow, execute_frame};
+use crate::auth;
 use crate::protocol::codec::{Decode, Decoder};
 use crate::protocol::{Command, Frame, Keys};
 use crate::stats::{BatchKinds, CommandKind, ConnInfo, ConnState, Latency, LocalStats};
@@ -56,6 +57,12 @@ impl Socket for tokio::net::UnixStream {
             .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
             .unwrap_or_else(|| "unix:?".into());
         (self.as_raw_fd(), path.clone(), path)
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn describe(&self) -> (i32, String, String) {
+        self.get_ref().0.describe()
     }
 }
 
@@ -104,6 +111,12 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
     let mut decoder = Decoder::new(shared.config.limits);
     let idle = shared.config.idle_timeout;
     let reqs_per_event = shared.config.reqs_per_event;
+    // With -Y, until the client authenticates.
+    let mut unauthenticated = shared
+        .config
+        .auth
+        .clone()
+        .map(|file| (file, auth::Pending::default()));
 
     let reason = loop {
         // A data block being read gets its whole size reserved at once (the
@@ -147,6 +160,33 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         let mut busy_since = timing.then(Instant::now);
         let mut busy_ns = 0u64;
         loop {
+            if let Some((file, pending)) = unauthenticated.as_mut() {
+                match pending.step(&rbuf, file, &mut local) {
+                    auth::Step::NeedMore => break,
+                    auth::Step::Close => {
+                        flow = Flow::Abort;
+                        break;
+                    }
+                    auth::Step::Done {
+                        consumed,
+                        reply,
+                        authenticated,
+                    } => {
+                        rbuf.advance(consumed);
+                        if let Some(reply) = reply {
+                            // memcached reuses one reply object until the
+                            // client is authenticated, so of the replies to
+                            // one read only the last is sent.
+                            wbuf.clear();
+                            wbuf.extend_from_slice(reply);
+                        }
+                        if authenticated {
+                            unauthenticated = None;
+                        }
+                        continue;
+                    }
+                }
+            }
             let consumed = match decoder.decode(&rbuf) {
                 Decode::NeedMore => break,
                 Decode::Frame { consumed, frame } => {

@@ -16,6 +16,10 @@ use super::connection;
 use crate::config::{Config, Listen};
 use crate::protocol::ProtocolError;
 
+/// How long a client gets to finish the TLS handshake; until then the
+/// connection holds one of the `-c` slots.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A bound listening socket.
 #[derive(Debug)]
 pub enum Listener {
@@ -99,7 +103,33 @@ pub(super) async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker
                 tracker.spawn(async move {
                     let _permit = permit;
                     match stream {
-                        Stream::Tcp(s) => connection::serve(s, shared, id).await,
+                        Stream::Tcp(s) => match shared.config.tls.as_ref() {
+                            Some(tls) => {
+                                let handshake =
+                                    tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(s));
+                                let handshake = tokio::select! {
+                                    _ = shared.shutdown.cancelled() => return,
+                                    h = handshake => h,
+                                };
+                                match handshake {
+                                    Ok(Ok(s)) => connection::serve(s, shared, id).await,
+                                    failed => {
+                                        let error = match failed {
+                                            Ok(Err(e)) => e.to_string(),
+                                            _ => "timed out".into(),
+                                        };
+                                        tracing::debug!(id, error, "TLS handshake failed");
+                                        let mut local = crate::stats::LocalStats {
+                                            ssl_handshake_errors: 1,
+                                            total_connections: 1,
+                                            ..Default::default()
+                                        };
+                                        shared.stats.flush(id, &mut local);
+                                    }
+                                }
+                            }
+                            None => connection::serve(s, shared, id).await,
+                        },
                         Stream::Unix(s) => connection::serve(s, shared, id).await,
                     }
                 });
@@ -113,6 +143,10 @@ pub(super) async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker
                 };
                 shared.stats.flush(id, &mut local);
                 tracing::debug!(id, "connection refused: over the -c limit");
+                if shared.config.tls.is_some() && matches!(stream, Stream::Tcp(_)) {
+                    // A TLS client cannot read a plain-text reply: just close.
+                    continue;
+                }
                 tracker.spawn(async move {
                     let msg = format!("{}\r\n", ProtocolError::TooManyConnections.wire());
                     let write = async {

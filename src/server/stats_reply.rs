@@ -474,11 +474,19 @@ fn general(cx: &mut Context<'_>, out: &mut BytesMut) {
         "log_watcher_skipped",
         "log_watcher_sent",
         "log_watchers",
-        "unexpected_napi_ids",
-        "round_robin_fallback",
     ] {
         encode::stat(out, name, 0);
     }
+    // memcached shows these only with -Z.
+    if let Some(tls) = &shared.config.tls {
+        stat!("ssl_handshake_errors", s.ssl_handshake_errors);
+        stat!(
+            "time_since_server_cert_refresh",
+            tls.loaded.elapsed().as_secs()
+        );
+    }
+    stat!("unexpected_napi_ids", 0);
+    stat!("round_robin_fallback", 0);
     stat!("bytes", st.bytes);
     stat!("curr_items", st.curr_items);
     stat!("total_items", st.total_items);
@@ -540,7 +548,13 @@ fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         ("tcp_backlog", cfg.backlog.to_string()),
         ("binding_protocol", cfg.binding_protocol.into()),
         ("auth_enabled_sasl", "no".into()),
-        ("auth_enabled_ascii", "no".into()),
+        // memcached shows the file's path here, not `yes`.
+        (
+            "auth_enabled_ascii",
+            cfg.auth
+                .as_ref()
+                .map_or_else(|| "no".into(), |a| a.path().display().to_string()),
+        ),
         ("item_size_max", cfg.limits.item_size_max.to_string()),
         ("maxconns_fast", "yes".into()),
         ("hashpower_init", "0".into()),
@@ -594,17 +608,20 @@ fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         ("ext_max_frag", "0.00".into()),
         ("slab_automove_freeratio", "0.000".into()),
         ("ext_drop_unread", "no".into()),
-        ("ssl_enabled", "no".into()),
-        ("ssl_chain_cert", "(null)".into()),
-        ("ssl_key", "(null)".into()),
-        ("ssl_verify_mode", "0".into()),
+        ("ssl_enabled", yes_no(cfg.tls.is_some()).into()),
+        (
+            "ssl_chain_cert",
+            shown_path(&cfg.tls_options.chain_cert, "(null)"),
+        ),
+        ("ssl_key", shown_path(&cfg.tls_options.key, "(null)")),
+        ("ssl_verify_mode", cfg.tls_options.verify_mode.to_string()),
         ("ssl_keyformat", "1".into()),
         ("ssl_ciphers", "NULL".into()),
-        ("ssl_ca_cert", "NULL".into()),
+        ("ssl_ca_cert", shown_path(&cfg.tls_options.ca_cert, "NULL")),
         ("ssl_wbuf_size", "16384".into()),
         ("ssl_session_cache", "no".into()),
         ("ssl_kernel_tls", "no".into()),
-        ("ssl_min_version", "tlsv1.2".into()),
+        ("ssl_min_version", cfg.tls_options.min_version.clone()),
         ("num_napi_ids", "(null)".into()),
         ("memory_file", "(null)".into()),
     ];
@@ -612,6 +629,12 @@ fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         encode::stat(out, name, value);
     }
     encode::reply(out, Reply::End);
+}
+
+/// A path setting as memcached prints it: its `NULL`/`(null)` when unset.
+fn shown_path(path: &Option<std::path::PathBuf>, unset: &str) -> String {
+    path.as_ref()
+        .map_or_else(|| unset.to_string(), |p| p.display().to_string())
 }
 
 #[cfg(test)]

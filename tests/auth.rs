@@ -1,0 +1,245 @@
+//! Ascii authentication (`-Y`) over real TCP: the built binary on a free
+//! loopback port, with replies as memcached 1.6.18 gives them.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A file in the temporary directory, removed when dropped.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("ferrocache-auth-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).expect("write the auth file");
+        TempFile(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn command(port: u16, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrocache"));
+    cmd.args([
+        "-p",
+        &port.to_string(),
+        "-l",
+        "127.0.0.1",
+        "-u",
+        "root",
+        "--metrics-listen",
+        "off",
+    ])
+    .args(args)
+    .stdin(Stdio::null());
+    cmd
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        for _ in 0..5 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut child = command(port, args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start ferrocache");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // The port was taken meanwhile: try another.
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Server { child, port };
+                }
+                assert!(Instant::now() < deadline, "ferrocache did not start");
+                thread::sleep(Duration::from_millis(10));
+            }
+        }
+        panic!("could not start ferrocache on a free port");
+    }
+
+    fn connect(&self) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        s.set_nodelay(true).unwrap();
+        Conn(s)
+    }
+}
+
+struct Conn(TcpStream);
+
+impl Conn {
+    /// Sends `req` and reads until the reply ends with `until`.
+    fn ask(&mut self, req: &str, until: &str) -> String {
+        self.0.write_all(req.as_bytes()).expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(until.as_bytes()) {
+            let n = self.0.read(&mut buf).expect("read");
+            assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(got).expect("a text reply")
+    }
+
+    fn line(&mut self, req: &str) -> String {
+        self.ask(req, "\r\n")
+    }
+
+    fn stat(&mut self, which: &str, name: &str) -> String {
+        let reply = self.ask(&format!("stats{which}\r\n"), "END\r\n");
+        let prefix = format!("STAT {name} ");
+        reply
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in {reply}"))
+            .to_string()
+    }
+}
+
+const USERS: &str = "alice:secret\nbob:pw2\n";
+
+#[test]
+fn commands_are_refused_until_the_client_authenticates() {
+    let file = TempFile::new("refused", USERS);
+    let server = Server::start(&["-Y", file.path()]);
+    let mut c = server.connect();
+    for req in [
+        "get a\r\n",
+        "version\r\n",
+        "stats\r\n",
+        "mg a v\r\n",
+        "quit\r\n",
+    ] {
+        assert_eq!(c.line(req), "CLIENT_ERROR unauthenticated\r\n", "{req}");
+    }
+    assert_eq!(
+        c.line("add k 0 0 7\r\nbob pw2\r\n"),
+        "CLIENT_ERROR unauthenticated\r\n"
+    );
+    // The data line of that add was read as a command of its own.
+    assert_eq!(
+        c.line("set k 0 0 5\r\nalice\r\n"),
+        "CLIENT_ERROR bad authentication token format\r\n"
+    );
+    assert_eq!(
+        c.line("set k 0 0 11\r\nalice wrong\r\n"),
+        "CLIENT_ERROR authentication failure\r\n"
+    );
+    assert_eq!(
+        c.line("set k 0 0 12\r\nalice secretX\r\n"),
+        "CLIENT_ERROR bad command line termination\r\n"
+    );
+}
+
+#[test]
+fn a_set_of_user_and_password_authenticates_the_connection_only() {
+    let file = TempFile::new("ok", USERS);
+    let server = Server::start(&["-Y", file.path()]);
+    let mut c = server.connect();
+    // Key, flags and exptime are ignored, and noreply too.
+    assert_eq!(
+        c.line("set anything 1 2 7 noreply\r\nbob pw2\r\n"),
+        "STORED\r\n"
+    );
+    assert_eq!(c.line("set a 0 0 1\r\nx\r\n"), "STORED\r\n");
+    assert_eq!(c.ask("get a\r\n", "END\r\n"), "VALUE a 0 1\r\nx\r\nEND\r\n");
+    // Nothing was stored under the credentials' key.
+    assert_eq!(c.ask("get anything\r\n", "END\r\n"), "END\r\n");
+    assert_eq!(c.stat(" settings", "auth_enabled_ascii"), file.path());
+
+    let mut other = server.connect();
+    assert_eq!(other.line("get a\r\n"), "CLIENT_ERROR unauthenticated\r\n");
+    assert_eq!(
+        other.line("set k 0 0 12\r\nbob  pw2    \r\n"),
+        "STORED\r\n",
+        "extra spaces are skipped as memcached's tokenizer does"
+    );
+    assert_eq!(
+        other.ask("get a\r\n", "END\r\n"),
+        "VALUE a 0 1\r\nx\r\nEND\r\n"
+    );
+}
+
+#[test]
+fn attempts_and_failures_are_counted() {
+    let file = TempFile::new("count", USERS);
+    let server = Server::start(&["-Y", file.path()]);
+    let mut c = server.connect();
+    c.line("set k 0 0 7\r\nbob bad\r\n");
+    c.line("set k 0 0 8\r\nnobody x\r\n");
+    // A malformed token is not an attempt.
+    c.line("set k 0 0 3\r\nbob\r\n");
+    c.line("set k 0 0 12\r\nalice secret\r\n");
+    assert_eq!(c.stat("", "auth_cmds"), "3");
+    assert_eq!(c.stat("", "auth_errors"), "2");
+}
+
+#[test]
+fn of_one_read_only_the_last_reply_is_sent_before_authenticating() {
+    // memcached reuses one reply object until the client authenticates.
+    let file = TempFile::new("batch", USERS);
+    let server = Server::start(&["-Y", file.path()]);
+    let mut c = server.connect();
+    assert_eq!(
+        c.ask(
+            "get a\r\nset k 0 0 11\r\nalice wrong\r\nset k 0 0 12\r\nalice secret\r\nget a\r\n",
+            "END\r\n"
+        ),
+        "STORED\r\nEND\r\n"
+    );
+}
+
+#[test]
+fn an_unreadable_or_malformed_file_stops_start_up() {
+    let run = |args: &[&str]| -> Output {
+        command(1, args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run ferrocache")
+    };
+    let missing = run(&["-Y", "/nonexistent/ferrocache-authfile"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("Could not open authfile"),
+        "{missing:?}"
+    );
+    let bad = TempFile::new("bad", "nocolon\n");
+    let malformed = run(&["-Y", bad.path()]);
+    assert!(!malformed.status.success());
+    assert!(
+        String::from_utf8_lossy(&malformed.stderr).contains("malformed entry"),
+        "{malformed:?}"
+    );
+}
