@@ -164,6 +164,10 @@ enum Expect {
     Version,
     /// Anything well-formed (the error lines and such).
     AnyLines,
+    /// Replies whose shape is not checked here: meta replies carry data
+    /// blocks in their own framing, and metadump lines end in a bare `\n`.
+    /// The store invariants are still checked after them.
+    Unchecked,
 }
 
 const STORE_REPLIES: &[&str] = &[
@@ -215,12 +219,16 @@ impl Expect {
                 Command::Stats { .. } => Expect::Stats,
                 Command::CacheMemlimit { .. } => Expect::AnyLines,
                 Command::MetaNoop => Expect::Line(vec!["MN"]),
+                Command::Meta(_) | Command::LruCrawler { .. } => Expect::Unchecked,
             },
         }
     }
 
     fn check(&self, out: &[u8]) {
         let show = || String::from_utf8_lossy(&out[..out.len().min(300)]).into_owned();
+        if matches!(self, Expect::Unchecked) {
+            return;
+        }
         let lines = parse_replies(out);
         match self {
             Expect::Nothing => assert!(out.is_empty(), "a reply to a silent request: {:?}", show()),
@@ -278,6 +286,7 @@ impl Expect {
                     assert!(matches!(l, Reply::Line(_)), "lines: {:?}", show());
                 }
             }
+            Expect::Unchecked => {}
         }
     }
 }
