@@ -996,12 +996,20 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
         ctx.client_threads(),
         args.conns
     );
+    let load_end = load_average();
     let _ = writeln!(
         report,
-        "- Load average before / after: {load_start} / {}; total time {:.0} s\n",
-        load_average(),
+        "- Load average before / after: {load_start} / {load_end}; total time {:.0} s\n",
         started.elapsed().as_secs_f64()
     );
+    let busy = |l: &str| l.parse::<f64>().unwrap_or(0.0) > 1.5;
+    if busy(&load_start) || busy(&load_end) {
+        let _ = writeln!(
+            report,
+            "**The machine was busy with other work during this run: the numbers are noisy. \
+             Compare with a `--both-memcached` run made under the same conditions.**\n"
+        );
+    }
     report.push_str(&sections.join("\n"));
     if !ctx.failures.is_empty() {
         let _ = writeln!(
