@@ -6,8 +6,8 @@
 //! timeouts, so a regression fails the test instead of hanging it.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::{Shutdown, TcpStream};
+use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
@@ -15,53 +15,11 @@ use std::time::{Duration, Instant};
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct Server {
-    child: Child,
-    port: u16,
-}
+#[allow(dead_code)]
+mod launch;
+use launch::Server;
 
 impl Server {
-    /// Starts the binary with `args` on a free port and waits until it accepts.
-    fn start(args: &[&str]) -> Server {
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_ferrocache"))
-                .args([
-                    "-p",
-                    &port.to_string(),
-                    "-l",
-                    "127.0.0.1",
-                    "-U",
-                    "0",
-                    "-u",
-                    "root",
-                    "--metrics-listen",
-                    "off",
-                ])
-                .args(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start ferrocache");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // The port was taken meanwhile: try another.
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Server { child, port };
-                }
-                assert!(Instant::now() < deadline, "ferrocache did not start");
-                thread::sleep(Duration::from_millis(10));
-            }
-        }
-        panic!("could not start ferrocache on a free port");
-    }
-
     fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -116,13 +74,6 @@ impl Server {
         );
         let want = format!("STORED\r\nVALUE {key} 0 2\r\nok\r\nEND\r\n");
         assert_eq!(read_exactly(&mut c, want.len()), want.as_bytes());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -3,12 +3,11 @@
 //! client that trusts only that certificate.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -78,54 +77,11 @@ impl Drop for Certs {
     }
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn command(port: u16, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrocache"));
-    cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-u", "root"])
-        .args(["--metrics-listen", "off"])
-        .args(args)
-        .stdin(Stdio::null());
-    cmd
-}
+#[allow(dead_code)]
+mod launch;
+use launch::{Server, command};
 
 impl Server {
-    fn start(args: &[&str]) -> Server {
-        for _ in 0..5 {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let mut child = command(port, args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start ferrocache");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            loop {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // The port was taken meanwhile: try another.
-                }
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Server { child, port };
-                }
-                assert!(Instant::now() < deadline, "ferrocache did not start");
-                thread::sleep(Duration::from_millis(10));
-            }
-        }
-        panic!("could not start ferrocache on a free port");
-    }
-
     fn tcp(&self) -> TcpStream {
         let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
