@@ -1,7 +1,6 @@
 //! Ascii authentication (`-Y`) over real TCP: the built binary on a free
 //! loopback port, with replies as memcached 1.6.18 gives them.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Output, Stdio};
@@ -49,15 +48,7 @@ struct Conn(TcpStream);
 impl Conn {
     /// Sends `req` and reads until the reply ends with `until`.
     fn ask(&mut self, req: &str, until: &str) -> String {
-        self.0.write_all(req.as_bytes()).expect("write");
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !got.ends_with(until.as_bytes()) {
-            let n = self.0.read(&mut buf).expect("read");
-            assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8(got).expect("a text reply")
+        launch::ask(&mut self.0, req, until)
     }
 
     fn line(&mut self, req: &str) -> String {

@@ -132,16 +132,7 @@ struct Conn(Box<dyn Stream>);
 impl Conn {
     /// Sends `req` and reads until the reply ends with `until`.
     fn ask(&mut self, req: &str, until: &str) -> String {
-        self.0.write_all(req.as_bytes()).expect("write");
-        self.0.flush().expect("flush");
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !got.ends_with(until.as_bytes()) {
-            let n = self.0.read(&mut buf).expect("read");
-            assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8(got).expect("a text reply")
+        launch::ask(&mut *self.0, req, until)
     }
 
     fn stat(&mut self, which: &str, name: &str) -> String {

@@ -66,6 +66,16 @@ fn put_num(out: &mut BytesMut, n: u64) {
 
 /// ` t<ttl>`: seconds left, `-1` for none; a deadline already passed wraps
 /// as memcached's unsigned print does.
+/// The start of a hit's reply: `VA <len>` when the value follows, else `HD`.
+fn put_head(out: &mut BytesMut, with_value: bool, len: usize) {
+    if with_value {
+        out.put_slice(b"VA ");
+        put_num(out, len as u64);
+    } else {
+        out.put_slice(b"HD");
+    }
+}
+
 fn put_ttl(out: &mut BytesMut, deadline: u32, now: u32) {
     out.put_slice(b" t");
     if deadline == 0 {
@@ -135,12 +145,7 @@ fn get(cmd: &MetaCommand<'_>, key: &[u8], cx: &mut Context<'_>, out: &mut BytesM
     }
     let data = &hit.value.data;
     out.reserve(64 + data.len());
-    if flags.has(b'v') {
-        out.put_slice(b"VA ");
-        put_num(out, data.len() as u64);
-    } else {
-        out.put_slice(b"HD");
-    }
+    put_head(out, flags.has(b'v'), data.len());
     for token in flags.tokens() {
         match token[0] {
             b's' => {
@@ -315,12 +320,7 @@ fn arith(cmd: &MetaCommand<'_>, incr: bool, key: &[u8], cx: &mut Context<'_>, ou
             }
             let mut digits = itoa::Buffer::new();
             let digits = digits.format(counter.value).as_bytes();
-            if flags.has(b'v') {
-                out.put_slice(b"VA ");
-                put_num(out, digits.len() as u64);
-            } else {
-                out.put_slice(b"HD");
-            }
+            put_head(out, flags.has(b'v'), digits.len());
             for token in flags.tokens() {
                 match token[0] {
                     b'c' => {

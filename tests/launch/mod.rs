@@ -2,6 +2,7 @@
 //! the real process (signals, exit status, resident memory, TLS, auth).
 //! Readiness is polled with a deadline, never slept for.
 
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -59,4 +60,18 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Sends `req` on `stream` and reads until the reply ends with `until`.
+pub fn ask(stream: &mut (impl Read + Write + ?Sized), req: &str, until: &str) -> String {
+    stream.write_all(req.as_bytes()).expect("write");
+    stream.flush().expect("flush");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(until.as_bytes()) {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "closed; got {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(got).expect("a text reply")
 }
