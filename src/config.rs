@@ -510,11 +510,13 @@ impl Cli {
     }
 }
 
-/// Smallest share of `-m` a shard should have. A write evicts from its own
-/// shard's cold end first, which is a good stand-in for one global LRU only
-/// while each shard holds many items; with a small `-m` and large items, too
-/// many shards would let old items linger in shards nobody writes to.
-const MIN_SHARD_MEMORY: usize = 256 * 1024;
+/// Smallest share of `-m` a shard should have. A shard stores items in
+/// segments of up to 64 KiB and evicts a whole segment at a time, oldest
+/// first, so it needs many of them (64 at 4 MiB) for eviction to free a
+/// small share at once and for the segment being filled to waste little.
+/// A write also evicts from its own shard first, which stands in for one
+/// global order only while each shard holds many items.
+const MIN_SHARD_MEMORY: usize = 4 * 1024 * 1024;
 
 /// Many more shards than threads, so two threads rarely want the same lock;
 /// a power of two so the shard is a few bits of the hash; few enough that
@@ -557,11 +559,13 @@ mod tests {
 
     #[test]
     fn shards_are_many_but_each_keeps_a_useful_share_of_memory() {
-        assert_eq!(shard_count(2, 64 << 20), 256);
-        assert_eq!(shard_count(16, 1 << 30), 1024);
+        assert_eq!(shard_count(2, 64 << 20), 16);
+        assert_eq!(shard_count(2, 1 << 30), 256);
+        assert_eq!(shard_count(16, 1 << 30), 256);
+        assert_eq!(shard_count(16, 4 << 30), 1024);
         assert_eq!(shard_count(64, 64 << 30), 4096);
-        assert_eq!(shard_count(2, 2 << 20), 8);
-        assert_eq!(shard_count(2, 3 << 20), 8);
+        assert_eq!(shard_count(2, 8 << 20), 2);
+        assert_eq!(shard_count(2, 3 << 20), 1);
         assert_eq!(shard_count(2, 0), 1);
     }
 

@@ -1,32 +1,15 @@
-//! One stored item: a single immutable allocation holding a small header, the
-//! key and the value, shared as [`Bytes`] so that a hit hands out the value
-//! by bumping a reference count.
+//! One stored item's immutable bytes: a small header, the key and the
+//! value. A shard keeps it inside a record (see `segment.rs`), and a hit
+//! hands out a slice of it.
 //!
 //! Layout: `[key_len u8][has u8][key][flags u32 LE if has&FLAGS][cas u64 LE if has&CAS][value]`.
 //! Flags and CAS are left out when they are 0 (memcached also drops zero
-//! flags). Everything here is fixed for the life of an allocation: a new CAS
-//! means a new item. What changes in place (deadline, access time, LRU
-//! position, fetched bit) lives in the shard's slot.
-//!
-//! Items up to [`INLINE_MAX`] bytes are built with `Bytes::from_owner` over a
-//! fixed-size array, so the reference count and the data share one
-//! allocation that is reference counted from birth: no header is allocated
-//! on the first clone (under a shard lock), and there is no second
-//! allocation at all. The array sizes are multiples of 16, which with the
-//! 8-byte count and malloc's 8-byte chunk header fill a malloc chunk exactly.
-//! Larger items use a `Vec`, whose shared header is forced into being here,
-//! at build time, for the same reason.
-
-use bytes::Bytes;
+//! flags). Everything here is fixed for the life of a record: a new CAS
+//! means a new record. What changes in place (deadline, access time, the
+//! fetched and active bits) lives in the record's prefix.
 
 /// Longest key an item can hold (its length is one byte).
 pub const KEY_MAX: usize = u8::MAX as usize;
-
-/// Largest encoded item kept in a single allocation with its count.
-pub const INLINE_MAX: usize = 512;
-
-/// Inline array sizes step by this much.
-pub const INLINE_STEP: usize = 16;
 
 const HAS_FLAGS: u8 = 1;
 const HAS_CAS: u8 = 2;
@@ -77,105 +60,34 @@ pub fn key_binary(item: &[u8]) -> bool {
     item[1] & KEY_BINARY != 0
 }
 
-/// Encodes an item whose value is `value_len` bytes written by `fill`.
-/// Call it before taking a lock: it allocates and copies the value.
+/// Writes an item of `dst.len()` bytes (its [`encoded_len`]) whose value
+/// `fill` writes.
 ///
 /// Panics if the key is longer than [`KEY_MAX`]; the store checks first.
-pub fn build(
-    key: &[u8],
-    flags: u32,
-    cas: u64,
-    value_len: usize,
-    fill: impl FnOnce(&mut [u8]),
-) -> Bytes {
-    build_keyed(key, false, flags, cas, value_len, fill)
-}
-
-/// [`build`] for a key that may have come in base64 (`key_binary`).
-pub fn build_keyed(
+pub fn write(
+    dst: &mut [u8],
     key: &[u8],
     key_binary: bool,
     flags: u32,
     cas: u64,
-    value_len: usize,
     fill: impl FnOnce(&mut [u8]),
-) -> Bytes {
+) {
     assert!(key.len() <= KEY_MAX, "key longer than {KEY_MAX} bytes");
-    let len = encoded_len(key.len(), value_len, flags, cas);
-    let write = move |dst: &mut [u8]| {
-        debug_assert_eq!(dst.len(), len);
-        dst[0] = key.len() as u8;
-        dst[1] = if key_binary { KEY_BINARY } else { 0 };
-        let mut at = 2 + key.len();
-        dst[2..at].copy_from_slice(key);
-        if flags != 0 {
-            dst[1] |= HAS_FLAGS;
-            dst[at..at + 4].copy_from_slice(&flags.to_le_bytes());
-            at += 4;
-        }
-        if cas != 0 {
-            dst[1] |= HAS_CAS;
-            dst[at..at + 8].copy_from_slice(&cas.to_le_bytes());
-            at += 8;
-        }
-        fill(&mut dst[at..]);
-    };
-    if len <= INLINE_MAX {
-        build_inline(len, write)
-    } else {
-        // `vec!` of zeros is calloc: large buffers come as fresh zeroed pages.
-        let mut v = vec![0u8; len];
-        write(&mut v);
-        let b = Bytes::from(v);
-        // The first clone of a Vec-made `Bytes` allocates its shared header:
-        // do it now rather than on the first hit, under a lock.
-        drop(b.clone());
-        b
+    dst[0] = key.len() as u8;
+    dst[1] = if key_binary { KEY_BINARY } else { 0 };
+    let mut at = 2 + key.len();
+    dst[2..at].copy_from_slice(key);
+    if flags != 0 {
+        dst[1] |= HAS_FLAGS;
+        dst[at..at + 4].copy_from_slice(&flags.to_le_bytes());
+        at += 4;
     }
-}
-
-/// An item's bytes with the reference count in the same allocation.
-struct Inline<const N: usize>([u8; N]);
-
-impl<const N: usize> AsRef<[u8]> for Inline<N> {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
+    if cas != 0 {
+        dst[1] |= HAS_CAS;
+        dst[at..at + 8].copy_from_slice(&cas.to_le_bytes());
+        at += 8;
     }
-}
-
-fn inline<const N: usize>(len: usize, write: impl FnOnce(&mut [u8])) -> Bytes {
-    let mut buf = [0u8; N];
-    write(&mut buf[..len]);
-    let mut b = Bytes::from_owner(Inline(buf));
-    // For an owner-backed `Bytes` this only shortens the view.
-    b.truncate(len);
-    b
-}
-
-macro_rules! inline_classes {
-    ($len:expr, $write:expr, [$($k:literal),*]) => {
-        match $len.div_ceil(INLINE_STEP) {
-            $($k => inline::<{ $k * INLINE_STEP }>($len, $write),)*
-            _ => unreachable!("inline item of {} bytes", $len),
-        }
-    };
-}
-
-fn build_inline(len: usize, write: impl FnOnce(&mut [u8])) -> Bytes {
-    inline_classes!(
-        len,
-        write,
-        [
-            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
-            25, 26, 27, 28, 29, 30, 31, 32
-        ]
-    )
-}
-
-/// The size of the allocation that holds an inline item of `len` bytes,
-/// before malloc's own header: the 8-byte count plus the rounded array.
-pub fn inline_size(len: usize) -> usize {
-    8 + len.div_ceil(INLINE_STEP) * INLINE_STEP
+    fill(&mut dst[at..]);
 }
 
 /// Reads a stored value as incr/decr must: memcached's `safe_strtoull`, i.e.
@@ -238,8 +150,10 @@ pub fn format_counter(n: u64, buf: &mut [u8; 20]) -> usize {
 mod tests {
     use super::*;
 
-    fn make(key: &[u8], flags: u32, cas: u64, value: &[u8]) -> Bytes {
-        build(key, flags, cas, value.len(), |d| d.copy_from_slice(value))
+    fn make(key: &[u8], flags: u32, cas: u64, value: &[u8]) -> Vec<u8> {
+        let mut b = vec![0; encoded_len(key.len(), value.len(), flags, cas)];
+        write(&mut b, key, false, flags, cas, |d| d.copy_from_slice(value));
+        b
     }
 
     #[test]
@@ -255,16 +169,12 @@ mod tests {
     }
 
     #[test]
-    fn every_size_class_and_the_vec_path() {
-        for vlen in [
-            0, 1, 13, 14, 100, 494, 495, 496, 497, 510, 511, 4096, 300_000,
-        ] {
+    fn values_of_any_length() {
+        for vlen in [0, 1, 13, 100, 4096, 300_000] {
             let value: Vec<u8> = (0..vlen).map(|i| i as u8).collect();
             let b = make(b"k", 0, 0, &value);
             assert_eq!(&b[header(&b).value_start..], &value[..]);
-            // A hit's view shares the allocation.
-            let s = b.slice(header(&b).value_start..);
-            assert_eq!(&s[..], &value[..]);
+            assert!(!key_binary(&b));
         }
     }
 

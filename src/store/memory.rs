@@ -1,36 +1,27 @@
-//! What an item costs, and the one budget (`-m`) all shards draw from.
+//! What storage costs, and the one budget (`-m`) all shards draw from.
 //!
-//! An item is charged what it really takes from the process, as closely as
-//! can be known without asking the allocator:
-//!
-//! - its allocation ([`alloc_cost`]): the encoded item (see `item.rs`) plus
-//!   the `Bytes` reference count, rounded as glibc malloc rounds (8-byte
-//!   chunk header, 16-byte steps, 32-byte minimum, whole pages from the mmap
-//!   threshold up); for items kept in a `Vec`, also the 24-byte shared header
-//!   that `Bytes` allocates for it;
-//! - its slot in the shard's slab (48 bytes), plus the slab's spare capacity
-//!   (it grows by a quarter, so on average an eighth of a slot is spare);
-//! - its share of the shard's hash index: 4 bytes of slot number and 1
-//!   control byte per bucket, at a load between 7/16 and 7/8: about 8 bytes.
+//! A shard is charged for what it takes from the process, as closely as can
+//! be known without asking the allocator: each segment's buffer and the
+//! `Bytes` owner that shares it (rounded as glibc malloc rounds: 8-byte
+//! chunk header, 16-byte steps, 32-byte minimum, whole pages from the mmap
+//! threshold up), and its hash index's table. Records are not charged one
+//! by one: a segment is charged whole from the moment it is opened, so the
+//! space of deleted or replaced records counts until their segment goes.
 //!
 //! Only writes touch the shared counter; reads never do.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::item;
-use super::shard::Entry;
-
-/// Slab slot, slab spare capacity and index share of one item.
-pub const SLOT_COST: usize = size_of::<Entry>() + size_of::<Entry>() / 8 + INDEX_SHARE;
-
-/// An item's share of its shard's hash index, amortised over the load factor.
+/// An item's share of its shard's hash index: a 4-byte location and one
+/// control byte per bucket, at a load between 7/16 and 7/8.
 pub const INDEX_SHARE: usize = 8;
-
-/// What `Bytes` allocates to share a `Vec` (pointer, capacity, count).
-const SHARED_HEADER: usize = 24;
 
 /// glibc's default `M_MMAP_THRESHOLD`.
 const MMAP_THRESHOLD: usize = 128 * 1024;
+
+/// What `Bytes::from_owner` allocates beside the buffer: a reference count,
+/// a drop function and the owner (pointer and length).
+const OWNER_SIZE: usize = 32;
 
 /// The memory glibc malloc takes for a request of `n` bytes.
 pub fn malloc_size(n: usize) -> usize {
@@ -41,18 +32,25 @@ pub fn malloc_size(n: usize) -> usize {
     }
 }
 
-/// The heap memory of an encoded item of `len` bytes.
-pub fn alloc_cost(len: usize) -> usize {
-    if len <= item::INLINE_MAX {
-        malloc_size(item::inline_size(len))
-    } else {
-        malloc_size(len) + malloc_size(SHARED_HEADER)
-    }
+/// What a segment buffer of `len` bytes costs.
+pub fn segment_cost(len: usize) -> usize {
+    malloc_size(len) + malloc_size(OWNER_SIZE)
 }
 
-/// Everything an encoded item of `len` bytes costs while it is stored.
-pub fn item_cost(len: usize) -> usize {
-    alloc_cost(len) + SLOT_COST
+/// What a hash index able to hold `capacity` items without growing costs:
+/// hashbrown's bucket count for it (4 or 8 when small, else a power of two
+/// with 1/8 kept free), a 4-byte entry and a control byte each, plus one
+/// group of spare controls.
+pub fn index_cost(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = match capacity {
+        0..4 => 4,
+        4..8 => 8,
+        _ => (capacity * 8 / 7).next_power_of_two(),
+    };
+    malloc_size(buckets * 5 + 16)
 }
 
 /// Bytes in use against the limit. Reserving is all-or-nothing, so the
@@ -110,14 +108,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slot_is_48_bytes() {
-        // Option<Bytes> (32, its vtable reference is the niche) + deadline,
-        // access time and links (16).
-        assert_eq!(size_of::<Entry>(), 48);
-        assert_eq!(SLOT_COST, 62);
-    }
-
-    #[test]
     fn malloc_rounding() {
         assert_eq!(malloc_size(1), 32);
         assert_eq!(malloc_size(24), 32);
@@ -127,13 +117,16 @@ mod tests {
     }
 
     #[test]
-    fn inline_items_fill_their_chunk() {
-        // 8-byte count + 128-byte array + 8-byte chunk header = 144.
-        assert_eq!(alloc_cost(120), 144);
-        assert_eq!(alloc_cost(113), 144);
-        assert_eq!(alloc_cost(112), 128);
-        // Past the inline limit: Vec data + shared header.
-        assert_eq!(alloc_cost(513), 528 + 32);
+    fn segment_and_index_costs() {
+        // A 64 KiB segment: the buffer's chunk and the owner's.
+        assert_eq!(segment_cost(65536), 65552 + 48);
+        assert_eq!(index_cost(0), 0);
+        // As hashbrown sizes tables: 3 items in 4 buckets, 7 in 8, then
+        // 7/8 of a power of two.
+        assert_eq!(index_cost(3), malloc_size(4 * 5 + 16));
+        assert_eq!(index_cost(4), malloc_size(8 * 5 + 16));
+        assert_eq!(index_cost(14), malloc_size(16 * 5 + 16));
+        assert_eq!(index_cost(15), malloc_size(32 * 5 + 16));
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //!
 //! Per-item state lives where the classic store keeps it: the fetched bit,
 //! the stale bit (an invalidated item) and the win bit (a client was handed
-//! the right to recache) are three of the four flag bits of the slot; the
-//! last access is the slot's `time`; whether the key came in base64 is a bit
+//! the right to recache) are state bits of the record's prefix; the last
+//! access is the prefix's `time`; whether the key came in base64 is a bit
 //! of the item's own header, fixed for the life of that version.
 //!
 //! Flags apply in request order in memcached (`mg k t T30` shows the old
@@ -15,8 +15,8 @@
 
 use bytes::Bytes;
 
-use super::shard::{ACTIVE, Ctx, Entry, FETCHED, Find, Full, STALE, Shard, WIN};
-use super::{Lookup, MAX_WRITE_ATTEMPTS, Store, StoreResult, Value, item, memory};
+use super::shard::{ACTIVE, Ctx, FETCHED, Find, Full, Loc, Meta, NewItem, STALE, Shard, WIN};
+use super::{Lookup, MAX_WRITE_ATTEMPTS, Store, StoreResult, Value, item};
 use crate::protocol::StoreMode;
 
 /// An order-dependent flag of `mg` or `ma`, in request order.
@@ -159,9 +159,9 @@ pub struct DebugInfo {
     pub value_len: usize,
 }
 
-/// Runs `steps` against an entry; returns the deadline seen at `t` and
-/// whether a `T` step ran and whether an `R`/`N` step won the token.
-fn run_steps(e: &mut Entry, steps: &[Step], created: bool) -> (u32, bool, bool) {
+/// Runs `steps` against a record's state; returns the deadline seen at `t`
+/// and whether a `T` step ran and whether an `R`/`N` step won the token.
+fn run_steps(e: &mut Meta, steps: &[Step], created: bool) -> (u32, bool, bool) {
     let (mut ttl, mut touched, mut won) = (0, false, false);
     for step in steps {
         match *step {
@@ -176,7 +176,7 @@ fn run_steps(e: &mut Entry, steps: &[Step], created: bool) -> (u32, bool, bool) 
                 }
             }
             Step::Recache(d) => {
-                if !e.links.has(WIN) && !created && e.deadline != 0 && e.deadline < d {
+                if !e.has(WIN) && !created && e.deadline != 0 && e.deadline < d {
                     won = true;
                 }
             }
@@ -187,10 +187,15 @@ fn run_steps(e: &mut Entry, steps: &[Step], created: bool) -> (u32, bool, bool) 
 }
 
 impl Shard {
-    /// Inserts `item` for a key known to be missing.
-    fn insert_new(&mut self, hash: u64, item: &mut Option<Bytes>, ctx: &Ctx) -> Result<u32, Full> {
-        self.commit(hash, None, item, 0, ctx)?;
-        Ok(self.newest().expect("an item was just inserted"))
+    /// Inserts `new` for a key known to be missing.
+    fn insert_new(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        new: &mut NewItem,
+        ctx: &Ctx,
+    ) -> Result<(Loc, Option<Bytes>), Full> {
+        self.commit(key, hash, None, new, 0, ctx)
     }
 
     fn meta_get(
@@ -198,34 +203,42 @@ impl Shard {
         key: &[u8],
         hash: u64,
         req: &GetRequest<'_>,
-        fresh: &mut Option<Bytes>,
+        fresh: Option<&mut NewItem>,
         ctx: &Ctx,
     ) -> Result<(Get, Option<Bytes>), Full> {
-        let (i, created, garbage) = match self.find_live(key, hash, ctx) {
-            Find::Live(i) => (i, false, None),
-            Find::Dead(why, old) if fresh.is_none() => return Ok((Get::Miss(why), Some(old))),
-            Find::Missing if fresh.is_none() => return Ok((Get::Miss(Lookup::Miss), None)),
-            Find::Dead(_, old) => (self.insert_new(hash, fresh, ctx)?, true, Some(old)),
-            Find::Missing => (self.insert_new(hash, fresh, ctx)?, true, None),
+        let (i, created, garbage) = match (self.find_live(key, hash, ctx), fresh) {
+            (Find::Live(i), _) => (i, false, None),
+            (Find::Dead(why, old), None) => return Ok((Get::Miss(why), old)),
+            (Find::Missing, None) => return Ok((Get::Miss(Lookup::Miss), None)),
+            (Find::Dead(_, old), Some(fresh)) => {
+                let (i, garbage) = self.insert_new(key, hash, fresh, ctx)?;
+                (i, true, garbage.or(old))
+            }
+            (Find::Missing, Some(fresh)) => {
+                let (i, garbage) = self.insert_new(key, hash, fresh, ctx)?;
+                (i, true, garbage)
+            }
         };
         let value = self.value(i);
         let key_binary = item::key_binary(self.item(i));
-        let e = self.entry_mut(i);
-        let fetched = e.links.has(FETCHED);
+        let mut e = self.meta(i);
+        let fetched = e.has(FETCHED);
         let idle = ctx.now.wrapping_sub(e.time);
-        let (ttl_at_read, touched, mut won) = run_steps(e, req.steps, created);
-        let token_sent = e.links.has(WIN);
-        let stale = e.links.has(STALE);
+        let (ttl_at_read, touched, mut won) = run_steps(&mut e, req.steps, created);
+        let token_sent = e.has(WIN);
+        let stale = e.has(STALE);
         if req.complete {
             // A stale item hands its token to the first reader.
             won |= stale && !token_sent;
             if won {
-                e.links.set(WIN);
+                e.set(WIN);
             }
+            self.set_meta(i, e);
             if req.bump {
                 self.hit(i, ctx.now);
             }
         } else {
+            self.set_meta(i, e);
             won = false;
         }
         let hit = GetHit {
@@ -249,38 +262,38 @@ impl Shard {
         &mut self,
         key: &[u8],
         hash: u64,
-        item: &mut Option<Bytes>,
+        new: &mut NewItem,
         compare: u64,
         deadline: u32,
         ctx: &Ctx,
     ) -> Result<(StoreResult, Option<Bytes>), Full> {
         let i = match self.find_live(key, hash, ctx) {
             Find::Live(i) => i,
-            Find::Dead(_, old) => return Ok((StoreResult::NotFound, Some(old))),
+            Find::Dead(_, old) => return Ok((StoreResult::NotFound, old)),
             Find::Missing => return Ok((StoreResult::NotFound, None)),
         };
         let cur = item::header(self.item(i)).cas;
         if compare == cur {
-            let old = self.commit(hash, Some(i), item, deadline, ctx)?;
+            let (_, old) = self.commit(key, hash, Some(i), new, deadline, ctx)?;
             return Ok((StoreResult::Stored, old));
         }
         // memcached 1.6.18 treats C0 as no CAS to invalidate with.
         if compare > cur || compare == 0 {
             return Ok((StoreResult::Exists, None));
         }
-        let old_deadline = self.entry(i).deadline;
-        let token = self.entry(i).links.has(WIN);
-        let old = self.commit(hash, Some(i), item, old_deadline, ctx)?;
-        let e = self.entry_mut(i);
-        e.links.set(STALE);
-        if token {
-            e.links.set(WIN);
+        let prev = self.meta(i);
+        let (at, old) = self.commit(key, hash, Some(i), new, prev.deadline, ctx)?;
+        let mut e = self.meta(at);
+        e.set(STALE);
+        if prev.has(WIN) {
+            e.set(WIN);
         }
+        self.set_meta(at, e);
         Ok((StoreResult::Stored, old))
     }
 
     /// Replaces the version `old` with `new` as an in-place change would:
-    /// the slot keeps its last access and fetched bit, then `f` adjusts it.
+    /// the record keeps its last access and fetched bit, then `f` adjusts it.
     /// Unless `new_item`, it is not counted in `total_items` (memcached
     /// rewrites such an item rather than linking a new one). False if the
     /// item changed meanwhile.
@@ -290,30 +303,29 @@ impl Shard {
         key: &[u8],
         hash: u64,
         old: &Bytes,
-        new: &mut Option<Bytes>,
+        new: &mut NewItem,
         new_item: bool,
         ctx: &Ctx,
-        f: impl FnOnce(&mut Entry),
+        f: impl FnOnce(&mut Meta),
     ) -> Result<(bool, Option<Bytes>), Full> {
         let i = match self.find_live(key, hash, ctx) {
             Find::Live(i) => i,
-            Find::Dead(_, dead) => return Ok((false, Some(dead))),
+            Find::Dead(_, dead) => return Ok((false, dead)),
             Find::Missing => return Ok((false, None)),
         };
-        let cur = self.item(i);
-        if cur.as_ptr() != old.as_ptr() || cur.len() != old.len() {
+        if !self.is_version(i, old) {
             return Ok((false, None));
         }
-        let e = self.entry(i);
-        let (deadline, time, bits) = (e.deadline, e.time, e.links.flags());
-        let garbage = self.commit(hash, Some(i), new, deadline, ctx)?;
+        let prev = self.meta(i);
+        let (at, garbage) = self.commit(key, hash, Some(i), new, prev.deadline, ctx)?;
         if !new_item {
             self.counters.total_items -= 1;
         }
-        let e = self.entry_mut(i);
-        e.time = time;
-        e.links.set(bits & (FETCHED | ACTIVE | STALE | WIN));
-        f(e);
+        let mut e = self.meta(at);
+        e.time = prev.time;
+        e.set(prev.bits() & (FETCHED | ACTIVE | STALE | WIN));
+        f(&mut e);
+        self.set_meta(at, e);
         Ok((true, garbage))
     }
 }
@@ -354,7 +366,7 @@ impl Store {
         let si = self.shard_of(hash);
         if !req.vivify {
             let ctx = self.ctx(now);
-            let outcome = self.lock(si).meta_get(key, hash, req, &mut None, &ctx);
+            let outcome = self.lock(si).meta_get(key, hash, req, None, &ctx);
             return match outcome {
                 Ok((get, garbage)) => {
                     drop(garbage);
@@ -364,13 +376,11 @@ impl Store {
             };
         }
         let cas = self.next_cas(si);
-        let mut fresh = Some(item::build_keyed(key, req.key_binary, 0, cas, 0, |_| {}));
-        if memory::item_cost(fresh.as_ref().map_or(0, Bytes::len)) > self.memory.limit() {
-            fresh = None;
-        }
+        let mut fresh = self.new_item(key, req.key_binary, 0, cas, 0, &|_| {});
+        let fits = self.fits(&fresh);
         // A retry after a failed insert still holds `fresh`.
         self.with_room(si, now, |shard, ctx| {
-            shard.meta_get(key, hash, req, &mut fresh, ctx)
+            shard.meta_get(key, hash, req, fits.then_some(&mut fresh), ctx)
         })
         .unwrap_or(Get::Miss(Lookup::Miss))
     }
@@ -393,14 +403,11 @@ impl Store {
                     (mode, _) => mode,
                 };
                 let cas = self.next_cas(si);
-                let built =
-                    item::build_keyed(key, req.key_binary, req.flags, cas, req.value.len(), |d| {
-                        d.copy_from_slice(req.value)
-                    });
-                let compare = req.compare_cas.unwrap_or(0);
+                let fill = |d: &mut [u8]| d.copy_from_slice(req.value);
                 let mut built =
-                    (memory::item_cost(built.len()) <= self.memory.limit()).then_some(built);
-                let result = if built.is_none() {
+                    self.new_item(key, req.key_binary, req.flags, cas, req.value.len(), &fill);
+                let compare = req.compare_cas.unwrap_or(0);
+                let result = if !self.fits(&built) {
                     None
                 } else {
                     self.with_room(si, now, |shard, ctx| {
@@ -462,26 +469,21 @@ impl Store {
                 return (StoreResult::NotStored, 0);
             }
             let cas = self.next_cas(si);
-            let built = item::build_keyed(
-                req.key,
-                req.key_binary,
-                h.flags,
-                cas,
-                old_value.len() + req.value.len(),
-                |d| {
-                    let (first, second) = if append {
-                        (old_value, req.value)
-                    } else {
-                        (req.value, old_value)
-                    };
-                    d[..first.len()].copy_from_slice(first);
-                    d[first.len()..].copy_from_slice(second);
-                },
-            );
-            if memory::item_cost(built.len()) > self.memory.limit() {
+            let (first, second) = if append {
+                (old_value, req.value)
+            } else {
+                (req.value, old_value)
+            };
+            let fill = |d: &mut [u8]| {
+                d[..first.len()].copy_from_slice(first);
+                d[first.len()..].copy_from_slice(second);
+            };
+            let len = old_value.len() + req.value.len();
+            let mut built = self.new_item(req.key, req.key_binary, h.flags, cas, len, &fill);
+            if !self.fits(&built) {
                 return (StoreResult::OutOfMemory, 0);
             }
-            match self.swap(si, req.key, hash, &old, built, now) {
+            match self.swap(si, req.key, hash, &old, &mut built, now) {
                 Ok(true) => return (StoreResult::Stored, cas),
                 Ok(false) => continue,
                 Err(()) => return (StoreResult::OutOfMemory, 0),
@@ -517,7 +519,7 @@ impl Store {
                 }
                 Find::Missing => return Delete::NotFound,
             };
-            let old = shard.item(i).clone();
+            let old = shard.item_shared(i);
             if compare_cas.is_some_and(|c| c != item::header(&old).cas) {
                 return Delete::Exists;
             }
@@ -528,24 +530,20 @@ impl Store {
                 return Delete::Deleted;
             };
             drop(shard);
-            // A new CAS means a new version of the item: build it unlocked.
+            // A new CAS means a new version of the item.
             let h = item::header(&old);
-            let built = item::build_keyed(
-                key,
-                item::key_binary(&old),
-                h.flags,
-                self.next_cas(si),
-                old.len() - h.value_start,
-                |d| d.copy_from_slice(&old[h.value_start..]),
-            );
-            let mut built = Some(built);
+            let value = &old[h.value_start..];
+            let fill = |d: &mut [u8]| d.copy_from_slice(value);
+            let cas = self.next_cas(si);
+            let key_binary = item::key_binary(&old);
+            let mut built = self.new_item(key, key_binary, h.flags, cas, value.len(), &fill);
             let swapped = self.with_room(si, now, |shard, ctx| {
                 shard.swap_in_place(key, hash, &old, &mut built, false, ctx, |e| {
                     if let Some(d) = new_ttl {
                         e.deadline = d;
                     }
-                    e.links.set(STALE);
-                    e.links.clear(WIN);
+                    e.set(STALE);
+                    e.clear(WIN);
                 })
             });
             match swapped {
@@ -593,11 +591,12 @@ impl Store {
             let ndigits = item::format_counter(n, &mut digits);
             let len = ndigits.max(old_value.len());
             let cas = self.next_cas(si);
-            let built = item::build_keyed(key, item::key_binary(&old), h.flags, cas, len, |d| {
+            let fill = |d: &mut [u8]| {
                 d[..ndigits].copy_from_slice(&digits[..ndigits]);
                 d[ndigits..].fill(b' ');
-            });
-            let mut built = Some(built);
+            };
+            let key_binary = item::key_binary(&old);
+            let mut built = self.new_item(key, key_binary, h.flags, cas, len, &fill);
             let mut ttl_at_read = 0;
             let swapped = self.with_room(si, now, |shard, ctx| {
                 // memcached rewrites the number in place when it fits.
@@ -629,23 +628,19 @@ impl Store {
         let mut digits = [0u8; 20];
         let ndigits = item::format_counter(req.initial, &mut digits);
         let cas = self.next_cas(si);
-        let mut built = Some(item::build_keyed(
-            key,
-            req.key_binary,
-            0,
-            cas,
-            ndigits,
-            |d| d.copy_from_slice(&digits[..ndigits]),
-        ));
+        let fill = |d: &mut [u8]| d.copy_from_slice(&digits[..ndigits]);
+        let mut built = self.new_item(key, req.key_binary, 0, cas, ndigits, &fill);
         let outcome = self.with_room(si, now, |shard, ctx| {
             let garbage = match shard.find_live(key, hash, ctx) {
                 Find::Live(_) => return Ok((None, None)),
-                Find::Dead(_, old) => Some(old),
+                Find::Dead(_, old) => old,
                 Find::Missing => None,
             };
-            let i = shard.insert_new(hash, &mut built, ctx)?;
-            let (ttl, _, _) = run_steps(shard.entry_mut(i), req.steps, true);
-            Ok((Some(ttl), garbage))
+            let (i, more) = shard.insert_new(key, hash, &mut built, ctx)?;
+            let mut e = shard.meta(i);
+            let (ttl, _, _) = run_steps(&mut e, req.steps, true);
+            shard.set_meta(i, e);
+            Ok((Some(ttl), more.or(garbage)))
         });
         match outcome {
             Some(Some(ttl_at_read)) => Arith::Done(Counter {
@@ -671,13 +666,13 @@ impl Store {
             Find::Live(i) => {
                 let it = shard.item(i);
                 let h = item::header(it);
-                let e = shard.entry(i);
+                let e = shard.meta(i);
                 Some(DebugInfo {
                     key_binary: item::key_binary(it),
                     deadline: e.deadline,
                     time: e.time,
                     cas: h.cas,
-                    fetched: e.links.has(FETCHED),
+                    fetched: e.has(FETCHED),
                     flags: h.flags,
                     value_len: it.len() - h.value_start,
                 })

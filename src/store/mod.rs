@@ -6,23 +6,30 @@
 //! that `server::execute` turns into replies.
 //!
 //! Layout: [`Store`] (here) hashes a key to one of many shards, each behind
-//! its own mutex (`shard.rs`: index, slab of slots, LRU); `lru.rs` is the
-//! intrusive list, `item.rs` the encoding of one item in one allocation,
-//! `memory.rs` what an item costs and the shared budget, `meta.rs` what the
-//! meta commands add (item state, recache tokens, invalidation).
+//! its own mutex (`shard.rs`: hash index and segments, oldest to newest);
+//! `segment.rs` is segment memory and the record layout, `item.rs` the
+//! immutable encoding of one item, `list.rs` the intrusive list that orders
+//! segments, `memory.rs` what storage costs and the shared budget, `meta.rs`
+//! what the meta commands add (item state, recache tokens, invalidation).
 //!
-//! Concurrency: a request locks one shard, briefly. Items are built (the
-//! only allocation and copy of a value) before the lock is taken; a hit
-//! takes a slice of the stored allocation, which only bumps a reference
-//! count; items that leave the store are freed after the lock is released.
-//! Nothing global is locked; the byte budget is one atomic touched by writes
-//! only, and `flush_all`'s `oldest_live` one atomic read by all.
+//! Concurrency: a request locks one shard, briefly. A small item (at most
+//! 4 KiB) is copied from the request into its shard's newest segment under
+//! the lock: a copy that size costs less than the index probe's cache
+//! misses, and saves the allocation, its header and its rounding per item,
+//! which is what lets a store hold more items than memcached in the same
+//! memory. A larger item is written into a segment of its own before the
+//! lock is taken. A hit takes a slice of the segment, which only bumps a
+//! reference count; memory that leaves the store is freed after the lock
+//! is released, and lives on while replies still point into it. Nothing
+//! global is locked; the byte budget is one atomic touched by writes only,
+//! and `flush_all`'s `oldest_live` one atomic read by all.
 
 pub mod clock;
 mod item;
-mod lru;
+mod list;
 mod memory;
 pub mod meta;
+mod segment;
 mod shard;
 
 use std::hash::BuildHasher;
@@ -35,7 +42,7 @@ use foldhash::quality::RandomState;
 pub use clock::Clock;
 
 use crate::protocol::StoreMode;
-use shard::{Ctx, Full, Shard, Swap};
+use shard::{Ctx, Full, Layout, NewItem, Shard, Swap};
 
 /// What the store needs from the configuration.
 #[derive(Debug, Clone)]
@@ -135,6 +142,7 @@ pub struct Store {
     oldest_live: AtomicU32,
     /// Where the search for a shard to evict from starts next.
     victim: AtomicUsize,
+    layout: Layout,
     config: StoreConfig,
     clock: Clock,
 }
@@ -168,6 +176,7 @@ impl Store {
             memory: memory::Memory::new(config.memory_limit),
             oldest_live: AtomicU32::new(0),
             victim: AtomicUsize::new(0),
+            layout: Layout::for_share(config.memory_limit / config.shards),
             config,
             clock,
         }
@@ -181,14 +190,32 @@ impl Store {
         &self.config
     }
 
-    /// Everything one item costs in the accounting, in bytes: its allocation
-    /// (key, value, a header of 2 bytes + 4 for non-zero flags + 8 for CAS,
-    /// the reference count, malloc rounding), its 48-byte slot and the
-    /// slab's spare share, and its share of the hash index. This is the
-    /// figure for non-zero flags with CAS on, the most an item of these
-    /// lengths costs. For a 10-byte key and a 100-byte value: 206 bytes.
+    /// What one item takes, in bytes, once its segment is full: its record
+    /// (an 11-byte prefix holding state, deadline and access time; the item
+    /// header of 2 bytes + 4 for non-zero flags + 8 for CAS; key; value) and
+    /// its share of the hash index. This is the figure for non-zero flags
+    /// with CAS on. For a 10-byte key and a 100-byte value: 143 bytes.
     pub fn item_overhead(key_len: usize, value_len: usize) -> usize {
-        memory::item_cost(item::encoded_len(key_len, value_len, 1, 1))
+        segment::PREFIX + item::encoded_len(key_len, value_len, 1, 1) + memory::INDEX_SHARE
+    }
+
+    /// Describes an item to store; a large one is written here, unlocked.
+    #[allow(clippy::too_many_arguments)]
+    fn new_item<'a>(
+        &self,
+        key: &'a [u8],
+        key_binary: bool,
+        flags: u32,
+        cas: u64,
+        value_len: usize,
+        fill: &'a dyn Fn(&mut [u8]),
+    ) -> NewItem<'a> {
+        NewItem::new(self.layout, key, key_binary, flags, cas, value_len, fill)
+    }
+
+    /// Whether an item could ever fit under the limit.
+    fn fits(&self, new: &NewItem) -> bool {
+        self.layout.cost(new.record_len()) <= self.memory.limit()
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -216,6 +243,7 @@ impl Store {
             evictions: self.config.evictions,
             hasher: &self.hasher,
             memory: &self.memory,
+            layout: self.layout,
         }
     }
 
@@ -278,10 +306,9 @@ impl Store {
             return self.concat(mode == StoreMode::Append, key, hash, value, now);
         }
         let cas = self.next_cas(si);
-        let built = item::build(key, flags, cas, value.len(), |d| d.copy_from_slice(value));
-        let fits = memory::item_cost(built.len()) <= self.memory.limit();
-        let mut built = Some(built);
-        if fits {
+        let fill = |d: &mut [u8]| d.copy_from_slice(value);
+        let mut built = self.new_item(key, false, flags, cas, value.len(), &fill);
+        if self.fits(&built) {
             for _ in 0..MAX_WRITE_ATTEMPTS {
                 let ctx = self.ctx(now);
                 let outcome = self
@@ -331,13 +358,12 @@ impl Store {
         key: &[u8],
         hash: u64,
         old: &Bytes,
-        new: Bytes,
+        new: &mut NewItem,
         now: u32,
     ) -> Result<bool, ()> {
-        let mut new = Some(new);
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let ctx = self.ctx(now);
-            let outcome = self.lock(si).swap(key, hash, old, &mut new, &ctx);
+            let outcome = self.lock(si).swap(key, hash, old, new, &ctx);
             match outcome {
                 Ok(Swap::Done(garbage)) => {
                     drop(garbage);
@@ -361,8 +387,9 @@ impl Store {
         }
         let hash = self.hash(key);
         let ctx = self.ctx(now);
-        let removed = self.lock(self.shard_of(hash)).delete(key, hash, &ctx);
-        removed.is_some()
+        let (removed, garbage) = self.lock(self.shard_of(hash)).delete(key, hash, &ctx);
+        drop(garbage);
+        removed
     }
 
     /// incr / decr (PROTOCOL.md section 6): incr wraps at 2^64, decr stops
@@ -455,7 +482,7 @@ impl Store {
                     evictions: true,
                     ..self.ctx(now)
                 };
-                progress |= self.lock(i).evict_one(None, &ctx).is_some();
+                progress |= self.lock(i).evict_segment(None, &ctx).is_some();
             }
             if !progress {
                 break;
@@ -481,7 +508,7 @@ impl Store {
                 continue;
             }
             while freed < need {
-                match shard.evict_one(None, &ctx) {
+                match shard.evict_segment(None, &ctx) {
                     Some(bytes) => freed += bytes,
                     None => break,
                 }
@@ -977,33 +1004,47 @@ mod tests {
         assert!(s.delete(b"k", 2));
         assert!(!s.delete(b"k", 2));
         assert_eq!(s.get(b"k", 2), Lookup::Miss);
-        assert_eq!(s.stats().bytes, 0);
+        assert_eq!(s.stats().curr_items, 0);
+        check(&s);
+        // A segment with nothing live in it goes once it is no longer the
+        // one being written: only the index and the new head stay charged.
+        let s = new_store(256 * 1024, true, true, 1);
+        for i in 0..200 {
+            s.store(Set, format!("k{i}").as_bytes(), 0, 0, &[7; 200], 0, 2);
+        }
+        let full = s.stats().bytes;
+        assert_eq!(s.stats().evictions, 0);
+        for i in 0..199 {
+            assert!(s.delete(format!("k{i}").as_bytes(), 2));
+        }
+        assert!(s.stats().bytes < full / 2, "{} of {full}", s.stats().bytes);
         check(&s);
     }
 
-    /// Room for exactly `n` items like `set(s, "kN", "0123456789")`.
+    /// Room for exactly `n` items like `set(s, "kN", "0123456789")` (so
+    /// small a limit that each has a segment of its own) and their index.
     fn room_for(n: usize) -> usize {
-        n * memory::item_cost(item::encoded_len(2, 10, 0, 1))
+        let record = segment::PREFIX + item::encoded_len(2, 10, 0, 1);
+        n * memory::segment_cost(record) + memory::index_cost(n)
     }
 
     #[test]
-    fn lru_evicts_least_recently_used_first() {
+    fn eviction_spares_items_read_since_they_were_stored() {
         let s = new_store(room_for(3), true, true, 1);
         let mut now = 2;
         for k in ["k1", "k2", "k3"] {
             assert_eq!(set(&s, k, "0123456789", now), StoreResult::Stored);
         }
-        // A read inside the bump interval marks k1 active; eviction spares it.
+        // A read marks k1 active: eviction moves it to the front instead.
         assert!(value(&s, "k1", now).is_some());
         assert_eq!(set(&s, "k4", "0123456789", now), StoreResult::Stored);
         assert_eq!(s.get(b"k2", now), Lookup::Miss);
+        assert_eq!(s.lock(0).lru_keys(), [&b"k4"[..], b"k1", b"k3"]);
         assert!(value(&s, "k1", now).is_some());
-        // A read after the interval bumps k3 to the head at once.
         now += shard::UPDATE_INTERVAL;
         assert!(value(&s, "k3", now).is_some());
-        assert_eq!(s.lock(0).lru_keys()[0], b"k3");
-        // Order now: k3 (bumped), k4, k1 (read again above: active). The
-        // tail k1 is spared once more, so k4, never read, goes.
+        // Oldest first: k3 and k1, read since, are spared once more, so k4,
+        // never read, goes.
         assert_eq!(set(&s, "k5", "0123456789", now), StoreResult::Stored);
         assert_eq!(s.get(b"k4", now), Lookup::Miss);
         for k in ["k1", "k3", "k5"] {
@@ -1096,9 +1137,12 @@ mod tests {
         }
         assert_eq!(set(&s, "k4", "0123456789", 2), StoreResult::OutOfMemory);
         assert_eq!(s.get(b"k4", 2), Lookup::Miss);
-        // Same size in place is fine; bigger is refused, and a failed set
-        // drops the old value rather than leave it stale.
-        assert_eq!(set(&s, "k1", "9876543210", 2), StoreResult::Stored);
+        // A new version needs its memory before the old one goes (memcached
+        // too allocates first), so a full store refuses it, and a failed
+        // set drops the old value rather than leave it stale.
+        assert_eq!(set(&s, "k1", "9876543210", 2), StoreResult::OutOfMemory);
+        assert_eq!(s.get(b"k1", 2), Lookup::Miss);
+        // With k1's memory free, k2 can grow only as far as that.
         assert_eq!(
             s.store(Replace, b"k2", 0, 0, &[0; 100], 0, 2),
             StoreResult::OutOfMemory
@@ -1119,7 +1163,9 @@ mod tests {
         s.touch(b"k3", 5, 2);
         assert_eq!(set(&s, "k5", "0123456789", 5), StoreResult::Stored);
         assert_eq!(set(&s, "k6", "0123456789", 5), StoreResult::Stored);
-        assert_eq!(set(&s, "k7", "0123456789", 5), StoreResult::OutOfMemory);
+        assert_eq!(set(&s, "k7", "0123456789", 5), StoreResult::Stored);
+        assert_eq!(s.get(b"k3", 5), Lookup::Miss);
+        assert_eq!(set(&s, "k8", "0123456789", 5), StoreResult::OutOfMemory);
         assert_eq!(s.stats().reclaimed, 1);
         check(&s);
     }
@@ -1165,7 +1211,7 @@ mod tests {
             s.store(Set, format!("k{i}").as_bytes(), 0, deadline, b"v", 0, now);
         }
         assert_eq!(s.sweep(9, 1000), 0);
-        // Slots per shard are about 100; 25 per call needs at most a few
+        // Records per shard are about 100; 25 per call needs at most a few
         // calls more than 100/25 to see them all.
         let mut reclaimed = 0;
         let mut calls = 0;
@@ -1245,18 +1291,23 @@ mod tests {
 
     #[test]
     fn accounting_per_item() {
-        // A 10-byte key and a 100-byte value: 2 + 10 + 8 (CAS) + 100 = 120
-        // encoded bytes, in a 128-byte array after the 8-byte count: a
-        // 144-byte malloc chunk; plus the 48-byte slot, 6 bytes of slab
-        // spare and 8 of index.
-        assert_eq!(Store::item_overhead(10, 100), 206);
-        let s = store();
+        // A 10-byte key and a 100-byte value with flags and CAS: an 11-byte
+        // prefix, 2 + 10 + 4 + 8 + 100 = 124 item bytes, 8 of index.
+        assert_eq!(Store::item_overhead(10, 100), 143);
+        // The first item opens a segment (1 MiB over one shard: 16 KiB ones)
+        // and the index; the next ones fill them.
+        let s = new_store(MB, true, true, 1);
         s.store(Set, b"0123456789", 0, 0, &[0; 100], 0, 2);
-        assert_eq!(s.stats().bytes, 206);
-        // Small items: 1-byte key, 1-byte value, no CAS/flags.
-        let s = new_store(MB, true, false, 1);
-        s.store(Set, b"k", 0, 0, b"v", 0, 2);
-        assert_eq!(s.stats().bytes, 32 + memory::SLOT_COST as u64);
+        let first = memory::segment_cost(16 * 1024) + memory::index_cost(3);
+        assert_eq!(s.stats().bytes, first as u64);
+        s.store(Set, b"0123456780", 0, 0, &[0; 100], 0, 2);
+        assert_eq!(s.stats().bytes, first as u64);
+        // One past the segment's records opens another.
+        for i in 0..16 * 1024 / 131 {
+            s.store(Set, format!("{i:010}").as_bytes(), 0, 0, &[0; 100], 0, 2);
+        }
+        assert!(s.stats().bytes > (2 * memory::segment_cost(16 * 1024)) as u64);
+        check(&s);
     }
 
     #[test]

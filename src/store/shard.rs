@@ -1,16 +1,26 @@
-//! One shard: a hash index of slot numbers into a slab of slots, the LRU
-//! order through those slots, and the shard's share of the counters. Every
+//! One shard: a hash index of record locations, the segments the records
+//! live in, oldest to newest, and the shard's share of the counters. Every
 //! method runs under the shard's lock, so each does a bounded amount of
-//! work, allocates nothing it can avoid, and hands items it drops back to
-//! the caller to free after the lock is released.
+//! work, and memory it gives up goes back to the caller to free after the
+//! lock is released.
 //!
-//! Recency: the LRU list is ordered by store and by *bump*. A hit bumps an
-//! item to the head at most once per [`UPDATE_INTERVAL`] (memcached's
-//! `ITEM_UPDATE_INTERVAL`), so hot items do not rewrite the list on every
-//! read; hits in between set an ACTIVE bit instead, and eviction gives an
-//! active tail item a second chance (back to the head, bit cleared), as
-//! memcached's segmented LRU does with `ITEM_ACTIVE`. A hit thus costs two
-//! bit writes, and the order still reflects every read when it matters.
+//! Storage is log-structured (see `segment.rs`): a write appends a record
+//! to the newest shared segment, or brings a segment of its own for a large
+//! item; a replaced or deleted record is only marked dead, and a segment
+//! whose records are all dead is freed at once. When memory runs out the
+//! oldest segment goes, whole. Its live records are evicted, except those
+//! read since they were written (the ACTIVE bit, memcached's second chance
+//! for items in its segmented LRU), which are copied forward into the newest
+//! segment, up to half a segment's worth per eviction. So a hot item stays
+//! while it is read, a cold one leaves in write order, and the shard never
+//! frees item by item: no per-item allocation, no per-item LRU links.
+//!
+//! A hit sets the FETCHED and ACTIVE bits and refreshes the record's access
+//! time at most once per [`UPDATE_INTERVAL`] (memcached's
+//! `ITEM_UPDATE_INTERVAL`), which `flush_all` and the meta `l`/`la` read.
+//! With evictions off (`-M`), running out of memory compacts instead: the
+//! oldest segment with dead space is rewritten without it, and a write is
+//! refused only when no segment has any.
 
 use std::hash::BuildHasher;
 use std::mem;
@@ -20,29 +30,78 @@ use foldhash::quality::RandomState;
 use hashbrown::HashTable;
 
 use super::item;
-use super::lru::{self, Links, List, Nodes};
+use super::list::{self, Links, List, Nodes};
 use super::memory::{self, Memory};
+use super::segment::{PREFIX, SegMem};
 use super::{Lookup, StoreResult, Value, clock};
 use crate::protocol::StoreMode;
 
-/// Seconds between two LRU bumps of one item on hits.
+/// Seconds between two refreshes of an item's access time on hits.
 pub const UPDATE_INTERVAL: u32 = 60;
 
-/// Slot flags (four bits, kept in the slot's links).
+/// Record state bits (the first byte of a record).
 /// Read since it was stored.
 pub const FETCHED: u8 = 1;
-/// Read since it was last bumped: spared once by eviction.
+/// Read since it was stored or last spared: eviction copies it forward once.
 pub const ACTIVE: u8 = 2;
 /// Meta protocol: marked stale by an invalidating `md` or `ms` (`X`).
 pub const STALE: u8 = 4;
 /// Meta protocol: the recache token has been handed out (`W`, then `Z`).
 pub const WIN: u8 = 8;
+/// Replaced or removed: the space waits for its segment to go.
+const DEAD: u8 = 16;
 
-/// How many items from the tail eviction inspects for a dead one first.
-const TAIL_SEARCH: usize = 5;
+/// Shared segments have node ids below this; records in them are located by
+/// a 15-bit segment id and a 16-bit offset.
+const SHARED_IDS: u32 = 1 << 15;
+/// Locations with this bit set name a segment of their own.
+const SOLO_BIT: u32 = 1 << 31;
 
-/// How many active items one eviction may pass over before it takes one anyway.
-const MAX_SECOND_CHANCES: usize = 64;
+/// How many evictions one write may run before it gives up (only reached
+/// with evictions off, when compaction frees too little each time).
+const MAX_EVICTIONS_PER_WRITE: usize = 64;
+
+/// How segments are sized; fixed for a store's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Bytes in a shared segment (at most 64 KiB: offsets are 16 bits).
+    pub segment_size: usize,
+    /// Records up to this size share segments; larger ones get their own.
+    pub shared_max: usize,
+}
+
+impl Layout {
+    /// Segments small enough that a shard has many (eviction frees a small
+    /// share at a time) and large enough that their tail waste is small.
+    pub fn for_share(shard_share: usize) -> Layout {
+        let want = (shard_share / 64).clamp(1024, 64 * 1024);
+        let segment_size = 1 << (usize::BITS - 1 - want.leading_zeros());
+        // A record copied under the lock is at most 4 KiB; one that needs
+        // more than a quarter of a segment would waste too much of its tail.
+        let shared_max = if segment_size * 4 <= shard_share.max(1) {
+            (segment_size / 4).min(4096)
+        } else {
+            0
+        };
+        Layout {
+            segment_size,
+            shared_max,
+        }
+    }
+
+    pub fn is_shared(&self, record_len: usize) -> bool {
+        record_len <= self.shared_max
+    }
+
+    /// What storing a record of this length may need to reserve.
+    pub fn cost(&self, record_len: usize) -> usize {
+        if self.is_shared(record_len) {
+            memory::segment_cost(self.segment_size)
+        } else {
+            memory::segment_cost(record_len)
+        }
+    }
+}
 
 /// What a shard operation needs from the store.
 pub struct Ctx<'a> {
@@ -54,6 +113,7 @@ pub struct Ctx<'a> {
     pub evictions: bool,
     pub hasher: &'a RandomState,
     pub memory: &'a Memory,
+    pub layout: Layout,
 }
 
 impl Ctx<'_> {
@@ -76,40 +136,216 @@ fn table_hash(hash: u64) -> u64 {
     hash.rotate_right(7)
 }
 
-/// One slab slot: 48 bytes. A free slot has no item and chains the free
-/// list through `links.next`.
-#[derive(Debug)]
-pub struct Entry {
-    item: Option<Bytes>,
-    /// Relative seconds, 0 for never.
-    pub(super) deadline: u32,
-    /// Last store or bump (memcached's `it->time`): LRU age, flush check,
-    /// and the meta protocol's last access.
-    pub(super) time: u32,
-    pub(super) links: Links,
-}
+/// Where a record is: a shared segment and an offset in it, or a segment
+/// of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc(u32);
 
-impl Entry {
-    fn vacant(next_free: u32) -> Self {
-        let mut links = Links::detached();
-        links.set_next(next_free);
-        Entry {
-            item: None,
-            deadline: 0,
-            time: 0,
-            links,
+impl Loc {
+    fn shared(seg: u32, offset: usize) -> Loc {
+        debug_assert!(seg < SHARED_IDS && offset <= u16::MAX as usize);
+        Loc((seg << 16) | offset as u32)
+    }
+
+    fn solo(node: u32) -> Loc {
+        debug_assert!(node >= SHARED_IDS);
+        Loc(SOLO_BIT | node)
+    }
+
+    /// The segment's node id.
+    fn node(self) -> u32 {
+        if self.0 & SOLO_BIT != 0 {
+            self.0 & !SOLO_BIT
+        } else {
+            self.0 >> 16
+        }
+    }
+
+    fn offset(self) -> usize {
+        if self.0 & SOLO_BIT != 0 {
+            0
+        } else {
+            (self.0 & 0xffff) as usize
         }
     }
 }
 
-struct Slots(Vec<Entry>);
+/// A record's changeable fields, read and written as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Relative seconds, 0 for never.
+    pub deadline: u32,
+    /// Last store or access refresh (memcached's `it->time`).
+    pub time: u32,
+    state: u8,
+}
 
-impl Nodes for Slots {
+impl Meta {
+    pub fn has(&self, bit: u8) -> bool {
+        self.state & bit != 0
+    }
+
+    pub fn set(&mut self, bit: u8) {
+        self.state |= bit;
+    }
+
+    pub fn clear(&mut self, bit: u8) {
+        self.state &= !bit;
+    }
+
+    pub fn bits(&self) -> u8 {
+        self.state
+    }
+}
+
+/// An item about to be stored: what it holds, and for a large one its
+/// record already written into a segment of its own, before the lock.
+pub struct NewItem<'a> {
+    key: &'a [u8],
+    key_binary: bool,
+    flags: u32,
+    cas: u64,
+    fill: &'a dyn Fn(&mut [u8]),
+    item_len: usize,
+    solo: Option<SegMem>,
+}
+
+impl<'a> NewItem<'a> {
+    /// `fill` writes the value; it may run more than once (a write that
+    /// has to retry). Large items are written here, outside any lock.
+    pub fn new(
+        layout: Layout,
+        key: &'a [u8],
+        key_binary: bool,
+        flags: u32,
+        cas: u64,
+        value_len: usize,
+        fill: &'a dyn Fn(&mut [u8]),
+    ) -> NewItem<'a> {
+        let item_len = item::encoded_len(key.len(), value_len, flags, cas);
+        let mut new = NewItem {
+            key,
+            key_binary,
+            flags,
+            cas,
+            fill,
+            item_len,
+            solo: None,
+        };
+        if !layout.is_shared(new.record_len()) {
+            let mut mem = SegMem::new(new.record_len());
+            new.write_item(mem.bytes_mut(PREFIX, item_len));
+            new.solo = Some(mem);
+        }
+        new
+    }
+
+    pub fn record_len(&self) -> usize {
+        PREFIX + self.item_len
+    }
+
+    fn write_item(&self, dst: &mut [u8]) {
+        item::write(dst, self.key, self.key_binary, self.flags, self.cas, |d| {
+            (self.fill)(d)
+        });
+    }
+}
+
+/// One segment: a shared one receiving appends or sealed, or a large
+/// record's own. A vacant entry has no memory and chains its table's free
+/// list through `links.next`.
+#[derive(Debug)]
+struct Segment {
+    mem: Option<SegMem>,
+    /// Bytes written.
+    used: usize,
+    /// Live records, and their bytes.
+    live: u32,
+    live_bytes: usize,
+    /// What it is charged against the memory limit.
+    charge: usize,
+    /// Which use of its node this is, so a sweep that stopped inside it
+    /// can tell whether it is still the segment it was walking.
+    epoch: u32,
+    links: Links,
+}
+
+impl Segment {
+    fn vacant(next_free: u32) -> Segment {
+        let mut links = Links::detached();
+        links.set_next(next_free);
+        Segment {
+            mem: None,
+            used: 0,
+            live: 0,
+            live_bytes: 0,
+            charge: 0,
+            epoch: 0,
+            links,
+        }
+    }
+
+    fn mem(&self) -> &SegMem {
+        self.mem.as_ref().expect("a segment in use has memory")
+    }
+
+    fn mem_mut(&mut self) -> &mut SegMem {
+        self.mem.as_mut().expect("a segment in use has memory")
+    }
+}
+
+fn is_solo(node: u32) -> bool {
+    node >= SHARED_IDS
+}
+
+/// The segment tables: shared segments, then segments of their own, as
+/// one id space for the age list.
+#[derive(Debug, Default)]
+struct Segments {
+    shared: Vec<Segment>,
+    solo: Vec<Segment>,
+}
+
+impl Segments {
+    fn get(&self, node: u32) -> &Segment {
+        if is_solo(node) {
+            &self.solo[(node - SHARED_IDS) as usize]
+        } else {
+            &self.shared[node as usize]
+        }
+    }
+
+    fn get_mut(&mut self, node: u32) -> &mut Segment {
+        if is_solo(node) {
+            &mut self.solo[(node - SHARED_IDS) as usize]
+        } else {
+            &mut self.shared[node as usize]
+        }
+    }
+
+    /// The length of the record at `at` in segment `node`.
+    fn record_len(&self, node: u32, at: usize) -> usize {
+        let mem = self.get(node).mem();
+        if is_solo(node) {
+            mem.len()
+        } else {
+            PREFIX + mem.item_len(at)
+        }
+    }
+
+    fn item(&self, loc: Loc) -> &[u8] {
+        let (node, at) = (loc.node(), loc.offset());
+        let len = self.record_len(node, at) - PREFIX;
+        self.get(node).mem().bytes(at + PREFIX, len)
+    }
+}
+
+impl Nodes for Segments {
     fn links(&self, i: u32) -> &Links {
-        &self.0[i as usize].links
+        &self.get(i).links
     }
     fn links_mut(&mut self, i: u32) -> &mut Links {
-        &mut self.0[i as usize].links
+        &mut self.get_mut(i).links
     }
 }
 
@@ -148,21 +384,22 @@ pub struct ItemView<'a> {
 pub enum Full {
     /// Nothing left to evict here: free this much in other shards and retry.
     Elsewhere(usize),
-    /// Evictions are off (or the shard has no slot left): out of memory.
+    /// Evictions are off (or the shard has no segment id left): out of memory.
     NoMemory,
 }
 
 /// An item looked up by key.
 pub(super) enum Find {
-    Live(u32),
-    /// It was there but dead; it has been removed. `Lookup` says why.
-    Dead(Lookup, Bytes),
+    Live(Loc),
+    /// It was there but dead; it has been removed. `Lookup` says why, and
+    /// the memory it let go (if any) is to be freed outside the lock.
+    Dead(Lookup, Option<Bytes>),
     Missing,
 }
 
 /// The outcome of a conditional replace of one version of an item.
 pub enum Swap {
-    /// Replaced; the old item, to drop outside the lock.
+    /// Replaced; memory to free outside the lock.
     Done(Option<Bytes>),
     /// The version read earlier is gone: read again.
     Changed(Option<Bytes>),
@@ -170,15 +407,22 @@ pub enum Swap {
 
 pub struct Shard {
     index: HashTable<u32>,
-    slots: Slots,
-    /// Head of the free slot list.
-    free: u32,
-    lru: List,
+    segs: Segments,
+    free_shared: u32,
+    free_solo: u32,
+    /// Segments from the newest (head of the list) to the oldest.
+    order: List,
+    /// The shared segment appends go to.
+    head: Option<u32>,
     len: u32,
-    /// Bytes charged to `Memory` for this shard's items.
+    /// Bytes charged to `Memory`: segments and the index.
     bytes: usize,
-    /// Where `sweep` goes on.
-    cursor: u32,
+    index_charge: usize,
+    /// Where `sweep` goes on: a position among the nodes, the epoch of
+    /// the segment there, and an offset in it.
+    cursor: (u32, u32, usize),
+    /// Segments installed so far, for their epochs.
+    installs: u32,
     pub counters: Counters,
 }
 
@@ -193,12 +437,19 @@ impl Shard {
     pub const fn new() -> Self {
         Shard {
             index: HashTable::new(),
-            slots: Slots(Vec::new()),
-            free: lru::NIL,
-            lru: List::new(),
+            segs: Segments {
+                shared: Vec::new(),
+                solo: Vec::new(),
+            },
+            free_shared: list::NIL,
+            free_solo: list::NIL,
+            order: List::new(),
+            head: None,
             len: 0,
             bytes: 0,
-            cursor: 0,
+            index_charge: 0,
+            cursor: (0, 0, 0),
+            installs: 0,
             counters: Counters {
                 total_items: 0,
                 evictions: 0,
@@ -220,49 +471,59 @@ impl Shard {
         self.len == 0
     }
 
-    pub(super) fn entry(&self, i: u32) -> &Entry {
-        &self.slots.0[i as usize]
+    /// The immutable item bytes of a record.
+    pub(super) fn item(&self, loc: Loc) -> &[u8] {
+        self.segs.item(loc)
     }
 
-    pub(super) fn entry_mut(&mut self, i: u32) -> &mut Entry {
-        &mut self.slots.0[i as usize]
+    /// The item bytes as a slice a reader keeps after the lock.
+    pub(super) fn item_shared(&self, loc: Loc) -> Bytes {
+        let (node, at) = (loc.node(), loc.offset());
+        let len = self.segs.record_len(node, at) - PREFIX;
+        self.segs.get(node).mem().share(at + PREFIX, len)
     }
 
-    pub(super) fn item(&self, i: u32) -> &Bytes {
-        self.entry(i)
-            .item
-            .as_ref()
-            .expect("an indexed slot holds an item")
+    pub(super) fn meta(&self, loc: Loc) -> Meta {
+        let mem = self.segs.get(loc.node()).mem();
+        let at = loc.offset();
+        Meta {
+            deadline: mem.deadline(at),
+            time: mem.time(at),
+            state: mem.state(at),
+        }
     }
 
-    fn find(&self, key: &[u8], hash: u64) -> Option<u32> {
-        let slots = &self.slots.0;
+    pub(super) fn set_meta(&mut self, loc: Loc, m: Meta) {
+        let mem = self.segs.get_mut(loc.node()).mem_mut();
+        let at = loc.offset();
+        mem.set_state(at, m.state);
+        mem.set_deadline(at, m.deadline);
+        mem.set_time(at, m.time);
+    }
+
+    fn find(&self, key: &[u8], hash: u64) -> Option<Loc> {
+        let segs = &self.segs;
         self.index
-            .find(table_hash(hash), |&i| {
-                slots[i as usize]
-                    .item
-                    .as_deref()
-                    .is_some_and(|it| item::key(it) == key)
-            })
-            .copied()
+            .find(table_hash(hash), |&l| item::key(segs.item(Loc(l))) == key)
+            .map(|&l| Loc(l))
     }
 
     /// Finds a key, removing it if it has expired or been flushed.
     pub(super) fn find_live(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> Find {
-        let Some(i) = self.find(key, hash) else {
+        let Some(loc) = self.find(key, hash) else {
             return Find::Missing;
         };
-        match self.dead(i, ctx) {
-            None => Find::Live(i),
-            Some(why) => Find::Dead(why, self.reclaim(i, hash, ctx)),
+        match self.dead(loc, ctx) {
+            None => Find::Live(loc),
+            Some(why) => Find::Dead(why, self.reclaim(loc, hash, ctx)),
         }
     }
 
-    fn dead(&self, i: u32, ctx: &Ctx) -> Option<Lookup> {
-        let e = self.entry(i);
-        if clock::is_expired(e.deadline, ctx.now) {
+    fn dead(&self, loc: Loc, ctx: &Ctx) -> Option<Lookup> {
+        let m = self.meta(loc);
+        if clock::is_expired(m.deadline, ctx.now) {
             Some(Lookup::Expired)
-        } else if ctx.flushed(e.time) {
+        } else if ctx.flushed(m.time) {
             Some(Lookup::Flushed)
         } else {
             None
@@ -270,82 +531,253 @@ impl Shard {
     }
 
     /// Removes a dead item, counting it.
-    fn reclaim(&mut self, i: u32, hash: u64, ctx: &Ctx) -> Bytes {
+    fn reclaim(&mut self, loc: Loc, hash: u64, ctx: &Ctx) -> Option<Bytes> {
         self.counters.reclaimed += 1;
-        if !self.entry(i).links.has(FETCHED) {
+        if !self.meta(loc).has(FETCHED) {
             self.counters.expired_unfetched += 1;
         }
-        self.remove(i, hash, ctx)
+        self.remove(loc, hash, ctx)
     }
 
-    /// Takes an item out of the index, the LRU and the budget.
-    pub(super) fn remove(&mut self, i: u32, hash: u64, ctx: &Ctx) -> Bytes {
-        match self.index.find_entry(table_hash(hash), |&s| s == i) {
+    /// Takes an item out of the index; its space waits for its segment.
+    pub(super) fn remove(&mut self, loc: Loc, hash: u64, ctx: &Ctx) -> Option<Bytes> {
+        match self.index.find_entry(table_hash(hash), |&l| l == loc.0) {
             Ok(found) => {
                 found.remove();
             }
-            Err(_) => unreachable!("slot {i} is not in the index"),
+            Err(_) => unreachable!("record {loc:?} is not in the index"),
         }
-        self.lru.unlink(&mut self.slots, i);
-        let free = self.free;
-        let e = self.entry_mut(i);
-        let item = e.item.take().expect("a removed slot held an item");
-        *e = Entry::vacant(free);
-        self.free = i;
         self.len -= 1;
-        let cost = memory::item_cost(item.len());
-        self.bytes -= cost;
-        ctx.memory.release(cost);
-        item
+        self.retire(loc, ctx)
     }
 
-    /// [`Shard::remove`] when the caller has no hash at hand.
-    fn remove_slot(&mut self, i: u32, ctx: &Ctx) -> Bytes {
-        let hash = ctx.hash(item::key(self.item(i)));
-        self.remove(i, hash, ctx)
+    /// Marks a record dead; frees its segment if nothing else lives there.
+    fn retire(&mut self, loc: Loc, ctx: &Ctx) -> Option<Bytes> {
+        let (node, at) = (loc.node(), loc.offset());
+        let len = self.segs.record_len(node, at);
+        let seg = self.segs.get_mut(node);
+        let mem = seg.mem_mut();
+        let state = mem.state(at);
+        mem.set_state(at, state | DEAD);
+        seg.live -= 1;
+        seg.live_bytes -= len;
+        (seg.live == 0 && self.head != Some(node)).then(|| self.free_segment(node, ctx))
     }
 
-    fn has_free_slot(&self) -> bool {
-        self.free != lru::NIL || self.slots.0.len() < lru::MAX_SLOTS as usize
+    /// Gives a segment's memory back; returns it to be dropped unlocked
+    /// (slices handed out keep it alive until they go).
+    fn free_segment(&mut self, node: u32, ctx: &Ctx) -> Bytes {
+        let (mem, charge, _) = self.detach(node);
+        ctx.memory.release(charge);
+        self.bytes -= charge;
+        mem.into_bytes()
     }
 
-    fn take_slot(&mut self) -> u32 {
-        if self.free != lru::NIL {
-            let i = self.free;
-            self.free = self.entry(i).links.next();
-            return i;
+    /// Takes a segment out of the age list and its table; returns its
+    /// memory, its charge (still on the books) and how much of it is written.
+    fn detach(&mut self, node: u32) -> (SegMem, usize, usize) {
+        self.order.unlink(&mut self.segs, node);
+        if self.head == Some(node) {
+            self.head = None;
         }
-        let slots = &mut self.slots.0;
-        if slots.len() == slots.capacity() {
-            // Grow by a quarter rather than doubling: the slab is charged
-            // per item, and its spare capacity is memory too.
-            slots.reserve_exact((slots.len() / 4).max(16));
-        }
-        slots.push(Entry::vacant(lru::NIL));
-        (slots.len() - 1) as u32
-    }
-
-    /// The most recently stored or bumped slot.
-    pub(super) fn newest(&self) -> Option<u32> {
-        self.lru.head()
-    }
-
-    /// A hit: fetched, and bumped or marked active.
-    pub(super) fn hit(&mut self, i: u32, now: u32) {
-        let e = self.entry_mut(i);
-        e.links.set(FETCHED);
-        if now >= e.time.saturating_add(UPDATE_INTERVAL) {
-            e.time = now;
-            e.links.clear(ACTIVE);
-            self.lru.move_to_front(&mut self.slots, i);
+        let free = if is_solo(node) {
+            &mut self.free_solo
         } else {
-            e.links.set(ACTIVE);
-        }
+            &mut self.free_shared
+        };
+        let seg = self.segs.get_mut(node);
+        let mem = seg.mem.take().expect("a detached segment had memory");
+        let (charge, used) = (seg.charge, seg.used);
+        *seg = Segment::vacant(*free);
+        *free = node;
+        (mem, charge, used)
     }
 
-    pub(super) fn value(&self, i: u32) -> Value {
-        let it = self.item(i);
-        let h = item::header(it);
+    /// A vacant node for a new segment, if the id space has one left.
+    fn take_node(&mut self, solo: bool) -> Option<u32> {
+        let free = if solo {
+            self.free_solo
+        } else {
+            self.free_shared
+        };
+        if free != list::NIL {
+            let next = self.segs.get(free).links.next();
+            if solo {
+                self.free_solo = next;
+            } else {
+                self.free_shared = next;
+            }
+            return Some(free);
+        }
+        let (table, base, max) = if solo {
+            (&mut self.segs.solo, SHARED_IDS, SOLO_BIT)
+        } else {
+            (&mut self.segs.shared, 0, SHARED_IDS)
+        };
+        let node = base + table.len() as u32;
+        if node >= max {
+            return None;
+        }
+        table.push(Segment::vacant(list::NIL));
+        Some(node)
+    }
+
+    /// Puts memory in a node as the newest segment.
+    fn install(&mut self, node: u32, mem: SegMem, charge: usize) {
+        self.installs = self.installs.wrapping_add(1);
+        let seg = self.segs.get_mut(node);
+        *seg = Segment {
+            mem: Some(mem),
+            used: 0,
+            live: 0,
+            live_bytes: 0,
+            charge,
+            epoch: self.installs,
+            links: Links::detached(),
+        };
+        self.order.push_front(&mut self.segs, node);
+    }
+
+    /// Takes `need` bytes of the limit, evicting as needed. `protect` is
+    /// never evicted, but may be moved: look it up again afterwards.
+    fn make_room(&mut self, need: usize, protect: Option<Loc>, ctx: &Ctx) -> Result<(), Full> {
+        for _ in 0..MAX_EVICTIONS_PER_WRITE {
+            if ctx.memory.try_reserve(need) {
+                self.bytes += need;
+                return Ok(());
+            }
+            if self.evict_segment(protect, ctx).is_none() {
+                break;
+            }
+        }
+        Err(if ctx.evictions {
+            Full::Elsewhere(need)
+        } else {
+            Full::NoMemory
+        })
+    }
+
+    /// Gives back a charge taken by `make_room` and not used.
+    fn unreserve(&mut self, charge: usize, ctx: &Ctx) {
+        ctx.memory.release(charge);
+        self.bytes -= charge;
+    }
+
+    /// Space for `len` bytes at the end of the head segment, if it has it.
+    fn append_to_head(&mut self, len: usize, ctx: &Ctx) -> Option<Loc> {
+        let h = self.head?;
+        let seg = self.segs.get_mut(h);
+        if seg.used + len > ctx.layout.segment_size {
+            return None;
+        }
+        let at = seg.used;
+        seg.used += len;
+        Some(Loc::shared(h, at))
+    }
+
+    /// Opens a new shared segment as the head, its charge already taken.
+    /// The old head is sealed, and freed if nothing in it lives.
+    fn open_head(&mut self, charge: usize, ctx: &Ctx) -> Option<(u32, Option<Bytes>)> {
+        let node = self.take_node(false)?;
+        let mut garbage = None;
+        if let Some(old) = self.head.take()
+            && self.segs.get(old).live == 0
+        {
+            garbage = Some(self.free_segment(old, ctx));
+        }
+        self.install(node, SegMem::new(ctx.layout.segment_size), charge);
+        self.head = Some(node);
+        Some((node, garbage))
+    }
+
+    /// Finds room for a record and writes it, state clear, access time
+    /// now. Returns where it is; it is not yet in the index or counted.
+    fn place(
+        &mut self,
+        new: &mut NewItem,
+        deadline: u32,
+        protect: Option<Loc>,
+        ctx: &Ctx,
+    ) -> Result<Loc, Full> {
+        let len = new.record_len();
+        let loc = if new.solo.is_some() {
+            let charge = memory::segment_cost(len);
+            self.make_room(charge, protect, ctx)?;
+            let Some(node) = self.take_node(true) else {
+                self.unreserve(charge, ctx);
+                return Err(Full::NoMemory);
+            };
+            let mem = new.solo.take().expect("checked above");
+            self.install(node, mem, charge);
+            self.segs.get_mut(node).used = len;
+            Loc::solo(node)
+        } else if let Some(loc) = self.append_to_head(len, ctx) {
+            loc
+        } else {
+            let charge = memory::segment_cost(ctx.layout.segment_size);
+            self.make_room(charge, protect, ctx)?;
+            // Eviction may have opened a head (to copy items forward into)
+            // with room to spare.
+            if let Some(loc) = self.append_to_head(len, ctx) {
+                self.unreserve(charge, ctx);
+                loc
+            } else {
+                let Some((node, garbage)) = self.open_head(charge, ctx) else {
+                    self.unreserve(charge, ctx);
+                    return Err(Full::NoMemory);
+                };
+                drop(garbage);
+                self.append_to_head(len, ctx)
+                    .unwrap_or_else(|| unreachable!("a new segment {node} takes any shared record"))
+            }
+        };
+        let (node, at) = (loc.node(), loc.offset());
+        let seg = self.segs.get_mut(node);
+        seg.live += 1;
+        seg.live_bytes += len;
+        let mem = seg.mem_mut();
+        mem.write_prefix(at, 0, deadline, ctx.now, new.item_len);
+        if !is_solo(node) {
+            new.write_item(mem.bytes_mut(at + PREFIX, new.item_len));
+        }
+        Ok(loc)
+    }
+
+    /// Makes sure the index can take one more entry, charging for its
+    /// growth first (hashbrown doubles it when full).
+    fn index_room(&mut self, ctx: &Ctx) -> Result<(), Full> {
+        if self.index.len() < self.index.capacity() {
+            return Ok(());
+        }
+        let need = memory::index_cost(self.index.capacity() + 1).saturating_sub(self.index_charge);
+        self.make_room(need, None, ctx)?;
+        if self.index.len() < self.index.capacity() {
+            // Eviction made room in the table as it is.
+            self.unreserve(need, ctx);
+            return Ok(());
+        }
+        self.index_charge += need;
+        let segs = &self.segs;
+        let hasher = ctx.hasher;
+        self.index.reserve(1, |&l| {
+            table_hash(hasher.hash_one(item::key(segs.item(Loc(l)))))
+        });
+        Ok(())
+    }
+
+    /// A hit: fetched and active, and the access time refreshed if due.
+    pub(super) fn hit(&mut self, loc: Loc, now: u32) {
+        let mut m = self.meta(loc);
+        m.set(FETCHED | ACTIVE);
+        if now >= m.time.saturating_add(UPDATE_INTERVAL) {
+            m.time = now;
+        }
+        self.set_meta(loc, m);
+    }
+
+    pub(super) fn value(&self, loc: Loc) -> Value {
+        let it = self.item_shared(loc);
+        let h = item::header(&it);
         Value {
             data: it.slice(h.value_start..),
             flags: h.flags,
@@ -362,20 +794,26 @@ impl Shard {
         touch: Option<u32>,
         ctx: &Ctx,
     ) -> (Lookup, Option<Bytes>) {
-        let i = match self.find_live(key, hash, ctx) {
-            Find::Live(i) => i,
-            Find::Dead(why, item) => return (why, Some(item)),
+        let loc = match self.find_live(key, hash, ctx) {
+            Find::Live(loc) => loc,
+            Find::Dead(why, garbage) => return (why, garbage),
             Find::Missing => return (Lookup::Miss, None),
         };
-        self.hit(i, ctx.now);
-        let value = self.value(i);
+        self.hit(loc, ctx.now);
+        let value = self.value(loc);
         let mut garbage = None;
         match touch {
-            Some(clock::EXPIRED) => garbage = Some(self.remove(i, hash, ctx)),
-            Some(deadline) => self.entry_mut(i).deadline = deadline,
+            Some(clock::EXPIRED) => garbage = self.remove(loc, hash, ctx),
+            Some(deadline) => self.set_deadline(loc, deadline),
             None => {}
         }
         (Lookup::Hit(value), garbage)
+    }
+
+    pub(super) fn set_deadline(&mut self, loc: Loc, deadline: u32) {
+        let mut m = self.meta(loc);
+        m.deadline = deadline;
+        self.set_meta(loc, m);
     }
 
     /// touch: a new deadline, CAS unchanged.
@@ -387,21 +825,23 @@ impl Shard {
         ctx: &Ctx,
     ) -> (bool, Option<Bytes>) {
         match self.find_live(key, hash, ctx) {
-            Find::Live(i) => {
-                self.hit(i, ctx.now);
-                self.entry_mut(i).deadline = deadline;
+            Find::Live(loc) => {
+                self.hit(loc, ctx.now);
+                self.set_deadline(loc, deadline);
                 (true, None)
             }
-            Find::Dead(_, item) => (false, Some(item)),
+            Find::Dead(_, garbage) => (false, garbage),
             Find::Missing => (false, None),
         }
     }
 
-    pub fn delete(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> Option<Bytes> {
+    /// delete: true if a live item was removed, and memory to free.
+    pub fn delete(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> (bool, Option<Bytes>) {
         match self.find_live(key, hash, ctx) {
-            Find::Live(i) => Some(self.remove(i, hash, ctx)),
+            Find::Live(loc) => (true, self.remove(loc, hash, ctx)),
             // An expired item is removed but was not there to delete.
-            Find::Dead(..) | Find::Missing => None,
+            Find::Dead(_, garbage) => (false, garbage),
+            Find::Missing => (false, None),
         }
     }
 
@@ -409,34 +849,36 @@ impl Shard {
     /// outside the lock (append, prepend, incr, decr).
     pub fn snapshot(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> (Option<Bytes>, Option<Bytes>) {
         match self.find_live(key, hash, ctx) {
-            Find::Live(i) => (Some(self.item(i).clone()), None),
-            Find::Dead(_, item) => (None, Some(item)),
+            Find::Live(loc) => (Some(self.item_shared(loc)), None),
+            Find::Dead(_, garbage) => (None, garbage),
             Find::Missing => (None, None),
         }
     }
 
-    /// set / add / replace / cas with an item built beforehand; `item` is
-    /// taken when it is stored. Append and prepend go through [`Shard::swap`].
+    /// set / add / replace / cas. Append and prepend go through
+    /// [`Shard::swap`].
     #[allow(clippy::too_many_arguments)]
     pub fn store(
         &mut self,
         mode: StoreMode,
         key: &[u8],
         hash: u64,
-        item: &mut Option<Bytes>,
+        new: &mut NewItem,
         cas_unique: u64,
         deadline: u32,
         ctx: &Ctx,
     ) -> Result<(StoreResult, Option<Bytes>), Full> {
         let (at, garbage) = match self.find_live(key, hash, ctx) {
-            Find::Live(i) => (Some(i), None),
-            Find::Dead(_, old) => (None, Some(old)),
+            Find::Live(loc) => (Some(loc), None),
+            Find::Dead(_, garbage) => (None, garbage),
             Find::Missing => (None, None),
         };
         match (mode, at) {
-            (StoreMode::Add, Some(i)) => {
+            (StoreMode::Add, Some(loc)) => {
                 // memcached bumps the item a failed add ran into.
-                self.lru.move_to_front(&mut self.slots, i);
+                let mut m = self.meta(loc);
+                m.set(ACTIVE);
+                self.set_meta(loc, m);
                 return Ok((StoreResult::NotStored, garbage));
             }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
@@ -445,8 +887,8 @@ impl Shard {
             (StoreMode::Cas, None) => return Ok((StoreResult::NotFound, garbage)),
             // A cas of 0 never matches, also when -C leaves every item's CAS at 0
             // (memcached answers EXISTS there too).
-            (StoreMode::Cas, Some(i))
-                if cas_unique == 0 || item::header(self.item(i)).cas != cas_unique =>
+            (StoreMode::Cas, Some(loc))
+                if cas_unique == 0 || item::header(self.item(loc)).cas != cas_unique =>
             {
                 return Ok((StoreResult::Exists, garbage));
             }
@@ -455,7 +897,7 @@ impl Shard {
             }
             _ => {}
         }
-        let old = self.commit(hash, at, item, deadline, ctx)?;
+        let (_, old) = self.commit(key, hash, at, new, deadline, ctx)?;
         Ok((StoreResult::Stored, old.or(garbage)))
     }
 
@@ -466,246 +908,419 @@ impl Shard {
         key: &[u8],
         hash: u64,
         old: &Bytes,
-        new: &mut Option<Bytes>,
+        new: &mut NewItem,
         ctx: &Ctx,
     ) -> Result<Swap, Full> {
         match self.find_live(key, hash, ctx) {
-            Find::Live(i) => {
-                let cur = self.item(i);
-                // `old` keeps its allocation alive, so its address cannot
-                // have been reused by another version.
-                if cur.as_ptr() != old.as_ptr() || cur.len() != old.len() {
+            Find::Live(loc) => {
+                if !self.is_version(loc, old) {
                     return Ok(Swap::Changed(None));
                 }
-                let deadline = self.entry(i).deadline;
-                self.commit(hash, Some(i), new, deadline, ctx)
-                    .map(Swap::Done)
+                let deadline = self.meta(loc).deadline;
+                self.commit(key, hash, Some(loc), new, deadline, ctx)
+                    .map(|(_, garbage)| Swap::Done(garbage))
             }
-            Find::Dead(_, item) => Ok(Swap::Changed(Some(item))),
+            Find::Dead(_, garbage) => Ok(Swap::Changed(garbage)),
             Find::Missing => Ok(Swap::Changed(None)),
         }
     }
 
-    /// Stores `item` at slot `at` (replacing that item) or in a new slot,
-    /// at the head of the LRU, after making room for it.
+    /// True if the record at `loc` is the version `old` was read from.
+    /// `old` keeps its segment alive, so no other record can have taken
+    /// its address.
+    pub(super) fn is_version(&self, loc: Loc, old: &Bytes) -> bool {
+        let cur = self.item(loc);
+        cur.as_ptr() == old.as_ptr() && cur.len() == old.len()
+    }
+
+    /// Stores `new` in place of the live record at `at` (or as a new key),
+    /// as the newest record. Returns where it went and memory to free.
     pub(super) fn commit(
         &mut self,
+        key: &[u8],
         hash: u64,
-        at: Option<u32>,
-        item: &mut Option<Bytes>,
+        at: Option<Loc>,
+        new: &mut NewItem,
         deadline: u32,
         ctx: &Ctx,
-    ) -> Result<Option<Bytes>, Full> {
-        let new_cost = memory::item_cost(item.as_ref().expect("an item to store").len());
-        let old_cost = at.map_or(0, |i| memory::item_cost(self.item(i).len()));
-        match at {
-            // At the head, it is the last thing eviction would look at.
-            Some(i) => self.lru.move_to_front(&mut self.slots, i),
-            None if !self.has_free_slot() => return Err(Full::NoMemory),
-            None => {}
+    ) -> Result<(Loc, Option<Bytes>), Full> {
+        if at.is_none() {
+            self.index_room(ctx)?;
         }
-        if new_cost > old_cost {
-            self.make_room(new_cost - old_cost, at, ctx)?;
-        } else {
-            ctx.memory.release(old_cost - new_cost);
-        }
-        self.bytes = self.bytes + new_cost - old_cost;
+        let loc = self.place(new, deadline, at, ctx)?;
         self.counters.total_items += 1;
-        let item = item.take();
-        match at {
-            Some(i) => {
-                let e = self.entry_mut(i);
-                let old = mem::replace(&mut e.item, item);
-                e.deadline = deadline;
-                e.time = ctx.now;
-                e.links.clear(FETCHED | ACTIVE | STALE | WIN);
-                Ok(old)
-            }
+        // Eviction may have moved the old version: find it again.
+        let old = at.and_then(|_| {
+            let segs = &self.segs;
+            self.index
+                .find_mut(table_hash(hash), |&l| {
+                    l != loc.0 && item::key(segs.item(Loc(l))) == key
+                })
+                .map(|l| Loc(mem::replace(l, loc.0)))
+        });
+        let garbage = match old {
+            Some(old) => self.retire(old, ctx),
             None => {
-                let i = self.take_slot();
-                *self.entry_mut(i) = Entry {
-                    item,
-                    deadline,
-                    time: ctx.now,
-                    links: Links::detached(),
-                };
-                self.lru.push_front(&mut self.slots, i);
-                let slots = &self.slots.0;
+                let segs = &self.segs;
                 let hasher = ctx.hasher;
-                self.index.insert_unique(table_hash(hash), i, |&s| {
-                    let it = slots[s as usize].item.as_deref().expect("indexed");
-                    table_hash(hasher.hash_one(item::key(it)))
+                self.index.insert_unique(table_hash(hash), loc.0, |&l| {
+                    table_hash(hasher.hash_one(item::key(segs.item(Loc(l)))))
                 });
                 self.len += 1;
-                Ok(None)
+                None
             }
-        }
+        };
+        Ok((loc, garbage))
     }
 
-    /// Reserves `need` bytes, evicting from this shard's tail as needed.
-    /// `protect` (the item being replaced) is never evicted.
-    fn make_room(&mut self, need: usize, protect: Option<u32>, ctx: &Ctx) -> Result<(), Full> {
-        while !ctx.memory.try_reserve(need) {
-            if self.evict_one(protect, ctx).is_none() {
-                return Err(if ctx.evictions {
-                    Full::Elsewhere(need)
-                } else {
-                    Full::NoMemory
-                });
+    /// Frees one segment from the cold end. With evictions on, the oldest:
+    /// its dead records go, its live ones are evicted except ACTIVE ones,
+    /// which are copied forward (up to half a segment's worth). With them
+    /// off, the oldest segment with dead space is compacted. Returns the
+    /// bytes given back, or `None` if there was nothing to free.
+    pub fn evict_segment(&mut self, protect: Option<Loc>, ctx: &Ctx) -> Option<usize> {
+        let victim = if ctx.evictions {
+            self.order.tail()?
+        } else {
+            self.compactable(ctx)?
+        };
+        let (mem, charge, used) = self.detach(victim);
+        if is_solo(victim) {
+            return Some(self.evict_solo(victim, mem, charge, protect, ctx));
+        }
+        // The victim's charge pays for the segment its survivors move to.
+        let mut budget = charge;
+        let mut keep_max = if ctx.evictions {
+            ctx.layout.segment_size / 2
+        } else {
+            usize::MAX
+        };
+        let mut at = 0;
+        while at < used {
+            let this = at;
+            let len = PREFIX + mem.item_len(this);
+            at += len;
+            let m = record_meta(&mem, this);
+            if m.has(DEAD) {
+                continue;
+            }
+            let old = Loc::shared(victim, this);
+            let hash = ctx.hash(item::key(mem.bytes(this + PREFIX, len - PREFIX)));
+            let dead = self.dead_meta(m, ctx);
+            let keep = !dead
+                && (!ctx.evictions || Some(old) == protect || (m.has(ACTIVE) && len <= keep_max));
+            let moved = if keep {
+                keep_max = keep_max.saturating_sub(len);
+                self.copy_forward(&mem, this, len, &mut budget, ctx)
+            } else {
+                None
+            };
+            match moved {
+                Some(new) => self.relocate(hash, old, new),
+                None => self.drop_record(hash, old, m, dead, ctx),
             }
         }
-        Ok(())
+        self.unreserve(budget, ctx);
+        Some(budget)
     }
 
-    /// Frees one item from the cold end: a dead one near the tail if there
-    /// is one, else (with evictions on) the least recently used one, sparing
-    /// active items once. Returns the bytes freed.
-    pub fn evict_one(&mut self, protect: Option<u32>, ctx: &Ctx) -> Option<usize> {
-        let mut at = self.lru.tail();
-        for _ in 0..TAIL_SEARCH {
-            let Some(i) = at else { break };
-            if Some(i) != protect && self.dead(i, ctx).is_some() {
-                let cost = memory::item_cost(self.item(i).len());
-                let hash = ctx.hash(item::key(self.item(i)));
-                drop(self.reclaim(i, hash, ctx));
-                return Some(cost);
+    /// [`Shard::evict_segment`] for a large record's own segment: kept (the
+    /// same memory back as the newest segment, no copy) or dropped.
+    fn evict_solo(
+        &mut self,
+        victim: u32,
+        mem: SegMem,
+        charge: usize,
+        protect: Option<Loc>,
+        ctx: &Ctx,
+    ) -> usize {
+        let m = record_meta(&mem, 0);
+        let hash = ctx.hash(item::key(mem.bytes(PREFIX, mem.len() - PREFIX)));
+        let old = Loc::solo(victim);
+        let dead = self.dead_meta(m, ctx);
+        let keep = !dead && (!ctx.evictions || Some(old) == protect || m.has(ACTIVE));
+        if keep && let Some(node) = self.take_node(true) {
+            let len = mem.len();
+            self.install(node, mem, charge);
+            let seg = self.segs.get_mut(node);
+            seg.used = len;
+            seg.live = 1;
+            seg.live_bytes = len;
+            let mut spared = m;
+            spared.clear(ACTIVE);
+            self.set_meta(Loc::solo(node), spared);
+            self.relocate(hash, old, Loc::solo(node));
+            return 0;
+        }
+        self.drop_record(hash, old, m, dead, ctx);
+        self.unreserve(charge, ctx);
+        drop(mem);
+        charge
+    }
+
+    fn dead_meta(&self, m: Meta, ctx: &Ctx) -> bool {
+        clock::is_expired(m.deadline, ctx.now) || ctx.flushed(m.time)
+    }
+
+    /// Points the index entry of a moved record at its new place.
+    fn relocate(&mut self, hash: u64, old: Loc, new: Loc) {
+        let slot = self
+            .index
+            .find_mut(table_hash(hash), |&l| l == old.0)
+            .expect("a live record is indexed");
+        *slot = new.0;
+    }
+
+    /// Takes a record of a detached segment out of the index, counted as
+    /// reclaimed (dead) or evicted.
+    fn drop_record(&mut self, hash: u64, old: Loc, m: Meta, dead: bool, ctx: &Ctx) {
+        if dead {
+            self.counters.reclaimed += 1;
+            if !m.has(FETCHED) {
+                self.counters.expired_unfetched += 1;
             }
-            at = self.lru.newer(&self.slots, i);
+        } else {
+            let c = &mut self.counters;
+            c.evictions += 1;
+            if !m.has(FETCHED) {
+                c.evicted_unfetched += 1;
+            }
+            if m.deadline != 0 {
+                c.evicted_nonzero += 1;
+            }
+            c.last_evicted_at = ctx.now;
+            c.last_evicted_age = ctx.now.saturating_sub(m.time);
         }
-        if !ctx.evictions {
-            return None;
+        match self.index.find_entry(table_hash(hash), |&l| l == old.0) {
+            Ok(found) => {
+                found.remove();
+            }
+            Err(_) => unreachable!("a live record is indexed"),
         }
-        let mut chances = 0;
-        loop {
-            let i = self.lru.tail()?;
-            if Some(i) == protect {
-                if self.len <= 1 {
+        self.len -= 1;
+    }
+
+    /// With evictions off: the oldest segment worth compacting, one whose
+    /// dead space could hold any shared record (so its live records fit in
+    /// one new segment), or a large record's own segment whose item is dead.
+    fn compactable(&self, ctx: &Ctx) -> Option<u32> {
+        let worth = ctx.layout.shared_max.max(1);
+        let mut at = self.order.tail();
+        while let Some(node) = at {
+            let seg = self.segs.get(node);
+            let found = if is_solo(node) {
+                self.dead_meta(record_meta(seg.mem(), 0), ctx)
+            } else {
+                seg.used - seg.live_bytes >= worth && self.head != Some(node)
+            };
+            if found {
+                return Some(node);
+            }
+            at = self.order.newer(&self.segs, node);
+        }
+        None
+    }
+
+    /// Copies the live record at `at` of a detached shared segment to the
+    /// newest segment, paying for a new segment out of `budget`. `None` if
+    /// there is no room for it.
+    fn copy_forward(
+        &mut self,
+        from: &SegMem,
+        at: usize,
+        len: usize,
+        budget: &mut usize,
+        ctx: &Ctx,
+    ) -> Option<Loc> {
+        let loc = match self.append_to_head(len, ctx) {
+            Some(loc) => loc,
+            None => {
+                let charge = memory::segment_cost(ctx.layout.segment_size);
+                if *budget < charge {
                     return None;
                 }
-                self.lru.move_to_front(&mut self.slots, i);
-                continue;
+                let (_, garbage) = self.open_head(charge, ctx)?;
+                *budget -= charge;
+                drop(garbage);
+                self.append_to_head(len, ctx)?
             }
-            let links = &mut self.slots.0[i as usize].links;
-            if links.has(ACTIVE) && chances < MAX_SECOND_CHANCES {
-                links.clear(ACTIVE);
-                self.lru.move_to_front(&mut self.slots, i);
-                chances += 1;
-                continue;
-            }
-            self.counters.evictions += 1;
-            if !links.has(FETCHED) {
-                self.counters.evicted_unfetched += 1;
-            }
-            let e = &self.slots.0[i as usize];
-            if e.deadline != 0 {
-                self.counters.evicted_nonzero += 1;
-            }
-            self.counters.last_evicted_at = ctx.now;
-            self.counters.last_evicted_age = ctx.now.saturating_sub(e.time);
-            let cost = memory::item_cost(self.item(i).len());
-            drop(self.remove_slot(i, ctx));
-            return Some(cost);
-        }
+        };
+        let (node, to) = (loc.node(), loc.offset());
+        let seg = self.segs.get_mut(node);
+        seg.live += 1;
+        seg.live_bytes += len;
+        let mem = seg.mem_mut();
+        let m = record_meta(from, at);
+        let state = m.bits() & !ACTIVE;
+        mem.write_prefix(to, state, m.deadline, m.time, len - PREFIX);
+        mem.bytes_mut(to + PREFIX, len - PREFIX)
+            .copy_from_slice(from.bytes(at + PREFIX, len - PREFIX));
+        Some(loc)
     }
 
-    /// Looks at up to `budget` slots from where the last sweep stopped and
-    /// reclaims the dead items among them.
+    /// Reclaims dead records, looking at up to `budget` records from where
+    /// the last sweep stopped. Returns how many it reclaimed.
     pub fn sweep(&mut self, budget: usize, ctx: &Ctx) -> usize {
-        let n = self.slots.0.len();
-        let mut reclaimed = 0;
-        for _ in 0..budget.min(n) {
-            if self.cursor as usize >= n {
-                self.cursor = 0;
+        let shared = self.segs.shared.len();
+        let total = shared + self.segs.solo.len();
+        let (mut looked, mut reclaimed, mut moves) = (0, 0, 0);
+        while looked < budget && moves <= total {
+            let (p, epoch, at) = self.cursor;
+            let p = p as usize % total.max(1);
+            let node = if p < shared {
+                p as u32
+            } else {
+                SHARED_IDS + (p - shared) as u32
+            };
+            let seg = (total > 0).then(|| self.segs.get(node));
+            let at = match seg {
+                Some(seg) if seg.mem.is_some() && seg.epoch == epoch && at < seg.used => at,
+                Some(seg) if seg.mem.is_some() && seg.epoch != epoch && seg.used > 0 => {
+                    self.cursor = (p as u32, seg.epoch, 0);
+                    0
+                }
+                _ => {
+                    // Done with this node (or there is none): the next one.
+                    moves += 1;
+                    if total == 0 {
+                        break;
+                    }
+                    let next = ((p + 1) % total) as u32;
+                    self.cursor = (next, 0, 0);
+                    continue;
+                }
+            };
+            let len = self.segs.record_len(node, at);
+            self.cursor.2 = at + len;
+            looked += 1;
+            let m = record_meta(self.segs.get(node).mem(), at);
+            if m.has(DEAD) || !self.dead_meta(m, ctx) {
+                continue;
             }
-            let i = self.cursor;
-            self.cursor += 1;
-            if self.entry(i).item.is_some() && self.dead(i, ctx).is_some() {
-                let hash = ctx.hash(item::key(self.item(i)));
-                drop(self.reclaim(i, hash, ctx));
-                reclaimed += 1;
-            }
+            let loc = if is_solo(node) {
+                Loc::solo(node)
+            } else {
+                Loc::shared(node, at)
+            };
+            let hash = ctx.hash(item::key(self.item(loc)));
+            drop(self.reclaim(loc, hash, ctx));
+            reclaimed += 1;
         }
         reclaimed
     }
 
-    /// Drops every item and gives back the slab and index memory. Returns
-    /// the old shard contents to be freed outside the lock.
+    /// Drops every item and gives back all memory. Returns the old shard
+    /// contents to be freed outside the lock.
     pub fn clear(&mut self, ctx: &Ctx) -> Shard {
         ctx.memory.release(self.bytes);
-        let counters = self.counters;
-        let cursor = self.cursor;
+        let (counters, installs) = (self.counters, self.installs);
         let old = mem::take(self);
         self.counters = counters;
-        self.cursor = cursor;
+        self.installs = installs;
         old
     }
 
-    /// Bytes charged for this shard's items, and the last store or bump
-    /// time of its least recently used item (`None` when empty).
+    /// Bytes charged to this shard, and the last store or access refresh
+    /// of its oldest live item (`None` when empty).
     pub fn usage(&self) -> (usize, Option<u32>) {
-        let tail = self.lru.tail().map(|i| self.entry(i).time);
-        (self.bytes, tail)
+        let mut oldest = None;
+        self.walk_oldest_first(&mut |_, m| {
+            oldest = Some(m.time);
+            false
+        });
+        (self.bytes, oldest)
     }
 
-    /// Calls `f` with every live item, from the least recently used on,
-    /// until it returns false. Returns false if `f` stopped it.
-    pub fn visit(&self, ctx: &Ctx, f: &mut dyn FnMut(ItemView<'_>) -> bool) -> bool {
-        let mut at = self.lru.tail();
-        while let Some(i) = at {
-            let e = self.entry(i);
-            if self.dead(i, ctx).is_none() {
-                let it = self.item(i);
-                let h = item::header(it);
-                let view = ItemView {
-                    key: item::key(it),
-                    value_len: it.len() - h.value_start,
-                    flags: h.flags,
-                    cas: h.cas,
-                    deadline: e.deadline,
-                    time: e.time,
-                    fetched: e.links.has(FETCHED),
+    /// Calls `f` with every live record, oldest segment first, until it
+    /// returns false. Returns false if `f` stopped it.
+    fn walk_oldest_first(&self, f: &mut dyn FnMut(Loc, Meta) -> bool) -> bool {
+        let mut at_node = self.order.tail();
+        while let Some(node) = at_node {
+            let seg = self.segs.get(node);
+            let mut at = 0;
+            while at < seg.used {
+                let this = at;
+                at += self.segs.record_len(node, this);
+                let m = record_meta(seg.mem(), this);
+                if m.has(DEAD) {
+                    continue;
+                }
+                let loc = if is_solo(node) {
+                    Loc::solo(node)
+                } else {
+                    Loc::shared(node, this)
                 };
-                if !f(view) {
+                if !f(loc, m) {
                     return false;
                 }
             }
-            at = self.lru.newer(&self.slots, i);
+            at_node = self.order.newer(&self.segs, node);
         }
         true
+    }
+
+    /// Calls `f` with every live item, oldest first, until it returns
+    /// false. Returns false if `f` stopped it.
+    pub fn visit(&self, ctx: &Ctx, f: &mut dyn FnMut(ItemView<'_>) -> bool) -> bool {
+        self.walk_oldest_first(&mut |loc, m| {
+            if self.dead_meta(m, ctx) {
+                return true;
+            }
+            let it = self.item(loc);
+            let h = item::header(it);
+            f(ItemView {
+                key: item::key(it),
+                value_len: it.len() - h.value_start,
+                flags: h.flags,
+                cas: h.cas,
+                deadline: m.deadline,
+                time: m.time,
+                fetched: m.has(FETCHED),
+            })
+        })
     }
 
     /// Checks every structural invariant; for tests.
     #[cfg(test)]
     pub fn check(&self, hasher: &RandomState) {
-        let mut n = 0;
-        let mut bytes = 0;
-        let mut prev = lru::NIL;
-        let mut at = self.lru.head();
-        while let Some(i) = at {
-            let e = self.entry(i);
-            assert_eq!(e.links.prev(), prev, "back link of slot {i}");
-            let it = e.item.as_ref().expect("listed slot holds an item");
-            bytes += memory::item_cost(it.len());
-            assert_eq!(
-                self.find(item::key(it), hasher.hash_one(item::key(it))),
-                Some(i)
+        let mut live = 0;
+        let mut charges = 0;
+        let mut at_node = self.order.head();
+        let mut prev = list::NIL;
+        while let Some(node) = at_node {
+            let seg = self.segs.get(node);
+            assert_eq!(seg.links.prev(), prev, "back link of segment {node}");
+            charges += seg.charge;
+            let (mut n, mut bytes, mut at) = (0, 0, 0);
+            while at < seg.used {
+                let len = self.segs.record_len(node, at);
+                let loc = if is_solo(node) {
+                    Loc::solo(node)
+                } else {
+                    Loc::shared(node, at)
+                };
+                if !record_meta(seg.mem(), at).has(DEAD) {
+                    n += 1;
+                    bytes += len;
+                    let key = item::key(self.item(loc));
+                    assert_eq!(self.find(key, hasher.hash_one(key)), Some(loc));
+                }
+                at += len;
+            }
+            assert_eq!(at, seg.used, "records fill segment {node} exactly");
+            assert_eq!((n, bytes), (seg.live, seg.live_bytes), "segment {node}");
+            assert!(
+                n > 0 || self.head == Some(node),
+                "empty sealed segment {node}"
             );
-            n += 1;
-            prev = i;
-            at = (e.links.next() != lru::NIL).then_some(e.links.next());
+            live += n;
+            prev = node;
+            at_node = (seg.links.next() != list::NIL).then_some(seg.links.next());
         }
-        assert_eq!(self.lru.tail().unwrap_or(lru::NIL), prev);
-        assert_eq!(n, self.len);
+        assert_eq!(self.order.tail().unwrap_or(list::NIL), prev);
+        assert_eq!(live, self.len);
         assert_eq!(self.index.len(), self.len as usize);
-        assert_eq!(bytes, self.bytes);
-        let mut free = 0;
-        let mut f = self.free;
-        while f != lru::NIL {
-            assert!(self.entry(f).item.is_none());
-            free += 1;
-            f = self.entry(f).links.next();
-        }
-        assert_eq!(free + self.len as usize, self.slots.0.len());
+        assert_eq!(charges + self.index_charge, self.bytes);
     }
 
     #[cfg(test)]
@@ -713,16 +1328,24 @@ impl Shard {
         self.bytes
     }
 
-    /// Keys from the most to the least recently used; for tests.
+    /// Keys from the newest record to the oldest; for tests.
     #[cfg(test)]
     pub fn lru_keys(&self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        let mut at = self.lru.head();
-        while let Some(i) = at {
-            out.push(item::key(self.item(i)).to_vec());
-            let nx = self.entry(i).links.next();
-            at = (nx != lru::NIL).then_some(nx);
-        }
+        self.walk_oldest_first(&mut |loc, _| {
+            out.push(item::key(self.item(loc)).to_vec());
+            true
+        });
+        out.reverse();
         out
+    }
+}
+
+/// The changeable fields of the record at `at`.
+fn record_meta(mem: &SegMem, at: usize) -> Meta {
+    Meta {
+        deadline: mem.deadline(at),
+        time: mem.time(at),
+        state: mem.state(at),
     }
 }

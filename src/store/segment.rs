@@ -1,0 +1,180 @@
+//! Segment memory: where item records live, and the record layout.
+//!
+//! A shard packs small records one after another into fixed-size segments
+//! (memcached's slab pages without the size classes: no rounding per item,
+//! no per-item allocation), and gives each large record a segment of its own
+//! built before the lock is taken. A segment's buffer is shared as one
+//! [`Bytes`], so a hit hands out a slice of it by bumping one reference
+//! count, and a segment that leaves the shard lives on until the last reply
+//! that points into it has been written.
+//!
+//! A record is `[state u8][deadline u32][time u32][item_len u16][item]`,
+//! where the item is the immutable encoding of `item.rs`. The prefix changes
+//! in place under the shard lock and is never handed out; the item bytes are
+//! written once, before the record can be found, and never change after, so
+//! readers holding slices never see a write.
+
+use std::ptr::NonNull;
+
+use bytes::Bytes;
+
+/// Bytes of a record before its item.
+pub const PREFIX: usize = 11;
+
+/// Offsets of the prefix fields.
+const STATE: usize = 0;
+const DEADLINE: usize = 1;
+const TIME: usize = 5;
+const ITEM_LEN: usize = 9;
+
+/// The owner behind a segment's `Bytes`: a heap buffer written through a raw
+/// pointer by the shard that holds it, read through slices by everyone.
+struct Buffer {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// The buffer is plain bytes; who may write which bytes is the shard's rule
+// (see the module doc), enforced by its lock.
+unsafe impl Send for Buffer {}
+unsafe impl Sync for Buffer {}
+
+impl AsRef<[u8]> for Buffer {
+    fn as_ref(&self) -> &[u8] {
+        // Only called by `Bytes::from_owner`, once, before anyone else can
+        // see the buffer.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        let slice = std::ptr::slice_from_raw_parts_mut(self.ptr.as_ptr(), self.len);
+        drop(unsafe { Box::from_raw(slice) });
+    }
+}
+
+/// A segment's buffer: shared for reading, written by its shard.
+#[derive(Debug)]
+pub struct SegMem {
+    shared: Bytes,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// See `Buffer`.
+unsafe impl Send for SegMem {}
+unsafe impl Sync for SegMem {}
+
+impl SegMem {
+    /// A zeroed buffer of `len` bytes (`len > 0`).
+    pub fn new(len: usize) -> SegMem {
+        assert!(len > 0, "an empty segment");
+        // Zeroed memory comes from calloc: large buffers arrive as fresh pages.
+        let boxed: Box<[u8]> = vec![0u8; len].into_boxed_slice();
+        let ptr = NonNull::new(Box::into_raw(boxed).cast::<u8>()).expect("a heap pointer");
+        let shared = Bytes::from_owner(Buffer { ptr, len });
+        SegMem { shared, ptr, len }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn bytes(&self, at: usize, len: usize) -> &[u8] {
+        assert!(at + len <= self.len, "read past the segment");
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(at), len) }
+    }
+
+    /// Bytes to write. Only for a record's prefix or for space no record
+    /// has been published in yet: other threads may be reading the rest.
+    pub fn bytes_mut(&mut self, at: usize, len: usize) -> &mut [u8] {
+        assert!(at + len <= self.len, "write past the segment");
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(at), len) }
+    }
+
+    /// A shared slice, for a reader to keep after the lock is released.
+    pub fn share(&self, at: usize, len: usize) -> Bytes {
+        self.shared.slice(at..at + len)
+    }
+
+    /// The whole buffer as shared bytes: dropping it frees the memory once
+    /// no reader holds a slice of it.
+    pub fn into_bytes(self) -> Bytes {
+        self.shared
+    }
+
+    pub fn state(&self, rec: usize) -> u8 {
+        self.bytes(rec + STATE, 1)[0]
+    }
+
+    pub fn set_state(&mut self, rec: usize, state: u8) {
+        self.bytes_mut(rec + STATE, 1)[0] = state;
+    }
+
+    pub fn deadline(&self, rec: usize) -> u32 {
+        self.u32_at(rec + DEADLINE)
+    }
+
+    pub fn time(&self, rec: usize) -> u32 {
+        self.u32_at(rec + TIME)
+    }
+
+    pub fn set_deadline(&mut self, rec: usize, v: u32) {
+        self.bytes_mut(rec + DEADLINE, 4)
+            .copy_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn set_time(&mut self, rec: usize, v: u32) {
+        self.bytes_mut(rec + TIME, 4)
+            .copy_from_slice(&v.to_le_bytes());
+    }
+
+    /// The item length a shared record stores.
+    pub fn item_len(&self, rec: usize) -> usize {
+        u16::from_le_bytes(self.bytes(rec + ITEM_LEN, 2).try_into().expect("2 bytes")) as usize
+    }
+
+    /// Writes a whole prefix.
+    pub fn write_prefix(
+        &mut self,
+        rec: usize,
+        state: u8,
+        deadline: u32,
+        time: u32,
+        item_len: usize,
+    ) {
+        let p = self.bytes_mut(rec, PREFIX);
+        p[STATE] = state;
+        p[DEADLINE..DEADLINE + 4].copy_from_slice(&deadline.to_le_bytes());
+        p[TIME..TIME + 4].copy_from_slice(&time.to_le_bytes());
+        let short = u16::try_from(item_len).unwrap_or(0);
+        p[ITEM_LEN..ITEM_LEN + 2].copy_from_slice(&short.to_le_bytes());
+    }
+
+    fn u32_at(&self, at: usize) -> u32 {
+        u32::from_le_bytes(self.bytes(at, 4).try_into().expect("4 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_round_trips_and_slices_outlive_the_segment() {
+        let mut m = SegMem::new(64);
+        m.write_prefix(3, 5, 7, 9, 20);
+        assert_eq!(
+            (m.state(3), m.deadline(3), m.time(3), m.item_len(3)),
+            (5, 7, 9, 20)
+        );
+        m.bytes_mut(3 + PREFIX, 4).copy_from_slice(b"abcd");
+        let slice = m.share(3 + PREFIX, 4);
+        m.set_deadline(3, 11);
+        m.set_state(3, 1);
+        assert_eq!((m.state(3), m.deadline(3)), (1, 11));
+        drop(m);
+        assert_eq!(&slice[..], b"abcd");
+    }
+}
