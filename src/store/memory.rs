@@ -1,16 +1,18 @@
 //! What storage costs, and the one budget (`-m`) all shards draw from.
 //!
 //! A shard is charged for what it takes from the process, as closely as can
-//! be known without asking the allocator: each segment's buffer and the
-//! `Bytes` owner that shares it (rounded as glibc malloc rounds: 8-byte
-//! chunk header, 16-byte steps, 32-byte minimum, whole pages from the mmap
-//! threshold up), and its hash index's table. Records are not charged one
+//! be known without asking the allocator: each segment's buffer (whole
+//! pages, as `segment.rs` maps them, or for a small one a chunk rounded as
+//! glibc malloc rounds: 8-byte chunk header, 16-byte steps, 32-byte
+//! minimum), the `Bytes` owner that shares it, and its hash index's table. Records are not charged one
 //! by one: a segment is charged whole from the moment it is opened, so the
 //! space of deleted or replaced records counts until their segment goes.
 //!
 //! Only writes touch the shared counter; reads never do.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::segment::{MAP_MIN, mapped_len};
 
 /// An item's share of its shard's hash index: a 4-byte location and one
 /// control byte per bucket, at a load between 7/16 and 7/8.
@@ -32,9 +34,15 @@ pub fn malloc_size(n: usize) -> usize {
     }
 }
 
-/// What a segment buffer of `len` bytes costs.
+/// What a segment buffer of `len` bytes costs: whole pages when mapped,
+/// else a malloc chunk; and its owner's chunk.
 pub fn segment_cost(len: usize) -> usize {
-    malloc_size(len) + malloc_size(OWNER_SIZE)
+    let buffer = if len >= MAP_MIN {
+        mapped_len(len)
+    } else {
+        malloc_size(len)
+    };
+    buffer + malloc_size(OWNER_SIZE)
 }
 
 /// What a hash index able to hold `capacity` items without growing costs:
@@ -118,8 +126,11 @@ mod tests {
 
     #[test]
     fn segment_and_index_costs() {
-        // A 64 KiB segment: the buffer's chunk and the owner's.
-        assert_eq!(segment_cost(65536), 65552 + 48);
+        // A 64 KiB segment: its pages and the owner's chunk; a small
+        // buffer is a malloc chunk.
+        assert_eq!(segment_cost(65536), 65536 + 48);
+        assert_eq!(segment_cost(5000), 8192 + 48);
+        assert_eq!(segment_cost(100), 112 + 48);
         assert_eq!(index_cost(0), 0);
         // As hashbrown sizes tables: 3 items in 4 buckets, 7 in 8, then
         // 7/8 of a power of two.

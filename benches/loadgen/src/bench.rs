@@ -141,6 +141,12 @@ impl Server {
             }
             .into(),
         ]);
+        if side.flavor != Flavor::Memcached {
+            // Metrics stay on, as users run it, but on a free port so that
+            // another instance on this machine cannot make the start fail.
+            args.push("--metrics-listen".into());
+            args.push(format!("127.0.0.1:{}", free_port()?));
+        }
         for (flag, v) in [
             ("-t", s.threads as u64),
             ("-m", s.mem_mb),
