@@ -118,6 +118,13 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         .clone()
         .map(|file| (file, auth::Pending::default()));
 
+    // Every read waits on shutdown too. A fresh `cancelled()` per read
+    // would lock the token and the waiter list that every connection
+    // shares to register and again to deregister; the connection's own
+    // child token, awaited through one future for its whole life,
+    // registers once, and its locks are nobody else's.
+    let mut shutdown = std::pin::pin!(shared.shutdown.child_token().cancelled_owned());
+
     let reason = loop {
         // A data block being read gets its whole size reserved at once (the
         // decoder bounds it by -I); otherwise grow by doubling.
@@ -137,7 +144,8 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
             }
         };
         let n = tokio::select! {
-            _ = shared.shutdown.cancelled() => break "shutdown",
+            biased;
+            () = &mut shutdown => break "shutdown",
             r = read => r,
         };
         match n {
