@@ -52,8 +52,17 @@ fn init_logging(verbose: u8) {
 
 fn start(config: Config) -> Result<(), ferrocache::Error> {
     check_user(&config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.threads)
+    // With one server thread there is nothing to steal work from: the
+    // current-thread scheduler runs the same tasks with less bookkeeping
+    // per wake-up.
+    let mut builder = if config.threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.threads);
+        b
+    };
+    let runtime = builder
         .thread_name("ferrocache-worker")
         .enable_all()
         .build()?;

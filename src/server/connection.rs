@@ -110,6 +110,10 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
     let mut wbuf = BytesMut::with_capacity(BUF_SIZE);
     let mut decoder = Decoder::new(shared.config.limits);
     let idle = shared.config.idle_timeout;
+    // One timer for the connection's life, pushed later at each read: a
+    // later deadline is one atomic store, where a `timeout` per read put a
+    // timer into the runtime's wheel and took it out again every request.
+    let mut idle_timer = idle.map(|t| Box::pin(tokio::time::sleep(t)));
     let reqs_per_event = shared.config.reqs_per_event;
     // With -Y, until the client authenticates.
     let mut unauthenticated = shared
@@ -117,6 +121,13 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         .auth
         .clone()
         .map(|file| (file, auth::Pending::default()));
+
+    // Every read waits on shutdown too. A fresh `cancelled()` per read
+    // would lock the token and the waiter list that every connection
+    // shares to register and again to deregister; the connection's own
+    // child token, awaited through one future for its whole life,
+    // registers once, and its locks are nobody else's.
+    let mut shutdown = std::pin::pin!(shared.shutdown.child_token().cancelled_owned());
 
     let reason = loop {
         // A data block being read gets its whole size reserved at once (the
@@ -128,20 +139,26 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
             rbuf.reserve(rbuf.len().max(BUF_SIZE));
         }
         let read = async {
-            match idle {
+            match (idle, idle_timer.as_mut()) {
                 // A connection in the middle of a data block is never idle-kicked.
-                Some(t) if !decoder.in_data_block() => {
-                    tokio::time::timeout(t, stream.read_buf(&mut rbuf)).await
+                (Some(t), Some(timer)) if !decoder.in_data_block() => {
+                    timer.as_mut().reset(tokio::time::Instant::now() + t);
+                    tokio::select! {
+                        biased;
+                        r = stream.read_buf(&mut rbuf) => Ok(r),
+                        () = timer.as_mut() => Err(()),
+                    }
                 }
                 _ => Ok(stream.read_buf(&mut rbuf).await),
             }
         };
         let n = tokio::select! {
-            _ = shared.shutdown.cancelled() => break "shutdown",
+            biased;
+            () = &mut shutdown => break "shutdown",
             r = read => r,
         };
         match n {
-            Err(_elapsed) => {
+            Err(()) => {
                 local.idle_kicks += 1;
                 break "idle timeout";
             }
