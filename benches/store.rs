@@ -167,6 +167,25 @@ fn write_all(store: &Store, n: u64) {
     }
 }
 
+/// One cache line of a pointer chase: where the next read goes.
+#[repr(align(64))]
+struct Line {
+    next: usize,
+}
+
+/// `lines` cache lines linked in one random cycle (Sattolo's shuffle), so
+/// that each read depends on the last and none is predictable: the cost of
+/// one random memory access over that much memory.
+fn chain(lines: usize, rng: &mut Rng) -> Vec<Line> {
+    let mut next: Vec<u32> = (0..lines as u32).collect();
+    for i in (1..lines).rev() {
+        next.swap(i, rng.below(i as u64) as usize);
+    }
+    next.into_iter()
+        .map(|n| Line { next: n as usize })
+        .collect()
+}
+
 /// The item counts to run: powers of ten from 10^3 up to
 /// `FERRO_BENCH_MAX_ITEMS`. Under `cargo test` (criterion's test mode,
 /// an unoptimised build) only the smallest, so that the benchmarks are
@@ -215,6 +234,26 @@ fn store_benches(c: &mut Criterion) {
 fn bench_n(c: &mut Criterion, n: u64, fixture: &mut Option<Fixture>) {
     let id = BenchmarkId::from_parameter(n);
     let one = Throughput::Elements(1);
+
+    // The yardstick for the rest: past the caches, the store's figures can
+    // only stay flat in memory accesses, and this is the price of one over
+    // as much memory as the store of n items takes. Built and freed before
+    // the store, so the two never take memory at once.
+    let bytes =
+        n as usize * Store::item_overhead(Key::new(b"key:", n - 1).len as usize, VALUE.len());
+    let mut lines: Option<Vec<Line>> = None;
+    let mut g = c.benchmark_group("mem_latency");
+    g.throughput(one.clone());
+    g.bench_function(id.clone(), |b| {
+        let lines = lines.get_or_insert_with(|| chain(bytes.div_ceil(64), &mut Rng(n)));
+        let mut at = 0;
+        b.iter(|| {
+            at = lines[at].next;
+            at
+        })
+    });
+    g.finish();
+    drop(lines);
 
     let mut g = c.benchmark_group("get_hit");
     g.throughput(one.clone());
