@@ -23,7 +23,7 @@ const VALUE: &[u8; 100] = &[b'v'; 100];
 const NOW: u32 = 2;
 const DEADLINE: u32 = 1_000;
 
-/// Slots the daemon's sweeper looks at per shard and per tick.
+/// Items the daemon's sweeper looks at per shard and per tick.
 const SWEEP_BUDGET: usize = 256;
 
 const DEFAULT_MAX_ITEMS: u64 = 10_000_000;
