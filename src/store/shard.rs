@@ -423,6 +423,9 @@ pub struct Shard {
     cursor: (u32, u32, usize),
     /// Segments installed so far, for their epochs.
     installs: u32,
+    /// Records moved by eviction so far: a write whose old version did
+    /// not move can update its index entry without comparing keys.
+    moves: u64,
     pub counters: Counters,
 }
 
@@ -450,6 +453,7 @@ impl Shard {
             index_charge: 0,
             cursor: (0, 0, 0),
             installs: 0,
+            moves: 0,
             counters: Counters {
                 total_items: 0,
                 evictions: 0,
@@ -947,17 +951,30 @@ impl Shard {
         if at.is_none() {
             self.index_room(ctx)?;
         }
+        let moves = self.moves;
         let loc = self.place(new, deadline, at, ctx)?;
         self.counters.total_items += 1;
-        // Eviction may have moved the old version: find it again.
-        let old = at.and_then(|_| {
-            let segs = &self.segs;
-            self.index
-                .find_mut(table_hash(hash), |&l| {
-                    l != loc.0 && item::key(segs.item(Loc(l))) == key
-                })
-                .map(|l| Loc(mem::replace(l, loc.0)))
-        });
+        let old = match at {
+            None => None,
+            // (Gone only if eviction had no room to keep it: then this is
+            // a new key again.)
+            Some(at) if self.moves == moves => self
+                .index
+                .find_mut(table_hash(hash), |&l| l == at.0)
+                .map(|slot| {
+                    *slot = loc.0;
+                    at
+                }),
+            // Eviction moved records: the old version may be elsewhere now.
+            Some(_) => {
+                let segs = &self.segs;
+                self.index
+                    .find_mut(table_hash(hash), |&l| {
+                        l != loc.0 && item::key(segs.item(Loc(l))) == key
+                    })
+                    .map(|l| Loc(mem::replace(l, loc.0)))
+            }
+        };
         let garbage = match old {
             Some(old) => self.retire(old, ctx),
             None => {
@@ -1064,6 +1081,7 @@ impl Shard {
 
     /// Points the index entry of a moved record at its new place.
     fn relocate(&mut self, hash: u64, old: Loc, new: Loc) {
+        self.moves += 1;
         let slot = self
             .index
             .find_mut(table_hash(hash), |&l| l == old.0)
