@@ -131,6 +131,33 @@ struct Cell {
     cas: AtomicU64,
 }
 
+/// A locked shard. Unlocking frees the segment memory the shard let go
+/// meanwhile, after the lock is released.
+struct Locked<'a>(Option<MutexGuard<'a, Shard>>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Shard;
+    fn deref(&self) -> &Shard {
+        self.0.as_ref().expect("locked until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Shard {
+        self.0.as_mut().expect("locked until dropped")
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(mut guard) = self.0.take() {
+            let garbage = std::mem::take(&mut guard.garbage);
+            drop(guard);
+            drop(garbage);
+        }
+    }
+}
+
 /// The item store. `Send + Sync`; share it as `Arc<Store>`.
 pub struct Store {
     cells: Box<[Cell]>,
@@ -227,13 +254,14 @@ impl Store {
         hash.checked_shr(64 - self.shard_bits).unwrap_or(0) as usize
     }
 
-    fn lock(&self, i: usize) -> MutexGuard<'_, Shard> {
+    fn lock(&self, i: usize) -> Locked<'_> {
         // A panic under a lock leaves a consistent shard (each method
         // completes its bookkeeping before it can panic), so keep serving.
-        self.cells[i]
+        let guard = self.cells[i]
             .shard
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Locked(Some(guard))
     }
 
     fn ctx(&self, now: u32) -> Ctx<'_> {
@@ -1111,6 +1139,10 @@ mod tests {
         assert!(st.bytes <= limit as u64);
         // Most of the budget is in use: evictions free only what is needed.
         assert!(st.bytes > limit as u64 * 8 / 10, "{st:?}");
+        // Segments evicted under a lock were handed over to be freed after it.
+        for i in 0..16 {
+            assert!(s.lock(i).garbage.is_empty(), "shard {i} kept garbage");
+        }
         check(&s);
     }
 

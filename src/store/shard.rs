@@ -426,6 +426,9 @@ pub struct Shard {
     /// Records moved by eviction so far: a write whose old version did
     /// not move can update its index entry without comparing keys.
     moves: u64,
+    /// Segment memory let go under the lock, for the store to free after
+    /// unlocking (unmapping pages takes microseconds).
+    pub garbage: Vec<Bytes>,
     pub counters: Counters,
 }
 
@@ -454,6 +457,7 @@ impl Shard {
             cursor: (0, 0, 0),
             installs: 0,
             moves: 0,
+            garbage: Vec::new(),
             counters: Counters {
                 total_items: 0,
                 evictions: 0,
@@ -730,7 +734,7 @@ impl Shard {
                     self.unreserve(charge, ctx);
                     return Err(Full::NoMemory);
                 };
-                drop(garbage);
+                self.garbage.extend(garbage);
                 self.append_to_head(len, ctx)
                     .unwrap_or_else(|| unreachable!("a new segment {node} takes any shared record"))
             }
@@ -1038,6 +1042,7 @@ impl Shard {
             }
         }
         self.unreserve(budget, ctx);
+        self.garbage.push(mem.into_bytes());
         Some(budget)
     }
 
@@ -1071,7 +1076,7 @@ impl Shard {
         }
         self.drop_record(hash, old, m, dead, ctx);
         self.unreserve(charge, ctx);
-        drop(mem);
+        self.garbage.push(mem.into_bytes());
         charge
     }
 
@@ -1159,7 +1164,7 @@ impl Shard {
                 }
                 let (_, garbage) = self.open_head(charge, ctx)?;
                 *budget -= charge;
-                drop(garbage);
+                self.garbage.extend(garbage);
                 self.append_to_head(len, ctx)?
             }
         };
@@ -1221,7 +1226,8 @@ impl Shard {
                 Loc::shared(node, at)
             };
             let hash = ctx.hash(item::key(self.item(loc)));
-            drop(self.reclaim(loc, hash, ctx));
+            let freed = self.reclaim(loc, hash, ctx);
+            self.garbage.extend(freed);
             reclaimed += 1;
         }
         reclaimed
