@@ -376,7 +376,7 @@ impl Store {
             };
         }
         let cas = self.next_cas(si);
-        let mut fresh = self.new_item(key, req.key_binary, 0, cas, 0, &|_| {});
+        let mut fresh = NewItem::new(self.layout, key, req.key_binary, 0, cas, 0, &|_| {});
         let fits = self.fits(&fresh);
         // A retry after a failed insert still holds `fresh`.
         self.with_room(si, now, |shard, ctx| {
@@ -404,8 +404,15 @@ impl Store {
                 };
                 let cas = self.next_cas(si);
                 let fill = |d: &mut [u8]| d.copy_from_slice(req.value);
-                let mut built =
-                    self.new_item(key, req.key_binary, req.flags, cas, req.value.len(), &fill);
+                let mut built = NewItem::new(
+                    self.layout,
+                    key,
+                    req.key_binary,
+                    req.flags,
+                    cas,
+                    req.value.len(),
+                    &fill,
+                );
                 let compare = req.compare_cas.unwrap_or(0);
                 let result = if !self.fits(&built) {
                     None
@@ -479,7 +486,15 @@ impl Store {
                 d[first.len()..].copy_from_slice(second);
             };
             let len = old_value.len() + req.value.len();
-            let mut built = self.new_item(req.key, req.key_binary, h.flags, cas, len, &fill);
+            let mut built = NewItem::new(
+                self.layout,
+                req.key,
+                req.key_binary,
+                h.flags,
+                cas,
+                len,
+                &fill,
+            );
             if !self.fits(&built) {
                 return (StoreResult::OutOfMemory, 0);
             }
@@ -536,7 +551,15 @@ impl Store {
             let fill = |d: &mut [u8]| d.copy_from_slice(value);
             let cas = self.next_cas(si);
             let key_binary = item::key_binary(&old);
-            let mut built = self.new_item(key, key_binary, h.flags, cas, value.len(), &fill);
+            let mut built = NewItem::new(
+                self.layout,
+                key,
+                key_binary,
+                h.flags,
+                cas,
+                value.len(),
+                &fill,
+            );
             let swapped = self.with_room(si, now, |shard, ctx| {
                 shard.swap_in_place(key, hash, &old, &mut built, false, ctx, |e| {
                     if let Some(d) = new_ttl {
@@ -596,7 +619,7 @@ impl Store {
                 d[ndigits..].fill(b' ');
             };
             let key_binary = item::key_binary(&old);
-            let mut built = self.new_item(key, key_binary, h.flags, cas, len, &fill);
+            let mut built = NewItem::new(self.layout, key, key_binary, h.flags, cas, len, &fill);
             let mut ttl_at_read = 0;
             let swapped = self.with_room(si, now, |shard, ctx| {
                 // memcached rewrites the number in place when it fits.
@@ -629,7 +652,7 @@ impl Store {
         let ndigits = item::format_counter(req.initial, &mut digits);
         let cas = self.next_cas(si);
         let fill = |d: &mut [u8]| d.copy_from_slice(&digits[..ndigits]);
-        let mut built = self.new_item(key, req.key_binary, 0, cas, ndigits, &fill);
+        let mut built = NewItem::new(self.layout, key, req.key_binary, 0, cas, ndigits, &fill);
         let outcome = self.with_room(si, now, |shard, ctx| {
             let garbage = match shard.find_live(key, hash, ctx) {
                 Find::Live(_) => return Ok((None, None)),

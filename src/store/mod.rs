@@ -226,20 +226,6 @@ impl Store {
         segment::PREFIX + item::encoded_len(key_len, value_len, 1, 1) + memory::INDEX_SHARE
     }
 
-    /// Describes an item to store; a large one is written here, unlocked.
-    #[allow(clippy::too_many_arguments)]
-    fn new_item<'a>(
-        &self,
-        key: &'a [u8],
-        key_binary: bool,
-        flags: u32,
-        cas: u64,
-        value_len: usize,
-        fill: &'a dyn Fn(&mut [u8]),
-    ) -> NewItem<'a> {
-        NewItem::new(self.layout, key, key_binary, flags, cas, value_len, fill)
-    }
-
     /// Whether an item could ever fit under the limit.
     fn fits(&self, new: &NewItem) -> bool {
         self.layout.cost(new.record_len()) <= self.memory.limit()
@@ -335,7 +321,7 @@ impl Store {
         }
         let cas = self.next_cas(si);
         let fill = |d: &mut [u8]| d.copy_from_slice(value);
-        let mut built = self.new_item(key, false, flags, cas, value.len(), &fill);
+        let mut built = NewItem::new(self.layout, key, false, flags, cas, value.len(), &fill);
         if self.fits(&built) {
             for _ in 0..MAX_WRITE_ATTEMPTS {
                 let ctx = self.ctx(now);
