@@ -15,6 +15,7 @@
 //! readers holding slices never see a write.
 
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -102,12 +103,29 @@ impl Drop for Buffer {
     }
 }
 
+/// What a segment's `Bytes` own: the buffer, through an `Arc` the shard
+/// keeps too, so that it can tell when no reader holds a slice any more
+/// and the buffer can be written from the start again.
+struct Shared(Arc<Buffer>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
 /// A segment's buffer: shared for reading, written by its shard.
-#[derive(Debug)]
 pub struct SegMem {
     shared: Bytes,
+    buffer: Arc<Buffer>,
     ptr: NonNull<u8>,
     len: usize,
+}
+
+impl std::fmt::Debug for SegMem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegMem").field("len", &self.len).finish()
+    }
 }
 
 // See `Buffer`.
@@ -118,10 +136,37 @@ impl SegMem {
     /// A zeroed buffer of `len` bytes (`len > 0`).
     pub fn new(len: usize) -> SegMem {
         assert!(len > 0, "an empty segment");
-        let buffer = Buffer::new(len);
+        let buffer = Arc::new(Buffer::new(len));
         let ptr = buffer.ptr;
-        let shared = Bytes::from_owner(buffer);
-        SegMem { shared, ptr, len }
+        let shared = Bytes::from_owner(Shared(Arc::clone(&buffer)));
+        SegMem {
+            shared,
+            buffer,
+            ptr,
+            len,
+        }
+    }
+
+    /// The same buffer, to be written over from the start, if no reader
+    /// holds a slice of it; else `None`, and the last reader frees it.
+    pub fn recycle(self) -> Option<SegMem> {
+        let SegMem {
+            shared,
+            mut buffer,
+            ptr,
+            len,
+        } = self;
+        drop(shared);
+        // `get_mut` synchronises with the readers' drops, so their reads
+        // happen before our writes.
+        Arc::get_mut(&mut buffer)?;
+        let shared = Bytes::from_owner(Shared(Arc::clone(&buffer)));
+        Some(SegMem {
+            shared,
+            buffer,
+            ptr,
+            len,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -218,6 +263,21 @@ mod tests {
             drop(m);
             assert_eq!(&tail[..], [9]);
         }
+    }
+
+    #[test]
+    fn a_buffer_is_recycled_only_once_no_reader_holds_it() {
+        let mut m = SegMem::new(MAP_MIN);
+        m.bytes_mut(0, 3).copy_from_slice(b"abc");
+        let reader = m.share(0, 3);
+        assert!(m.recycle().is_none());
+        assert_eq!(&reader[..], b"abc");
+        let m = SegMem::new(MAP_MIN);
+        let ptr = m.bytes(0, 1).as_ptr();
+        drop(m.share(0, 1));
+        let mut again = m.recycle().expect("nobody reads it");
+        assert_eq!(again.bytes(0, 1).as_ptr(), ptr);
+        again.bytes_mut(0, 1)[0] = 1;
     }
 
     #[test]

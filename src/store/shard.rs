@@ -429,6 +429,11 @@ pub struct Shard {
     /// Segment memory let go under the lock, for the store to free after
     /// unlocking (unmapping pages takes microseconds).
     pub garbage: Vec<Bytes>,
+    /// A freed shared segment no reader holds, with its charge: the next
+    /// segment this shard opens, without mapping fresh pages (and their
+    /// page faults) for every 64 KiB written. Freed first when memory is
+    /// wanted for anything else.
+    spare: Option<(SegMem, usize)>,
     pub counters: Counters,
 }
 
@@ -458,6 +463,7 @@ impl Shard {
             installs: 0,
             moves: 0,
             garbage: Vec::new(),
+            spare: None,
             counters: Counters {
                 total_items: 0,
                 evictions: 0,
@@ -569,16 +575,32 @@ impl Shard {
         mem.set_state(at, state | DEAD);
         seg.live -= 1;
         seg.live_bytes -= len;
-        (seg.live == 0 && self.head != Some(node)).then(|| self.free_segment(node, ctx))
+        if seg.live == 0 && self.head != Some(node) {
+            self.free_segment(node, ctx)
+        } else {
+            None
+        }
     }
 
     /// Gives a segment's memory back; returns it to be dropped unlocked
     /// (slices handed out keep it alive until they go).
-    fn free_segment(&mut self, node: u32, ctx: &Ctx) -> Bytes {
+    fn free_segment(&mut self, node: u32, ctx: &Ctx) -> Option<Bytes> {
         let (mem, charge, _) = self.detach(node);
-        ctx.memory.release(charge);
-        self.bytes -= charge;
-        mem.into_bytes()
+        if !is_solo(node) && self.spare.is_none() && mem.len() == ctx.layout.segment_size {
+            match mem.recycle() {
+                Some(mem) => self.spare = Some((mem, charge)),
+                // Readers hold it: the last of them frees it.
+                None => self.unreserve(charge, ctx),
+            }
+            return None;
+        }
+        self.unreserve(charge, ctx);
+        Some(mem.into_bytes())
+    }
+
+    /// Whether a new shared segment could be given a node.
+    fn can_open(&self) -> bool {
+        self.free_shared != list::NIL || self.segs.shared.len() < SHARED_IDS as usize
     }
 
     /// Takes a segment out of the age list and its table; returns its
@@ -648,13 +670,29 @@ impl Shard {
 
     /// Takes `need` bytes of the limit, evicting as needed. `protect` is
     /// never evicted, but may be moved: look it up again afterwards.
-    fn make_room(&mut self, need: usize, protect: Option<Loc>, ctx: &Ctx) -> Result<(), Full> {
+    /// With `spare_ok` (the need is a shared segment), a spare segment will
+    /// do: then `Ok(false)`, nothing reserved; else `Ok(true)`.
+    fn make_room(
+        &mut self,
+        need: usize,
+        protect: Option<Loc>,
+        spare_ok: bool,
+        ctx: &Ctx,
+    ) -> Result<bool, Full> {
         for _ in 0..MAX_EVICTIONS_PER_WRITE {
+            if spare_ok && self.spare.is_some() {
+                return Ok(false);
+            }
             if ctx.memory.try_reserve(need) {
                 self.bytes += need;
-                return Ok(());
+                return Ok(true);
             }
-            if self.evict_segment(protect, ctx).is_none() {
+            if let Some((mem, charge)) = self.spare.take() {
+                self.unreserve(charge, ctx);
+                self.garbage.push(mem.into_bytes());
+                continue;
+            }
+            if self.evict_segment(protect, spare_ok, ctx).is_none() {
                 break;
             }
         }
@@ -683,19 +721,18 @@ impl Shard {
         Some(Loc::shared(h, at))
     }
 
-    /// Opens a new shared segment as the head, its charge already taken.
-    /// The old head is sealed, and freed if nothing in it lives.
-    fn open_head(&mut self, charge: usize, ctx: &Ctx) -> Option<(u32, Option<Bytes>)> {
-        let node = self.take_node(false)?;
-        let mut garbage = None;
+    /// Opens `mem` (its charge taken) as the head; check [`Shard::can_open`]
+    /// first. The old head is sealed, and freed if nothing in it lives.
+    fn open_head(&mut self, mem: SegMem, charge: usize, ctx: &Ctx) {
+        let node = self.take_node(false).expect("checked by can_open");
         if let Some(old) = self.head.take()
             && self.segs.get(old).live == 0
         {
-            garbage = Some(self.free_segment(old, ctx));
+            let garbage = self.free_segment(old, ctx);
+            self.garbage.extend(garbage);
         }
-        self.install(node, SegMem::new(ctx.layout.segment_size), charge);
+        self.install(node, mem, charge);
         self.head = Some(node);
-        Some((node, garbage))
     }
 
     /// Finds room for a record and writes it, state clear, access time
@@ -710,7 +747,7 @@ impl Shard {
         let len = new.record_len();
         let loc = if new.solo.is_some() {
             let charge = memory::segment_cost(len);
-            self.make_room(charge, protect, ctx)?;
+            self.make_room(charge, protect, false, ctx)?;
             let Some(node) = self.take_node(true) else {
                 self.unreserve(charge, ctx);
                 return Err(Full::NoMemory);
@@ -722,21 +759,28 @@ impl Shard {
         } else if let Some(loc) = self.append_to_head(len, ctx) {
             loc
         } else {
-            let charge = memory::segment_cost(ctx.layout.segment_size);
-            self.make_room(charge, protect, ctx)?;
+            if !self.can_open() {
+                return Err(Full::NoMemory);
+            }
+            let size = ctx.layout.segment_size;
+            let charge = memory::segment_cost(size);
+            let reserved = self.make_room(charge, protect, true, ctx)?;
             // Eviction may have opened a head (to copy items forward into)
             // with room to spare.
             if let Some(loc) = self.append_to_head(len, ctx) {
-                self.unreserve(charge, ctx);
+                if reserved {
+                    self.unreserve(charge, ctx);
+                }
                 loc
             } else {
-                let Some((node, garbage)) = self.open_head(charge, ctx) else {
-                    self.unreserve(charge, ctx);
-                    return Err(Full::NoMemory);
+                let (mem, charge) = if reserved {
+                    (SegMem::new(size), charge)
+                } else {
+                    self.spare.take().expect("make_room found a spare")
                 };
-                self.garbage.extend(garbage);
+                self.open_head(mem, charge, ctx);
                 self.append_to_head(len, ctx)
-                    .unwrap_or_else(|| unreachable!("a new segment {node} takes any shared record"))
+                    .expect("a new segment takes any shared record")
             }
         };
         let (node, at) = (loc.node(), loc.offset());
@@ -758,7 +802,7 @@ impl Shard {
             return Ok(());
         }
         let need = memory::index_cost(self.index.capacity() + 1).saturating_sub(self.index_charge);
-        self.make_room(need, None, ctx)?;
+        self.make_room(need, None, false, ctx)?;
         if self.index.len() < self.index.capacity() {
             // Eviction made room in the table as it is.
             self.unreserve(need, ctx);
@@ -998,8 +1042,16 @@ impl Shard {
     /// its dead records go, its live ones are evicted except ACTIVE ones,
     /// which are copied forward (up to half a segment's worth). With them
     /// off, the oldest segment with dead space is compacted. Returns the
-    /// bytes given back, or `None` if there was nothing to free.
-    pub fn evict_segment(&mut self, protect: Option<Loc>, ctx: &Ctx) -> Option<usize> {
+    /// bytes given back, or `None` if there was nothing to free. With
+    /// `park`, the victim may become the shard's spare segment instead of
+    /// being given back (for a write here that wants a new segment).
+    pub fn evict_segment(&mut self, protect: Option<Loc>, park: bool, ctx: &Ctx) -> Option<usize> {
+        if !park && let Some((mem, charge)) = self.spare.take() {
+            // Memory wanted elsewhere: the spare goes before any item does.
+            self.unreserve(charge, ctx);
+            self.garbage.push(mem.into_bytes());
+            return Some(charge);
+        }
         let victim = if ctx.evictions {
             self.order.tail()?
         } else {
@@ -1041,8 +1093,18 @@ impl Shard {
                 None => self.drop_record(hash, old, m, dead, ctx),
             }
         }
+        let size = ctx.layout.segment_size;
+        let seg_charge = memory::segment_cost(size);
+        if park && self.spare.is_none() && budget >= seg_charge && mem.len() == size {
+            // Readers holding it (recycle fails) free it when they are done.
+            if let Some(mem) = mem.recycle() {
+                self.spare = Some((mem, seg_charge));
+                budget -= seg_charge;
+            }
+        } else {
+            self.garbage.push(mem.into_bytes());
+        }
         self.unreserve(budget, ctx);
-        self.garbage.push(mem.into_bytes());
         Some(budget)
     }
 
@@ -1158,13 +1220,22 @@ impl Shard {
         let loc = match self.append_to_head(len, ctx) {
             Some(loc) => loc,
             None => {
-                let charge = memory::segment_cost(ctx.layout.segment_size);
-                if *budget < charge {
+                if !self.can_open() {
                     return None;
                 }
-                let (_, garbage) = self.open_head(charge, ctx)?;
-                *budget -= charge;
-                self.garbage.extend(garbage);
+                let size = ctx.layout.segment_size;
+                let (mem, charge) = match self.spare.take() {
+                    Some(spare) => spare,
+                    None => {
+                        let charge = memory::segment_cost(size);
+                        if *budget < charge {
+                            return None;
+                        }
+                        *budget -= charge;
+                        (SegMem::new(size), charge)
+                    }
+                };
+                self.open_head(mem, charge, ctx);
                 self.append_to_head(len, ctx)?
             }
         };
@@ -1344,7 +1415,8 @@ impl Shard {
         assert_eq!(self.order.tail().unwrap_or(list::NIL), prev);
         assert_eq!(live, self.len);
         assert_eq!(self.index.len(), self.len as usize);
-        assert_eq!(charges + self.index_charge, self.bytes);
+        let spare = self.spare.as_ref().map_or(0, |(_, charge)| *charge);
+        assert_eq!(charges + self.index_charge + spare, self.bytes);
     }
 
     #[cfg(test)]
