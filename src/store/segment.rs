@@ -83,8 +83,8 @@ unsafe impl Sync for Buffer {}
 
 impl AsRef<[u8]> for Buffer {
     fn as_ref(&self) -> &[u8] {
-        // Only called by `Bytes::from_owner`, once, before anyone else can
-        // see the buffer.
+        // Only called by `Bytes::from_owner`, once per use of the buffer,
+        // while no one else can see it (new, or recycled unshared).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }

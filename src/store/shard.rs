@@ -127,6 +127,17 @@ impl Ctx<'_> {
     fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
+
+    /// Why a record with these fields is dead now, if it is.
+    fn dead(&self, m: Meta) -> Option<Lookup> {
+        if clock::is_expired(m.deadline, self.now) {
+            Some(Lookup::Expired)
+        } else if self.flushed(m.time) {
+            Some(Lookup::Flushed)
+        } else {
+            None
+        }
+    }
 }
 
 /// The hash the index is keyed by. The shard was picked by the top bits of
@@ -150,6 +161,15 @@ impl Loc {
     fn solo(node: u32) -> Loc {
         debug_assert!(node >= SHARED_IDS);
         Loc(SOLO_BIT | node)
+    }
+
+    /// The record at `offset` of segment `node` (0 for one of its own).
+    fn at(node: u32, offset: usize) -> Loc {
+        if is_solo(node) {
+            Loc::solo(node)
+        } else {
+            Loc::shared(node, offset)
+        }
     }
 
     /// The segment's node id.
@@ -498,13 +518,7 @@ impl Shard {
     }
 
     pub(super) fn meta(&self, loc: Loc) -> Meta {
-        let mem = self.segs.get(loc.node()).mem();
-        let at = loc.offset();
-        Meta {
-            deadline: mem.deadline(at),
-            time: mem.time(at),
-            state: mem.state(at),
-        }
+        record_meta(self.segs.get(loc.node()).mem(), loc.offset())
     }
 
     pub(super) fn set_meta(&mut self, loc: Loc, m: Meta) {
@@ -534,27 +548,30 @@ impl Shard {
     }
 
     fn dead(&self, loc: Loc, ctx: &Ctx) -> Option<Lookup> {
-        let m = self.meta(loc);
-        if clock::is_expired(m.deadline, ctx.now) {
-            Some(Lookup::Expired)
-        } else if ctx.flushed(m.time) {
-            Some(Lookup::Flushed)
-        } else {
-            None
-        }
+        ctx.dead(self.meta(loc))
     }
 
     /// Removes a dead item, counting it.
     fn reclaim(&mut self, loc: Loc, hash: u64, ctx: &Ctx) -> Option<Bytes> {
+        self.count_reclaimed(self.meta(loc));
+        self.remove(loc, hash, ctx)
+    }
+
+    fn count_reclaimed(&mut self, m: Meta) {
         self.counters.reclaimed += 1;
-        if !self.meta(loc).has(FETCHED) {
+        if !m.has(FETCHED) {
             self.counters.expired_unfetched += 1;
         }
-        self.remove(loc, hash, ctx)
     }
 
     /// Takes an item out of the index; its space waits for its segment.
     pub(super) fn remove(&mut self, loc: Loc, hash: u64, ctx: &Ctx) -> Option<Bytes> {
+        self.unindex(loc, hash);
+        self.retire(loc, ctx)
+    }
+
+    /// Takes a live record's entry out of the index.
+    fn unindex(&mut self, loc: Loc, hash: u64) {
         match self.index.find_entry(table_hash(hash), |&l| l == loc.0) {
             Ok(found) => {
                 found.remove();
@@ -562,7 +579,6 @@ impl Shard {
             Err(_) => unreachable!("record {loc:?} is not in the index"),
         }
         self.len -= 1;
-        self.retire(loc, ctx)
     }
 
     /// Marks a record dead; frees its segment if nothing else lives there.
@@ -1079,7 +1095,7 @@ impl Shard {
             }
             let old = Loc::shared(victim, this);
             let hash = ctx.hash(item::key(mem.bytes(this + PREFIX, len - PREFIX)));
-            let dead = self.dead_meta(m, ctx);
+            let dead = ctx.dead(m).is_some();
             let keep = !dead
                 && (!ctx.evictions || Some(old) == protect || (m.has(ACTIVE) && len <= keep_max));
             let moved = if keep {
@@ -1121,7 +1137,7 @@ impl Shard {
         let m = record_meta(&mem, 0);
         let hash = ctx.hash(item::key(mem.bytes(PREFIX, mem.len() - PREFIX)));
         let old = Loc::solo(victim);
-        let dead = self.dead_meta(m, ctx);
+        let dead = ctx.dead(m).is_some();
         let keep = !dead && (!ctx.evictions || Some(old) == protect || m.has(ACTIVE));
         if keep && let Some(node) = self.take_node(true) {
             let len = mem.len();
@@ -1142,10 +1158,6 @@ impl Shard {
         charge
     }
 
-    fn dead_meta(&self, m: Meta, ctx: &Ctx) -> bool {
-        clock::is_expired(m.deadline, ctx.now) || ctx.flushed(m.time)
-    }
-
     /// Points the index entry of a moved record at its new place.
     fn relocate(&mut self, hash: u64, old: Loc, new: Loc) {
         self.moves += 1;
@@ -1160,10 +1172,7 @@ impl Shard {
     /// reclaimed (dead) or evicted.
     fn drop_record(&mut self, hash: u64, old: Loc, m: Meta, dead: bool, ctx: &Ctx) {
         if dead {
-            self.counters.reclaimed += 1;
-            if !m.has(FETCHED) {
-                self.counters.expired_unfetched += 1;
-            }
+            self.count_reclaimed(m);
         } else {
             let c = &mut self.counters;
             c.evictions += 1;
@@ -1176,13 +1185,7 @@ impl Shard {
             c.last_evicted_at = ctx.now;
             c.last_evicted_age = ctx.now.saturating_sub(m.time);
         }
-        match self.index.find_entry(table_hash(hash), |&l| l == old.0) {
-            Ok(found) => {
-                found.remove();
-            }
-            Err(_) => unreachable!("a live record is indexed"),
-        }
-        self.len -= 1;
+        self.unindex(old, hash);
     }
 
     /// With evictions off: the oldest segment worth compacting, one whose
@@ -1194,7 +1197,7 @@ impl Shard {
         while let Some(node) = at {
             let seg = self.segs.get(node);
             let found = if is_solo(node) {
-                self.dead_meta(record_meta(seg.mem(), 0), ctx)
+                ctx.dead(record_meta(seg.mem(), 0)).is_some()
             } else {
                 seg.used - seg.live_bytes >= worth && self.head != Some(node)
             };
@@ -1288,14 +1291,10 @@ impl Shard {
             self.cursor.2 = at + len;
             looked += 1;
             let m = record_meta(self.segs.get(node).mem(), at);
-            if m.has(DEAD) || !self.dead_meta(m, ctx) {
+            if m.has(DEAD) || ctx.dead(m).is_none() {
                 continue;
             }
-            let loc = if is_solo(node) {
-                Loc::solo(node)
-            } else {
-                Loc::shared(node, at)
-            };
+            let loc = Loc::at(node, at);
             let hash = ctx.hash(item::key(self.item(loc)));
             let freed = self.reclaim(loc, hash, ctx);
             self.garbage.extend(freed);
@@ -1340,11 +1339,7 @@ impl Shard {
                 if m.has(DEAD) {
                     continue;
                 }
-                let loc = if is_solo(node) {
-                    Loc::solo(node)
-                } else {
-                    Loc::shared(node, this)
-                };
+                let loc = Loc::at(node, this);
                 if !f(loc, m) {
                     return false;
                 }
@@ -1358,7 +1353,7 @@ impl Shard {
     /// false. Returns false if `f` stopped it.
     pub fn visit(&self, ctx: &Ctx, f: &mut dyn FnMut(ItemView<'_>) -> bool) -> bool {
         self.walk_oldest_first(&mut |loc, m| {
-            if self.dead_meta(m, ctx) {
+            if ctx.dead(m).is_some() {
                 return true;
             }
             let it = self.item(loc);
@@ -1389,11 +1384,7 @@ impl Shard {
             let (mut n, mut bytes, mut at) = (0, 0, 0);
             while at < seg.used {
                 let len = self.segs.record_len(node, at);
-                let loc = if is_solo(node) {
-                    Loc::solo(node)
-                } else {
-                    Loc::shared(node, at)
-                };
+                let loc = Loc::at(node, at);
                 if !record_meta(seg.mem(), at).has(DEAD) {
                     n += 1;
                     bytes += len;
