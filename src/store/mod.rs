@@ -648,8 +648,9 @@ mod tests {
         }
     }
 
-    /// Structural invariants of every shard, and the budget agrees with them.
-    fn check(s: &Store) {
+    /// Structural invariants of every shard, and the budget agrees with
+    /// them; the model tests use it too.
+    pub(super) fn check(s: &Store) {
         let mut bytes = 0;
         for i in 0..s.cells.len() {
             let shard = s.lock(i);

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use super::tests::check;
 use super::*;
 use StoreMode::*;
 
@@ -178,20 +179,6 @@ fn gen_exptime(rng: &mut Rng, clock: &Clock) -> i64 {
     }
 }
 
-/// The store's structure is sound and within its budget.
-fn check_store(s: &Store) {
-    let mut bytes = 0;
-    for i in 0..s.cells.len() {
-        let shard = s.lock(i);
-        shard.check(&s.hasher);
-        bytes += shard.bytes();
-    }
-    assert_eq!(bytes, s.memory.used());
-    assert!(s.memory.used() <= s.memory.limit());
-}
-
-/// Runs `ops` random commands. `exact`: nothing may be evicted, so every
-/// reply must match the model.
 fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats {
     let clock = Clock::manual(UNIX);
     let s = Store::new(
@@ -429,7 +416,7 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats
                 s.sweep(now, 1 + rng.below(64) as usize);
             }
         }
-        check_store(&s);
+        check(&s);
     }
     stats.evictions = s.stats().evictions;
     stats
@@ -513,6 +500,6 @@ fn a_panic_under_a_shard_lock_leaves_the_store_serving() {
         assert_eq!(s.store(Append, k, 0, 0, b"+", 0, now), StoreResult::Stored);
         assert!(s.delete(k, now));
     }
-    check_store(&s);
+    check(&s);
     assert_eq!(s.stats().curr_items, 0);
 }
