@@ -3,8 +3,9 @@
 //!
 //! `cargo bench --bench parser`; see benches/README.md.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferrocache::protocol::codec::{Decode, Decoder};
@@ -150,18 +151,9 @@ fn parser(c: &mut Criterion) {
     bench_pipeline(c);
 }
 
-fn config() -> Criterion {
-    // Each input is small and steady; short runs keep the whole suite to
-    // well under a minute on a busy 2-core machine.
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .without_plots()
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = parser
 }
 criterion_main!(benches);

@@ -6,6 +6,8 @@
 //! `cargo bench --bench store`; `FERRO_BENCH_MAX_ITEMS` caps the item
 //! counts (default 10^7). See benches/README.md.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -428,18 +430,9 @@ fn bench_n(c: &mut Criterion, n: u64, fixture: &mut Option<Fixture>) {
     g.finish();
 }
 
-fn config() -> Criterion {
-    // Short runs: five operations at five item counts must finish in a few
-    // minutes on a shared 2-core machine, fills included.
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .without_plots()
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    config = common::config();
     targets = store_benches
 }
 criterion_main!(benches);
