@@ -1,10 +1,12 @@
 # One entry point for the checks CI runs; see README.md.
-.PHONY: test lint unit fuzz-replay protocol-tests run
+.PHONY: test lint unit fuzz-replay protocol-tests smoke run
 
 # Every test: formatting, lints, Rust unit + integration + differential
 # tests (the differential ones need Debian's memcached on PATH), the fuzz
-# targets' replay, then the real-client suite in protocol-tests/.
-test: lint unit fuzz-replay protocol-tests
+# targets' replay, the real-client suite in protocol-tests/, then the
+# README's run command, the Docker entry point and the systemd ExecStart
+# started as written (they use the default ports 11211 and 9150).
+test: lint unit fuzz-replay protocol-tests smoke
 
 lint:
 	cargo fmt --all -- --check
@@ -20,6 +22,9 @@ fuzz-replay:
 
 protocol-tests:
 	protocol-tests/run.sh --target both
+
+smoke:
+	python3 scripts/smoke.py
 
 run:
 	cargo run --release

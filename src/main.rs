@@ -50,8 +50,8 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-fn start(config: Config) -> Result<(), ferrocache::Error> {
-    check_user(&config)?;
+fn start(mut config: Config) -> Result<(), ferrocache::Error> {
+    choose_user(&mut config);
     // With one server thread there is nothing to steal work from: the
     // current-thread scheduler runs the same tasks with less bookkeeping
     // per wake-up.
@@ -139,14 +139,23 @@ async fn stop_on_signal(shared: Arc<Shared>) {
     shared.shutdown.cancel();
 }
 
-/// memcached refuses to run as root unless told which user to become.
-fn check_user(config: &Config) -> Result<(), ferrocache::Error> {
+/// The user a root process drops to when no `-u` is given.
+const FALLBACK_USER: &str = "nobody";
+
+/// memcached refuses to start as root without `-u`. We drop to `nobody`
+/// instead, with a warning: a root shell (a container, a fresh VM) is where
+/// newcomers first type `cargo run --release`, and the network-facing
+/// process still never runs as root. An explicit `-u` is used as given.
+fn choose_user(config: &mut Config) {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid == 0 && config.user.is_none() {
-        return Err("can't run as root without the -u switch".into());
+        tracing::warn!(
+            user = FALLBACK_USER,
+            "started as root without -u: switching to user {FALLBACK_USER} after binding (pass -u USER to choose)"
+        );
+        config.user = Some(FALLBACK_USER.to_string());
     }
-    Ok(())
 }
 
 /// Becomes `user` when running as root (after binding, so low ports work).
