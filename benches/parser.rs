@@ -8,8 +8,9 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ferrocache::item_rules::Limits;
 use ferrocache::protocol::codec::{Decode, Decoder};
-use ferrocache::protocol::{Command, Frame, Limits};
+use ferrocache::protocol::{Command, Frame};
 
 /// A storage request with a data block of `len` bytes.
 fn with_block(line: &str, len: usize) -> Vec<u8> {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ferrocache::config::Cli;
-use ferrocache::protocol::StoreMode;
+use ferrocache::item_rules::StoreMode;
 use ferrocache::store::{Clock, Lookup, Store, StoreConfig, StoreResult};
 
 const VALUE: &[u8; 100] = &[b'v'; 100];

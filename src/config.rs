@@ -16,7 +16,7 @@ use clap::{ArgAction, Parser};
 use crate::auth::AuthFile;
 use crate::tls::{Tls, TlsOptions};
 
-use crate::protocol::Limits;
+use crate::item_rules::Limits;
 use crate::store::StoreConfig;
 
 /// memcached's lower bound for `-I`.

@@ -6,6 +6,7 @@
 //!
 //! - [`auth`]: memcached's ascii authentication (`-Y`).
 //! - [`config`]: the command line, spelled as memcached's.
+//! - [`item_rules`]: write modes and item sizes, which protocol and store share.
 //! - [`protocol`]: parsing and encoding of the text protocol; no store, no sockets.
 //! - [`store`]: the sharded LRU item store; no protocol, no sockets.
 //! - [`server`]: listeners, connections, and `execute`, the glue of the two.
@@ -15,6 +16,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod item_rules;
 pub mod metrics;
 pub mod protocol;
 pub mod server;

@@ -583,7 +583,7 @@ async fn respond(mut stream: TcpStream, shared: &Shared, exporter: &Exporter) ->
 mod tests {
     use super::*;
     use crate::config::Cli;
-    use crate::protocol::StoreMode;
+    use crate::item_rules::StoreMode;
     use crate::stats::LocalStats;
     use crate::store::{Clock, Store};
     use clap::Parser;

@@ -15,7 +15,8 @@
 //!   Up to that close the frames must still agree.
 
 use ferrocache::protocol::codec::{Decode, Decoder};
-use ferrocache::protocol::{Command, Frame, LINE_MAX_LEN, Limits};
+use ferrocache::item_rules::Limits;
+use ferrocache::protocol::{Command, Frame, LINE_MAX_LEN};
 
 use crate::Rng;
 

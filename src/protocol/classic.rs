@@ -24,9 +24,8 @@ use nom::{
 };
 
 use super::meta::{self, MetaSetHeader};
-use super::{
-    Command, Frame, KEY_MAX_LEN, Keys, MAX_TOKENS, ProtocolError, ShutdownMode, StoreMode,
-};
+use super::{Command, Frame, KEY_MAX_LEN, Keys, MAX_TOKENS, ProtocolError, ShutdownMode};
+use crate::item_rules::StoreMode;
 
 /// What one command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

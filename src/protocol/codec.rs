@@ -11,10 +11,8 @@ use bytes::Bytes;
 
 use super::classic::{self, Parsed, StoreHeader};
 use super::meta::MetaSetHeader;
-use super::{
-    Command, Frame, GET_LINE_MAX_LEN, KEY_MAX_LEN, LINE_MAX_LEN, Limits, ProtocolError, Rejected,
-    StoreMode,
-};
+use super::{Command, Frame, GET_LINE_MAX_LEN, KEY_MAX_LEN, LINE_MAX_LEN, ProtocolError, Rejected};
+use crate::item_rules::{Limits, StoreMode};
 
 /// memcached reads into a 16 KiB buffer: a command line whose newline is not
 /// in the first 16 KiB is closed even when it arrived in one write. Lines of

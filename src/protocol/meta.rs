@@ -25,7 +25,8 @@
 
 use super::base64;
 use super::classic::{Parsed, Tokens, safe_strtol, safe_strtoul, safe_strtoull};
-use super::{Command, Frame, KEY_MAX_LEN, ProtocolError, StoreMode};
+use super::{Command, Frame, KEY_MAX_LEN, ProtocolError};
+use crate::item_rules::StoreMode;
 
 /// memcached refuses a meta line of more than this many tokens, counting
 /// the command, the key (and `ms`'s data length) and its end marker

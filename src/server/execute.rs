@@ -8,8 +8,9 @@ use bytes::BytesMut;
 
 use super::Shared;
 use super::stats_reply;
+use crate::item_rules::StoreMode;
 use crate::protocol::encode::{self, Reply};
-use crate::protocol::{Command, Frame, Keys, ProtocolError, Rejected, ShutdownMode, StoreMode};
+use crate::protocol::{Command, Frame, Keys, ProtocolError, Rejected, ShutdownMode};
 use crate::stats::LocalStats;
 use crate::store::{ArithResult, Lookup, StoreResult};
 

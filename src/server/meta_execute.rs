@@ -9,9 +9,10 @@
 use bytes::{BufMut, BytesMut};
 
 use super::execute::Context;
+use crate::item_rules::StoreMode;
 use crate::protocol::encode;
 use crate::protocol::meta::{KeyBuf, MetaCommand, MetaFlags, MetaOp, long_opaque};
-use crate::protocol::{KEY_MAX_LEN, ProtocolError, StoreMode, base64};
+use crate::protocol::{KEY_MAX_LEN, ProtocolError, base64};
 use crate::store::meta::{Arith, ArithRequest, Delete, Get, GetRequest, SetRequest, Step};
 use crate::store::{Lookup, StoreResult};
 

@@ -643,7 +643,7 @@ mod tests {
 
     use super::*;
     use crate::config::Cli;
-    use crate::protocol::StoreMode;
+    use crate::item_rules::StoreMode;
     use crate::server::Shared;
     use crate::stats::LocalStats;
     use crate::store::{Clock, Store};

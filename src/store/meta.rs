@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::shard::{ACTIVE, Ctx, FETCHED, Find, Full, Loc, Meta, NewItem, STALE, Shard, WIN};
 use super::{Lookup, MAX_WRITE_ATTEMPTS, Store, StoreResult, Value, item};
-use crate::protocol::StoreMode;
+use crate::item_rules::{Limits, StoreMode};
 
 /// An order-dependent flag of `mg` or `ma`, in request order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -468,7 +468,7 @@ impl Store {
                 return (StoreResult::Exists, 0);
             }
             let old_value = &old[h.value_start..];
-            let limits = crate::protocol::Limits {
+            let limits = Limits {
                 item_size_max: self.config().item_size_max,
                 cas_enabled: self.config().cas_enabled,
             };

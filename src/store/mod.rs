@@ -41,7 +41,7 @@ use foldhash::quality::RandomState;
 
 pub use clock::Clock;
 
-use crate::protocol::StoreMode;
+use crate::item_rules::StoreMode;
 use shard::{Ctx, Full, Layout, NewItem, Shard, Swap};
 
 /// What the store needs from the configuration.
@@ -57,7 +57,7 @@ pub struct StoreConfig {
     pub shards: usize,
     /// `-I`: an append or prepend whose result would be larger is refused
     /// (`NOT_STORED`), as memcached refuses it. Sized as memcached sizes
-    /// items, see [`crate::protocol::Limits::too_large`].
+    /// items, see [`crate::item_rules::Limits::too_large`].
     pub item_size_max: usize,
 }
 

@@ -34,7 +34,7 @@ use super::list::{self, Links, List, Nodes};
 use super::memory::{self, Memory};
 use super::segment::{PREFIX, SegMem};
 use super::{Lookup, StoreResult, Value, clock};
-use crate::protocol::StoreMode;
+use crate::item_rules::StoreMode;
 
 /// Seconds between two refreshes of an item's access time on hits.
 pub const UPDATE_INTERVAL: u32 = 60;
