@@ -16,6 +16,7 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use ferrocache::config::Cli;
 use ferrocache::item_rules::StoreMode;
 use ferrocache::store::{Clock, Lookup, Store, StoreConfig, StoreResult};
+use ferrocache::test_rng::Rng;
 
 const VALUE: &[u8; 100] = &[b'v'; 100];
 
@@ -63,24 +64,6 @@ impl Key {
 
     fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
-    }
-}
-
-/// splitmix64: a fixed seed makes every run touch the same keys, and it
-/// is cheap enough to sit in the untimed setup of each iteration.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -143,7 +126,7 @@ impl Fixture {
         let stats = store.stats();
         assert_eq!((stats.curr_items, stats.evictions), (n, 0), "fill");
         store.set_memory_limit(roomy);
-        let mut rng = Rng(0x5eed_0000_0000_0000 ^ n);
+        let mut rng = Rng::new(0x5eed_0000_0000_0000 ^ n);
         for _ in 0..1000 {
             let i = rng.below(n);
             let hit = store.get(Key::new(b"key:", i).as_bytes(), NOW);
@@ -265,7 +248,7 @@ fn bench_n(c: &mut Criterion, n: u64, fixture: &mut Option<Fixture>) {
     let mut g = c.benchmark_group("mem_latency");
     g.throughput(one.clone());
     g.bench_function(id.clone(), |b| {
-        let lines = lines.get_or_insert_with(|| chain(bytes.div_ceil(64), &mut Rng(n)));
+        let lines = lines.get_or_insert_with(|| chain(bytes.div_ceil(64), &mut Rng::new(n)));
         let mut at = 0;
         b.iter(|| {
             at = lines[at].next;

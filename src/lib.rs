@@ -22,6 +22,8 @@ pub mod protocol;
 pub mod server;
 pub mod stats;
 pub mod store;
+#[doc(hidden)]
+pub mod test_rng;
 pub mod tls;
 
 /// Error type for start-up failures; they end the process with a message.

@@ -9,30 +9,7 @@
 pub mod connection;
 pub mod decoder;
 
-/// xorshift64*: small, fast and the same everywhere, so a failing seed
-/// reproduces.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform enough in `0..n`; `n` > 0.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+pub use ferrocache::test_rng::Rng;
 
 /// Pieces of the text protocol that mutations splice in.
 pub const DICTIONARY: &[&[u8]] = &[
