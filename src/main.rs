@@ -39,7 +39,7 @@ fn init_logging(verbose: u8) {
     let directives = match verbose {
         0 => "ferrocache=info,warn",
         1 => "ferrocache=debug,warn",
-        2 => "ferrocache=debug,ferrocache::server::connection=trace,warn",
+        2 => "ferrocache=debug,ferrocache::server::session=trace,warn",
         _ => "ferrocache=trace,info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
@@ -106,7 +106,11 @@ async fn serve(config: Config) -> Result<(), ferrocache::Error> {
     if let Some(l) = metrics_listener {
         let addr = l.local_addr()?;
         tracing::info!(metrics = %format!("http://{addr}/metrics"), "serving metrics");
-        tokio::spawn(ferrocache::metrics::serve(l, shared.clone()));
+        tokio::spawn(ferrocache::metrics::serve(
+            l,
+            shared.clone(),
+            shared.shutdown.clone(),
+        ));
     }
     server::run(listeners, shared).await;
     tracing::info!("ferrocache stopped");

@@ -16,7 +16,8 @@
 //! have (LRU crawler, slab mover) are exported as 0 only where the exporter
 //! always exports them.
 //!
-//! This module knows the server's shared state but nothing of the protocol.
+//! This module reads the counters and the store through [`Source`], which
+//! the server implements; it knows nothing of the server or the protocol.
 
 use std::fmt::Write as _;
 use std::io;
@@ -29,8 +30,10 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::server::Shared;
-use crate::stats::{CommandKind, LATENCY_BOUNDS_NS, LATENCY_BUCKETS};
+use tokio_util::sync::CancellationToken;
+
+use crate::stats::{CommandKind, Detail, LATENCY_BOUNDS_NS, LATENCY_BUCKETS, Stats};
+use crate::store::Store;
 
 // memcached_exporter's names.
 pub const UP: &str = "memcached_up";
@@ -286,6 +289,24 @@ impl Default for Exporter {
     }
 }
 
+/// What a scrape reads: the same counters and store that `stats` reads,
+/// so the two views cannot drift.
+pub struct View<'a> {
+    pub stats: &'a Stats,
+    pub store: &'a Store,
+    pub detail: &'a Detail,
+    /// `-c`.
+    pub conn_limit: usize,
+    /// Whether connections time their commands (the histogram is served).
+    pub timing: bool,
+}
+
+/// Whatever holds the server's figures; the server implements it, so this
+/// module needs to know nothing of the server.
+pub trait Source: Send + Sync + 'static {
+    fn view(&self) -> View<'_>;
+}
+
 impl Exporter {
     /// A registry of its own, not the process-global recorder, so several
     /// servers (tests) in one process keep apart.
@@ -298,13 +319,12 @@ impl Exporter {
 
     /// Copies the current figures into the registry and renders it in the
     /// Prometheus text format.
-    pub fn render(&self, shared: &Shared) -> String {
-        let s = shared.stats.totals();
-        let st = shared.store.stats();
-        let shards = shared.store.shard_usage();
-        let clock = shared.store.clock();
+    pub fn render(&self, view: &View<'_>) -> String {
+        let s = view.stats.totals();
+        let st = view.store.stats();
+        let shards = view.store.shard_usage();
+        let clock = view.store.clock();
         let now = clock.now();
-        let cfg = &shared.config;
 
         with_local_recorder(&self.recorder, || {
             gauge!(UP).set(1.0);
@@ -313,8 +333,8 @@ impl Exporter {
             gauge!(VERSION, "version" => crate::VERSION).set(1.0);
             counter!(READ_BYTES).absolute(s.bytes_read);
             counter!(WRITTEN_BYTES).absolute(s.bytes_written);
-            gauge!(CURRENT_CONNECTIONS).set(shared.stats.curr_connections() as f64);
-            gauge!(MAX_CONNECTIONS).set(cfg.conn_limit as f64);
+            gauge!(CURRENT_CONNECTIONS).set(view.stats.curr_connections() as f64);
+            gauge!(MAX_CONNECTIONS).set(view.conn_limit as f64);
             counter!(CONNECTIONS).absolute(s.total_connections);
             counter!(CONNECTIONS_REJECTED).absolute(s.rejected_connections);
             counter!(CONNECTIONS_YIELDED).absolute(s.conn_yields);
@@ -420,7 +440,7 @@ impl Exporter {
             }
             gauge!(LAST_EVICTED_AGE).set(f64::from(last_evicted));
             gauge!(OLDEST_ITEM_AGE).set(f64::from(oldest_age));
-            gauge!(DETAIL_ENABLED).set(if shared.detail.enabled() { 1.0 } else { 0.0 });
+            gauge!(DETAIL_ENABLED).set(if view.detail.enabled() { 1.0 } else { 0.0 });
         });
 
         let mut text = self.handle.render();
@@ -429,8 +449,8 @@ impl Exporter {
         let (user, system) = cpu_seconds();
         write_float_counter(&mut text, CPU_USER, CPU_USER_HELP, user);
         write_float_counter(&mut text, CPU_SYSTEM, CPU_SYSTEM_HELP, system);
-        if shared.timing {
-            write_latency(&mut text, shared);
+        if view.timing {
+            write_latency(&mut text, view.stats);
         }
         text
     }
@@ -444,8 +464,8 @@ fn write_float_counter(out: &mut String, name: &str, help: &str, v: f64) {
 }
 
 /// The processing-time histogram, cumulative as Prometheus wants it.
-fn write_latency(out: &mut String, shared: &Shared) {
-    let lat = shared.stats.latency();
+fn write_latency(out: &mut String, stats: &Stats) {
+    let lat = stats.latency();
     let name = COMMAND_DURATION;
     let _ = write!(
         out,
@@ -475,13 +495,9 @@ fn write_latency(out: &mut String, shared: &Shared) {
 
 /// User and system CPU seconds of the process.
 fn cpu_seconds() -> (f64, f64) {
-    // SAFETY: getrusage only writes into the struct we hand it.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return (0.0, 0.0);
-    }
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(ru.ru_utime), secs(ru.ru_stime))
+    let (user, system) = crate::stats::cpu_times();
+    (secs(user), secs(system))
 }
 
 /// Resident set size from /proc (Linux); `None` elsewhere.
@@ -513,19 +529,19 @@ pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
 
 /// Answers `GET /metrics` on `listener` until the server shuts down. Each
 /// request gets one response, then the connection is closed.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve<S: Source>(listener: TcpListener, source: Arc<S>, shutdown: CancellationToken) {
     let exporter = Arc::new(Exporter::new());
     loop {
         let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             r = listener.accept() => r,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let shared = shared.clone();
+                let source = source.clone();
                 let exporter = exporter.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = respond(stream, &shared, &exporter).await {
+                    if let Err(e) = respond(stream, &*source, &exporter).await {
                         tracing::debug!(%peer, error = %e, "metrics request failed");
                     }
                 });
@@ -538,7 +554,11 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-async fn respond(mut stream: TcpStream, shared: &Shared, exporter: &Exporter) -> io::Result<()> {
+async fn respond<S: Source>(
+    mut stream: TcpStream,
+    source: &S,
+    exporter: &Exporter,
+) -> io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let read = async {
         loop {
@@ -562,7 +582,7 @@ async fn respond(mut stream: TcpStream, shared: &Shared, exporter: &Exporter) ->
     let target = parts.next().unwrap_or_default();
     let path = target.split(|&b| b == b'?').next().unwrap_or_default();
     let (status, body) = match (method, path) {
-        (b"GET" | b"HEAD", b"/metrics") => ("200 OK", exporter.render(shared)),
+        (b"GET" | b"HEAD", b"/metrics") => ("200 OK", exporter.render(&source.view())),
         (b"GET" | b"HEAD", b"/") => ("200 OK", "ferrocache: metrics are at /metrics\n".into()),
         (b"GET" | b"HEAD", _) => ("404 Not Found", "not found\n".into()),
         _ => ("405 Method Not Allowed", "only GET\n".into()),
@@ -588,13 +608,35 @@ mod tests {
     use crate::store::{Clock, Store};
     use clap::Parser;
 
-    fn shared() -> Shared {
-        let config = Cli::try_parse_from(["ferrocache", "-t", "2"])
-            .unwrap()
-            .validate()
-            .unwrap();
-        let store = Store::new(config.store.clone(), Clock::manual(1_700_000_000));
-        Shared::new(config, store, 1)
+    /// The figures a server would hand out, without the server.
+    struct Figures {
+        stats: Stats,
+        store: Store,
+        detail: Detail,
+    }
+
+    impl Figures {
+        fn new() -> Self {
+            let config = Cli::try_parse_from(["ferrocache", "-t", "2"])
+                .unwrap()
+                .validate()
+                .unwrap();
+            Figures {
+                stats: Stats::new(8),
+                store: Store::new(config.store.clone(), Clock::manual(1_700_000_000)),
+                detail: Detail::default(),
+            }
+        }
+
+        fn view(&self) -> View<'_> {
+            View {
+                stats: &self.stats,
+                store: &self.store,
+                detail: &self.detail,
+                conn_limit: 1024,
+                timing: true,
+            }
+        }
     }
 
     fn value(text: &str, series: &str) -> Option<f64> {
@@ -604,7 +646,7 @@ mod tests {
 
     #[test]
     fn render_mirrors_stats_and_the_store() {
-        let shared = shared();
+        let shared = Figures::new();
         let now = shared.store.clock().now();
         shared.store.store(StoreMode::Set, b"k", 0, 0, b"v", 0, now);
         let mut l = LocalStats {
@@ -613,11 +655,12 @@ mod tests {
             get_misses: 1,
             cmd_set: 5,
             cas_hits: 1,
+            total_connections: 1,
             ..Default::default()
         };
         shared.stats.flush(1, &mut l);
         let e = Exporter::new();
-        let text = e.render(&shared);
+        let text = e.render(&shared.view());
         assert_eq!(value(&text, "memcached_up"), Some(1.0));
         assert_eq!(value(&text, "memcached_current_items"), Some(1.0));
         assert_eq!(
@@ -641,8 +684,8 @@ mod tests {
             crate::VERSION
         )));
         // Counters keep counting across `stats reset`.
-        shared.reset_stats();
-        let text = e.render(&shared);
+        shared.stats.reset();
+        let text = e.render(&shared.view());
         assert_eq!(
             value(
                 &text,
@@ -654,13 +697,13 @@ mod tests {
 
     #[test]
     fn histogram_is_cumulative_and_ends_at_inf() {
-        let shared = shared();
+        let shared = Figures::new();
         let mut lat = crate::stats::Latency::default();
         lat.record(CommandKind::Get, 500);
         lat.record(CommandKind::Get, 3_000);
         shared.stats.flush_latency(1, &mut lat);
         let mut text = String::new();
-        write_latency(&mut text, &shared);
+        write_latency(&mut text, &shared.stats);
         let b = |le: &str| {
             value(
                 &text,

@@ -14,8 +14,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::protocol::{Command, Frame};
-
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
         /// Per-connection counts for one batch; plain integers.
@@ -166,27 +164,6 @@ impl CommandKind {
             CommandKind::Meta => "meta",
             CommandKind::Other => "other",
             CommandKind::Error => "error",
-        }
-    }
-
-    /// What a decoded frame counts as.
-    pub fn of(frame: &Frame<'_>) -> CommandKind {
-        match frame {
-            Frame::Command(cmd) => match cmd {
-                Command::Get { .. } => CommandKind::Get,
-                Command::Gat { .. } => CommandKind::Gat,
-                Command::Store { .. } => CommandKind::Set,
-                Command::Delete { .. } => CommandKind::Delete,
-                Command::Arith { incr: true, .. } => CommandKind::Incr,
-                Command::Arith { incr: false, .. } => CommandKind::Decr,
-                Command::Touch { .. } => CommandKind::Touch,
-                Command::FlushAll { .. } => CommandKind::FlushAll,
-                Command::MetaNoop => CommandKind::Meta,
-                #[allow(unreachable_patterns)]
-                _ => CommandKind::Other,
-            },
-            Frame::Rejected(_) | Frame::Error { .. } => CommandKind::Error,
-            Frame::Close => CommandKind::Other,
         }
     }
 }
@@ -578,6 +555,21 @@ impl Detail {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
     }
+}
+
+/// The process's user and system CPU time so far, as `getrusage` gives
+/// them (seconds, microseconds); zero if it fails.
+pub fn cpu_times() -> (libc::timeval, libc::timeval) {
+    // SAFETY: getrusage only writes into the struct we hand it.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        let zero = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        };
+        return (zero, zero);
+    }
+    (ru.ru_utime, ru.ru_stime)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! A whole connection over arbitrary bytes: the decoder feeding `execute`
-//! against a real store, as `server::connection` drives them, with the
-//! replies and the store checked after every request.
+//! A whole connection over arbitrary bytes: the server's own sans-IO
+//! session (decoder, executor, a real store), driven as the tokio driver
+//! drives it, with the replies and the store checked after every request.
 //!
 //! Input layout: byte 0 picks the configuration (memory limit, item size,
 //! CAS, `-A`), bytes 1..3 seed how the stream is cut into reads and how the
@@ -19,11 +19,9 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use clap::Parser;
 use ferrocache::config::Cli;
-use ferrocache::protocol::codec::{Decode, Decoder};
 use ferrocache::protocol::{Command, Frame};
 use ferrocache::server::Shared;
-use ferrocache::server::execute::{Context, Flow, execute_frame};
-use ferrocache::stats::LocalStats;
+use ferrocache::server::session::{Next, Observer, Session};
 use ferrocache::store::{Clock, Store, StoreConfig};
 
 use crate::Rng;
@@ -85,65 +83,75 @@ pub fn check(data: &[u8]) {
     run(&shared, &data[3..], &mut rng);
 }
 
-/// Feeds `stream` through one connection's decode and execute loop.
-pub fn run(shared: &Shared, stream: &[u8], rng: &mut Rng) {
-    let mut decoder = Decoder::new(shared.config.limits);
-    let mut local = LocalStats::default();
-    let mut rbuf: Vec<u8> = Vec::new();
+/// Feeds `stream` through one connection's session, cut into reads.
+pub fn run(shared: &Arc<Shared>, stream: &[u8], rng: &mut Rng) {
+    let mut session = Session::new(shared.clone(), 1);
+    let mut checks = Checks::default();
+    let mut rbuf = BytesMut::new();
     let mut wbuf = BytesMut::new();
     let mut rest = stream;
-    let mut stored_ever = 0u64;
     while !rest.is_empty() {
         let n = (1 + rng.below(64) as usize).min(rest.len());
+        let before = rbuf.len();
         rbuf.extend_from_slice(&rest[..n]);
         rest = &rest[n..];
         if rng.below(8) == 0 {
             shared.store.clock().advance(rng.below(3) as u32);
         }
-        let now = shared.store.clock().now();
         loop {
-            let (consumed, flow) = match decoder.decode(&rbuf) {
-                Decode::NeedMore => break,
-                Decode::Frame { consumed, frame } => {
-                    assert!(consumed > 0 && consumed <= rbuf.len());
-                    match frame {
-                        None => (consumed, Flow::Continue),
-                        Some(frame) => {
-                            let expect = Expect::of(&frame, shared);
-                            let before = shared.store.stats().total_items;
-                            let start = wbuf.len();
-                            let mut cx = Context {
-                                shared,
-                                stats: &mut local,
-                                now,
-                            };
-                            let flow = execute_frame(frame, &mut cx, &mut wbuf);
-                            expect.check(&wbuf[start..]);
-                            let st = shared.store.stats();
-                            assert!(
-                                st.bytes <= st.limit_maxbytes,
-                                "{} bytes in use over a limit of {}",
-                                st.bytes,
-                                st.limit_maxbytes
-                            );
-                            stored_ever += st.total_items.saturating_sub(before);
-                            assert!(
-                                st.curr_items <= stored_ever,
-                                "{} items but only {stored_ever} ever stored",
-                                st.curr_items
-                            );
-                            (consumed, flow)
-                        }
-                    }
-                }
-            };
-            rbuf.drain(..consumed);
-            if flow != Flow::Continue {
-                return;
+            let left = rbuf.len();
+            let next = session.process_observed(&mut rbuf, &mut wbuf, &mut checks);
+            assert!(rbuf.len() <= left, "the session grew the read buffer");
+            match next {
+                Next::Read => break,
+                // The driver sends what is buffered, or yields, and calls again.
+                Next::Write => wbuf.clear(),
+                Next::Yield => {}
+                Next::End(_) => return,
             }
         }
+        assert!(
+            rbuf.len() <= before + n,
+            "the session left more than it was given"
+        );
         // The connection sends what it has after every read.
         wbuf.clear();
+    }
+}
+
+/// Checks each reply against its request, and the store after each.
+#[derive(Default)]
+struct Checks {
+    expect: Option<Expect>,
+    total_before: u64,
+    stored_ever: u64,
+}
+
+impl Observer for Checks {
+    fn request(&mut self, frame: &Frame<'_>, shared: &Shared) {
+        self.expect = Some(Expect::of(frame, shared));
+        self.total_before = shared.store.stats().total_items;
+    }
+
+    fn reply(&mut self, reply: &[u8], shared: &Shared) {
+        self.expect
+            .take()
+            .expect("a reply follows a request")
+            .check(reply);
+        let st = shared.store.stats();
+        assert!(
+            st.bytes <= st.limit_maxbytes,
+            "{} bytes in use over a limit of {}",
+            st.bytes,
+            st.limit_maxbytes
+        );
+        self.stored_ever += st.total_items.saturating_sub(self.total_before);
+        assert!(
+            st.curr_items <= self.stored_ever,
+            "{} items but only {} ever stored",
+            st.curr_items,
+            self.stored_ever
+        );
     }
 }
 

@@ -6,37 +6,11 @@
 
 use bytes::BytesMut;
 
-use super::Shared;
-use super::stats_reply;
+use super::{Context, Flow, stats_reply};
 use crate::item_rules::StoreMode;
 use crate::protocol::encode::{self, Reply};
 use crate::protocol::{Command, Frame, Keys, ProtocolError, Rejected, ShutdownMode};
-use crate::stats::LocalStats;
 use crate::store::{ArithResult, Lookup, StoreResult};
-
-/// What the connection does after a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    Continue,
-    /// Send what is buffered, then close (`quit`).
-    Close,
-    /// Close without sending the replies still buffered: memcached drops the
-    /// connection, and the replies it owed for the same read, on an over-long
-    /// line or an HTTP request line.
-    Abort,
-    /// Close, and stop the server (`shutdown` with `-A`).
-    Shutdown {
-        graceful: bool,
-    },
-}
-
-/// The per-connection view `execute` works with.
-pub struct Context<'a> {
-    pub shared: &'a Shared,
-    pub stats: &'a mut LocalStats,
-    /// The store clock's `now`, read once per batch.
-    pub now: u32,
-}
 
 /// Runs one frame.
 pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Flow {
@@ -49,10 +23,6 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
         } => {
             if counts_as_set {
                 cx.stats.cmd_set += 1;
-            }
-            if error == ProtocolError::RetrievalKeyTooLong {
-                // memcached releases every response the connection still owes.
-                out.clear();
             }
             if !noreply {
                 encode::error(out, error);
@@ -111,6 +81,9 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             noreply,
         } => {
             cx.stats.cmd_set += 1;
+            if cx.shared.detail.enabled() {
+                cx.shared.detail.record_set(key);
+            }
             let deadline = store.clock().deadline(exptime32(exptime), now);
             let result = store.store(mode, key, flags, deadline, value, cas_unique, now);
             if mode == StoreMode::Cas {
@@ -135,6 +108,9 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             }
         }
         Command::Delete { key, noreply } => {
+            if cx.shared.detail.enabled() {
+                cx.shared.detail.record_delete(key);
+            }
             let hit = store.delete(key, now);
             if hit {
                 cx.stats.delete_hits += 1;
@@ -257,6 +233,9 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
 /// get/gets/gat/gats: hits in request order, then `END`.
 fn get(keys: Keys<'_>, cas: bool, touch: Option<u32>, cx: &mut Context<'_>, out: &mut BytesMut) {
     let store = &cx.shared.store;
+    // Read per request, so `stats detail on` applies from the next one, as
+    // in memcached.
+    let detail = cx.shared.detail.enabled().then_some(&cx.shared.detail);
     for key in keys.iter() {
         let lookup = match touch {
             Some(deadline) => store.get_and_touch(key, deadline, cx.now),
@@ -277,6 +256,9 @@ fn get(keys: Keys<'_>, cas: bool, touch: Option<u32>, cx: &mut Context<'_>, out:
                 false
             }
         };
+        if let Some(detail) = detail {
+            detail.record_get(key, hit);
+        }
         match (touch.is_some(), hit) {
             (false, true) => cx.stats.get_hits += 1,
             (false, false) => cx.stats.get_misses += 1,

@@ -8,7 +8,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::execute::Context;
+use super::Context;
 use crate::item_rules::StoreMode;
 use crate::protocol::encode;
 use crate::protocol::meta::{KeyBuf, MetaCommand, MetaFlags, MetaOp, long_opaque};
@@ -422,58 +422,32 @@ fn slab_class(size: usize) -> u32 {
 mod tests {
     use super::*;
     use crate::config::Cli;
-    use crate::protocol::codec::{Decode, Decoder};
     use crate::server::Shared;
-    use crate::server::execute::execute_frame;
+    use crate::server::session::Session;
     use crate::stats::LocalStats;
     use crate::store::{Clock, Store};
     use clap::Parser;
+    use std::sync::Arc;
 
-    /// A server state with one shard (so CAS values count up from 1, as
-    /// memcached's do) and a clock that moves only when told.
-    fn shared() -> Shared {
+    /// A session on a server with one shard (so CAS values count up from
+    /// 1, as memcached's do) and a clock that moves only when told.
+    fn session() -> Session {
         let mut config = Cli::try_parse_from(["ferrocache"])
             .unwrap()
             .validate()
             .unwrap();
         config.store.shards = 1;
         let store = Store::new(config.store.clone(), Clock::manual(1_700_000_000));
-        Shared::new(config, store, 1)
-    }
-
-    /// Sends `input` as one connection would and returns the replies.
-    fn exchange(shared: &Shared, stats: &mut LocalStats, input: &[u8]) -> String {
-        let mut decoder = Decoder::new(shared.config.limits);
-        let mut out = BytesMut::new();
-        let mut buf = input;
-        let now = shared.store.clock().now();
-        while let Decode::Frame { consumed, frame } = decoder.decode(buf) {
-            if let Some(frame) = frame {
-                let mut cx = Context {
-                    shared,
-                    stats: &mut *stats,
-                    now,
-                };
-                execute_frame(frame, &mut cx, &mut out);
-            }
-            buf = &buf[consumed..];
-        }
-        assert!(
-            buf.is_empty(),
-            "left over: {:?}",
-            String::from_utf8_lossy(buf)
-        );
-        String::from_utf8_lossy(&out).into_owned()
+        Session::new(Arc::new(Shared::new(config, store, 1)), 1)
     }
 
     /// Runs sessions of (request, reply) pairs, each on a fresh server. Every
     /// reply below was recorded from memcached 1.6.18.
     fn check(sessions: &[&[(&str, &str)]]) {
-        for session in sessions {
-            let shared = shared();
-            let mut stats = LocalStats::default();
-            for (request, want) in *session {
-                let got = exchange(&shared, &mut stats, request.as_bytes());
+        for pairs in sessions {
+            let mut session = session();
+            for (request, want) in *pairs {
+                let got = session.exchange(request.as_bytes());
                 assert_eq!(&got, want, "request {request:?}");
             }
         }
@@ -687,9 +661,8 @@ mod tests {
             ("ms k 1 F4294967301\r\nx\r\nmg k f\r\n", "HD\r\nHD f5\r\n"),
         ]]);
         // The CAS `c` returns is the item's.
-        let shared = shared();
-        let mut stats = LocalStats::default();
-        let reply = exchange(&shared, &mut stats, b"ms k 1 c\r\nx\r\ngets k\r\n");
+        let mut session = session();
+        let reply = session.exchange(b"ms k 1 c\r\nx\r\ngets k\r\n");
         let cas = reply
             .strip_prefix("HD c")
             .unwrap()
@@ -704,11 +677,11 @@ mod tests {
 
     #[test]
     fn times_are_seconds_since_the_last_access_and_left() {
-        let shared = shared();
-        let mut stats = LocalStats::default();
-        let mut say = |input: &str| exchange(&shared, &mut stats, input.as_bytes());
+        let mut session = session();
+        let clock = session.shared().store.clock().clone();
+        let mut say = |input: &str| session.exchange(input.as_bytes());
         assert_eq!(say("ms tk 1 T100\r\nx\r\n"), "HD\r\n");
-        shared.store.clock().advance(3);
+        clock.advance(3);
         assert_eq!(say("mg tk t l h v\r\n"), "VA 1 t97 l3 h0\r\nx\r\n");
         assert_eq!(
             say("me tk\r\nmg tk l h\r\n"),
@@ -719,11 +692,8 @@ mod tests {
 
     #[test]
     fn counters_follow_memcached() {
-        let shared = shared();
-        let mut stats = LocalStats::default();
-        exchange(
-            &shared,
-            &mut stats,
+        let mut session = session();
+        session.exchange(
             b"mg a v\r\nms a 1\r\nx\r\nmg a v\r\nmg a T10\r\nmg b T10\r\nma c\r\nma a\r\n\
 ma c N0\r\nma c MD\r\nmd c\r\nmd c\r\nme a\r\nms b 1 C1\r\nx\r\nms k 1 Y\r\nx\r\n",
         );
@@ -743,7 +713,7 @@ ma c N0\r\nma c MD\r\nmd c\r\nmd c\r\nme a\r\nms b 1 C1\r\nx\r\nms k 1 Y\r\nx\r\
             ..LocalStats::default()
         };
         assert_eq!(
-            stats.fields().collect::<Vec<_>>(),
+            session.stats.fields().collect::<Vec<_>>(),
             want.fields().collect::<Vec<_>>()
         );
     }

@@ -2,9 +2,13 @@
 //! the store.
 //!
 //! - `listener.rs`: binding, the accept loop and the connection cap.
-//! - `connection.rs`: one connection's read, decode, execute, write loop.
-//! - `execute.rs`: a decoded command against the store.
-//! - `stats_reply.rs`: the `stats` sub-commands.
+//! - `connection.rs`: the tokio driver of one connection: reads, writes,
+//!   timeouts, shutdown; nothing about commands.
+//! - `session.rs`: sans-IO: one connection's protocol state, turning a read
+//!   buffer into replies in a write buffer (auth, framing, `-R` budget).
+//! - `execute.rs`: a decoded classic command against the store;
+//!   `meta_execute.rs` the meta commands; `stats_reply.rs` the `stats`
+//!   sub-commands.
 //!
 //! [`run`] serves until [`Shared::shutdown`] is cancelled (a signal, or the
 //! `shutdown` command), then waits a bounded time for connections to finish
@@ -14,6 +18,7 @@ mod connection;
 pub mod execute;
 mod listener;
 mod meta_execute;
+pub mod session;
 mod stats_reply;
 
 use std::os::fd::AsRawFd;
@@ -27,7 +32,8 @@ use tokio_util::task::TaskTracker;
 pub use listener::{Listener, bind};
 
 use crate::config::Config;
-use crate::stats::{Conns, Detail, Stats};
+use crate::metrics;
+use crate::stats::{Conns, Detail, LocalStats, Stats};
 use crate::store::{Store, StoreStats};
 
 /// How long connections get to finish after shutdown starts.
@@ -36,6 +42,30 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the expiry sweep runs, and how many slots it looks at per shard.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const SWEEP_BUDGET_PER_SHARD: usize = 256;
+
+/// What the connection does after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Send what is buffered, then close (`quit`).
+    Close,
+    /// Close without sending the replies still buffered: memcached drops the
+    /// connection, and the replies it owed for the same read, on an over-long
+    /// line or an HTTP request line.
+    Abort,
+    /// Close, and stop the server (`shutdown` with `-A`).
+    Shutdown {
+        graceful: bool,
+    },
+}
+
+/// The per-connection view the executors work with.
+pub struct Context<'a> {
+    pub shared: &'a Shared,
+    pub stats: &'a mut LocalStats,
+    /// The store clock's `now`, read once per batch.
+    pub now: u32,
+}
 
 /// Everything the connections share.
 pub struct Shared {
@@ -100,6 +130,18 @@ impl Shared {
         self.stats.reset();
         self.detail.clear();
         *self.store_baseline.lock().expect("baseline lock poisoned") = self.store.stats();
+    }
+}
+
+impl metrics::Source for Shared {
+    fn view(&self) -> metrics::View<'_> {
+        metrics::View {
+            stats: &self.stats,
+            store: &self.store,
+            detail: &self.detail,
+            conn_limit: self.config.conn_limit,
+            timing: self.timing,
+        }
     }
 }
 

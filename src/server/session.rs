@@ -1,0 +1,304 @@
+//! One connection's protocol state, without its socket (sans-IO).
+//!
+//! [`Session::process`] takes the bytes that have arrived and appends the
+//! replies to send: it decodes every complete request, executes it and
+//! composes its reply. The tokio driver (`connection.rs`), the fuzz targets
+//! and the tests all call this one function, so none of them keeps its own
+//! copy of the decode → execute loop, and another I/O driver needs none.
+//!
+//! It holds what memcached keeps per connection: the framing state, the
+//! authentication state (`-Y`), the counts not yet added to the shared
+//! stats, and the `-R` budget. It never blocks and never touches a socket;
+//! reads, writes, timeouts, TLS and shutdown are the driver's.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+
+use super::execute::execute_frame;
+use super::{Context, Flow, Shared};
+use crate::auth::{self, AuthFile};
+use crate::protocol::codec::{Decode, Decoder};
+use crate::protocol::{Command, Frame, ProtocolError};
+use crate::stats::{BatchKinds, CommandKind, Latency, LocalStats};
+
+/// Replies are sent early once this much is buffered, so a client pipelining
+/// thousands of gets does not make us hold all their replies at once.
+pub const WRITE_HIGH_WATER: usize = 256 * 1024;
+
+/// What the driver does after [`Session::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Every complete request is handled: send the replies, read more.
+    Read,
+    /// The replies passed [`WRITE_HIGH_WATER`]: send them, then call again.
+    Write,
+    /// `-R` requests were handled and more are buffered: let the other
+    /// connections run, then call again.
+    Yield,
+    /// The connection ends as `Flow` says (never `Flow::Continue`). For
+    /// [`Flow::Abort`] the write buffer has been emptied already.
+    End(Flow),
+}
+
+/// Sees each request and its reply; the fuzz targets check replies with it.
+/// The server's own sessions use `()`, which compiles to nothing.
+pub trait Observer {
+    /// Called before `frame` runs.
+    fn request(&mut self, _frame: &Frame<'_>, _shared: &Shared) {}
+    /// Called after it ran, with the bytes it appended.
+    fn reply(&mut self, _reply: &[u8], _shared: &Shared) {}
+}
+
+impl Observer for () {}
+
+/// The protocol state of one connection.
+pub struct Session {
+    shared: Arc<Shared>,
+    /// For log lines.
+    id: u64,
+    decoder: Decoder,
+    /// With `-Y`, until the client authenticates.
+    unauthenticated: Option<(Arc<AuthFile>, auth::Pending)>,
+    /// Counts not yet added to the shared stats; see [`Session::flush_stats`].
+    pub stats: LocalStats,
+    latency: Latency,
+    kinds: BatchKinds,
+    /// Requests handled since the driver last read or yielded (`-R`).
+    handled: usize,
+}
+
+impl Session {
+    pub fn new(shared: Arc<Shared>, id: u64) -> Self {
+        let unauthenticated = shared
+            .config
+            .auth
+            .clone()
+            .map(|file| (file, auth::Pending::default()));
+        Session {
+            decoder: Decoder::new(shared.config.limits),
+            shared,
+            id,
+            unauthenticated,
+            stats: LocalStats::default(),
+            latency: Latency::default(),
+            kinds: BatchKinds::default(),
+            handled: 0,
+        }
+    }
+
+    /// Handles the complete requests at the front of `rbuf`, advancing it
+    /// past them, and appends their replies to `wbuf`.
+    pub fn process(&mut self, rbuf: &mut BytesMut, wbuf: &mut BytesMut) -> Next {
+        self.process_observed(rbuf, wbuf, &mut ())
+    }
+
+    /// [`Session::process`], showing each request and reply to `observer`.
+    pub fn process_observed(
+        &mut self,
+        rbuf: &mut BytesMut,
+        wbuf: &mut BytesMut,
+        observer: &mut impl Observer,
+    ) -> Next {
+        // Processing time, only when /metrics is served: the clock is read
+        // when a call starts and ends, and the time is shared among the
+        // requests it handled, so a pipelined batch pays for two reads.
+        let started = self.shared.timing.then(Instant::now);
+        let next = self.run(rbuf, wbuf, observer);
+        if let Some(t) = started {
+            let ns = t.elapsed().as_nanos() as u64;
+            self.latency.record_batch(&mut self.kinds, ns);
+        }
+        if next == Next::End(Flow::Abort) {
+            wbuf.clear();
+        }
+        if matches!(next, Next::Read | Next::Yield) {
+            self.handled = 0;
+        }
+        next
+    }
+
+    fn run(
+        &mut self,
+        rbuf: &mut BytesMut,
+        wbuf: &mut BytesMut,
+        observer: &mut impl Observer,
+    ) -> Next {
+        let shared = &*self.shared;
+        let now = shared.store.clock().now();
+        loop {
+            if let Some((file, pending)) = self.unauthenticated.as_mut() {
+                match pending.step(rbuf, file, &mut self.stats) {
+                    auth::Step::NeedMore => return Next::Read,
+                    auth::Step::Close => return Next::End(Flow::Abort),
+                    auth::Step::Done {
+                        consumed,
+                        reply,
+                        authenticated,
+                    } => {
+                        rbuf.advance(consumed);
+                        if let Some(reply) = reply {
+                            // memcached reuses one reply object until the
+                            // client is authenticated, so of the replies to
+                            // one read only the last is sent.
+                            wbuf.clear();
+                            wbuf.extend_from_slice(reply);
+                        }
+                        if authenticated {
+                            self.unauthenticated = None;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let (consumed, flow) = match self.decoder.decode(rbuf) {
+                Decode::NeedMore => return Next::Read,
+                Decode::Frame {
+                    consumed,
+                    frame: None,
+                } => (consumed, Flow::Continue),
+                Decode::Frame {
+                    consumed,
+                    frame: Some(frame),
+                } => {
+                    let id = self.id;
+                    tracing::trace!(id, request = %Shown(&rbuf[..consumed]), "request");
+                    if shared.timing {
+                        self.kinds.add(kind_of(&frame));
+                    }
+                    observer.request(&frame, shared);
+                    if let Frame::Error {
+                        error: ProtocolError::RetrievalKeyTooLong,
+                        ..
+                    } = frame
+                    {
+                        // memcached releases every reply the connection
+                        // still owes for this read.
+                        wbuf.clear();
+                    }
+                    let reply_start = wbuf.len();
+                    let mut cx = Context {
+                        shared,
+                        stats: &mut self.stats,
+                        now,
+                    };
+                    let flow = execute_frame(frame, &mut cx, wbuf);
+                    self.handled += 1;
+                    let reply = &wbuf[reply_start..];
+                    observer.reply(reply, shared);
+                    tracing::trace!(id, reply = %Shown(reply), "reply");
+                    (consumed, flow)
+                }
+            };
+            debug_assert!(consumed > 0, "the decoder made no progress");
+            rbuf.advance(consumed);
+            if flow != Flow::Continue {
+                return Next::End(flow);
+            }
+            if wbuf.len() >= WRITE_HIGH_WATER {
+                return Next::Write;
+            }
+            // memcached's -R: let other connections on this worker run.
+            if self.handled >= shared.config.reqs_per_event && !rbuf.is_empty() {
+                self.stats.conn_yields += 1;
+                return Next::Yield;
+            }
+        }
+    }
+
+    /// The server this session belongs to.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// True while a data block is being read or swallowed: the connection
+    /// is not idle, and `stats conns` shows it reading data.
+    pub fn in_data_block(&self) -> bool {
+        self.decoder.in_data_block()
+    }
+
+    /// How many bytes the read buffer must hold before the pending request
+    /// can be decoded, when that is known; bounded by `-I`.
+    pub fn wanted_len(&self) -> Option<usize> {
+        self.decoder.wanted_len()
+    }
+
+    /// Adds the counts kept since the last call to the shared stats.
+    pub fn flush_stats(&mut self) {
+        self.shared.stats.flush(self.id, &mut self.stats);
+        self.shared.stats.flush_latency(self.id, &mut self.latency);
+    }
+}
+
+/// What a decoded frame counts as in the processing-time histogram.
+fn kind_of(frame: &Frame<'_>) -> CommandKind {
+    match frame {
+        Frame::Command(cmd) => match cmd {
+            Command::Get { .. } => CommandKind::Get,
+            Command::Gat { .. } => CommandKind::Gat,
+            Command::Store { .. } => CommandKind::Set,
+            Command::Delete { .. } => CommandKind::Delete,
+            Command::Arith { incr: true, .. } => CommandKind::Incr,
+            Command::Arith { incr: false, .. } => CommandKind::Decr,
+            Command::Touch { .. } => CommandKind::Touch,
+            Command::FlushAll { .. } => CommandKind::FlushAll,
+            Command::MetaNoop => CommandKind::Meta,
+            _ => CommandKind::Other,
+        },
+        Frame::Rejected(_) | Frame::Error { .. } => CommandKind::Error,
+        Frame::Close => CommandKind::Other,
+    }
+}
+
+/// Request or reply bytes for the log: printable ASCII as is, the rest
+/// escaped, cut after a few hundred bytes.
+struct Shown<'a>(&'a [u8]);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MAX: usize = 200;
+        for &b in self.0.iter().take(MAX) {
+            match b {
+                b'\r' => f.write_str("\\r")?,
+                b'\n' => f.write_str("\\n")?,
+                0x20..=0x7e => write!(f, "{}", b as char)?,
+                _ => write!(f, "\\x{b:02x}")?,
+            }
+        }
+        if self.0.len() > MAX {
+            write!(f, "...({} bytes)", self.0.len())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Session {
+    /// Handles `input` as one read, then everything it completes, and returns
+    /// the replies: how the executors' unit tests talk to the server.
+    pub fn exchange(&mut self, input: &[u8]) -> String {
+        let mut rbuf = BytesMut::from(input);
+        let mut wbuf = BytesMut::new();
+        while let Next::Write | Next::Yield = self.process(&mut rbuf, &mut wbuf) {}
+        assert!(
+            rbuf.is_empty() || self.in_data_block(),
+            "left over: {:?}",
+            String::from_utf8_lossy(&rbuf)
+        );
+        String::from_utf8_lossy(&wbuf).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_escapes_and_cuts() {
+        assert_eq!(Shown(b"get a\r\n").to_string(), "get a\\r\\n");
+        assert_eq!(Shown(&[0u8, b'x']).to_string(), "\\x00x");
+        assert!(Shown(&[b'a'; 300]).to_string().ends_with("...(300 bytes)"));
+    }
+}

@@ -1,0 +1,273 @@
+//! `stats` and `stats settings`: memcached 1.6's lines in memcached's order.
+
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+
+use super::Context;
+use crate::config::Listen;
+use crate::protocol::encode::{self, Reply};
+
+/// `rusage_user` / `rusage_system`: seconds with six decimals, as memcached prints them.
+fn rusage() -> (String, String) {
+    let tv = |t: libc::timeval| format!("{}.{:06}", t.tv_sec, t.tv_usec);
+    let (user, system) = crate::stats::cpu_times();
+    (tv(user), tv(system))
+}
+
+pub(super) fn general(cx: &mut Context<'_>, out: &mut BytesMut) {
+    let shared = cx.shared;
+    // This connection's counts so far belong in what it is shown.
+    shared.stats.flush(0, cx.stats);
+    let s = shared.stats.snapshot();
+    let st = shared.store_stats();
+    let cfg = &shared.config;
+    let clock = shared.store.clock();
+    let (user, system) = rusage();
+    let curr = shared.stats.curr_connections();
+    let listeners = shared.listeners as u64;
+
+    macro_rules! stat {
+        ($name:literal, $v:expr) => {
+            encode::stat(out, $name, $v)
+        };
+    }
+    stat!("pid", std::process::id());
+    stat!("uptime", cx.now.saturating_sub(2));
+    stat!("time", clock.unix_now());
+    stat!("version", crate::VERSION);
+    stat!("libevent", "tokio");
+    stat!("pointer_size", usize::BITS);
+    stat!("rusage_user", user);
+    stat!("rusage_system", system);
+    stat!("max_connections", cfg.conn_limit);
+    stat!("curr_connections", curr);
+    stat!("total_connections", s.total_connections);
+    stat!("rejected_connections", s.rejected_connections);
+    stat!("connection_structures", curr + listeners);
+    stat!("response_obj_oom", 0);
+    stat!("response_obj_count", 0);
+    stat!("response_obj_bytes", 0);
+    stat!("read_buf_count", 0);
+    stat!("read_buf_bytes", 0);
+    stat!("read_buf_bytes_free", 0);
+    stat!("read_buf_oom", 0);
+    stat!("reserved_fds", 0);
+    stat!("cmd_get", s.cmd_get);
+    stat!("cmd_set", s.cmd_set);
+    stat!("cmd_flush", s.cmd_flush);
+    stat!("cmd_touch", s.cmd_touch);
+    stat!("cmd_meta", s.cmd_meta);
+    stat!("get_hits", s.get_hits);
+    stat!("get_misses", s.get_misses);
+    stat!("get_expired", s.get_expired);
+    stat!("get_flushed", s.get_flushed);
+    stat!("delete_misses", s.delete_misses);
+    stat!("delete_hits", s.delete_hits);
+    stat!("incr_misses", s.incr_misses);
+    stat!("incr_hits", s.incr_hits);
+    stat!("decr_misses", s.decr_misses);
+    stat!("decr_hits", s.decr_hits);
+    stat!("cas_misses", s.cas_misses);
+    stat!("cas_hits", s.cas_hits);
+    stat!("cas_badval", s.cas_badval);
+    stat!("touch_hits", s.touch_hits);
+    stat!("touch_misses", s.touch_misses);
+    stat!("store_too_large", s.store_too_large);
+    stat!("store_no_memory", s.store_no_memory);
+    stat!("auth_cmds", s.auth_cmds);
+    stat!("auth_errors", s.auth_errors);
+    if cfg.idle_timeout.is_some() {
+        stat!("idle_kicks", s.idle_kicks);
+    }
+    stat!("bytes_read", s.bytes_read);
+    stat!("bytes_written", s.bytes_written);
+    stat!("limit_maxbytes", st.limit_maxbytes);
+    stat!("accepting_conns", 1);
+    stat!("listen_disabled_num", 0);
+    stat!("time_in_listen_disabled_us", 0);
+    stat!("threads", cfg.threads);
+    stat!("conn_yields", s.conn_yields);
+    stat!("hash_power_level", 0);
+    stat!("hash_bytes", 0);
+    stat!("hash_is_expanding", 0);
+    for name in [
+        "slab_reassign_rescues",
+        "slab_reassign_chunk_rescues",
+        "slab_reassign_evictions_nomem",
+        "slab_reassign_inline_reclaim",
+        "slab_reassign_busy_items",
+        "slab_reassign_busy_deletes",
+        "slab_reassign_running",
+        "slabs_moved",
+        "lru_crawler_running",
+        "lru_crawler_starts",
+        "lru_maintainer_juggles",
+        "malloc_fails",
+        "log_worker_dropped",
+        "log_worker_written",
+        "log_watcher_skipped",
+        "log_watcher_sent",
+        "log_watchers",
+    ] {
+        encode::stat(out, name, 0);
+    }
+    // memcached shows these only with -Z.
+    if let Some(tls) = &shared.config.tls {
+        stat!("ssl_handshake_errors", s.ssl_handshake_errors);
+        stat!(
+            "time_since_server_cert_refresh",
+            tls.loaded.elapsed().as_secs()
+        );
+    }
+    stat!("unexpected_napi_ids", 0);
+    stat!("round_robin_fallback", 0);
+    stat!("bytes", st.bytes);
+    stat!("curr_items", st.curr_items);
+    stat!("total_items", st.total_items);
+    stat!("slab_global_page_pool", 0);
+    stat!("expired_unfetched", st.expired_unfetched);
+    stat!("evicted_unfetched", st.evicted_unfetched);
+    stat!("evicted_active", 0);
+    stat!("evictions", st.evictions);
+    stat!("reclaimed", st.reclaimed);
+    for name in [
+        "crawler_reclaimed",
+        "crawler_items_checked",
+        "lrutail_reflocked",
+        "moves_to_cold",
+        "moves_to_warm",
+        "moves_within_lru",
+        "direct_reclaims",
+        "lru_bumps_dropped",
+    ] {
+        encode::stat(out, name, 0);
+    }
+    encode::reply(out, Reply::End);
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+pub(super) fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
+    let cfg = &cx.shared.config;
+    let st = cx.shared.store_stats();
+    let (domain_socket, umask) = match &cfg.listen {
+        Listen::Unix { path, mask } => (path.display().to_string(), format!("{mask:o}")),
+        Listen::Tcp(_) => ("NULL".to_string(), "700".to_string()),
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("maxbytes", st.limit_maxbytes.to_string()),
+        ("maxconns", cfg.conn_limit.to_string()),
+        ("tcpport", cfg.port.to_string()),
+        ("udpport", "0".into()),
+        ("inter", cfg.listen_text.clone()),
+        ("verbosity", cfg.verbose.to_string()),
+        ("oldest", "0".into()),
+        (
+            "evictions",
+            if cfg.store.evictions { "on" } else { "off" }.into(),
+        ),
+        ("domain_socket", domain_socket),
+        ("umask", umask),
+        ("shutdown_command", yes_no(cfg.shutdown_enabled).into()),
+        ("growth_factor", "1.25".into()),
+        ("chunk_size", "48".into()),
+        ("num_threads", cfg.threads.to_string()),
+        ("num_threads_per_udp", cfg.threads.to_string()),
+        ("stat_key_prefix", ":".into()),
+        ("detail_enabled", yes_no(cx.shared.detail.enabled()).into()),
+        ("reqs_per_event", cfg.reqs_per_event.to_string()),
+        ("cas_enabled", yes_no(cfg.store.cas_enabled).into()),
+        ("tcp_backlog", cfg.backlog.to_string()),
+        ("binding_protocol", cfg.binding_protocol.into()),
+        ("auth_enabled_sasl", "no".into()),
+        // memcached shows the file's path here, not `yes`.
+        (
+            "auth_enabled_ascii",
+            cfg.auth
+                .as_ref()
+                .map_or_else(|| "no".into(), |a| a.path().display().to_string()),
+        ),
+        ("item_size_max", cfg.limits.item_size_max.to_string()),
+        ("maxconns_fast", "yes".into()),
+        ("hashpower_init", "0".into()),
+        ("slab_reassign", "no".into()),
+        ("slab_automove", "0".into()),
+        ("slab_automove_ratio", "0.00".into()),
+        ("slab_automove_window", "0".into()),
+        // memcached's default (half a 1 MiB slab page), bounded by -I as
+        // memcached requires.
+        (
+            "slab_chunk_max",
+            cfg.limits.item_size_max.min(512 * 1024).to_string(),
+        ),
+        // No crawler thread: expired items are reclaimed on access and by
+        // the store's bounded sweep.
+        ("lru_crawler", "no".into()),
+        ("lru_crawler_sleep", "0".into()),
+        ("lru_crawler_tocrawl", "0".into()),
+        ("tail_repair_time", "0".into()),
+        ("flush_enabled", yes_no(cfg.flush_enabled).into()),
+        ("dump_enabled", "yes".into()),
+        ("hash_algorithm", "foldhash".into()),
+        ("lru_maintainer_thread", "no".into()),
+        ("lru_segmented", "no".into()),
+        ("hot_lru_pct", "0".into()),
+        ("warm_lru_pct", "0".into()),
+        ("hot_max_factor", "0.00".into()),
+        ("warm_max_factor", "0.00".into()),
+        ("temp_lru", "no".into()),
+        ("temporary_ttl", "0".into()),
+        (
+            "idle_timeout",
+            cfg.idle_timeout.map_or(0, |d| d.as_secs()).to_string(),
+        ),
+        ("watcher_logbuf_size", "0".into()),
+        ("worker_logbuf_size", "0".into()),
+        ("read_buf_mem_limit", "0".into()),
+        (
+            "track_sizes",
+            yes_no(cx.shared.sizes_enabled.load(Ordering::Relaxed)).into(),
+        ),
+        ("inline_ascii_response", "no".into()),
+        ("ext_item_size", "0".into()),
+        ("ext_item_age", "0".into()),
+        ("ext_low_ttl", "0".into()),
+        ("ext_recache_rate", "0".into()),
+        ("ext_wbuf_size", "0".into()),
+        ("ext_compact_under", "0".into()),
+        ("ext_drop_under", "0".into()),
+        ("ext_max_sleep", "0".into()),
+        ("ext_max_frag", "0.00".into()),
+        ("slab_automove_freeratio", "0.000".into()),
+        ("ext_drop_unread", "no".into()),
+        ("ssl_enabled", yes_no(cfg.tls.is_some()).into()),
+        (
+            "ssl_chain_cert",
+            shown_path(&cfg.tls_options.chain_cert, "(null)"),
+        ),
+        ("ssl_key", shown_path(&cfg.tls_options.key, "(null)")),
+        ("ssl_verify_mode", cfg.tls_options.verify_mode.to_string()),
+        ("ssl_keyformat", "1".into()),
+        ("ssl_ciphers", "NULL".into()),
+        ("ssl_ca_cert", shown_path(&cfg.tls_options.ca_cert, "NULL")),
+        ("ssl_wbuf_size", "16384".into()),
+        ("ssl_session_cache", "no".into()),
+        ("ssl_kernel_tls", "no".into()),
+        ("ssl_min_version", cfg.tls_options.min_version.clone()),
+        ("num_napi_ids", "(null)".into()),
+        ("memory_file", "(null)".into()),
+    ];
+    for (name, value) in rows {
+        encode::stat(out, name, value);
+    }
+    encode::reply(out, Reply::End);
+}
+
+/// A path setting as memcached prints it: its `NULL`/`(null)` when unset.
+fn shown_path(path: &Option<std::path::PathBuf>, unset: &str) -> String {
+    path.as_ref()
+        .map_or_else(|| unset.to_string(), |p| p.display().to_string())
+}

@@ -1,0 +1,134 @@
+//! The `stats` command's sub-commands, rendered in memcached 1.6's order and
+//! names so that tools written for memcached read them unchanged. Parts we
+//! do not have (libevent, slab rebalancing, the LRU crawler) print the value
+//! memcached prints when they are idle.
+//!
+//! - `general.rs`: `stats` itself and `stats settings`;
+//! - `slabs.rs`: `stats items`, `slabs` and `sizes`, which emulate
+//!   memcached's slab classes (the store has none: all items show as class 1);
+//! - `dump.rs`: the key listings, `stats cachedump` and `lru_crawler metadump`;
+//! - here: the dispatch, `stats conns` and `stats detail`.
+
+mod dump;
+mod general;
+mod slabs;
+#[cfg(test)]
+mod tests;
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use bytes::{BufMut, BytesMut};
+
+use dump::cachedump;
+pub(super) use dump::metadump;
+use general::{general, settings};
+use slabs::{items, sizes, slabs};
+
+use super::Context;
+use crate::protocol::encode::{self, Reply};
+use crate::protocol::{Keys, ProtocolError};
+
+pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
+    let mut it = args.iter();
+    match it.next() {
+        None => general(cx, out),
+        Some(b"settings") => settings(cx, out),
+        Some(b"reset") => {
+            cx.shared.reset_stats();
+            *cx.stats = Default::default();
+            encode::reply(out, Reply::Reset);
+        }
+        Some(b"items") => items(cx, out),
+        Some(b"slabs") => slabs(cx, out),
+        Some(b"sizes") => sizes(cx, out),
+        // memcached answers these two with the status line only, no END.
+        Some(b"sizes_enable") => {
+            cx.shared.sizes_enabled.store(true, Ordering::Relaxed);
+            encode::stat(out, "sizes_status", "enabled");
+        }
+        Some(b"sizes_disable") => {
+            cx.shared.sizes_enabled.store(false, Ordering::Relaxed);
+            encode::stat(out, "sizes_status", "disabled");
+        }
+        Some(b"conns") => conns(cx, out),
+        Some(b"detail") => detail(it.next(), cx, out),
+        Some(b"cachedump") => cachedump(it.next(), it.next(), cx, out),
+        Some(b"extstore") => encode::reply(out, Reply::End),
+        Some(_) => encode::error(out, ProtocolError::UnknownCommand),
+    }
+}
+
+/// `stats conns`: the listeners, then every open connection, by descriptor.
+fn conns(cx: &mut Context<'_>, out: &mut BytesMut) {
+    let shared = cx.shared;
+    let now = cx.now;
+    let mut rows: Vec<(i32, Vec<(&str, String)>)> = Vec::new();
+    for (fd, addr) in shared
+        .listening
+        .lock()
+        .expect("listening lock poisoned")
+        .iter()
+    {
+        rows.push((
+            *fd,
+            vec![
+                ("addr", addr.clone()),
+                ("state", "conn_listening".into()),
+                ("secs_since_last_cmd", now.saturating_sub(2).to_string()),
+            ],
+        ));
+    }
+    for c in shared.conns.list() {
+        rows.push((
+            c.fd,
+            vec![
+                ("addr", c.addr.clone()),
+                ("listen_addr", c.listen_addr.clone()),
+                ("state", c.state_name().into()),
+                (
+                    "secs_since_last_cmd",
+                    now.saturating_sub(c.last_cmd()).to_string(),
+                ),
+            ],
+        ));
+    }
+    rows.sort_by_key(|(fd, _)| *fd);
+    let mut name = String::new();
+    for (fd, fields) in rows {
+        for (field, v) in fields {
+            name.clear();
+            let _ = write!(name, "{fd}:{field}");
+            encode::stat(out, &name, v);
+        }
+    }
+    encode::reply(out, Reply::End);
+}
+
+/// `stats detail on|off|dump`.
+fn detail(arg: Option<&[u8]>, cx: &mut Context<'_>, out: &mut BytesMut) {
+    let detail = &cx.shared.detail;
+    match arg {
+        Some(b"on") => {
+            detail.set_enabled(true);
+            encode::reply(out, Reply::Ok);
+        }
+        Some(b"off") => {
+            detail.set_enabled(false);
+            encode::reply(out, Reply::Ok);
+        }
+        Some(b"dump") => {
+            for (prefix, c) in detail.dump() {
+                out.put_slice(b"PREFIX ");
+                out.put_slice(&prefix);
+                let _ = write!(
+                    out,
+                    " get {} hit {} set {} del {}\r\n",
+                    c.get, c.hit, c.set, c.del
+                );
+            }
+            encode::reply(out, Reply::End);
+        }
+        _ => encode::error(out, ProtocolError::StatsDetailUsage),
+    }
+}
