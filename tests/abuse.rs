@@ -7,31 +7,16 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-
 #[allow(dead_code)]
 mod launch;
-use launch::Server;
+use launch::{IO_TIMEOUT, Server};
 
 impl Server {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn connect(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_nodelay(true).unwrap();
-        s
-    }
-
     /// Resident memory of the server process, in KiB.
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -41,27 +26,6 @@ impl Server {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
-    }
-
-    fn signal(&self, sig: i32) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .expect("kill")
-            .success();
-        assert!(ok);
-    }
-
-    /// Waits for the process to exit on its own, at most `limit`.
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Some(st) = self.child.try_wait().expect("try_wait") {
-                return Some(st);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        None
     }
 
     /// A quick request on a fresh connection: the server still serves others.
@@ -442,7 +406,7 @@ fn sigterm_stops_accepting() {
     // The held connection is closed by the drain; new ones are not served.
     let (_, closed) = read_to_close(&mut held);
     assert!(closed);
-    if let Ok(mut c) = TcpStream::connect(("127.0.0.1", srv.port)) {
+    if let Ok(mut c) = TcpStream::connect(srv.addr) {
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let _ = c.write_all(b"version\r\n");
         let mut buf = [0u8; 64];

@@ -3,14 +3,11 @@
 
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Output, Stdio};
-use std::time::Duration;
-
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+use std::process::Output;
 
 #[allow(dead_code)]
 mod launch;
-use launch::{Server, command};
+use launch::{Launch, Server};
 
 /// A file in the temporary directory, removed when dropped.
 struct TempFile(PathBuf);
@@ -35,11 +32,8 @@ impl Drop for TempFile {
 }
 
 impl Server {
-    fn connect(&self) -> Conn {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_nodelay(true).unwrap();
-        Conn(s)
+    fn client(&self) -> Conn {
+        Conn(self.connect())
     }
 }
 
@@ -72,7 +66,7 @@ const USERS: &str = "alice:secret\nbob:pw2\n";
 fn commands_are_refused_until_the_client_authenticates() {
     let file = TempFile::new("refused", USERS);
     let server = Server::start(&["-Y", file.path()]);
-    let mut c = server.connect();
+    let mut c = server.client();
     for req in [
         "get a\r\n",
         "version\r\n",
@@ -105,7 +99,7 @@ fn commands_are_refused_until_the_client_authenticates() {
 fn a_set_of_user_and_password_authenticates_the_connection_only() {
     let file = TempFile::new("ok", USERS);
     let server = Server::start(&["-Y", file.path()]);
-    let mut c = server.connect();
+    let mut c = server.client();
     // Key, flags and exptime are ignored, and noreply too.
     assert_eq!(
         c.line("set anything 1 2 7 noreply\r\nbob pw2\r\n"),
@@ -117,7 +111,7 @@ fn a_set_of_user_and_password_authenticates_the_connection_only() {
     assert_eq!(c.ask("get anything\r\n", "END\r\n"), "END\r\n");
     assert_eq!(c.stat(" settings", "auth_enabled_ascii"), file.path());
 
-    let mut other = server.connect();
+    let mut other = server.client();
     assert_eq!(other.line("get a\r\n"), "CLIENT_ERROR unauthenticated\r\n");
     assert_eq!(
         other.line("set k 0 0 12\r\nbob  pw2    \r\n"),
@@ -134,7 +128,7 @@ fn a_set_of_user_and_password_authenticates_the_connection_only() {
 fn attempts_and_failures_are_counted() {
     let file = TempFile::new("count", USERS);
     let server = Server::start(&["-Y", file.path()]);
-    let mut c = server.connect();
+    let mut c = server.client();
     c.line("set k 0 0 7\r\nbob bad\r\n");
     c.line("set k 0 0 8\r\nnobody x\r\n");
     // A malformed token is not an attempt.
@@ -149,7 +143,7 @@ fn of_one_read_only_the_last_reply_is_sent_before_authenticating() {
     // memcached reuses one reply object until the client authenticates.
     let file = TempFile::new("batch", USERS);
     let server = Server::start(&["-Y", file.path()]);
-    let mut c = server.connect();
+    let mut c = server.client();
     assert_eq!(
         c.ask(
             "get a\r\nset k 0 0 11\r\nalice wrong\r\nset k 0 0 12\r\nalice secret\r\nget a\r\n",
@@ -161,13 +155,7 @@ fn of_one_read_only_the_last_reply_is_sent_before_authenticating() {
 
 #[test]
 fn an_unreadable_or_malformed_file_stops_start_up() {
-    let run = |args: &[&str]| -> Output {
-        command(1, args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run ferrocache")
-    };
+    let run = |args: &[&str]| -> Output { Launch::ferrocache().args(args).run_to_exit() };
     let missing = run(&["-Y", "/nonexistent/ferrocache-authfile"]);
     assert!(!missing.status.success());
     assert!(

@@ -18,11 +18,14 @@
 
 #[allow(dead_code)]
 mod common;
+#[allow(dead_code)]
+mod launch;
 
 use common::corpus::{self, Session, parse_payload};
 use common::normalise::{Normaliser, count_fences};
 use common::runner::{self, Transcript};
-use common::{ServerSpec, corpus_dir, escape};
+use common::{corpus_dir, escape};
+use launch::ServerSpec;
 use std::path::PathBuf;
 use std::thread;
 

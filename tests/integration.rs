@@ -2,14 +2,17 @@
 //! with the exact reply bytes, pipelining, noreply, large multi-gets and
 //! values, and connections that must not disturb each other.
 //!
-//! Each test starts its own server (see `common`), so they run in parallel.
+//! Each test starts its own server (see `launch`), so they run in parallel.
 //! `FERROCACHE_INTEGRATION_BIN` runs them against another binary instead,
 //! such as memcached, to check the expectations themselves.
 
 #[allow(dead_code)]
 mod common;
+#[allow(dead_code)]
+mod launch;
 
-use common::{Client, IO_TIMEOUT, Server, ServerSpec, escape};
+use common::{Client, escape};
+use launch::{IO_TIMEOUT, Launch, Server, ServerSpec};
 use std::io::Write;
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -20,8 +23,7 @@ fn start(flags: &[&str]) -> (Server, Client) {
         Some(bin) => ServerSpec::from_path(bin.into()),
         None => ServerSpec::ferrocache(),
     };
-    let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-    let (server, conn) = Server::start_with_conn(&spec, &flags);
+    let (server, conn) = Launch::new(&spec).args(flags).start_with_conn();
     (server, Client::new(conn))
 }
 

@@ -2,74 +2,18 @@
 //! counters must agree with what `stats` reports for the same moment.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The daemon on free ports, killed on drop.
-struct Daemon {
-    child: Child,
-    memcached: SocketAddr,
-    metrics: SocketAddr,
-}
+#[allow(dead_code)]
+mod launch;
+use launch::{Launch, Server};
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The text after `field=` up to the next space, in a log line.
-fn field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
-    let start = line.find(field)? + field.len();
-    line[start..].split_whitespace().next()
-}
-
-fn start() -> Daemon {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferrocache"));
-    cmd.args(["-p", "0", "-l", "127.0.0.1", "-t", "2"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "ferrocache=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    // The daemon refuses to run as root without a user to become.
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        cmd.args(["-u", "nobody"]);
-    }
-    let mut child = cmd.spawn().expect("start ferrocache");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let (mut memcached, mut metrics) = (None, None);
-    while memcached.is_none() || metrics.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the daemon logs its addresses at start");
-        if let Some(a) = field(&line, "listen=tcp:") {
-            memcached = Some(a.parse().expect("listen address"));
-        }
-        if let Some(a) = field(&line, "metrics=http://") {
-            metrics = Some(
-                a.trim_end_matches("/metrics")
-                    .parse()
-                    .expect("metrics address"),
-            );
-        }
-    }
-    Daemon {
-        child,
-        memcached: memcached.unwrap(),
-        metrics: metrics.unwrap(),
-    }
+/// The daemon with two worker threads, serving `/metrics` too.
+fn start() -> Server {
+    Launch::ferrocache().args(["-t", "2"]).metrics().start()
 }
 
 /// Sends `req` and reads until the reply ends with `end`.
@@ -136,7 +80,7 @@ fn scrape_during_load_agrees_with_stats() {
     let d = start();
     let workers: Vec<_> = (0..3)
         .map(|w| {
-            let addr = d.memcached;
+            let addr = d.addr;
             std::thread::spawn(move || load(addr, w, 300))
         })
         .collect();
@@ -144,7 +88,7 @@ fn scrape_during_load_agrees_with_stats() {
     // Scrapes while the load runs must succeed and count up.
     let mut last = 0.0;
     for _ in 0..3 {
-        let body = scrape(d.metrics);
+        let body = scrape(d.metrics_addr());
         assert_eq!(sample(&body, "memcached_up"), 1.0);
         let sets = sample(
             &body,
@@ -158,8 +102,8 @@ fn scrape_during_load_agrees_with_stats() {
         w.join().unwrap();
     }
 
-    let st = stats(d.memcached);
-    let body = scrape(d.metrics);
+    let st = stats(d.addr);
+    let body = scrape(d.metrics_addr());
     let n = |k: &str| st[k].parse::<f64>().unwrap();
     let pairs = [
         (
@@ -239,7 +183,7 @@ fn scrape_during_load_agrees_with_stats() {
 #[test]
 fn other_paths_are_404_and_help_documents_the_flags() {
     let d = start();
-    let mut s = TcpStream::connect(d.metrics).unwrap();
+    let mut s = TcpStream::connect(d.metrics_addr()).unwrap();
     s.write_all(b"GET /nope HTTP/1.1\r\n\r\n").unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();

@@ -3,17 +3,13 @@
 //! client that trusts only that certificate.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
-
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A directory with a self-signed certificate for localhost / 127.0.0.1.
 struct Certs(PathBuf);
@@ -79,16 +75,15 @@ impl Drop for Certs {
 
 #[allow(dead_code)]
 mod launch;
-use launch::{Server, command};
+use launch::{Launch, Server};
+
+/// ferrocache with `args` (TLS among them), ready once it accepts: a
+/// plain-text readiness request would fail the handshake.
+fn start(args: &[&str]) -> Server {
+    Launch::ferrocache().args(args).ready_on_accept().start()
+}
 
 impl Server {
-    fn tcp(&self) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        s.set_nodelay(true).unwrap();
-        s
-    }
-
     /// A TLS connection that trusts only `ca`.
     fn tls(&self, ca: &Path) -> Conn {
         self.tls_as(ca, None)
@@ -120,7 +115,7 @@ impl Server {
         };
         let name = ServerName::try_from("localhost").unwrap();
         let conn = ClientConnection::new(Arc::new(config), name).unwrap();
-        Conn(Box::new(StreamOwned::new(conn, self.tcp())))
+        Conn(Box::new(StreamOwned::new(conn, self.connect())))
     }
 }
 
@@ -149,7 +144,7 @@ impl Conn {
 #[test]
 fn commands_run_over_tls() {
     let certs = Certs::new("basic");
-    let server = Server::start(&["-Z", "-o", &certs.opts()]);
+    let server = start(&["-Z", "-o", &certs.opts()]);
     let mut c = server.tls(Path::new(&certs.cert()));
     assert_eq!(c.ask("set a 0 0 5\r\nhello\r\n", "\r\n"), "STORED\r\n");
     let big = "x".repeat(200_000);
@@ -178,10 +173,10 @@ fn commands_run_over_tls() {
 #[test]
 fn a_plain_text_client_fails_the_handshake_and_is_counted() {
     let certs = Certs::new("plain");
-    let server = Server::start(&["-Z", "-o", &certs.opts()]);
+    let server = start(&["-Z", "-o", &certs.opts()]);
     let mut c = server.tls(Path::new(&certs.cert()));
     let before: u64 = c.stat("", "ssl_handshake_errors").parse().unwrap();
-    let mut plain = server.tcp();
+    let mut plain = server.connect();
     plain.write_all(b"version\r\n").unwrap();
     let mut got = Vec::new();
     // The server closes it (perhaps after a TLS alert); never a text reply.
@@ -196,7 +191,7 @@ fn tls_and_authentication_combine() {
     let certs = Certs::new("auth");
     let users = certs.0.join("users");
     std::fs::write(&users, "alice:secret\n").unwrap();
-    let server = Server::start(&["-Z", "-o", &certs.opts(), "-Y", users.to_str().unwrap()]);
+    let server = start(&["-Z", "-o", &certs.opts(), "-Y", users.to_str().unwrap()]);
     let mut c = server.tls(Path::new(&certs.cert()));
     assert_eq!(
         c.ask("get a\r\n", "\r\n"),
@@ -212,11 +207,7 @@ fn tls_and_authentication_combine() {
 #[test]
 fn without_a_usable_certificate_start_up_stops() {
     let run = |args: &[&str]| {
-        let out = command(1, args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run ferrocache");
+        let out = Launch::ferrocache().args(args).run_to_exit();
         assert!(!out.status.success(), "{args:?} started");
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -239,7 +230,7 @@ fn verify_mode_2_requires_a_client_certificate_from_the_ca() {
         certs.opts(),
         ca.display()
     );
-    let server = Server::start(&["-Z", "-o", &opts]);
+    let server = start(&["-Z", "-o", &opts]);
     let server_ca = PathBuf::from(certs.cert());
     let client_key = certs.0.join("client-key.pem");
 
@@ -268,7 +259,7 @@ fn verify_mode_1_asks_but_does_not_require() {
         certs.opts(),
         certs.client_cert().display()
     );
-    let server = Server::start(&["-Z", "-o", &opts]);
+    let server = start(&["-Z", "-o", &opts]);
     let mut c = server.tls(Path::new(&certs.cert()));
     assert!(c.ask("version\r\n", "\r\n").starts_with("VERSION "));
 }

@@ -9,7 +9,7 @@
 
 use super::corpus::{Session, Step};
 use super::normalise::{Normaliser, count_fences};
-use super::{Server, ServerSpec};
+use crate::launch::{Launch, ServerSpec};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
@@ -181,7 +181,17 @@ fn count_mn_lines(sent: &[u8]) -> usize {
 
 /// Runs `session` against a fresh server started from `spec`.
 pub fn run(spec: &ServerSpec, session: &Session) -> Transcript {
-    let (mut server, first) = Server::start_with_conn(spec, &session.flags);
+    // memcached's default is 4 worker threads, ours one per core: `stats`
+    // shows the number, so both get the same unless a session says otherwise.
+    let threads: &[&str] = if session.flags.iter().any(|f| f == "-t") {
+        &[]
+    } else {
+        &["-t", "4"]
+    };
+    let (mut server, first) = Launch::new(spec)
+        .args(&session.flags)
+        .args(threads)
+        .start_with_conn();
     let mut norm = Normaliser::new(&session.stats_compare, &session.stats_ignore);
     let mut lines = Vec::new();
     let mut conns: Vec<Option<Conn>> = vec![Some(Conn::new(first))];
