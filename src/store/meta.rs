@@ -15,7 +15,9 @@
 
 use bytes::Bytes;
 
-use super::shard::{ACTIVE, Ctx, FETCHED, Find, Full, Loc, Meta, NewItem, STALE, Shard, WIN};
+use super::loc::Loc;
+use super::record::{ACTIVE, FETCHED, Meta, NewItem, STALE, WIN};
+use super::shard::{Ctx, Find, Full, Shard};
 use super::{Lookup, MAX_WRITE_ATTEMPTS, Store, StoreResult, Value, item};
 use crate::item_rules::{Limits, StoreMode};
 

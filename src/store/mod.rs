@@ -25,11 +25,16 @@
 //! and `flush_all`'s `oldest_live` one atomic read by all.
 
 pub mod clock;
+mod evict;
 mod item;
 mod list;
+mod loc;
 mod memory;
 pub mod meta;
+mod record;
+mod room;
 mod segment;
+mod segments;
 mod shard;
 
 use std::hash::BuildHasher;
@@ -42,7 +47,9 @@ use foldhash::quality::RandomState;
 pub use clock::Clock;
 
 use crate::item_rules::StoreMode;
-use shard::{Ctx, Full, Layout, NewItem, Shard, Swap};
+use record::NewItem;
+use segments::Layout;
+use shard::{Ctx, Full, Shard, Swap};
 
 /// What the store needs from the configuration.
 #[derive(Debug, Clone)]
