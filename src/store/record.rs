@@ -11,6 +11,11 @@ use super::item;
 use super::segment::{PREFIX, SegMem};
 use super::segments::Layout;
 
+/// Seconds between two refreshes of an item's access time on hits
+/// (memcached's `ITEM_UPDATE_INTERVAL`), which `flush_all` and the meta
+/// `l`/`la` read.
+pub const UPDATE_INTERVAL: u32 = 60;
+
 /// Record state bits (the first byte of a record).
 /// Read since it was stored.
 pub const FETCHED: u8 = 1;
@@ -49,6 +54,14 @@ impl Meta {
         mem.set_time(at, self.time);
     }
 
+    /// A hit: fetched and active, and the access time refreshed if due.
+    pub fn bump(&mut self, now: u32) {
+        self.set(FETCHED | ACTIVE);
+        if now >= self.time.saturating_add(UPDATE_INTERVAL) {
+            self.time = now;
+        }
+    }
+
     pub fn has(&self, bit: u8) -> bool {
         self.state & bit != 0
     }
@@ -64,6 +77,14 @@ impl Meta {
     pub fn bits(&self) -> u8 {
         self.state
     }
+}
+
+/// What a new version written in place of `prev` keeps, as if memcached
+/// had changed the item in place: the last access and the fetched, active,
+/// stale and token bits.
+pub fn keep_state(prev: Meta, new: &mut Meta) {
+    new.time = prev.time;
+    new.set(prev.bits() & (FETCHED | ACTIVE | STALE | WIN));
 }
 
 /// An item about to be stored: what it holds, and for a large one its

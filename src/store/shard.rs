@@ -15,9 +15,6 @@
 //! item; a replaced or deleted record is only marked dead, and a segment
 //! whose records are all dead is freed at once.
 //!
-//! A hit sets the FETCHED and ACTIVE bits and refreshes the record's access
-//! time at most once per [`UPDATE_INTERVAL`] (memcached's
-//! `ITEM_UPDATE_INTERVAL`), which `flush_all` and the meta `l`/`la` read.
 
 use std::hash::BuildHasher;
 use std::mem;
@@ -26,17 +23,14 @@ use bytes::Bytes;
 use foldhash::quality::RandomState;
 use hashbrown::HashTable;
 
+use super::clock;
 use super::item;
 use super::loc::Loc;
 use super::memory::Memory;
-use super::record::{ACTIVE, DEAD, FETCHED, Meta, NewItem};
+use super::record::{DEAD, FETCHED, Meta, NewItem};
+use super::request::{ItemView, Lookup};
 use super::segment::{PREFIX, SegMem};
 use super::segments::{Layout, Segments};
-use super::{Lookup, StoreResult, Value, clock};
-use crate::item_rules::StoreMode;
-
-/// Seconds between two refreshes of an item's access time on hits.
-pub const UPDATE_INTERVAL: u32 = 60;
 
 /// What a shard operation needs from the store.
 pub struct Ctx<'a> {
@@ -98,20 +92,6 @@ pub struct Counters {
     pub last_evicted_age: u32,
 }
 
-/// One live item as [`Shard::visit`] shows it.
-#[derive(Debug, Clone, Copy)]
-pub struct ItemView<'a> {
-    pub key: &'a [u8],
-    pub value_len: usize,
-    pub flags: u32,
-    pub cas: u64,
-    /// Relative seconds, 0 for never.
-    pub deadline: u32,
-    /// Last store or bump, relative seconds.
-    pub time: u32,
-    pub fetched: bool,
-}
-
 /// Why a write could not get the memory it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
@@ -128,14 +108,6 @@ pub(super) enum Find {
     /// the memory it let go (if any) is to be freed outside the lock.
     Dead(Lookup, Option<Bytes>),
     Missing,
-}
-
-/// The outcome of a conditional replace of one version of an item.
-pub enum Swap {
-    /// Replaced; memory to free outside the lock.
-    Done(Option<Bytes>),
-    /// The version read earlier is gone: read again.
-    Changed(Option<Bytes>),
 }
 
 pub struct Shard {
@@ -291,89 +263,19 @@ impl Shard {
         }
     }
 
-    /// A hit: fetched and active, and the access time refreshed if due.
-    pub(super) fn hit(&mut self, loc: Loc, now: u32) {
-        let mut m = self.meta(loc);
-        m.set(FETCHED | ACTIVE);
-        if now >= m.time.saturating_add(UPDATE_INTERVAL) {
-            m.time = now;
-        }
-        self.set_meta(loc, m);
-    }
-
-    pub(super) fn value(&self, loc: Loc) -> Value {
-        let it = self.item_shared(loc);
-        let h = item::header(&it);
-        Value {
-            data: it.slice(h.value_start..),
-            flags: h.flags,
-            cas: h.cas,
-        }
-    }
-
-    /// get / gat. With `touch`, also sets the deadline; a deadline of
-    /// [`clock::EXPIRED`] returns the value and removes the item.
-    pub fn read(
-        &mut self,
-        key: &[u8],
-        hash: u64,
-        touch: Option<u32>,
-        ctx: &Ctx,
-    ) -> (Lookup, Option<Bytes>) {
-        let loc = match self.find_live(key, hash, ctx) {
-            Find::Live(loc) => loc,
-            Find::Dead(why, garbage) => return (why, garbage),
-            Find::Missing => return (Lookup::Miss, None),
-        };
-        self.hit(loc, ctx.now);
-        let value = self.value(loc);
-        let mut garbage = None;
-        match touch {
-            Some(clock::EXPIRED) => garbage = self.remove(loc, hash, ctx),
-            Some(deadline) => self.set_deadline(loc, deadline),
-            None => {}
-        }
-        (Lookup::Hit(value), garbage)
-    }
-
-    pub(super) fn set_deadline(&mut self, loc: Loc, deadline: u32) {
-        let mut m = self.meta(loc);
-        m.deadline = deadline;
-        self.set_meta(loc, m);
-    }
-
-    /// touch: a new deadline, CAS unchanged.
-    pub fn touch(
-        &mut self,
-        key: &[u8],
-        hash: u64,
-        deadline: u32,
-        ctx: &Ctx,
-    ) -> (bool, Option<Bytes>) {
-        match self.find_live(key, hash, ctx) {
-            Find::Live(loc) => {
-                self.hit(loc, ctx.now);
-                self.set_deadline(loc, deadline);
-                (true, None)
-            }
-            Find::Dead(_, garbage) => (false, garbage),
-            Find::Missing => (false, None),
-        }
-    }
-
-    /// delete: true if a live item was removed, and memory to free.
-    pub fn delete(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> (bool, Option<Bytes>) {
-        match self.find_live(key, hash, ctx) {
-            Find::Live(loc) => (true, self.remove(loc, hash, ctx)),
-            // An expired item is removed but was not there to delete.
-            Find::Dead(_, garbage) => (false, garbage),
-            Find::Missing => (false, None),
-        }
+    /// The CAS value of a record.
+    pub(super) fn cas(&self, loc: Loc) -> u64 {
+        item::header(self.item(loc)).cas
     }
 
     /// The current version of a live item, for a read-modify-write done
     /// outside the lock (append, prepend, incr, decr).
-    pub fn snapshot(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> (Option<Bytes>, Option<Bytes>) {
+    pub(super) fn snapshot(
+        &mut self,
+        key: &[u8],
+        hash: u64,
+        ctx: &Ctx,
+    ) -> (Option<Bytes>, Option<Bytes>) {
         match self.find_live(key, hash, ctx) {
             Find::Live(loc) => (Some(self.item_shared(loc)), None),
             Find::Dead(_, garbage) => (None, garbage),
@@ -381,74 +283,44 @@ impl Shard {
         }
     }
 
-    /// set / add / replace / cas. Append and prepend go through
-    /// [`Shard::swap`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn store(
+    /// Inserts `new` for a key known to be missing.
+    pub(super) fn insert_new(
         &mut self,
-        mode: StoreMode,
         key: &[u8],
         hash: u64,
         new: &mut NewItem,
-        cas_unique: u64,
-        deadline: u32,
         ctx: &Ctx,
-    ) -> Result<(StoreResult, Option<Bytes>), Full> {
-        let (at, garbage) = match self.find_live(key, hash, ctx) {
-            Find::Live(loc) => (Some(loc), None),
-            Find::Dead(_, garbage) => (None, garbage),
-            Find::Missing => (None, None),
-        };
-        match (mode, at) {
-            (StoreMode::Add, Some(loc)) => {
-                // memcached bumps the item a failed add ran into.
-                let mut m = self.meta(loc);
-                m.set(ACTIVE);
-                self.set_meta(loc, m);
-                return Ok((StoreResult::NotStored, garbage));
-            }
-            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
-                return Ok((StoreResult::NotStored, garbage));
-            }
-            (StoreMode::Cas, None) => return Ok((StoreResult::NotFound, garbage)),
-            // A cas of 0 never matches, also when -C leaves every item's CAS at 0
-            // (memcached answers EXISTS there too).
-            (StoreMode::Cas, Some(loc))
-                if cas_unique == 0 || item::header(self.item(loc)).cas != cas_unique =>
-            {
-                return Ok((StoreResult::Exists, garbage));
-            }
-            (StoreMode::Append | StoreMode::Prepend, Some(_)) => {
-                unreachable!("append and prepend are built from the old value: use swap")
-            }
-            _ => {}
-        }
-        let (_, old) = self.commit(key, hash, at, new, deadline, ctx)?;
-        Ok((StoreResult::Stored, old.or(garbage)))
+    ) -> Result<(Loc, Option<Bytes>), Full> {
+        self.commit(key, hash, None, new, 0, ctx)
     }
 
-    /// Replaces the version `old` (from [`Shard::snapshot`]) of an item with
-    /// `new`, keeping its deadline; or reports that it changed meanwhile.
-    pub fn swap(
+    /// Replaces the version `old` (from [`Shard::snapshot`]) of an item
+    /// with `new`, keeping its deadline; `then` adjusts the new record's
+    /// state, given the old one's. `Ok(false)` if the item changed
+    /// meanwhile: the caller reads it again.
+    pub(super) fn swap(
         &mut self,
         key: &[u8],
         hash: u64,
         old: &Bytes,
         new: &mut NewItem,
         ctx: &Ctx,
-    ) -> Result<Swap, Full> {
-        match self.find_live(key, hash, ctx) {
-            Find::Live(loc) => {
-                if !self.is_version(loc, old) {
-                    return Ok(Swap::Changed(None));
-                }
-                let deadline = self.meta(loc).deadline;
-                self.commit(key, hash, Some(loc), new, deadline, ctx)
-                    .map(|(_, garbage)| Swap::Done(garbage))
-            }
-            Find::Dead(_, garbage) => Ok(Swap::Changed(garbage)),
-            Find::Missing => Ok(Swap::Changed(None)),
+        then: impl FnOnce(Meta, &mut Meta),
+    ) -> Result<(bool, Option<Bytes>), Full> {
+        let loc = match self.find_live(key, hash, ctx) {
+            Find::Live(loc) => loc,
+            Find::Dead(_, garbage) => return Ok((false, garbage)),
+            Find::Missing => return Ok((false, None)),
+        };
+        if !self.is_version(loc, old) {
+            return Ok((false, None));
         }
+        let prev = self.meta(loc);
+        let (at, garbage) = self.commit(key, hash, Some(loc), new, prev.deadline, ctx)?;
+        let mut e = self.meta(at);
+        then(prev, &mut e);
+        self.set_meta(at, e);
+        Ok((true, garbage))
     }
 
     /// True if the record at `loc` is the version `old` was read from.
