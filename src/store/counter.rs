@@ -18,11 +18,9 @@ impl Store {
     /// applied to the result under the same lock.
     pub fn arith(&self, req: ArithRequest<'_>, now: u32) -> ArithResult {
         let key = req.key;
-        if key.len() > item::KEY_MAX {
+        let Some((hash, si)) = self.route(key) else {
             return ArithResult::NotFound;
-        }
-        let hash = self.hash(key);
-        let si = self.shard_of(hash);
+        };
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let ctx = self.ctx(now);
             let (old, garbage) = self.lock(si).snapshot(key, hash, &ctx);
@@ -31,7 +29,7 @@ impl Store {
                 if !req.vivify {
                     return ArithResult::NotFound;
                 }
-                return self.vivify_counter(&req, hash, now);
+                return self.vivify_counter(&req, hash, si, now);
             };
             let h = item::header(&old);
             if req.compare_cas != 0 && req.compare_cas != h.cas {
@@ -89,9 +87,14 @@ impl Store {
 
     /// A miss with `vivify`: adds the item with `initial` as its value; the
     /// delta is not applied.
-    fn vivify_counter(&self, req: &ArithRequest<'_>, hash: u64, now: u32) -> ArithResult {
+    fn vivify_counter(
+        &self,
+        req: &ArithRequest<'_>,
+        hash: u64,
+        si: usize,
+        now: u32,
+    ) -> ArithResult {
         let key = req.key;
-        let si = self.shard_of(hash);
         let mut digits = [0u8; 20];
         let ndigits = item::format_counter(req.initial, &mut digits);
         let cas = self.next_cas(si);

@@ -211,6 +211,17 @@ impl Store {
         self.layout.cost(new.record_len()) <= self.memory.limit()
     }
 
+    /// The hash and shard of a key; `None` for a key longer than an item
+    /// can hold (255 bytes; the protocol allows 250), which finds nothing
+    /// and stores nothing.
+    fn route(&self, key: &[u8]) -> Option<(u64, usize)> {
+        if key.len() > item::KEY_MAX {
+            return None;
+        }
+        let hash = self.hash(key);
+        Some((hash, self.shard_of(hash)))
+    }
+
     fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
@@ -402,9 +413,9 @@ impl Store {
             .collect()
     }
 
-    /// Calls `f` with every live item, shard by shard and from the least
-    /// recently used within a shard, until `f` returns false. Each shard is
-    /// locked while it is walked, so `f` should only copy out what it needs.
+    /// Calls `f` with every live item, shard by shard and oldest segment
+    /// first within a shard, until `f` returns false. Each shard is locked
+    /// while it is walked, so `f` should only copy out what it needs.
     pub fn for_each_item(&self, now: u32, mut f: impl FnMut(ItemView<'_>) -> bool) {
         for i in 0..self.cells.len() {
             let ctx = self.ctx(now);
@@ -421,7 +432,8 @@ pub struct ShardUsage {
     pub items: u64,
     /// Bytes charged for its items, overheads included.
     pub bytes: u64,
-    /// Last store or bump of its least recently used item (relative seconds).
+    /// Last store or access refresh of its oldest live item, the first in
+    /// its oldest segment (relative seconds).
     pub oldest: Option<u32>,
     pub evicted_nonzero: u64,
     /// When its last eviction happened (relative seconds, 0: never) and how

@@ -147,11 +147,9 @@ impl Store {
     /// there is no memory for it, the request misses.
     pub fn get(&self, req: GetRequest<'_>, now: u32) -> Lookup {
         let key = req.key;
-        if key.len() > item::KEY_MAX {
+        let Some((hash, si)) = self.route(key) else {
             return Lookup::Miss;
-        }
-        let hash = self.hash(key);
-        let si = self.shard_of(hash);
+        };
         if !req.vivify {
             let ctx = self.ctx(now);
             let outcome = self.lock(si).get(&req, hash, None, &ctx);
@@ -175,26 +173,20 @@ impl Store {
 
     /// touch: a new deadline, CAS unchanged. True if the item was there.
     pub fn touch(&self, key: &[u8], deadline: u32, now: u32) -> bool {
-        if key.len() > item::KEY_MAX {
+        let Some((hash, si)) = self.route(key) else {
             return false;
-        }
-        let hash = self.hash(key);
+        };
         let ctx = self.ctx(now);
-        let (found, garbage) = self
-            .lock(self.shard_of(hash))
-            .touch(key, hash, deadline, &ctx);
+        let (found, garbage) = self.lock(si).touch(key, hash, deadline, &ctx);
         drop(garbage);
         found
     }
 
     /// The item's state as memcached's `me` shows it, without bumping it.
     pub fn peek(&self, key: &[u8], now: u32) -> Option<ItemInfo> {
-        if key.len() > item::KEY_MAX {
-            return None;
-        }
-        let hash = self.hash(key);
+        let (hash, si) = self.route(key)?;
         let ctx = self.ctx(now);
-        let mut shard = self.lock(self.shard_of(hash));
+        let mut shard = self.lock(si);
         match shard.find_live(key, hash, &ctx) {
             Find::Live(loc) => {
                 let it = shard.item(loc);

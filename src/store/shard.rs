@@ -498,7 +498,7 @@ impl Shard {
 
     /// Keys from the newest record to the oldest; for tests.
     #[cfg(test)]
-    pub fn lru_keys(&self) -> Vec<Vec<u8>> {
+    pub fn keys_newest_first(&self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         self.walk_oldest_first(&mut |loc, _| {
             out.push(item::key(self.item(loc)).to_vec());

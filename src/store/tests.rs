@@ -486,7 +486,7 @@ fn eviction_spares_items_read_since_they_were_stored() {
     assert!(value(&s, "k1", now).is_some());
     assert_eq!(set(&s, "k4", "0123456789", now), StoreResult::Stored);
     assert_eq!(get(&s, b"k2", now), Lookup::Miss);
-    assert_eq!(s.lock(0).lru_keys(), [&b"k4"[..], b"k1", b"k3"]);
+    assert_eq!(s.lock(0).keys_newest_first(), [&b"k4"[..], b"k1", b"k3"]);
     assert!(value(&s, "k1", now).is_some());
     now += record::UPDATE_INTERVAL;
     assert!(value(&s, "k3", now).is_some());

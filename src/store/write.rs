@@ -90,24 +90,27 @@ impl Store {
     /// allows 250) is not stored. With `req.oom_deletes`, running out of
     /// memory also deletes the old value.
     pub fn store(&self, req: StoreRequest<'_>, now: u32) -> (StoreResult, u64) {
-        let key = req.key;
-        if key.len() > item::KEY_MAX {
+        let Some((hash, si)) = self.route(req.key) else {
             return (StoreResult::NotStored, 0);
-        }
-        let hash = self.hash(key);
+        };
         let result = match req.mode {
-            StoreMode::Append | StoreMode::Prepend => self.concat(&req, hash, now),
-            _ => self.replace_whole(&req, hash, now),
+            StoreMode::Append | StoreMode::Prepend => self.concat(&req, hash, si, now),
+            _ => self.replace_whole(&req, hash, si, now),
         };
         if result.0 == StoreResult::OutOfMemory && req.oom_deletes {
-            self.delete_hashed(DeleteRequest::new(key), hash, now);
+            self.delete_routed(DeleteRequest::new(req.key), hash, si, now);
         }
         result
     }
 
     /// set / add / replace / cas: the new item is built before the lock.
-    fn replace_whole(&self, req: &StoreRequest<'_>, hash: u64, now: u32) -> (StoreResult, u64) {
-        let si = self.shard_of(hash);
+    fn replace_whole(
+        &self,
+        req: &StoreRequest<'_>,
+        hash: u64,
+        si: usize,
+        now: u32,
+    ) -> (StoreResult, u64) {
         let mode = match (req.mode, req.compare_cas) {
             (StoreMode::Set | StoreMode::Replace, Some(_)) => StoreMode::Cas,
             (mode, _) => mode,
@@ -138,8 +141,7 @@ impl Store {
 
     /// append / prepend: flags and deadline are kept, a non-zero
     /// `compare_cas` must match, and a result larger than `-I` is refused.
-    fn concat(&self, req: &StoreRequest<'_>, hash: u64, now: u32) -> (StoreResult, u64) {
-        let si = self.shard_of(hash);
+    fn concat(&self, req: &StoreRequest<'_>, hash: u64, si: usize, now: u32) -> (StoreResult, u64) {
         let limits = Limits {
             item_size_max: self.config.item_size_max,
             cas_enabled: self.config.cas_enabled,
@@ -202,15 +204,20 @@ impl Store {
     /// its token is taken back, and `req.deadline` (if any) replaces its
     /// deadline.
     pub fn delete(&self, req: DeleteRequest<'_>, now: u32) -> DeleteResult {
-        if req.key.len() > item::KEY_MAX {
-            return DeleteResult::NotFound;
+        match self.route(req.key) {
+            Some((hash, si)) => self.delete_routed(req, hash, si, now),
+            None => DeleteResult::NotFound,
         }
-        self.delete_hashed(req, self.hash(req.key), now)
     }
 
-    fn delete_hashed(&self, req: DeleteRequest<'_>, hash: u64, now: u32) -> DeleteResult {
+    fn delete_routed(
+        &self,
+        req: DeleteRequest<'_>,
+        hash: u64,
+        si: usize,
+        now: u32,
+    ) -> DeleteResult {
         let key = req.key;
-        let si = self.shard_of(hash);
         for _ in 0..MAX_WRITE_ATTEMPTS {
             let ctx = self.ctx(now);
             let mut shard = self.lock(si);
