@@ -15,7 +15,7 @@ use clap::Parser;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ferrocache::config::Cli;
 use ferrocache::item_rules::StoreMode;
-use ferrocache::store::{Clock, Lookup, Store, StoreConfig, StoreResult};
+use ferrocache::store::{Clock, GetRequest, Lookup, Store, StoreConfig, StoreRequest, StoreResult};
 use ferrocache::test_rng::Rng;
 
 const VALUE: &[u8; 100] = &[b'v'; 100];
@@ -68,7 +68,8 @@ impl Key {
 }
 
 fn set(store: &Store, key: &[u8]) -> StoreResult {
-    store.store(StoreMode::Set, key, 0, DEADLINE, VALUE, 0, NOW)
+    let req = StoreRequest::new(StoreMode::Set, key, 0, DEADLINE, VALUE);
+    store.store(req, NOW).0
 }
 
 /// The store the daemon builds for `-m` just large enough for `n` items:
@@ -129,9 +130,9 @@ impl Fixture {
         let mut rng = Rng::new(0x5eed_0000_0000_0000 ^ n);
         for _ in 0..1000 {
             let i = rng.below(n);
-            let hit = store.get(Key::new(b"key:", i).as_bytes(), NOW);
+            let hit = store.get(GetRequest::new(Key::new(b"key:", i).as_bytes()), NOW);
             assert!(matches!(hit, Lookup::Hit(_)), "key:{i} missing after fill");
-            let miss = store.get(Key::new(b"mis:", i).as_bytes(), NOW);
+            let miss = store.get(GetRequest::new(Key::new(b"mis:", i).as_bytes()), NOW);
             assert_eq!(miss, Lookup::Miss, "mis:{i}");
         }
         eprintln!(
@@ -271,7 +272,7 @@ fn bench_n(c: &mut Criterion, n: u64, fixture: &mut Option<Fixture>) {
         b.iter_batched(
             || Key::new(b"key:", rng.below(n)),
             |key| {
-                black_box(store.get(key.as_bytes(), NOW));
+                black_box(store.get(GetRequest::new(key.as_bytes()), NOW));
             },
             BatchSize::SmallInput,
         )
@@ -287,7 +288,7 @@ fn bench_n(c: &mut Criterion, n: u64, fixture: &mut Option<Fixture>) {
         b.iter_batched(
             || Key::new(b"mis:", rng.below(n)),
             |key| {
-                black_box(store.get(key.as_bytes(), NOW));
+                black_box(store.get(GetRequest::new(key.as_bytes()), NOW));
             },
             BatchSize::SmallInput,
         )

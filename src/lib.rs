@@ -8,7 +8,7 @@
 //! - [`config`]: the command line, spelled as memcached's.
 //! - [`item_rules`]: write modes and item sizes, which protocol and store share.
 //! - [`protocol`]: parsing and encoding of the text protocol; no store, no sockets.
-//! - [`store`]: the sharded LRU item store; no protocol, no sockets.
+//! - [`store`]: the sharded segment store, second-chance eviction; no protocol, no sockets.
 //! - [`server`]: listeners, connections, and `execute`, the glue of the two.
 //! - [`stats`]: the counters behind `stats`.
 //! - [`tls`]: TLS (`-Z`) with memcached's `-o ssl_*` options.

@@ -605,7 +605,7 @@ mod tests {
     use crate::config::Cli;
     use crate::item_rules::StoreMode;
     use crate::stats::LocalStats;
-    use crate::store::{Clock, Store};
+    use crate::store::{Clock, Store, StoreRequest};
     use clap::Parser;
 
     /// The figures a server would hand out, without the server.
@@ -648,7 +648,8 @@ mod tests {
     fn render_mirrors_stats_and_the_store() {
         let shared = Figures::new();
         let now = shared.store.clock().now();
-        shared.store.store(StoreMode::Set, b"k", 0, 0, b"v", 0, now);
+        let req = StoreRequest::new(StoreMode::Set, b"k", 0, 0, b"v");
+        shared.store.store(req, now);
         let mut l = LocalStats {
             cmd_get: 3,
             get_hits: 2,

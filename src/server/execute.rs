@@ -10,7 +10,10 @@ use super::{Context, Flow, stats_reply};
 use crate::item_rules::StoreMode;
 use crate::protocol::encode::{self, Reply};
 use crate::protocol::{Command, Frame, Keys, ProtocolError, Rejected, ShutdownMode};
-use crate::store::{ArithResult, Lookup, StoreResult};
+use crate::store::{
+    ArithRequest, ArithResult, DeleteRequest, DeleteResult, GetRequest, Lookup, Step, StoreRequest,
+    StoreResult,
+};
 
 /// Runs one frame.
 pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Flow {
@@ -47,7 +50,7 @@ fn rejected(r: Rejected, cx: &mut Context<'_>, out: &mut BytesMut) {
         _ => {}
     }
     if let Some(key) = r.unlink_key {
-        cx.shared.store.delete(&key, cx.now);
+        cx.shared.store.delete(DeleteRequest::new(&key), cx.now);
     }
     if !r.noreply {
         encode::error(out, r.error);
@@ -85,7 +88,11 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
                 cx.shared.detail.record_set(key);
             }
             let deadline = store.clock().deadline(exptime32(exptime), now);
-            let result = store.store(mode, key, flags, deadline, value, cas_unique, now);
+            let req = StoreRequest {
+                compare_cas: (mode == StoreMode::Cas).then_some(cas_unique),
+                ..StoreRequest::new(mode, key, flags, deadline, value)
+            };
+            let (result, _) = store.store(req, now);
             if mode == StoreMode::Cas {
                 match result {
                     StoreResult::Stored => cx.stats.cas_hits += 1,
@@ -111,7 +118,7 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             if cx.shared.detail.enabled() {
                 cx.shared.detail.record_delete(key);
             }
-            let hit = store.delete(key, now);
+            let hit = store.delete(DeleteRequest::new(key), now) == DeleteResult::Deleted;
             if hit {
                 cx.stats.delete_hits += 1;
             } else {
@@ -127,21 +134,25 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             incr,
             noreply,
         } => {
-            let result = store.arith(key, delta, incr, now);
+            let result = store.arith(ArithRequest::new(key, incr, delta), now);
             let (hits, misses) = if incr {
                 (&mut cx.stats.incr_hits, &mut cx.stats.incr_misses)
             } else {
                 (&mut cx.stats.decr_hits, &mut cx.stats.decr_misses)
             };
             match result {
-                ArithResult::Value(_) => *hits += 1,
-                ArithResult::NotFound => *misses += 1,
+                ArithResult::Done(_) => *hits += 1,
+                ArithResult::NotFound | ArithResult::NotStored | ArithResult::Exists => {
+                    *misses += 1
+                }
                 ArithResult::NonNumeric | ArithResult::OutOfMemory => {}
             }
             if !noreply {
                 match result {
-                    ArithResult::Value(v) => encode::number(out, v),
-                    ArithResult::NotFound => encode::reply(out, Reply::NotFound),
+                    ArithResult::Done(c) => encode::number(out, c.value),
+                    ArithResult::NotFound | ArithResult::NotStored | ArithResult::Exists => {
+                        encode::reply(out, Reply::NotFound)
+                    }
                     ArithResult::NonNumeric => encode::error(out, ProtocolError::NonNumeric),
                     ArithResult::OutOfMemory => encode::error(out, ProtocolError::OutOfMemory),
                 }
@@ -182,7 +193,7 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             // "expired" deadline; memcached's oldest_live then becomes 0,
             // which flushes nothing.
             if deadline != crate::store::clock::EXPIRED {
-                store.flush_all(deadline, now);
+                store.flush(deadline, now);
             }
             if !noreply {
                 encode::reply(out, Reply::Ok);
@@ -236,13 +247,16 @@ fn get(keys: Keys<'_>, cas: bool, touch: Option<u32>, cx: &mut Context<'_>, out:
     // Read per request, so `stats detail on` applies from the next one, as
     // in memcached.
     let detail = cx.shared.detail.enabled().then_some(&cx.shared.detail);
+    let steps = touch.map(Step::Ttl);
     for key in keys.iter() {
-        let lookup = match touch {
-            Some(deadline) => store.get_and_touch(key, deadline, cx.now),
-            None => store.get(key, cx.now),
+        let req = GetRequest {
+            steps: steps.as_slice(),
+            ..GetRequest::new(key)
         };
+        let lookup = store.get(req, cx.now);
         let hit = match lookup {
-            Lookup::Hit(v) => {
+            Lookup::Hit(h) => {
+                let v = h.value;
                 encode::value(out, key, v.flags, &v.data, cas.then_some(v.cas));
                 true
             }

@@ -13,8 +13,10 @@ use crate::item_rules::StoreMode;
 use crate::protocol::encode;
 use crate::protocol::meta::{KeyBuf, MetaCommand, MetaFlags, MetaOp, long_opaque};
 use crate::protocol::{KEY_MAX_LEN, ProtocolError, base64};
-use crate::store::meta::{Arith, ArithRequest, Delete, Get, GetRequest, SetRequest, Step};
-use crate::store::{Lookup, StoreResult};
+use crate::store::{
+    ArithRequest, ArithResult, DeleteRequest, DeleteResult, GetRequest, Lookup, Step, StoreRequest,
+    StoreResult,
+};
 
 /// Runs one meta command.
 pub fn execute(cmd: MetaCommand<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
@@ -106,17 +108,21 @@ fn get(cmd: &MetaCommand<'_>, key: &[u8], cx: &mut Context<'_>, out: &mut BytesM
     let flags = &cmd.flags;
     let bad = long_opaque(flags);
     let (steps, nsteps) = steps(flags, bad.unwrap_or(usize::MAX), cx);
+    // An over-long opaque fails the request after its steps: memcached
+    // then neither hands out a token nor bumps the item.
     let req = GetRequest {
+        key,
         key_binary: cmd.key.is_binary(),
         vivify: flags.vivify.is_some(),
-        bump: !flags.has(b'u'),
+        bump: !flags.has(b'u') && bad.is_none(),
+        tokens: bad.is_none(),
+        unlink_expired: false,
         steps: &steps[..nsteps],
-        complete: bad.is_none(),
     };
     let now = cx.now;
-    let hit = match cx.shared.store.meta_get(key, &req, now) {
-        Get::Hit(hit) => hit,
-        Get::Miss(lookup) => {
+    let hit = match cx.shared.store.get(req, now) {
+        Lookup::Hit(hit) => hit,
+        lookup => {
             match lookup {
                 Lookup::Expired => cx.stats.get_expired += 1,
                 Lookup::Flushed => cx.stats.get_flushed += 1,
@@ -204,7 +210,7 @@ fn set(
     let deadline = store
         .clock()
         .deadline(i64::from(flags.ttl.unwrap_or(0)), cx.now);
-    let req = SetRequest {
+    let req = StoreRequest {
         mode,
         key,
         key_binary: cmd.key.is_binary(),
@@ -213,8 +219,9 @@ fn set(
         value: cmd.value,
         compare_cas: flags.compare_cas,
         invalidate: flags.has(b'I'),
+        oom_deletes: true,
     };
-    let (result, cas) = store.meta_set(&req, cx.now);
+    let (result, cas) = store.store(req, cx.now);
     let cas_mode =
         flags.compare_cas.is_some() && matches!(mode, StoreMode::Set | StoreMode::Replace);
     if cas_mode {
@@ -262,21 +269,24 @@ fn delete(cmd: &MetaCommand<'_>, key: &[u8], cx: &mut Context<'_>, out: &mut Byt
             .ttl
             .map(|t| cx.shared.store.clock().deadline(i64::from(t), cx.now))
     });
-    let outcome = cx
-        .shared
-        .store
-        .meta_delete(key, flags.compare_cas, invalidate, cx.now);
+    let req = DeleteRequest {
+        key,
+        compare_cas: flags.compare_cas,
+        invalidate: invalidate.is_some(),
+        deadline: invalidate.flatten(),
+    };
+    let outcome = cx.shared.store.delete(req, cx.now);
     let code: &[u8] = match outcome {
-        Delete::Deleted => {
+        DeleteResult::Deleted => {
             cx.stats.delete_hits += 1;
             b"HD"
         }
-        Delete::Invalidated => b"HD",
-        Delete::NotFound => {
+        DeleteResult::Invalidated => b"HD",
+        DeleteResult::NotFound => {
             cx.stats.delete_misses += 1;
             b"NF"
         }
-        Delete::Exists => {
+        DeleteResult::Exists => {
             cx.stats.delete_misses += 1;
             b"EX"
         }
@@ -292,6 +302,7 @@ fn arith(cmd: &MetaCommand<'_>, incr: bool, key: &[u8], cx: &mut Context<'_>, ou
     let bad = long_opaque(flags);
     let (steps, nsteps) = steps(flags, bad.unwrap_or(usize::MAX), cx);
     let req = ArithRequest {
+        key,
         key_binary: cmd.key.is_binary(),
         incr,
         delta: flags.delta,
@@ -300,7 +311,7 @@ fn arith(cmd: &MetaCommand<'_>, incr: bool, key: &[u8], cx: &mut Context<'_>, ou
         initial: flags.initial,
         steps: &steps[..nsteps],
     };
-    let outcome = cx.shared.store.meta_arith(key, &req, cx.now);
+    let outcome = cx.shared.store.arith(req, cx.now);
     let (hits, misses) = if incr {
         (&mut cx.stats.incr_hits, &mut cx.stats.incr_misses)
     } else {
@@ -308,7 +319,7 @@ fn arith(cmd: &MetaCommand<'_>, incr: bool, key: &[u8], cx: &mut Context<'_>, ou
     };
     let binary = cmd.key.is_binary();
     let code: &[u8] = match outcome {
-        Arith::Done(counter) => {
+        ArithResult::Done(counter) => {
             if !counter.created {
                 *hits += 1;
             }
@@ -344,17 +355,17 @@ fn arith(cmd: &MetaCommand<'_>, incr: bool, key: &[u8], cx: &mut Context<'_>, ou
             }
             return;
         }
-        Arith::NotFound => {
+        ArithResult::NotFound => {
             *misses += 1;
             b"NF"
         }
-        Arith::NotStored => b"NS",
-        Arith::Exists => b"EX",
-        Arith::NonNumeric => {
+        ArithResult::NotStored => b"NS",
+        ArithResult::Exists => b"EX",
+        ArithResult::NonNumeric => {
             encode::error(out, ProtocolError::NonNumeric);
             return;
         }
-        Arith::OutOfMemory => {
+        ArithResult::OutOfMemory => {
             encode::error(out, ProtocolError::ArithOutOfMemory);
             return;
         }
@@ -369,7 +380,7 @@ fn arith(cmd: &MetaCommand<'_>, incr: bool, key: &[u8], cx: &mut Context<'_>, ou
 /// `me`: `ME <key> exp=.. la=.. cas=.. fetch=.. cls=.. size=..`, or `EN`.
 fn debug(key: &[u8], cx: &mut Context<'_>, out: &mut BytesMut) {
     cx.stats.cmd_meta += 1;
-    let Some(info) = cx.shared.store.meta_debug(key, cx.now) else {
+    let Some(info) = cx.shared.store.peek(key, cx.now) else {
         out.put_slice(b"EN\r\n");
         return;
     };

@@ -10,33 +10,12 @@
 
 use std::collections::HashMap;
 
-use super::tests::check;
+use super::tests::{check, cmd, gat, get, incr_decr, remove};
 use super::*;
-use StoreMode::*;
+use crate::item_rules::StoreMode::*;
+use crate::test_rng::Rng;
 
 const UNIX: i64 = 1_700_000_000;
-
-/// xorshift64*, so that a failing seed reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len() as u64) as usize]
-    }
-}
 
 #[derive(Debug, Clone)]
 struct MItem {
@@ -77,7 +56,7 @@ impl Model {
     /// A hit refreshes an item's time at most once a minute, as the store's LRU bump does.
     fn hit(&mut self, key: &[u8], now: u32) {
         let it = self.items.get_mut(key).expect("a live item");
-        if now >= it.time.saturating_add(shard::UPDATE_INTERVAL) {
+        if now >= it.time.saturating_add(record::UPDATE_INTERVAL) {
             it.time = now;
         }
     }
@@ -156,7 +135,7 @@ fn gen_value(rng: &mut Rng, big: bool) -> Vec<u8> {
         3 => (0..rng.below(40))
             .map(|_| b'a' + rng.below(26) as u8)
             .collect(),
-        4 => (0..rng.below(300)).map(|_| rng.next() as u8).collect(),
+        4 => (0..rng.below(300)).map(|_| rng.next_u64() as u8).collect(),
         _ => {
             let n = if big {
                 2000 + rng.below(6000)
@@ -196,7 +175,7 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats
         items: HashMap::new(),
         oldest_live: 0,
     };
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed | 1);
     let mut stats = Stats::default();
     for op in 0..ops {
         if rng.below(20) == 0 {
@@ -228,9 +207,9 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats
                 let cas_unique = match (&had, rng.below(4)) {
                     (Some(MItem { cas: Some(c), .. }), 0..=2) => *c,
                     (_, 0) => 0,
-                    _ => rng.next() | 1 << 63,
+                    _ => rng.next_u64() | 1 << 63,
                 };
-                let got = s.store(mode, key, flags, deadline, &value, cas_unique, now);
+                let got = cmd(&s, mode, key, flags, deadline, &value, cas_unique, now);
                 let want = match (mode, &had) {
                     (Add, Some(_)) | (Replace | Append | Prepend, None) => StoreResult::NotStored,
                     (Cas, None) => StoreResult::NotFound,
@@ -289,13 +268,13 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats
                 let touch = rng.below(4) == 0;
                 let deadline = clock.deadline(gen_exptime(&mut rng, &clock), now);
                 let got = if touch {
-                    s.get_and_touch(key, deadline, now)
+                    gat(&s, key, deadline, now)
                 } else {
-                    s.get(key, now)
+                    get(&s, key, now)
                 };
                 stats.reads += 1;
                 match (got, &had) {
-                    (Lookup::Hit(v), Some(it)) => {
+                    (Lookup::Hit(Hit { value: v, .. }), Some(it)) => {
                         stats.hits += 1;
                         assert_eq!(v.data[..], it.value[..], "{}: value", ctx());
                         assert_eq!(v.flags, it.flags, "{}: flags", ctx());
@@ -332,19 +311,19 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats
             70..=79 => {
                 let incr = rng.below(2) == 0;
                 let delta = *rng.pick(&[0, 1, 5, 100, u64::MAX]);
-                let got = s.arith(key, delta, incr, now);
+                let got = incr_decr(&s, key, delta, incr, now);
                 let want = match &had {
-                    None => ArithResult::NotFound,
+                    None => Err(ArithResult::NotFound),
                     Some(it) => match model_counter(&it.value) {
-                        None => ArithResult::NonNumeric,
-                        Some(n) if incr => ArithResult::Value(n.wrapping_add(delta)),
-                        Some(n) => ArithResult::Value(n.saturating_sub(delta)),
+                        None => Err(ArithResult::NonNumeric),
+                        Some(n) if incr => Ok(n.wrapping_add(delta)),
+                        Some(n) => Ok(n.saturating_sub(delta)),
                     },
                 };
                 stats.ariths += 1;
                 if got != want {
                     assert!(
-                        !exact && had.is_some() && got == ArithResult::NotFound,
+                        !exact && had.is_some() && got == Err(ArithResult::NotFound),
                         "{}: {} {delta} gave {got:?}, model {want:?}",
                         ctx(),
                         if incr { "incr" } else { "decr" }
@@ -352,7 +331,7 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats
                     stats.evicted_seen += 1;
                     m.items.remove(key);
                 }
-                if let ArithResult::Value(n) = got {
+                if let Ok(n) = got {
                     let it = had.expect("a live counter");
                     let digits = n.to_string().into_bytes();
                     let mut v = digits.clone();
@@ -379,7 +358,7 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats
             }
             // delete.
             85..=94 => {
-                let got = s.delete(key, now);
+                let got = remove(&s, key, now);
                 if got != had.is_some() {
                     assert!(!exact && !got, "{}: delete gave {got}", ctx());
                     stats.evicted_seen += 1;
@@ -401,12 +380,12 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats
                     m.settle(&k, now);
                 }
                 if rng.below(2) == 0 {
-                    s.flush_all(0, now);
+                    s.flush(0, now);
                     m.items.clear();
                     m.oldest_live = now.saturating_sub(1);
                 } else {
                     let deadline = clock.deadline(1 + rng.below(3) as i64, now);
-                    s.flush_all(deadline, now);
+                    s.flush(deadline, now);
                     m.oldest_live = deadline - 1;
                 }
                 stats.flushes += 1;
@@ -477,7 +456,7 @@ fn a_panic_under_a_shard_lock_leaves_the_store_serving() {
     );
     let now = s.clock().now();
     for k in KEYS {
-        assert_eq!(s.store(Set, k, 0, 0, k, 0, now), StoreResult::Stored);
+        assert_eq!(cmd(&s, Set, k, 0, 0, k, 0, now), StoreResult::Stored);
     }
     std::thread::scope(|sc| {
         for i in 0..s.cells.len() {
@@ -493,12 +472,12 @@ fn a_panic_under_a_shard_lock_leaves_the_store_serving() {
         }
     });
     for k in KEYS {
-        match s.get(k, now) {
-            Lookup::Hit(v) => assert_eq!(&v.data[..], *k),
+        match get(&s, k, now) {
+            Lookup::Hit(h) => assert_eq!(&h.value.data[..], *k),
             other => panic!("{k:?}: {other:?}"),
         }
-        assert_eq!(s.store(Append, k, 0, 0, b"+", 0, now), StoreResult::Stored);
-        assert!(s.delete(k, now));
+        assert_eq!(cmd(&s, Append, k, 0, 0, b"+", 0, now), StoreResult::Stored);
+        assert!(remove(&s, k, now));
     }
     check(&s);
     assert_eq!(s.stats().curr_items, 0);

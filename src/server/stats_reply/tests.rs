@@ -7,7 +7,7 @@ use crate::config::Cli;
 use crate::item_rules::StoreMode;
 use crate::server::Shared;
 use crate::stats::LocalStats;
-use crate::store::{Clock, Store};
+use crate::store::{Clock, Store, StoreRequest};
 
 const UNIX: i64 = 1_700_000_000;
 
@@ -34,9 +34,8 @@ fn run(shared: &Shared, args: &str) -> String {
 
 fn set(shared: &Shared, key: &[u8], flags: u32, deadline: u32, value: &[u8]) {
     let now = shared.store.clock().now();
-    let r = shared
-        .store
-        .store(StoreMode::Set, key, flags, deadline, value, 0, now);
+    let req = StoreRequest::new(StoreMode::Set, key, flags, deadline, value);
+    let (r, _) = shared.store.store(req, now);
     assert_eq!(r, crate::store::StoreResult::Stored);
 }
 

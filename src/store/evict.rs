@@ -1,0 +1,271 @@
+//! Eviction and the sweep: which records leave a shard when memory runs
+//! out, and the background reclaiming of dead ones.
+//!
+//! When memory runs out the oldest segment goes, whole. Its live records
+//! are evicted, except those read since they were written (the ACTIVE bit,
+//! memcached's second chance for items in its segmented LRU), which are
+//! copied forward into the newest segment, up to half a segment's worth per
+//! eviction. So a hot item stays while it is read, a cold one leaves in
+//! write order, and the shard never frees item by item: no per-item
+//! allocation, no per-item LRU links. With evictions off (`-M`), running
+//! out of memory compacts instead: the oldest segment with dead space is
+//! rewritten without it, and a write is refused only when no segment has
+//! any. Nothing here knows requests or the budget's other shards.
+
+use super::item;
+use super::loc::{Loc, SHARED_IDS, is_solo};
+use super::memory;
+use super::record::{ACTIVE, DEAD, FETCHED, Meta};
+use super::segment::{PREFIX, SegMem};
+use super::shard::{Ctx, Shard, table_hash};
+
+impl Shard {
+    /// Frees one segment from the cold end. With evictions on, the oldest:
+    /// its dead records go, its live ones are evicted except ACTIVE ones,
+    /// which are copied forward (up to half a segment's worth). With them
+    /// off, the oldest segment with dead space is compacted. Returns the
+    /// bytes given back, or `None` if there was nothing to free. With
+    /// `park`, the victim may become the shard's spare segment instead of
+    /// being given back (for a write here that wants a new segment).
+    pub fn evict_segment(&mut self, protect: Option<Loc>, park: bool, ctx: &Ctx) -> Option<usize> {
+        if !park && let Some((mem, charge)) = self.spare.take() {
+            // Memory wanted elsewhere: the spare goes before any item does.
+            self.unreserve(charge, ctx);
+            self.garbage.push(mem.into_bytes());
+            return Some(charge);
+        }
+        let victim = if ctx.evictions {
+            self.segs.oldest()?
+        } else {
+            self.compactable(ctx)?
+        };
+        let (mem, charge, used) = self.segs.detach(victim);
+        if is_solo(victim) {
+            return Some(self.evict_solo(victim, mem, charge, protect, ctx));
+        }
+        // The victim's charge pays for the segment its survivors move to.
+        let mut budget = charge;
+        let mut keep_max = if ctx.evictions {
+            ctx.layout.segment_size / 2
+        } else {
+            usize::MAX
+        };
+        let mut at = 0;
+        while at < used {
+            let this = at;
+            let len = PREFIX + mem.item_len(this);
+            at += len;
+            let m = Meta::read(&mem, this);
+            if m.has(DEAD) {
+                continue;
+            }
+            let old = Loc::shared(victim, this);
+            let hash = ctx.hash(item::key(mem.bytes(this + PREFIX, len - PREFIX)));
+            let dead = ctx.dead(m).is_some();
+            let keep = !dead
+                && (!ctx.evictions || Some(old) == protect || (m.has(ACTIVE) && len <= keep_max));
+            let moved = if keep {
+                keep_max = keep_max.saturating_sub(len);
+                self.copy_forward(&mem, this, len, &mut budget, ctx)
+            } else {
+                None
+            };
+            match moved {
+                Some(new) => self.relocate(hash, old, new),
+                None => self.drop_record(hash, old, m, dead, ctx),
+            }
+        }
+        let size = ctx.layout.segment_size;
+        let seg_charge = memory::segment_cost(size);
+        if park && self.spare.is_none() && budget >= seg_charge && mem.len() == size {
+            // Readers holding it (recycle fails) free it when they are done.
+            if let Some(mem) = mem.recycle() {
+                self.spare = Some((mem, seg_charge));
+                budget -= seg_charge;
+            }
+        } else {
+            self.garbage.push(mem.into_bytes());
+        }
+        self.unreserve(budget, ctx);
+        Some(budget)
+    }
+
+    /// [`Shard::evict_segment`] for a large record's own segment: kept (the
+    /// same memory back as the newest segment, no copy) or dropped.
+    pub(super) fn evict_solo(
+        &mut self,
+        victim: u32,
+        mem: SegMem,
+        charge: usize,
+        protect: Option<Loc>,
+        ctx: &Ctx,
+    ) -> usize {
+        let m = Meta::read(&mem, 0);
+        let hash = ctx.hash(item::key(mem.bytes(PREFIX, mem.len() - PREFIX)));
+        let old = Loc::solo(victim);
+        let dead = ctx.dead(m).is_some();
+        let keep = !dead && (!ctx.evictions || Some(old) == protect || m.has(ACTIVE));
+        if keep && let Some(node) = self.segs.take_node(true) {
+            let len = mem.len();
+            self.segs.install(node, mem, charge);
+            let seg = self.segs.get_mut(node);
+            seg.used = len;
+            seg.live = 1;
+            seg.live_bytes = len;
+            let mut spared = m;
+            spared.clear(ACTIVE);
+            self.set_meta(Loc::solo(node), spared);
+            self.relocate(hash, old, Loc::solo(node));
+            return 0;
+        }
+        self.drop_record(hash, old, m, dead, ctx);
+        self.unreserve(charge, ctx);
+        self.garbage.push(mem.into_bytes());
+        charge
+    }
+
+    /// Points the index entry of a moved record at its new place.
+    pub(super) fn relocate(&mut self, hash: u64, old: Loc, new: Loc) {
+        self.moves += 1;
+        let slot = self
+            .index
+            .find_mut(table_hash(hash), |&l| l == old.0)
+            .expect("a live record is indexed");
+        *slot = new.0;
+    }
+
+    /// Takes a record of a detached segment out of the index, counted as
+    /// reclaimed (dead) or evicted.
+    pub(super) fn drop_record(&mut self, hash: u64, old: Loc, m: Meta, dead: bool, ctx: &Ctx) {
+        if dead {
+            self.count_reclaimed(m);
+        } else {
+            let c = &mut self.counters;
+            c.evictions += 1;
+            if !m.has(FETCHED) {
+                c.evicted_unfetched += 1;
+            }
+            if m.deadline != 0 {
+                c.evicted_nonzero += 1;
+            }
+            c.last_evicted_at = ctx.now;
+            c.last_evicted_age = ctx.now.saturating_sub(m.time);
+        }
+        self.unindex(old, hash);
+    }
+
+    /// With evictions off: the oldest segment worth compacting, one whose
+    /// dead space could hold any shared record (so its live records fit in
+    /// one new segment), or a large record's own segment whose item is dead.
+    pub(super) fn compactable(&self, ctx: &Ctx) -> Option<u32> {
+        let worth = ctx.layout.shared_max.max(1);
+        let mut at = self.segs.oldest();
+        while let Some(node) = at {
+            let seg = self.segs.get(node);
+            let found = if is_solo(node) {
+                ctx.dead(Meta::read(seg.mem(), 0)).is_some()
+            } else {
+                seg.used - seg.live_bytes >= worth && self.segs.head != Some(node)
+            };
+            if found {
+                return Some(node);
+            }
+            at = self.segs.newer(node);
+        }
+        None
+    }
+
+    /// Copies the live record at `at` of a detached shared segment to the
+    /// newest segment, paying for a new segment out of `budget`. `None` if
+    /// there is no room for it.
+    pub(super) fn copy_forward(
+        &mut self,
+        from: &SegMem,
+        at: usize,
+        len: usize,
+        budget: &mut usize,
+        ctx: &Ctx,
+    ) -> Option<Loc> {
+        let loc = match self.segs.append_to_head(len, ctx.layout.segment_size) {
+            Some(loc) => loc,
+            None => {
+                if !self.segs.can_open() {
+                    return None;
+                }
+                let size = ctx.layout.segment_size;
+                let (mem, charge) = match self.spare.take() {
+                    Some(spare) => spare,
+                    None => {
+                        let charge = memory::segment_cost(size);
+                        if *budget < charge {
+                            return None;
+                        }
+                        *budget -= charge;
+                        (SegMem::new(size), charge)
+                    }
+                };
+                self.open_head(mem, charge, ctx);
+                self.segs.append_to_head(len, ctx.layout.segment_size)?
+            }
+        };
+        let (node, to) = (loc.node(), loc.offset());
+        let seg = self.segs.get_mut(node);
+        seg.live += 1;
+        seg.live_bytes += len;
+        let mem = seg.mem_mut();
+        let m = Meta::read(from, at);
+        let state = m.bits() & !ACTIVE;
+        mem.write_prefix(to, state, m.deadline, m.time, len - PREFIX);
+        mem.bytes_mut(to + PREFIX, len - PREFIX)
+            .copy_from_slice(from.bytes(at + PREFIX, len - PREFIX));
+        Some(loc)
+    }
+
+    /// Reclaims dead records, looking at up to `budget` records from where
+    /// the last sweep stopped. Returns how many it reclaimed.
+    pub fn sweep(&mut self, budget: usize, ctx: &Ctx) -> usize {
+        let (shared, solo) = self.segs.node_counts();
+        let total = shared + solo;
+        let (mut looked, mut reclaimed, mut moves) = (0, 0, 0);
+        while looked < budget && moves <= total {
+            let (p, epoch, at) = self.cursor;
+            let p = p as usize % total.max(1);
+            let node = if p < shared {
+                p as u32
+            } else {
+                SHARED_IDS + (p - shared) as u32
+            };
+            let seg = (total > 0).then(|| self.segs.get(node));
+            let at = match seg {
+                Some(seg) if seg.mem.is_some() && seg.epoch == epoch && at < seg.used => at,
+                Some(seg) if seg.mem.is_some() && seg.epoch != epoch && seg.used > 0 => {
+                    self.cursor = (p as u32, seg.epoch, 0);
+                    0
+                }
+                _ => {
+                    // Done with this node (or there is none): the next one.
+                    moves += 1;
+                    if total == 0 {
+                        break;
+                    }
+                    let next = ((p + 1) % total) as u32;
+                    self.cursor = (next, 0, 0);
+                    continue;
+                }
+            };
+            let len = self.segs.record_len(node, at);
+            self.cursor.2 = at + len;
+            looked += 1;
+            let m = Meta::read(self.segs.get(node).mem(), at);
+            if m.has(DEAD) || ctx.dead(m).is_none() {
+                continue;
+            }
+            let loc = Loc::at(node, at);
+            let hash = ctx.hash(item::key(self.item(loc)));
+            let freed = self.reclaim(loc, hash, ctx);
+            self.garbage.extend(freed);
+            reclaimed += 1;
+        }
+        reclaimed
+    }
+}

@@ -1,0 +1,142 @@
+//! What a record's prefix means, and a record about to be written.
+//!
+//! `segment.rs` says where the prefix fields sit; this module says what
+//! they stand for: the state bits, the deadline and the access time, read
+//! and written as one [`Meta`]. [`NewItem`] is an item on its way into a
+//! shard, its bytes produced on demand (a write may retry), a large one
+//! written before any lock is taken. Nothing here knows the index, the
+//! segment table or eviction.
+
+use super::item;
+use super::segment::{PREFIX, SegMem};
+use super::segments::Layout;
+
+/// Seconds between two refreshes of an item's access time on hits
+/// (memcached's `ITEM_UPDATE_INTERVAL`), which `flush_all` and the meta
+/// `l`/`la` read.
+pub const UPDATE_INTERVAL: u32 = 60;
+
+/// Record state bits (the first byte of a record).
+/// Read since it was stored.
+pub const FETCHED: u8 = 1;
+/// Read since it was stored or last spared: eviction copies it forward once.
+pub const ACTIVE: u8 = 2;
+/// Marked stale by an invalidating delete or store (meta `X`).
+pub const STALE: u8 = 4;
+/// The recache token has been handed out (meta `W`, then `Z`).
+pub const WIN: u8 = 8;
+/// Replaced or removed: the space waits for its segment to go.
+pub const DEAD: u8 = 16;
+
+/// A record's changeable fields, read and written as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Relative seconds, 0 for never.
+    pub deadline: u32,
+    /// Last store or access refresh (memcached's `it->time`).
+    pub time: u32,
+    state: u8,
+}
+
+impl Meta {
+    /// The fields of the record at `at`.
+    pub fn read(mem: &SegMem, at: usize) -> Meta {
+        Meta {
+            deadline: mem.deadline(at),
+            time: mem.time(at),
+            state: mem.state(at),
+        }
+    }
+
+    pub fn write(self, mem: &mut SegMem, at: usize) {
+        mem.set_state(at, self.state);
+        mem.set_deadline(at, self.deadline);
+        mem.set_time(at, self.time);
+    }
+
+    /// A hit: fetched and active, and the access time refreshed if due.
+    pub fn bump(&mut self, now: u32) {
+        self.set(FETCHED | ACTIVE);
+        if now >= self.time.saturating_add(UPDATE_INTERVAL) {
+            self.time = now;
+        }
+    }
+
+    pub fn has(&self, bit: u8) -> bool {
+        self.state & bit != 0
+    }
+
+    pub fn set(&mut self, bit: u8) {
+        self.state |= bit;
+    }
+
+    pub fn clear(&mut self, bit: u8) {
+        self.state &= !bit;
+    }
+
+    pub fn bits(&self) -> u8 {
+        self.state
+    }
+}
+
+/// What a new version written in place of `prev` keeps, as if memcached
+/// had changed the item in place: the last access and the fetched, active,
+/// stale and token bits.
+pub fn keep_state(prev: Meta, new: &mut Meta) {
+    new.time = prev.time;
+    new.set(prev.bits() & (FETCHED | ACTIVE | STALE | WIN));
+}
+
+/// An item about to be stored: what it holds, and for a large one its
+/// record already written into a segment of its own, before the lock.
+pub struct NewItem<'a> {
+    key: &'a [u8],
+    key_binary: bool,
+    flags: u32,
+    cas: u64,
+    fill: &'a dyn Fn(&mut [u8]),
+    pub(super) item_len: usize,
+    /// A large record's own segment, until it is placed.
+    pub(super) solo: Option<SegMem>,
+}
+
+impl<'a> NewItem<'a> {
+    /// `fill` writes the value; it may run more than once (a write that
+    /// has to retry). Large items are written here, outside any lock.
+    pub fn new(
+        layout: Layout,
+        key: &'a [u8],
+        key_binary: bool,
+        flags: u32,
+        cas: u64,
+        value_len: usize,
+        fill: &'a dyn Fn(&mut [u8]),
+    ) -> NewItem<'a> {
+        let item_len = item::encoded_len(key.len(), value_len, flags, cas);
+        let mut new = NewItem {
+            key,
+            key_binary,
+            flags,
+            cas,
+            fill,
+            item_len,
+            solo: None,
+        };
+        if !layout.is_shared(new.record_len()) {
+            let mut mem = SegMem::new(new.record_len());
+            new.write_item(mem.bytes_mut(PREFIX, item_len));
+            new.solo = Some(mem);
+        }
+        new
+    }
+
+    pub fn record_len(&self) -> usize {
+        PREFIX + self.item_len
+    }
+
+    pub(super) fn write_item(&self, dst: &mut [u8]) {
+        item::write(dst, self.key, self.key_binary, self.flags, self.cas, |d| {
+            (self.fill)(d)
+        });
+    }
+}

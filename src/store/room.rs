@@ -1,0 +1,175 @@
+//! Finding room for a new record in a shard: the head segment, a new
+//! shared segment, or a large record's own; charging the store's budget for
+//! it and, when the budget is spent, evicting (`evict.rs`) until it is not.
+//! It decides where a record goes, not which records leave.
+
+use std::hash::BuildHasher;
+
+use bytes::Bytes;
+
+use super::item;
+use super::loc::{Loc, is_solo};
+use super::memory;
+use super::record::NewItem;
+use super::segment::{PREFIX, SegMem};
+use super::shard::{Ctx, Full, Shard, table_hash};
+
+/// How many evictions one write may run before it gives up (only reached
+/// with evictions off, when compaction frees too little each time).
+const MAX_EVICTIONS_PER_WRITE: usize = 64;
+
+impl Shard {
+    /// Gives a segment's memory back; returns it to be dropped unlocked
+    /// (slices handed out keep it alive until they go).
+    pub(super) fn free_segment(&mut self, node: u32, ctx: &Ctx) -> Option<Bytes> {
+        let (mem, charge, _) = self.segs.detach(node);
+        if !is_solo(node) && self.spare.is_none() && mem.len() == ctx.layout.segment_size {
+            match mem.recycle() {
+                Some(mem) => self.spare = Some((mem, charge)),
+                // Readers hold it: the last of them frees it.
+                None => self.unreserve(charge, ctx),
+            }
+            return None;
+        }
+        self.unreserve(charge, ctx);
+        Some(mem.into_bytes())
+    }
+
+    /// Takes `need` bytes of the limit, evicting as needed. `protect` is
+    /// never evicted, but may be moved: look it up again afterwards.
+    /// With `spare_ok` (the need is a shared segment), a spare segment will
+    /// do: then `Ok(false)`, nothing reserved; else `Ok(true)`.
+    pub(super) fn make_room(
+        &mut self,
+        need: usize,
+        protect: Option<Loc>,
+        spare_ok: bool,
+        ctx: &Ctx,
+    ) -> Result<bool, Full> {
+        for _ in 0..MAX_EVICTIONS_PER_WRITE {
+            if spare_ok && self.spare.is_some() {
+                return Ok(false);
+            }
+            if ctx.memory.try_reserve(need) {
+                self.bytes += need;
+                return Ok(true);
+            }
+            if let Some((mem, charge)) = self.spare.take() {
+                self.unreserve(charge, ctx);
+                self.garbage.push(mem.into_bytes());
+                continue;
+            }
+            if self.evict_segment(protect, spare_ok, ctx).is_none() {
+                break;
+            }
+        }
+        Err(if ctx.evictions {
+            Full::Elsewhere(need)
+        } else {
+            Full::NoMemory
+        })
+    }
+
+    /// Gives back a charge taken by `make_room` and not used.
+    pub(super) fn unreserve(&mut self, charge: usize, ctx: &Ctx) {
+        ctx.memory.release(charge);
+        self.bytes -= charge;
+    }
+
+    /// Opens `mem` (its charge taken) as the head; check [`Shard::can_open`]
+    /// first. The old head is sealed, and freed if nothing in it lives.
+    pub(super) fn open_head(&mut self, mem: SegMem, charge: usize, ctx: &Ctx) {
+        let node = self.segs.take_node(false).expect("checked by can_open");
+        if let Some(old) = self.segs.head.take()
+            && self.segs.get(old).live == 0
+        {
+            let garbage = self.free_segment(old, ctx);
+            self.garbage.extend(garbage);
+        }
+        self.segs.install(node, mem, charge);
+        self.segs.head = Some(node);
+    }
+
+    /// Finds room for a record and writes it, state clear, access time
+    /// now. Returns where it is; it is not yet in the index or counted.
+    pub(super) fn place(
+        &mut self,
+        new: &mut NewItem,
+        deadline: u32,
+        protect: Option<Loc>,
+        ctx: &Ctx,
+    ) -> Result<Loc, Full> {
+        let len = new.record_len();
+        let loc = if new.solo.is_some() {
+            let charge = memory::segment_cost(len);
+            self.make_room(charge, protect, false, ctx)?;
+            let Some(node) = self.segs.take_node(true) else {
+                self.unreserve(charge, ctx);
+                return Err(Full::NoMemory);
+            };
+            let mem = new.solo.take().expect("checked above");
+            self.segs.install(node, mem, charge);
+            self.segs.get_mut(node).used = len;
+            Loc::solo(node)
+        } else if let Some(loc) = self.segs.append_to_head(len, ctx.layout.segment_size) {
+            loc
+        } else {
+            if !self.segs.can_open() {
+                return Err(Full::NoMemory);
+            }
+            let size = ctx.layout.segment_size;
+            let charge = memory::segment_cost(size);
+            let reserved = self.make_room(charge, protect, true, ctx)?;
+            // Eviction may have opened a head (to copy items forward into)
+            // with room to spare.
+            if let Some(loc) = self.segs.append_to_head(len, ctx.layout.segment_size) {
+                if reserved {
+                    self.unreserve(charge, ctx);
+                }
+                loc
+            } else {
+                let (mem, charge) = if reserved {
+                    (SegMem::new(size), charge)
+                } else {
+                    self.spare.take().expect("make_room found a spare")
+                };
+                self.open_head(mem, charge, ctx);
+                self.segs
+                    .append_to_head(len, ctx.layout.segment_size)
+                    .expect("a new segment takes any shared record")
+            }
+        };
+        let (node, at) = (loc.node(), loc.offset());
+        let seg = self.segs.get_mut(node);
+        seg.live += 1;
+        seg.live_bytes += len;
+        let mem = seg.mem_mut();
+        mem.write_prefix(at, 0, deadline, ctx.now, new.item_len);
+        if !is_solo(node) {
+            new.write_item(mem.bytes_mut(at + PREFIX, new.item_len));
+        }
+        Ok(loc)
+    }
+
+    /// Makes sure the index can take one more entry, charging for its
+    /// growth first (hashbrown doubles it when full).
+    pub(super) fn index_room(&mut self, ctx: &Ctx) -> Result<(), Full> {
+        if self.index.len() < self.index.capacity() {
+            return Ok(());
+        }
+        let need = memory::index_cost(self.index.capacity() + 1).saturating_sub(self.index_charge);
+        self.make_room(need, None, false, ctx)?;
+        if self.index.len() < self.index.capacity() {
+            // Eviction made room in the table as it is.
+            self.unreserve(need, ctx);
+            return Ok(());
+        }
+        self.index_charge += need;
+        let segs = &self.segs;
+        let hasher = ctx.hasher;
+        self.index.reserve(1, |&l| {
+            table_hash(hasher.hash_one(item::key(segs.item(Loc(l)))))
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,295 @@
+//! A shard's segment table: how segments are sized ([`Layout`]), which ids
+//! are in use and which are free, their order from newest to oldest, and
+//! the head, the shared segment appends go to.
+//!
+//! It hands out and takes back ids and memory and keeps the age order; it
+//! does not decide what to evict, charge the budget, or know the index.
+
+use super::list::{self, Links, List, Nodes};
+use super::loc::{Loc, SHARED_IDS, SOLO_BIT, is_solo};
+use super::memory;
+use super::segment::{PREFIX, SegMem};
+
+/// How segments are sized; fixed for a store's life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Bytes in a shared segment (at most 64 KiB: offsets are 16 bits).
+    pub segment_size: usize,
+    /// Records up to this size share segments; larger ones get their own.
+    pub shared_max: usize,
+}
+
+impl Layout {
+    /// Segments small enough that a shard has many (eviction frees a small
+    /// share at a time) and large enough that their tail waste is small.
+    pub fn for_share(shard_share: usize) -> Layout {
+        let want = (shard_share / 64).clamp(1024, 64 * 1024);
+        let segment_size = 1 << (usize::BITS - 1 - want.leading_zeros());
+        // A record copied under the lock is at most 4 KiB; one that needs
+        // more than a quarter of a segment would waste too much of its tail.
+        let shared_max = if segment_size * 4 <= shard_share.max(1) {
+            (segment_size / 4).min(4096)
+        } else {
+            0
+        };
+        Layout {
+            segment_size,
+            shared_max,
+        }
+    }
+
+    pub fn is_shared(&self, record_len: usize) -> bool {
+        record_len <= self.shared_max
+    }
+
+    /// What storing a record of this length may need to reserve.
+    pub fn cost(&self, record_len: usize) -> usize {
+        if self.is_shared(record_len) {
+            memory::segment_cost(self.segment_size)
+        } else {
+            memory::segment_cost(record_len)
+        }
+    }
+}
+
+/// One segment: a shared one receiving appends or sealed, or a large
+/// record's own. A vacant entry has no memory and chains its table's free
+/// list through `links.next`.
+#[derive(Debug)]
+pub struct Segment {
+    pub mem: Option<SegMem>,
+    /// Bytes written.
+    pub used: usize,
+    /// Live records, and their bytes.
+    pub live: u32,
+    pub live_bytes: usize,
+    /// What it is charged against the memory limit.
+    pub charge: usize,
+    /// Which use of its node this is, so a sweep that stopped inside it
+    /// can tell whether it is still the segment it was walking.
+    pub epoch: u32,
+    pub links: Links,
+}
+
+impl Segment {
+    fn vacant(next_free: u32) -> Segment {
+        let mut links = Links::detached();
+        links.set_next(next_free);
+        Segment {
+            mem: None,
+            used: 0,
+            live: 0,
+            live_bytes: 0,
+            charge: 0,
+            epoch: 0,
+            links,
+        }
+    }
+
+    pub fn mem(&self) -> &SegMem {
+        self.mem.as_ref().expect("a segment in use has memory")
+    }
+
+    pub fn mem_mut(&mut self) -> &mut SegMem {
+        self.mem.as_mut().expect("a segment in use has memory")
+    }
+}
+
+/// Shared segments, then segments of their own, as one id space for the
+/// age list.
+#[derive(Debug, Default)]
+struct Tables {
+    shared: Vec<Segment>,
+    solo: Vec<Segment>,
+}
+
+impl Tables {
+    fn get(&self, node: u32) -> &Segment {
+        if is_solo(node) {
+            &self.solo[(node - SHARED_IDS) as usize]
+        } else {
+            &self.shared[node as usize]
+        }
+    }
+
+    fn get_mut(&mut self, node: u32) -> &mut Segment {
+        if is_solo(node) {
+            &mut self.solo[(node - SHARED_IDS) as usize]
+        } else {
+            &mut self.shared[node as usize]
+        }
+    }
+}
+
+impl Nodes for Tables {
+    fn links(&self, i: u32) -> &Links {
+        &self.get(i).links
+    }
+    fn links_mut(&mut self, i: u32) -> &mut Links {
+        &mut self.get_mut(i).links
+    }
+}
+
+/// The segment table of one shard.
+#[derive(Debug)]
+pub struct Segments {
+    tables: Tables,
+    free_shared: u32,
+    free_solo: u32,
+    /// Segments from the newest (head of the list) to the oldest.
+    order: List,
+    /// The shared segment appends go to.
+    pub head: Option<u32>,
+    /// Segments installed so far, for their epochs.
+    pub installs: u32,
+}
+
+impl Default for Segments {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Segments {
+    /// An empty table allocates nothing.
+    pub const fn new() -> Segments {
+        Segments {
+            tables: Tables {
+                shared: Vec::new(),
+                solo: Vec::new(),
+            },
+            free_shared: list::NIL,
+            free_solo: list::NIL,
+            order: List::new(),
+            head: None,
+            installs: 0,
+        }
+    }
+
+    pub fn get(&self, node: u32) -> &Segment {
+        self.tables.get(node)
+    }
+
+    pub fn get_mut(&mut self, node: u32) -> &mut Segment {
+        self.tables.get_mut(node)
+    }
+
+    /// Nodes ever used: shared ones, and segments of their own.
+    pub fn node_counts(&self) -> (usize, usize) {
+        (self.tables.shared.len(), self.tables.solo.len())
+    }
+
+    /// The length of the record at `at` in segment `node`.
+    pub fn record_len(&self, node: u32, at: usize) -> usize {
+        let mem = self.get(node).mem();
+        if is_solo(node) {
+            mem.len()
+        } else {
+            PREFIX + mem.item_len(at)
+        }
+    }
+
+    /// The immutable item bytes of a record.
+    pub fn item(&self, loc: Loc) -> &[u8] {
+        let (node, at) = (loc.node(), loc.offset());
+        let len = self.record_len(node, at) - PREFIX;
+        self.get(node).mem().bytes(at + PREFIX, len)
+    }
+
+    /// The oldest segment.
+    pub fn oldest(&self) -> Option<u32> {
+        self.order.tail()
+    }
+
+    /// The segment next newer than `node`.
+    pub fn newer(&self, node: u32) -> Option<u32> {
+        self.order.newer(&self.tables, node)
+    }
+
+    #[cfg(test)]
+    pub fn newest(&self) -> Option<u32> {
+        self.order.head()
+    }
+
+    /// Whether a new shared segment could be given a node.
+    pub fn can_open(&self) -> bool {
+        self.free_shared != list::NIL || self.tables.shared.len() < SHARED_IDS as usize
+    }
+
+    /// Takes a segment out of the age list and its table; returns its
+    /// memory, its charge (still on the books) and how much of it is written.
+    pub fn detach(&mut self, node: u32) -> (SegMem, usize, usize) {
+        self.order.unlink(&mut self.tables, node);
+        if self.head == Some(node) {
+            self.head = None;
+        }
+        let free = if is_solo(node) {
+            &mut self.free_solo
+        } else {
+            &mut self.free_shared
+        };
+        let seg = self.tables.get_mut(node);
+        let mem = seg.mem.take().expect("a detached segment had memory");
+        let (charge, used) = (seg.charge, seg.used);
+        *seg = Segment::vacant(*free);
+        *free = node;
+        (mem, charge, used)
+    }
+
+    /// A vacant node for a new segment, if the id space has one left.
+    pub fn take_node(&mut self, solo: bool) -> Option<u32> {
+        let free = if solo {
+            self.free_solo
+        } else {
+            self.free_shared
+        };
+        if free != list::NIL {
+            let next = self.get(free).links.next();
+            if solo {
+                self.free_solo = next;
+            } else {
+                self.free_shared = next;
+            }
+            return Some(free);
+        }
+        let (table, base, max) = if solo {
+            (&mut self.tables.solo, SHARED_IDS, SOLO_BIT)
+        } else {
+            (&mut self.tables.shared, 0, SHARED_IDS)
+        };
+        let node = base + table.len() as u32;
+        if node >= max {
+            return None;
+        }
+        table.push(Segment::vacant(list::NIL));
+        Some(node)
+    }
+
+    /// Puts memory in a node as the newest segment.
+    pub fn install(&mut self, node: u32, mem: SegMem, charge: usize) {
+        self.installs = self.installs.wrapping_add(1);
+        let seg = self.tables.get_mut(node);
+        *seg = Segment {
+            mem: Some(mem),
+            used: 0,
+            live: 0,
+            live_bytes: 0,
+            charge,
+            epoch: self.installs,
+            links: Links::detached(),
+        };
+        self.order.push_front(&mut self.tables, node);
+    }
+
+    /// Space for `len` bytes at the end of the head segment, if it has it.
+    pub fn append_to_head(&mut self, len: usize, segment_size: usize) -> Option<Loc> {
+        let h = self.head?;
+        let seg = self.get_mut(h);
+        if seg.used + len > segment_size {
+            return None;
+        }
+        let at = seg.used;
+        seg.used += len;
+        Some(Loc::shared(h, at))
+    }
+}

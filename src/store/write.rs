@@ -1,0 +1,283 @@
+//! Writes and deletes: [`Store::store`] in every [`StoreMode`], with CAS
+//! compare and invalidation, and [`Store::delete`].
+//!
+//! A whole new value is built before the lock and stored under it in one
+//! step. Append and prepend, and an invalidating delete, build the new
+//! version from the current one outside the lock and swap it in only if
+//! that version is still current, reading again if it is not. Memory for
+//! either comes through [`Store::with_room`].
+
+use bytes::Bytes;
+
+use super::record::{ACTIVE, NewItem, STALE, WIN, keep_state};
+use super::request::{DeleteRequest, DeleteResult, StoreRequest, StoreResult};
+use super::shard::{Ctx, Find, Full, Shard};
+use super::{MAX_WRITE_ATTEMPTS, Store, item};
+use crate::item_rules::{Limits, StoreMode};
+
+impl Shard {
+    /// set / add / replace / cas (`mode`, the request's mode with a CAS
+    /// compare folded in). Append and prepend go through [`Shard::swap`].
+    pub(super) fn store(
+        &mut self,
+        req: &StoreRequest<'_>,
+        mode: StoreMode,
+        hash: u64,
+        new: &mut NewItem,
+        ctx: &Ctx,
+    ) -> Result<(StoreResult, Option<Bytes>), Full> {
+        let key = req.key;
+        let (at, garbage) = match self.find_live(key, hash, ctx) {
+            Find::Live(loc) => (Some(loc), None),
+            Find::Dead(_, garbage) => (None, garbage),
+            Find::Missing => (None, None),
+        };
+        let mut deadline = req.deadline;
+        let mut invalidated = None;
+        match (mode, at) {
+            (StoreMode::Add, Some(loc)) => {
+                // memcached bumps the item a failed add ran into.
+                let mut m = self.meta(loc);
+                m.set(ACTIVE);
+                self.set_meta(loc, m);
+                return Ok((StoreResult::NotStored, garbage));
+            }
+            (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
+                return Ok((StoreResult::NotStored, garbage));
+            }
+            (StoreMode::Cas, None) => return Ok((StoreResult::NotFound, garbage)),
+            (StoreMode::Cas, Some(loc)) => {
+                let (compare, cur) = (req.compare_cas.unwrap_or(0), self.cas(loc));
+                if req.invalidate {
+                    // A CAS older than the item's still stores, as a stale
+                    // item keeping the old deadline and token; memcached
+                    // 1.6.18 treats C0 as no CAS to invalidate with.
+                    if compare != cur {
+                        if compare > cur || compare == 0 {
+                            return Ok((StoreResult::Exists, garbage));
+                        }
+                        let prev = self.meta(loc);
+                        deadline = prev.deadline;
+                        invalidated = Some(prev);
+                    }
+                } else if compare == 0 || compare != cur {
+                    // A cas of 0 never matches, also when -C leaves every
+                    // item's CAS at 0 (memcached answers EXISTS there too).
+                    return Ok((StoreResult::Exists, garbage));
+                }
+            }
+            (StoreMode::Append | StoreMode::Prepend, Some(_)) => {
+                unreachable!("append and prepend are built from the old value: use swap")
+            }
+            _ => {}
+        }
+        let (loc, old) = self.commit(key, hash, at, new, deadline, ctx)?;
+        if let Some(prev) = invalidated {
+            let mut e = self.meta(loc);
+            e.set(STALE);
+            if prev.has(WIN) {
+                e.set(WIN);
+            }
+            self.set_meta(loc, e);
+        }
+        Ok((StoreResult::Stored, old.or(garbage)))
+    }
+}
+
+impl Store {
+    /// A write in any [`StoreMode`]: returns the outcome and the new item's
+    /// CAS (0 unless stored). A key longer than 255 bytes (the protocol
+    /// allows 250) is not stored. With `req.oom_deletes`, running out of
+    /// memory also deletes the old value.
+    pub fn store(&self, req: StoreRequest<'_>, now: u32) -> (StoreResult, u64) {
+        let Some((hash, si)) = self.route(req.key) else {
+            return (StoreResult::NotStored, 0);
+        };
+        let result = match req.mode {
+            StoreMode::Append | StoreMode::Prepend => self.concat(&req, hash, si, now),
+            _ => self.replace_whole(&req, hash, si, now),
+        };
+        if result.0 == StoreResult::OutOfMemory && req.oom_deletes {
+            self.delete_routed(DeleteRequest::new(req.key), hash, si, now);
+        }
+        result
+    }
+
+    /// set / add / replace / cas: the new item is built before the lock.
+    fn replace_whole(
+        &self,
+        req: &StoreRequest<'_>,
+        hash: u64,
+        si: usize,
+        now: u32,
+    ) -> (StoreResult, u64) {
+        let mode = match (req.mode, req.compare_cas) {
+            (StoreMode::Set | StoreMode::Replace, Some(_)) => StoreMode::Cas,
+            (mode, _) => mode,
+        };
+        let cas = self.next_cas(si);
+        let fill = |d: &mut [u8]| d.copy_from_slice(req.value);
+        let mut built = NewItem::new(
+            self.layout,
+            req.key,
+            req.key_binary,
+            req.flags,
+            cas,
+            req.value.len(),
+            &fill,
+        );
+        if !self.fits(&built) {
+            return (StoreResult::OutOfMemory, 0);
+        }
+        let stored = self.with_room(si, now, |shard, ctx| {
+            shard.store(req, mode, hash, &mut built, ctx)
+        });
+        match stored {
+            Some(StoreResult::Stored) => (StoreResult::Stored, cas),
+            Some(other) => (other, 0),
+            None => (StoreResult::OutOfMemory, 0),
+        }
+    }
+
+    /// append / prepend: flags and deadline are kept, a non-zero
+    /// `compare_cas` must match, and a result larger than `-I` is refused.
+    fn concat(&self, req: &StoreRequest<'_>, hash: u64, si: usize, now: u32) -> (StoreResult, u64) {
+        let limits = Limits {
+            item_size_max: self.config.item_size_max,
+            cas_enabled: self.config.cas_enabled,
+        };
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let ctx = self.ctx(now);
+            let (old, garbage) = self.lock(si).snapshot(req.key, hash, &ctx);
+            drop(garbage);
+            let Some(old) = old else {
+                return (StoreResult::NotStored, 0);
+            };
+            let h = item::header(&old);
+            if let Some(c) = req.compare_cas.filter(|&c| c != 0)
+                && c != h.cas
+            {
+                return (StoreResult::Exists, 0);
+            }
+            let old_value = &old[h.value_start..];
+            if limits.too_large(req.key.len(), old_value.len() + req.value.len(), h.flags) {
+                return (StoreResult::NotStored, 0);
+            }
+            let cas = self.next_cas(si);
+            let (first, second) = if req.mode == StoreMode::Append {
+                (old_value, req.value)
+            } else {
+                (req.value, old_value)
+            };
+            let fill = |d: &mut [u8]| {
+                d[..first.len()].copy_from_slice(first);
+                d[first.len()..].copy_from_slice(second);
+            };
+            let len = old_value.len() + req.value.len();
+            let mut built = NewItem::new(
+                self.layout,
+                req.key,
+                req.key_binary,
+                h.flags,
+                cas,
+                len,
+                &fill,
+            );
+            if !self.fits(&built) {
+                return (StoreResult::OutOfMemory, 0);
+            }
+            let swapped = self.with_room(si, now, |shard, ctx| {
+                shard.swap(req.key, hash, &old, &mut built, ctx, |_, _| {})
+            });
+            match swapped {
+                Some(true) => return (StoreResult::Stored, cas),
+                // Changed meanwhile: read it again.
+                Some(false) => {}
+                None => return (StoreResult::OutOfMemory, 0),
+            }
+        }
+        (StoreResult::OutOfMemory, 0)
+    }
+
+    /// A delete; with `req.compare_cas`, only if the CAS matches; with
+    /// `req.invalidate`, the item is kept but marked stale with a new CAS,
+    /// its token is taken back, and `req.deadline` (if any) replaces its
+    /// deadline.
+    pub fn delete(&self, req: DeleteRequest<'_>, now: u32) -> DeleteResult {
+        match self.route(req.key) {
+            Some((hash, si)) => self.delete_routed(req, hash, si, now),
+            None => DeleteResult::NotFound,
+        }
+    }
+
+    fn delete_routed(
+        &self,
+        req: DeleteRequest<'_>,
+        hash: u64,
+        si: usize,
+        now: u32,
+    ) -> DeleteResult {
+        let key = req.key;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let ctx = self.ctx(now);
+            let mut shard = self.lock(si);
+            let loc = match shard.find_live(key, hash, &ctx) {
+                Find::Live(loc) => loc,
+                Find::Dead(_, old) => {
+                    drop(shard);
+                    drop(old);
+                    return DeleteResult::NotFound;
+                }
+                Find::Missing => return DeleteResult::NotFound,
+            };
+            if req.compare_cas.is_some_and(|c| c != shard.cas(loc)) {
+                return DeleteResult::Exists;
+            }
+            if !req.invalidate {
+                let removed = shard.remove(loc, hash, &ctx);
+                drop(shard);
+                drop(removed);
+                return DeleteResult::Deleted;
+            }
+            let old = shard.item_shared(loc);
+            drop(shard);
+            // A new CAS means a new version of the item.
+            let h = item::header(&old);
+            let value = &old[h.value_start..];
+            let fill = |d: &mut [u8]| d.copy_from_slice(value);
+            let cas = self.next_cas(si);
+            let key_binary = item::key_binary(&old);
+            let mut built = NewItem::new(
+                self.layout,
+                key,
+                key_binary,
+                h.flags,
+                cas,
+                value.len(),
+                &fill,
+            );
+            let swapped = self.with_room(si, now, |shard, ctx| {
+                let swapped = shard.swap(key, hash, &old, &mut built, ctx, |prev, e| {
+                    keep_state(prev, e);
+                    if let Some(d) = req.deadline {
+                        e.deadline = d;
+                    }
+                    e.set(STALE);
+                    e.clear(WIN);
+                })?;
+                if swapped.0 {
+                    // memcached changes the item in place: no new item.
+                    shard.counters.total_items -= 1;
+                }
+                Ok(swapped)
+            });
+            match swapped {
+                Some(true) => return DeleteResult::Invalidated,
+                // Changed meanwhile: look again.
+                Some(false) => {}
+                None => return DeleteResult::NotFound,
+            }
+        }
+        DeleteResult::NotFound
+    }
+}
