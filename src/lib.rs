@@ -1,18 +1,21 @@
 //! ferrocache: a memcached-compatible cache daemon.
 //!
-//! Data flows one way: `server` reads bytes, `protocol` turns them into
-//! commands, `server::execute` runs them against the `store`, and
-//! `protocol::encode` writes the replies, one write per batch.
+//! Data flows one way: a driver (`server::connection`) reads bytes and hands
+//! them to the connection's sans-IO `server::session`; `protocol` turns them
+//! into requests, `server::execute` runs each against the `store` and
+//! reports typed replies, and `protocol::reply` spells them in the request's
+//! wire format into one write buffer, sent once per batch.
 //!
 //! - [`auth`]: memcached's ascii authentication (`-Y`).
 //! - [`config`]: the command line, spelled as memcached's.
 //! - [`item_rules`]: write modes and item sizes, which protocol and store share.
-//! - [`protocol`]: parsing and encoding of the text protocol; no store, no sockets.
+//! - [`protocol`]: requests parsed from bytes, replies composed into bytes; no store, no sockets.
 //! - [`store`]: the sharded segment store, second-chance eviction; no protocol, no sockets.
-//! - [`server`]: listeners, connections, and `execute`, the glue of the two.
+//! - [`server`]: listeners, the I/O driver, the session, and `execute`, the glue of the two.
 //! - [`stats`]: the counters behind `stats`.
 //! - [`tls`]: TLS (`-Z`) with memcached's `-o ssl_*` options.
 //! - [`metrics`]: Prometheus names and the `/metrics` endpoint, fed from `stats`.
+//! - `test_rng`: the one pseudo-random generator of tests, fuzz replays and benches.
 
 pub mod auth;
 pub mod config;

@@ -14,8 +14,8 @@
 pub mod base64;
 pub mod classic;
 pub mod codec;
-pub mod encode;
 pub mod meta;
+pub mod reply;
 
 use std::fmt;
 

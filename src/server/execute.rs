@@ -1,24 +1,63 @@
-//! `execute`: one decoded frame against the store, its reply appended to the
-//! write buffer. The only module that sees both the protocol and the store.
+//! The one executor: a decoded request against the store, whatever wire
+//! format it came in, its outcomes reported as typed [`Reply`]s. The only
+//! module that sees both the protocol and the store.
+//!
+//! Counting happens here, from the request and its outcome: `stats`,
+//! `stats detail` and `/metrics` all read what is counted, and nothing reads
+//! back the bytes a reply was composed into. How a reply is spelled (and
+//! whether `noreply` or `q` hides it) is the composer's ([`Wire`]).
 //!
 //! It is synchronous: the store's locks are held for short sections inside
 //! store calls and never across an `.await`.
+
+use std::fmt;
 
 use bytes::BytesMut;
 
 use super::{Context, Flow, stats_reply};
 use crate::item_rules::StoreMode;
-use crate::protocol::encode::{self, Reply};
-use crate::protocol::{Command, Frame, Keys, ProtocolError, Rejected, ShutdownMode};
+use crate::protocol::meta::{KeyBuf, MetaCommand, MetaFlags, MetaOp, long_opaque};
+use crate::protocol::reply::{self, Item, Reply, Wire};
+use crate::protocol::{Command, Frame, KEY_MAX_LEN, Keys, ProtocolError, Rejected, ShutdownMode};
 use crate::store::{
-    ArithRequest, ArithResult, DeleteRequest, DeleteResult, GetRequest, Lookup, Step, StoreRequest,
-    StoreResult,
+    ArithRequest, ArithResult, DeleteRequest, DeleteResult, GetRequest, Hit, Lookup, Step,
+    StoreRequest, StoreResult,
 };
+
+/// Where one request's replies go: each is composed into the write buffer
+/// as it is reported, in the request's wire format.
+pub struct Replies<'a> {
+    wire: Wire<'a>,
+    out: &'a mut BytesMut,
+}
+
+impl Replies<'_> {
+    pub fn send(&mut self, reply: Reply<'_>) {
+        self.wire.compose(&reply, self.out);
+    }
+
+    /// One `STAT <name> <value>` line.
+    pub fn stat(&mut self, name: &str, value: impl fmt::Display) {
+        self.send(Reply::Stat(name, &value));
+    }
+
+    /// Whether replies to earlier requests of this read are still buffered.
+    pub fn owes_earlier(&self) -> bool {
+        !self.out.is_empty()
+    }
+}
 
 /// Runs one frame.
 pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Flow {
     match frame {
-        Frame::Command(cmd) => execute(cmd, cx, out),
+        Frame::Command(Command::Meta(cmd)) => {
+            meta(cmd, cx, out);
+            Flow::Continue
+        }
+        Frame::Command(cmd) => {
+            let wire = classic_wire(&cmd);
+            execute(cmd, cx, &mut Replies { wire, out })
+        }
         Frame::Error {
             error,
             noreply,
@@ -27,9 +66,11 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
             if counts_as_set {
                 cx.stats.cmd_set += 1;
             }
-            if !noreply {
-                encode::error(out, error);
-            }
+            let wire = Wire::Classic {
+                noreply,
+                cas: false,
+            };
+            Replies { wire, out }.send(Reply::Error(error));
             Flow::Continue
         }
         Frame::Rejected(r) => {
@@ -38,6 +79,22 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
         }
         Frame::Close => Flow::Abort,
     }
+}
+
+/// How a classic command's replies are spelled.
+fn classic_wire(cmd: &Command<'_>) -> Wire<'static> {
+    let (noreply, cas) = match *cmd {
+        Command::Get { cas, .. } | Command::Gat { cas, .. } => (false, cas),
+        Command::Store { noreply, .. }
+        | Command::Delete { noreply, .. }
+        | Command::Arith { noreply, .. }
+        | Command::Touch { noreply, .. }
+        | Command::FlushAll { noreply, .. }
+        | Command::Verbosity { noreply }
+        | Command::CacheMemlimit { noreply, .. } => (noreply, false),
+        _ => (false, false),
+    };
+    Wire::Classic { noreply, cas }
 }
 
 fn rejected(r: Rejected, cx: &mut Context<'_>, out: &mut BytesMut) {
@@ -52,9 +109,11 @@ fn rejected(r: Rejected, cx: &mut Context<'_>, out: &mut BytesMut) {
     if let Some(key) = r.unlink_key {
         cx.shared.store.delete(DeleteRequest::new(&key), cx.now);
     }
-    if !r.noreply {
-        encode::error(out, r.error);
-    }
+    let wire = Wire::Classic {
+        noreply: r.noreply,
+        cas: false,
+    };
+    Replies { wire, out }.send(Reply::Error(r.error));
 }
 
 /// Cuts an exptime to 32 bits as memcached does (`(int32_t)` of a 64-bit read).
@@ -62,17 +121,15 @@ fn exptime32(exptime: i64) -> i64 {
     exptime as i32 as i64
 }
 
-/// Runs one command.
-pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Flow {
+/// Runs one classic command.
+fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flow {
     let store = &cx.shared.store;
     let now = cx.now;
     match cmd {
-        Command::Get { keys, cas } => {
-            get(keys, cas, None, cx, out);
-        }
-        Command::Gat { exptime, keys, cas } => {
+        Command::Get { keys, .. } => get(keys, None, cx, out),
+        Command::Gat { exptime, keys, .. } => {
             let deadline = store.clock().deadline(exptime32(exptime), now);
-            get(keys, cas, Some(deadline), cx, out);
+            get(keys, Some(deadline), cx, out);
         }
         Command::Store {
             mode,
@@ -81,88 +138,28 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             exptime,
             value,
             cas_unique,
-            noreply,
+            ..
         } => {
-            cx.stats.cmd_set += 1;
             if cx.shared.detail.enabled() {
                 cx.shared.detail.record_set(key);
             }
             let deadline = store.clock().deadline(exptime32(exptime), now);
-            let req = StoreRequest {
-                compare_cas: (mode == StoreMode::Cas).then_some(cas_unique),
-                ..StoreRequest::new(mode, key, flags, deadline, value)
-            };
-            let (result, _) = store.store(req, now);
+            let mut req = StoreRequest::new(mode, key, flags, deadline, value);
             if mode == StoreMode::Cas {
-                match result {
-                    StoreResult::Stored => cx.stats.cas_hits += 1,
-                    StoreResult::Exists => cx.stats.cas_badval += 1,
-                    StoreResult::NotFound => cx.stats.cas_misses += 1,
-                    _ => {}
-                }
+                req.compare_cas = Some(cas_unique);
             }
-            if result == StoreResult::OutOfMemory {
-                cx.stats.store_no_memory += 1;
-            }
-            if !noreply {
-                match result {
-                    StoreResult::Stored => encode::reply(out, Reply::Stored),
-                    StoreResult::NotStored => encode::reply(out, Reply::NotStored),
-                    StoreResult::Exists => encode::reply(out, Reply::Exists),
-                    StoreResult::NotFound => encode::reply(out, Reply::NotFound),
-                    StoreResult::OutOfMemory => encode::error(out, ProtocolError::OutOfMemory),
-                }
-            }
+            write(req, mode == StoreMode::Cas, cx, out);
         }
-        Command::Delete { key, noreply } => {
+        Command::Delete { key, .. } => {
             if cx.shared.detail.enabled() {
                 cx.shared.detail.record_delete(key);
             }
-            let hit = store.delete(DeleteRequest::new(key), now) == DeleteResult::Deleted;
-            if hit {
-                cx.stats.delete_hits += 1;
-            } else {
-                cx.stats.delete_misses += 1;
-            }
-            if !noreply {
-                encode::reply(out, if hit { Reply::Deleted } else { Reply::NotFound });
-            }
+            delete(DeleteRequest::new(key), cx, out);
         }
         Command::Arith {
-            key,
-            delta,
-            incr,
-            noreply,
-        } => {
-            let result = store.arith(ArithRequest::new(key, incr, delta), now);
-            let (hits, misses) = if incr {
-                (&mut cx.stats.incr_hits, &mut cx.stats.incr_misses)
-            } else {
-                (&mut cx.stats.decr_hits, &mut cx.stats.decr_misses)
-            };
-            match result {
-                ArithResult::Done(_) => *hits += 1,
-                ArithResult::NotFound | ArithResult::NotStored | ArithResult::Exists => {
-                    *misses += 1
-                }
-                ArithResult::NonNumeric | ArithResult::OutOfMemory => {}
-            }
-            if !noreply {
-                match result {
-                    ArithResult::Done(c) => encode::number(out, c.value),
-                    ArithResult::NotFound | ArithResult::NotStored | ArithResult::Exists => {
-                        encode::reply(out, Reply::NotFound)
-                    }
-                    ArithResult::NonNumeric => encode::error(out, ProtocolError::NonNumeric),
-                    ArithResult::OutOfMemory => encode::error(out, ProtocolError::OutOfMemory),
-                }
-            }
-        }
-        Command::Touch {
-            key,
-            exptime,
-            noreply,
-        } => {
+            key, delta, incr, ..
+        } => arith(ArithRequest::new(key, incr, delta), cx, out, None),
+        Command::Touch { key, exptime, .. } => {
             cx.stats.cmd_touch += 1;
             let deadline = store.clock().deadline(exptime32(exptime), now);
             let hit = store.touch(key, deadline, now);
@@ -171,15 +168,11 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             } else {
                 cx.stats.touch_misses += 1;
             }
-            if !noreply {
-                encode::reply(out, if hit { Reply::Touched } else { Reply::NotFound });
-            }
+            out.send(if hit { Reply::Touched } else { Reply::NotFound });
         }
-        Command::FlushAll { delay, noreply } => {
+        Command::FlushAll { delay, .. } => {
             if !cx.shared.config.flush_enabled {
-                if !noreply {
-                    encode::error(out, ProtocolError::FlushDisabled);
-                }
+                out.send(Reply::Error(ProtocolError::FlushDisabled));
                 return Flow::Continue;
             }
             cx.stats.cmd_flush += 1;
@@ -195,78 +188,82 @@ pub fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Fl
             if deadline != crate::store::clock::EXPIRED {
                 store.flush(deadline, now);
             }
-            if !noreply {
-                encode::reply(out, Reply::Ok);
-            }
+            out.send(Reply::Ok);
         }
-        Command::Version => encode::version(out, crate::VERSION),
-        Command::Verbosity { noreply } => {
-            if !noreply {
-                encode::reply(out, Reply::Ok);
-            }
-        }
+        Command::Version => out.send(Reply::Version(crate::VERSION)),
+        Command::Verbosity { .. } => out.send(Reply::Ok),
         Command::Quit => return Flow::Close,
         Command::Shutdown { mode } => {
             if !cx.shared.config.shutdown_enabled {
-                encode::error(out, ProtocolError::ShutdownNotEnabled);
+                out.send(Reply::Error(ProtocolError::ShutdownNotEnabled));
                 return Flow::Continue;
             }
             match mode {
                 ShutdownMode::Immediate => return Flow::Shutdown { graceful: false },
                 ShutdownMode::Graceful => return Flow::Shutdown { graceful: true },
-                ShutdownMode::Invalid => encode::error(out, ProtocolError::InvalidShutdownMode),
-            }
-        }
-        Command::Stats { args } => stats_reply::stats(args, cx, out),
-        Command::CacheMemlimit { megabytes, noreply } => {
-            let reply = if megabytes < 8 {
-                Err(ProtocolError::MemlimitTooSmall)
-            } else if megabytes > 1_000_000_000 {
-                Err(ProtocolError::MemlimitAdjustFailed)
-            } else {
-                store.set_memory_limit((megabytes as usize).saturating_mul(1024 * 1024));
-                Ok(())
-            };
-            if !noreply {
-                match reply {
-                    Ok(()) => encode::reply(out, Reply::Ok),
-                    Err(e) => encode::error(out, e),
+                ShutdownMode::Invalid => {
+                    out.send(Reply::Error(ProtocolError::InvalidShutdownMode));
                 }
             }
         }
+        Command::Stats { args } => stats_reply::stats(args, cx, out),
+        Command::CacheMemlimit { megabytes, .. } => {
+            if megabytes < 8 {
+                out.send(Reply::Error(ProtocolError::MemlimitTooSmall));
+            } else if megabytes > 1_000_000_000 {
+                out.send(Reply::Error(ProtocolError::MemlimitAdjustFailed));
+            } else {
+                store.set_memory_limit((megabytes as usize).saturating_mul(1024 * 1024));
+                out.send(Reply::Ok);
+            }
+        }
         Command::LruCrawler { args } => lru_crawler(args, cx, out),
-        Command::MetaNoop => encode::reply(out, Reply::MetaNoop),
-        Command::Meta(cmd) => super::meta_execute::execute(cmd, cx, out),
+        Command::MetaNoop => out.send(Reply::MetaNoop),
+        Command::Meta(_) => unreachable!("meta commands run in meta()"),
     }
     Flow::Continue
 }
 
+/// The reply's view of a hit on `key`.
+fn item<'h>(key: &'h [u8], hit: &'h Hit, now: u32) -> Item<'h> {
+    Item {
+        key,
+        data: &hit.value.data,
+        flags: hit.value.flags,
+        cas: hit.value.cas,
+        ttl: ttl_left(hit.ttl_at_read, now),
+        idle: hit.idle,
+        fetched: hit.fetched,
+        key_binary: hit.key_binary,
+        token_sent: hit.token_sent,
+        stale: hit.stale,
+        won: hit.won,
+    }
+}
+
+/// Seconds left before `deadline` (0: none), wrapped as memcached prints them.
+fn ttl_left(deadline: u32, now: u32) -> Option<u32> {
+    (deadline != 0).then(|| deadline.wrapping_sub(now))
+}
+
 /// get/gets/gat/gats: hits in request order, then `END`.
-fn get(keys: Keys<'_>, cas: bool, touch: Option<u32>, cx: &mut Context<'_>, out: &mut BytesMut) {
+fn get(keys: Keys<'_>, touch: Option<u32>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let store = &cx.shared.store;
     // Read per request, so `stats detail on` applies from the next one, as
     // in memcached.
     let detail = cx.shared.detail.enabled().then_some(&cx.shared.detail);
     let steps = touch.map(Step::Ttl);
     for key in keys.iter() {
-        let req = GetRequest {
-            steps: steps.as_slice(),
-            ..GetRequest::new(key)
-        };
+        let mut req = GetRequest::new(key);
+        req.steps = steps.as_slice();
         let lookup = store.get(req, cx.now);
-        let hit = match lookup {
-            Lookup::Hit(h) => {
-                let v = h.value;
-                encode::value(out, key, v.flags, &v.data, cas.then_some(v.cas));
+        let hit = match &lookup {
+            Lookup::Hit(hit) => {
+                out.send(Reply::Hit(item(key, hit, cx.now)));
                 true
             }
-            Lookup::Miss => false,
-            Lookup::Expired => {
-                cx.stats.get_expired += 1;
-                false
-            }
-            Lookup::Flushed => {
-                cx.stats.get_flushed += 1;
+            miss => {
+                count_miss_kind(miss, cx);
                 false
             }
         };
@@ -285,24 +282,292 @@ fn get(keys: Keys<'_>, cas: bool, touch: Option<u32>, cx: &mut Context<'_>, out:
             cx.stats.cmd_get += 1;
         }
     }
-    encode::reply(out, Reply::End);
+    out.send(Reply::End);
+}
+
+/// memcached's `get_expired` and `get_flushed`.
+fn count_miss_kind(lookup: &Lookup, cx: &mut Context<'_>) {
+    match lookup {
+        Lookup::Expired => cx.stats.get_expired += 1,
+        Lookup::Flushed => cx.stats.get_flushed += 1,
+        _ => {}
+    }
+}
+
+/// A write (classic storage command or `ms`); `cas_mode` counts it as a
+/// CAS store.
+fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    cx.stats.cmd_set += 1;
+    let (result, cas) = cx.shared.store.store(req, cx.now);
+    if cas_mode {
+        match result {
+            StoreResult::Stored => cx.stats.cas_hits += 1,
+            StoreResult::Exists => cx.stats.cas_badval += 1,
+            StoreResult::NotFound => cx.stats.cas_misses += 1,
+            _ => {}
+        }
+    }
+    out.send(match result {
+        StoreResult::Stored => Reply::Stored { cas },
+        StoreResult::NotStored => Reply::NotStored,
+        StoreResult::Exists => Reply::Exists,
+        StoreResult::NotFound => Reply::NotFound,
+        StoreResult::OutOfMemory => {
+            cx.stats.store_no_memory += 1;
+            Reply::Error(ProtocolError::OutOfMemory)
+        }
+    });
+}
+
+/// A delete (classic `delete` or `md`).
+fn delete(req: DeleteRequest<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    out.send(match cx.shared.store.delete(req, cx.now) {
+        DeleteResult::Deleted => {
+            cx.stats.delete_hits += 1;
+            Reply::Deleted
+        }
+        DeleteResult::Invalidated => Reply::Deleted,
+        DeleteResult::NotFound => {
+            cx.stats.delete_misses += 1;
+            Reply::NotFound
+        }
+        DeleteResult::Exists => {
+            cx.stats.delete_misses += 1;
+            Reply::Exists
+        }
+    });
+}
+
+/// incr/decr/`ma`. `late_error`, for `ma`: an error found while parsing
+/// that memcached reports only once the counter has been changed.
+fn arith(
+    req: ArithRequest<'_>,
+    cx: &mut Context<'_>,
+    out: &mut Replies<'_>,
+    late_error: Option<ProtocolError>,
+) {
+    let outcome = cx.shared.store.arith(req, cx.now);
+    let (hits, misses) = if req.incr {
+        (&mut cx.stats.incr_hits, &mut cx.stats.incr_misses)
+    } else {
+        (&mut cx.stats.decr_hits, &mut cx.stats.decr_misses)
+    };
+    let reply = match outcome {
+        ArithResult::Done(c) => {
+            if !c.created {
+                *hits += 1;
+            }
+            Reply::Counter(reply::Counter {
+                value: c.value,
+                cas: c.cas,
+                ttl: ttl_left(c.ttl_at_read, cx.now),
+                created: c.created,
+            })
+        }
+        ArithResult::NotFound => {
+            *misses += 1;
+            Reply::NotFound
+        }
+        ArithResult::NotStored => Reply::NotStored,
+        ArithResult::Exists => Reply::Exists,
+        // Wrong values are reported before a late error.
+        ArithResult::NonNumeric => return out.send(Reply::Error(ProtocolError::NonNumeric)),
+        ArithResult::OutOfMemory => return out.send(Reply::Error(ProtocolError::OutOfMemory)),
+    };
+    match late_error {
+        Some(e) => out.send(Reply::Error(e)),
+        None => out.send(reply),
+    }
+}
+
+/// Runs one meta command.
+fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
+    let mut key_buf: KeyBuf = [0; KEY_MAX_LEN];
+    let key = cmd.key.bytes(&mut key_buf);
+    let flags = &cmd.flags;
+    let wire = Wire::Meta {
+        op: cmd.op,
+        key,
+        binary: cmd.key.is_binary(),
+        flags: cmd.flags,
+    };
+    let out = &mut Replies { wire, out: buf };
+    let clock = cx.shared.store.clock();
+    let deadline = |exptime: Option<i32>| clock.deadline(i64::from(exptime.unwrap_or(0)), cx.now);
+    match cmd.op {
+        MetaOp::Get => {
+            // A long opaque is refused where the scan reaches it, after the
+            // flags before it took effect.
+            let bad = long_opaque(flags);
+            let (steps, n) = steps(flags, bad.unwrap_or(usize::MAX), &deadline);
+            let req = GetRequest {
+                key,
+                key_binary: cmd.key.is_binary(),
+                vivify: flags.vivify.is_some(),
+                bump: !flags.has(b'u'),
+                tokens: true,
+                unlink_expired: false,
+                steps: &steps[..n],
+            };
+            let lookup = cx.shared.store.get(req, cx.now);
+            let reply = match &lookup {
+                // A hit refused for its opaque is not counted.
+                Lookup::Hit(_) if bad.is_some() => Reply::Error(ProtocolError::OpaqueTooLong),
+                Lookup::Hit(hit) => {
+                    if hit.touched {
+                        cx.stats.cmd_touch += 1;
+                        cx.stats.touch_hits += 1;
+                    } else {
+                        cx.stats.cmd_get += 1;
+                        cx.stats.get_hits += 1;
+                    }
+                    Reply::Hit(item(key, hit, cx.now))
+                }
+                miss => {
+                    count_miss_kind(miss, cx);
+                    // A miss runs no flag, so `T` does not make it a touch.
+                    cx.stats.cmd_get += 1;
+                    cx.stats.get_misses += 1;
+                    Reply::Miss
+                }
+            };
+            out.send(match (bad, reply) {
+                (Some(_), Reply::Miss) => Reply::Error(ProtocolError::OpaqueTooLong),
+                (_, reply) => reply,
+            });
+        }
+        MetaOp::Set { mode } => {
+            let req = StoreRequest {
+                mode,
+                key,
+                key_binary: cmd.key.is_binary(),
+                flags: flags.client_flags,
+                deadline: deadline(flags.ttl),
+                value: cmd.value,
+                compare_cas: flags.compare_cas,
+                invalidate: flags.has(b'I'),
+                oom_deletes: true,
+            };
+            let cas_mode =
+                flags.compare_cas.is_some() && matches!(mode, StoreMode::Set | StoreMode::Replace);
+            write(req, cas_mode, cx, out);
+        }
+        MetaOp::Delete => {
+            let invalidate = flags.has(b'I');
+            let req = DeleteRequest {
+                key,
+                compare_cas: flags.compare_cas,
+                invalidate,
+                deadline: flags.ttl.filter(|_| invalidate).map(|t| deadline(Some(t))),
+            };
+            delete(req, cx, out);
+        }
+        MetaOp::Arith { incr } => {
+            let bad = long_opaque(flags);
+            let (steps, n) = steps(flags, bad.unwrap_or(usize::MAX), &deadline);
+            let req = ArithRequest {
+                key,
+                key_binary: cmd.key.is_binary(),
+                incr,
+                delta: flags.delta,
+                compare_cas: flags.compare_cas.unwrap_or(0),
+                vivify: flags.vivify.is_some(),
+                initial: flags.initial,
+                steps: &steps[..n],
+            };
+            arith(req, cx, out, bad.map(|_| ProtocolError::OpaqueTooLong));
+        }
+        MetaOp::Debug => debug(key, cx, out),
+    }
+}
+
+/// The order-dependent flags of `mg`/`ma` before token `end`, as store steps.
+fn steps(
+    flags: &MetaFlags<'_>,
+    end: usize,
+    deadline: &impl Fn(Option<i32>) -> u32,
+) -> ([Step; 4], usize) {
+    let mut steps = [Step::ReadTtl; 4];
+    let mut n = 0;
+    for token in flags.tokens().take(end) {
+        let step = match token[0] {
+            b'T' => Step::Ttl(deadline(flags.ttl)),
+            b'N' => Step::Vivify(deadline(flags.vivify)),
+            b'R' => Step::Recache(deadline(flags.recache)),
+            b't' => Step::ReadTtl,
+            _ => continue,
+        };
+        // Each flag appears at most once, so four slots are enough.
+        steps[n] = step;
+        n += 1;
+    }
+    (steps, n)
+}
+
+/// `me`: the debug line of one item, or `EN`.
+fn debug(key: &[u8], cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    cx.stats.cmd_meta += 1;
+    let Some(info) = cx.shared.store.peek(key, cx.now) else {
+        return out.send(Reply::Miss);
+    };
+    let size = cx
+        .shared
+        .config
+        .limits
+        .item_total_size(key.len(), info.value_len, info.flags);
+    out.send(Reply::Debug(reply::Debug {
+        key,
+        key_binary: info.key_binary,
+        // memcached prints the TTL left negated (`current_time - exptime`).
+        exp: if info.deadline == 0 {
+            -1
+        } else {
+            i64::from(cx.now.wrapping_sub(info.deadline) as i32)
+        },
+        last_access: cx.now.wrapping_sub(info.time),
+        cas: info.cas,
+        fetched: info.fetched,
+        class: slab_class(size),
+        size,
+    }));
+}
+
+/// The slab class memcached 1.6.18 would keep an item of `size` bytes in
+/// (`slabs_clsid` over classes from 96 bytes, growth factor 1.25, aligned
+/// to 8, up to half a 1 MiB page); `me` prints it.
+pub(super) fn slab_class(size: usize) -> u32 {
+    const CHUNK_MAX: usize = 512 * 1024;
+    let mut class_size = 96usize;
+    let mut class = 1;
+    loop {
+        if class_size as f64 >= CHUNK_MAX as f64 / 1.25 {
+            // The largest class holds the rest (larger items are chunked).
+            return class;
+        }
+        class_size = class_size.next_multiple_of(8);
+        if size <= class_size {
+            return class;
+        }
+        class += 1;
+        class_size = (class_size as f64 * 1.25) as usize;
+    }
 }
 
 /// `lru_crawler metadump all|hash|<classes>`: the key listing tools such as
 /// memcached-tool read. There is no crawler to start or tune, so the other
 /// sub-commands are unknown.
-fn lru_crawler(args: Keys<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
+fn lru_crawler(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let mut it = args.iter();
     if it.next() != Some(&b"metadump"[..]) {
-        encode::error(out, ProtocolError::UnknownCommand);
-        return;
+        return out.send(Reply::Error(ProtocolError::UnknownCommand));
     }
     let which = it.next().unwrap_or_default();
     // memcached hands the connection to its crawler, which cannot share it
     // with replies still owed.
-    if !out.is_empty() {
-        encode::line(out, b"ERROR cannot pipeline other commands before metadump");
-        return;
+    if out.owes_earlier() {
+        return out.send(Reply::Line(
+            b"ERROR cannot pipeline other commands before metadump",
+        ));
     }
     match which {
         b"all" | b"hash" => stats_reply::metadump(cx, out),
@@ -318,9 +583,9 @@ fn lru_crawler(args: Keys<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
             if ids.split(|&b| b == b',').any(|id| id == b"1") {
                 stats_reply::metadump(cx, out);
             } else {
-                encode::reply(out, Reply::End);
+                out.send(Reply::End);
             }
         }
-        _ => encode::line(out, b"BADCLASS invalid class id"),
+        _ => out.send(Reply::Line(b"BADCLASS invalid class id")),
     }
 }

@@ -6,9 +6,9 @@
 //!   timeouts, shutdown; nothing about commands.
 //! - `session.rs`: sans-IO: one connection's protocol state, turning a read
 //!   buffer into replies in a write buffer (auth, framing, `-R` budget).
-//! - `execute.rs`: a decoded classic command against the store;
-//!   `meta_execute.rs` the meta commands; `stats_reply.rs` the `stats`
-//!   sub-commands.
+//! - `execute.rs`: the one executor: a decoded request (classic or meta)
+//!   against the store, its outcomes reported as typed replies;
+//!   `stats_reply/` the `stats` sub-commands.
 //!
 //! [`run`] serves until [`Shared::shutdown`] is cancelled (a signal, or the
 //! `shutdown` command), then waits a bounded time for connections to finish
@@ -17,7 +17,8 @@
 mod connection;
 pub mod execute;
 mod listener;
-mod meta_execute;
+#[cfg(test)]
+mod meta_tests;
 pub mod session;
 mod stats_reply;
 

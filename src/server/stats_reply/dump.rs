@@ -9,7 +9,8 @@ use bytes::{BufMut, BytesMut};
 use super::Context;
 use super::slabs::CLASS;
 use crate::protocol::ProtocolError;
-use crate::protocol::encode::{self, Reply};
+use crate::protocol::reply::Reply;
+use crate::server::execute::Replies;
 
 /// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`: `stats cachedump` accepts
 /// class ids below it.
@@ -30,27 +31,28 @@ pub(super) fn cachedump(
     class: Option<&[u8]>,
     limit: Option<&[u8]>,
     cx: &mut Context<'_>,
-    out: &mut BytesMut,
+    out: &mut Replies<'_>,
 ) {
     // These two replies are memcached's own, not shared with other commands.
     let (Some(class), Some(limit)) = (class, limit) else {
-        encode::line(out, b"CLIENT_ERROR bad command line");
+        out.send(Reply::Line(b"CLIENT_ERROR bad command line"));
         return;
     };
     let (Some(class), Some(limit)) = (parse_u64(class), parse_u64(limit)) else {
-        encode::error(out, ProtocolError::BadCommandLineFormat);
+        out.send(Reply::Error(ProtocolError::BadCommandLineFormat));
         return;
     };
     if class >= CLASS_ID_LIMIT {
-        encode::line(out, b"CLIENT_ERROR Illegal slab id");
+        out.send(Reply::Line(b"CLIENT_ERROR Illegal slab id"));
         return;
     }
     if class == u64::from(CLASS) {
         let clock = cx.shared.store.clock();
-        let start = out.len();
+        let mut line = BytesMut::new();
+        let mut sent = 0;
         let mut shown = 0u64;
         cx.shared.store.for_each_item(cx.now, |it| {
-            if (limit != 0 && shown >= limit) || out.len() - start >= CACHEDUMP_MAX_BYTES {
+            if (limit != 0 && shown >= limit) || sent >= CACHEDUMP_MAX_BYTES {
                 return false;
             }
             let exp = if it.deadline == 0 {
@@ -58,35 +60,38 @@ pub(super) fn cachedump(
             } else {
                 clock.to_unix(it.deadline)
             };
-            out.put_slice(b"ITEM ");
-            out.put_slice(it.key);
-            let _ = write!(out, " [{} b; {} s]\r\n", it.value_len, exp);
+            line.clear();
+            line.put_slice(b"ITEM ");
+            line.put_slice(it.key);
+            let _ = write!(line, " [{} b; {} s]", it.value_len, exp);
+            out.send(Reply::Line(&line));
+            sent += line.len() + 2;
             shown += 1;
             true
         });
     }
-    encode::reply(out, Reply::End);
+    out.send(Reply::End);
 }
 
 /// `lru_crawler metadump all`: one line per item, as memcached-tool's
 /// `dump` and `keys` read them: `key=<url-encoded> exp=<unix|-1>
 /// la=<unix> cas=<n> fetch=<yes|no> cls=1 size=<n>`, each ended by a bare
 /// `\n`, then `END\r\n`.
-// TODO(metrics): reached once the parser turns `lru_crawler metadump
-// all|<classes>` into a command; until then only the tests call it.
-pub(in crate::server) fn metadump(cx: &mut Context<'_>, out: &mut BytesMut) {
+pub(in crate::server) fn metadump(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let clock = cx.shared.store.clock();
     let limits = cx.shared.config.limits;
+    let mut line = BytesMut::new();
     cx.shared.store.for_each_item(cx.now, |it| {
-        out.put_slice(b"key=");
-        url_encode(it.key, out);
+        line.clear();
+        line.put_slice(b"key=");
+        url_encode(it.key, &mut line);
         let exp = if it.deadline == 0 {
             -1
         } else {
             clock.to_unix(it.deadline)
         };
         let _ = writeln!(
-            out,
+            line,
             " exp={} la={} cas={} fetch={} cls={CLASS} size={}",
             exp,
             clock.to_unix(it.time),
@@ -94,9 +99,11 @@ pub(in crate::server) fn metadump(cx: &mut Context<'_>, out: &mut BytesMut) {
             if it.fetched { "yes" } else { "no" },
             limits.item_total_size(it.key.len(), it.value_len, it.flags),
         );
+        // memcached ends these lines with a bare newline.
+        out.send(Reply::Raw(&line));
         true
     });
-    encode::reply(out, Reply::End);
+    out.send(Reply::End);
 }
 
 /// Percent-encodes all but RFC 3986's unreserved characters, as memcached's

@@ -2,11 +2,10 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::BytesMut;
-
 use super::Context;
 use crate::config::Listen;
-use crate::protocol::encode::{self, Reply};
+use crate::protocol::reply::Reply;
+use crate::server::execute::Replies;
 
 /// `rusage_user` / `rusage_system`: seconds with six decimals, as memcached prints them.
 fn rusage() -> (String, String) {
@@ -15,7 +14,7 @@ fn rusage() -> (String, String) {
     (tv(user), tv(system))
 }
 
-pub(super) fn general(cx: &mut Context<'_>, out: &mut BytesMut) {
+pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let shared = cx.shared;
     // This connection's counts so far belong in what it is shown.
     shared.stats.flush(0, cx.stats);
@@ -29,7 +28,7 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut BytesMut) {
 
     macro_rules! stat {
         ($name:literal, $v:expr) => {
-            encode::stat(out, $name, $v)
+            out.stat($name, $v)
         };
     }
     stat!("pid", std::process::id());
@@ -110,7 +109,7 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut BytesMut) {
         "log_watcher_sent",
         "log_watchers",
     ] {
-        encode::stat(out, name, 0);
+        out.stat(name, 0);
     }
     // memcached shows these only with -Z.
     if let Some(tls) = &shared.config.tls {
@@ -141,16 +140,16 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut BytesMut) {
         "direct_reclaims",
         "lru_bumps_dropped",
     ] {
-        encode::stat(out, name, 0);
+        out.stat(name, 0);
     }
-    encode::reply(out, Reply::End);
+    out.send(Reply::End);
 }
 
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-pub(super) fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
+pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let cfg = &cx.shared.config;
     let st = cx.shared.store_stats();
     let (domain_socket, umask) = match &cfg.listen {
@@ -261,9 +260,9 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut BytesMut) {
         ("memory_file", "(null)".into()),
     ];
     for (name, value) in rows {
-        encode::stat(out, name, value);
+        out.stat(name, value);
     }
-    encode::reply(out, Reply::End);
+    out.send(Reply::End);
 }
 
 /// A path setting as memcached prints it: its `NULL`/`(null)` when unset.

@@ -26,10 +26,11 @@ use general::{general, settings};
 use slabs::{items, sizes, slabs};
 
 use super::Context;
-use crate::protocol::encode::{self, Reply};
+use crate::protocol::reply::Reply;
 use crate::protocol::{Keys, ProtocolError};
+use crate::server::execute::Replies;
 
-pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
+pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let mut it = args.iter();
     match it.next() {
         None => general(cx, out),
@@ -37,7 +38,7 @@ pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
         Some(b"reset") => {
             cx.shared.reset_stats();
             *cx.stats = Default::default();
-            encode::reply(out, Reply::Reset);
+            out.send(Reply::Reset);
         }
         Some(b"items") => items(cx, out),
         Some(b"slabs") => slabs(cx, out),
@@ -45,22 +46,22 @@ pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut BytesMut) {
         // memcached answers these two with the status line only, no END.
         Some(b"sizes_enable") => {
             cx.shared.sizes_enabled.store(true, Ordering::Relaxed);
-            encode::stat(out, "sizes_status", "enabled");
+            out.stat("sizes_status", "enabled");
         }
         Some(b"sizes_disable") => {
             cx.shared.sizes_enabled.store(false, Ordering::Relaxed);
-            encode::stat(out, "sizes_status", "disabled");
+            out.stat("sizes_status", "disabled");
         }
         Some(b"conns") => conns(cx, out),
         Some(b"detail") => detail(it.next(), cx, out),
         Some(b"cachedump") => cachedump(it.next(), it.next(), cx, out),
-        Some(b"extstore") => encode::reply(out, Reply::End),
-        Some(_) => encode::error(out, ProtocolError::UnknownCommand),
+        Some(b"extstore") => out.send(Reply::End),
+        Some(_) => out.send(Reply::Error(ProtocolError::UnknownCommand)),
     }
 }
 
 /// `stats conns`: the listeners, then every open connection, by descriptor.
-fn conns(cx: &mut Context<'_>, out: &mut BytesMut) {
+fn conns(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let shared = cx.shared;
     let now = cx.now;
     let mut rows: Vec<(i32, Vec<(&str, String)>)> = Vec::new();
@@ -99,36 +100,39 @@ fn conns(cx: &mut Context<'_>, out: &mut BytesMut) {
         for (field, v) in fields {
             name.clear();
             let _ = write!(name, "{fd}:{field}");
-            encode::stat(out, &name, v);
+            out.stat(&name, v);
         }
     }
-    encode::reply(out, Reply::End);
+    out.send(Reply::End);
 }
 
 /// `stats detail on|off|dump`.
-fn detail(arg: Option<&[u8]>, cx: &mut Context<'_>, out: &mut BytesMut) {
+fn detail(arg: Option<&[u8]>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let detail = &cx.shared.detail;
     match arg {
         Some(b"on") => {
             detail.set_enabled(true);
-            encode::reply(out, Reply::Ok);
+            out.send(Reply::Ok);
         }
         Some(b"off") => {
             detail.set_enabled(false);
-            encode::reply(out, Reply::Ok);
+            out.send(Reply::Ok);
         }
         Some(b"dump") => {
+            let mut line = BytesMut::new();
             for (prefix, c) in detail.dump() {
-                out.put_slice(b"PREFIX ");
-                out.put_slice(&prefix);
+                line.clear();
+                line.put_slice(b"PREFIX ");
+                line.put_slice(&prefix);
                 let _ = write!(
-                    out,
-                    " get {} hit {} set {} del {}\r\n",
+                    line,
+                    " get {} hit {} set {} del {}",
                     c.get, c.hit, c.set, c.del
                 );
+                out.send(Reply::Line(&line));
             }
-            encode::reply(out, Reply::End);
+            out.send(Reply::End);
         }
-        _ => encode::error(out, ProtocolError::StatsDetailUsage),
+        _ => out.send(Reply::Error(ProtocolError::StatsDetailUsage)),
     }
 }

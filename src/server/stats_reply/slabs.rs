@@ -7,10 +7,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use bytes::BytesMut;
-
 use super::Context;
-use crate::protocol::encode::{self, Reply};
+use crate::protocol::reply::Reply;
+use crate::server::execute::Replies;
 use crate::store::ShardUsage;
 
 /// The one class every item is shown in.
@@ -44,13 +43,13 @@ fn class_usage(shards: &[ShardUsage]) -> ClassUsage {
 /// `stats items`: memcached's per-class LRU figures for class 1. The LRU is
 /// one list (memcached's flat mode), so every item counts as cold, and the
 /// hot/warm and crawler figures are 0. An empty cache gives just `END`.
-pub(super) fn items(cx: &mut Context<'_>, out: &mut BytesMut) {
+pub(super) fn items(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let shared = cx.shared;
     shared.stats.flush(0, cx.stats);
     let s = shared.stats.snapshot();
     let st = shared.store_stats();
     if st.curr_items == 0 {
-        encode::reply(out, Reply::End);
+        out.send(Reply::End);
         return;
     }
     let u = class_usage(&shared.store.shard_usage());
@@ -89,9 +88,9 @@ pub(super) fn items(cx: &mut Context<'_>, out: &mut BytesMut) {
     for (field, v) in rows {
         name.clear();
         let _ = write!(name, "items:{CLASS}:{field}");
-        encode::stat(out, &name, v);
+        out.stat(&name, v);
     }
-    encode::reply(out, Reply::End);
+    out.send(Reply::End);
 }
 
 /// `stats slabs`, for a store that allocates every item at its own size.
@@ -100,7 +99,7 @@ pub(super) fn items(cx: &mut Context<'_>, out: &mut BytesMut) {
 /// `used_chunks` is the item count and `total_pages` what that many items
 /// of the mean size would take. `total_malloced` is the bytes charged
 /// against `-m`. An empty cache lists no class, as memcached's does.
-pub(super) fn slabs(cx: &mut Context<'_>, out: &mut BytesMut) {
+pub(super) fn slabs(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let shared = cx.shared;
     shared.stats.flush(0, cx.stats);
     let s = shared.stats.snapshot();
@@ -131,23 +130,23 @@ pub(super) fn slabs(cx: &mut Context<'_>, out: &mut BytesMut) {
         for (field, v) in rows {
             name.clear();
             let _ = write!(name, "{CLASS}:{field}");
-            encode::stat(out, &name, v);
+            out.stat(&name, v);
         }
     }
-    encode::stat(out, "active_slabs", u64::from(st.curr_items > 0));
-    encode::stat(out, "total_malloced", st.bytes);
-    encode::reply(out, Reply::End);
+    out.stat("active_slabs", u64::from(st.curr_items > 0));
+    out.stat("total_malloced", st.bytes);
+    out.send(Reply::End);
 }
 
 /// `stats sizes`: item counts by memcached's item size (header, key, value
 /// and CRLF), in 32-byte buckets. memcached counts items stored after
 /// `sizes_enable`; here the buckets are computed from every item present
 /// when asked, so nothing is counted while it is on and nothing is missed.
-pub(super) fn sizes(cx: &mut Context<'_>, out: &mut BytesMut) {
+pub(super) fn sizes(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let shared = cx.shared;
     if !shared.sizes_enabled.load(Ordering::Relaxed) {
-        encode::stat(out, "sizes_status", "disabled");
-        encode::reply(out, Reply::End);
+        out.stat("sizes_status", "disabled");
+        out.send(Reply::End);
         return;
     }
     let limits = shared.config.limits;
@@ -158,7 +157,7 @@ pub(super) fn sizes(cx: &mut Context<'_>, out: &mut BytesMut) {
         true
     });
     for (size, n) in buckets {
-        encode::stat(out, &size.to_string(), n);
+        out.stat(&size.to_string(), n);
     }
-    encode::reply(out, Reply::End);
+    out.send(Reply::End);
 }

@@ -1,35 +1,31 @@
-//! `stats` sub-commands against a store on a manual clock.
+//! `stats` sub-commands through a session, against a store on a manual
+//! clock.
+
+use std::sync::Arc;
 
 use clap::Parser;
 
-use super::*;
 use crate::config::Cli;
 use crate::item_rules::StoreMode;
 use crate::server::Shared;
-use crate::stats::LocalStats;
+use crate::server::session::Session;
 use crate::store::{Clock, Store, StoreRequest};
 
 const UNIX: i64 = 1_700_000_000;
 
-fn shared() -> Shared {
+fn shared() -> Arc<Shared> {
     let config = Cli::try_parse_from(["ferrocache", "-t", "1"])
         .unwrap()
         .validate()
         .unwrap();
     let store = Store::new(config.store.clone(), Clock::manual(UNIX));
-    Shared::new(config, store, 1)
+    Arc::new(Shared::new(config, store, 1))
 }
 
-fn run(shared: &Shared, args: &str) -> String {
-    let mut local = LocalStats::default();
-    let mut cx = Context {
-        shared,
-        stats: &mut local,
-        now: shared.store.clock().now(),
-    };
-    let mut out = BytesMut::new();
-    stats(Keys::new(args.as_bytes()), &mut cx, &mut out);
-    String::from_utf8(out.to_vec()).unwrap()
+/// `stats <args>` on a new connection.
+fn run(shared: &Arc<Shared>, args: &str) -> String {
+    let line = format!("stats {args}");
+    Session::new(shared.clone(), 1).exchange(format!("{}\r\n", line.trim_end()).as_bytes())
 }
 
 fn set(shared: &Shared, key: &[u8], flags: u32, deadline: u32, value: &[u8]) {
@@ -120,17 +116,8 @@ fn cachedump_replies_as_memcached() {
 #[test]
 fn metadump_lines_end_in_a_bare_newline() {
     let s = shared();
-    let now = s.store.clock().now();
     set(&s, b"a:b c", 0, 0, b"x");
-    let mut local = LocalStats::default();
-    let mut cx = Context {
-        shared: &s,
-        stats: &mut local,
-        now,
-    };
-    let mut out = BytesMut::new();
-    metadump(&mut cx, &mut out);
-    let text = String::from_utf8(out.to_vec()).unwrap();
+    let text = Session::new(s.clone(), 1).exchange(b"lru_crawler metadump all\r\n");
     let la = UNIX;
     assert!(
         text.starts_with(&format!("key=a%3Ab%20c exp=-1 la={la} cas=")),
