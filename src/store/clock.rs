@@ -5,6 +5,7 @@
 //! which it sets two seconds in the past so that the relative time 1 is
 //! always behind us and can mean "already expired". We do the same, so that
 //! an item stamped with deadline 1 is dead at once, as memcached's is.
+//! It knows nothing of items or shards.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -6,7 +6,8 @@
 //! Flags and CAS are left out when they are 0 (memcached also drops zero
 //! flags). Everything here is fixed for the life of a record: a new CAS
 //! means a new record. What changes in place (deadline, access time, the
-//! fetched and active bits) lives in the record's prefix.
+//! fetched and active bits) lives in the record's prefix, which this
+//! module does not know, nor where the item is kept.
 
 /// Longest key an item can hold (its length is one byte).
 pub const KEY_MAX: usize = u8::MAX as usize;

@@ -1,6 +1,7 @@
 //! A doubly linked list threaded through a table by index: the age order
 //! of a shard's segments, so that linking and unlinking are O(1) and cost
-//! no allocation. Links are `u32` table indices.
+//! no allocation. Links are `u32` table indices; what the nodes hold it
+//! does not know.
 
 /// "No node": the end of a list, or a node that is in no list.
 pub const NIL: u32 = u32::MAX;

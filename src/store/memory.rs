@@ -8,7 +8,8 @@
 //! by one: a segment is charged whole from the moment it is opened, so the
 //! space of deleted or replaced records counts until their segment goes.
 //!
-//! Only writes touch the shared counter; reads never do.
+//! Only writes touch the shared counter; reads never do. It prices and
+//! counts; which shard spends what, and what is evicted, it does not know.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 

@@ -97,9 +97,9 @@ pub struct StoreStats {
     pub evicted_unfetched: u64,
 }
 
-/// How often a write may go round "evict elsewhere, try again" before it
-/// gives up with out of memory (only under heavy contention for the last
-/// free bytes).
+/// How often a write may go round "evict elsewhere, try again", or a
+/// read-modify-write "changed meanwhile, read again", before it gives up
+/// with out of memory (only under heavy contention).
 const MAX_WRITE_ATTEMPTS: usize = 16;
 
 /// One shard and its CAS counter, on a cache line of their own.

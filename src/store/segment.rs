@@ -12,7 +12,9 @@
 //! where the item is the immutable encoding of `item.rs`. The prefix changes
 //! in place under the shard lock and is never handed out; the item bytes are
 //! written once, before the record can be found, and never change after, so
-//! readers holding slices never see a write.
+//! readers holding slices never see a write. This module knows bytes and
+//! offsets: what the state bits mean is `record.rs`, which segment is which
+//! `segments.rs`.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
