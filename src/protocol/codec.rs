@@ -9,9 +9,12 @@
 
 use bytes::Bytes;
 
-use super::classic::{self, Parsed, StoreHeader};
+use super::classic::StoreHeader;
 use super::meta::MetaSetHeader;
-use super::{Command, Frame, GET_LINE_MAX_LEN, KEY_MAX_LEN, LINE_MAX_LEN, ProtocolError, Rejected};
+use super::{
+    Command, Frame, GET_LINE_MAX_LEN, KEY_MAX_LEN, LINE_MAX_LEN, Parsed, ProtocolError, Rejected,
+    parse_line,
+};
 use crate::item_rules::{Limits, StoreMode};
 
 /// memcached reads into a 16 KiB buffer: a command line whose newline is not
@@ -179,7 +182,7 @@ impl Decoder {
             Some(nul) => &line[..nul],
             None => line,
         };
-        match classic::parse_line(line) {
+        match parse_line(line) {
             Parsed::Frame(Frame::Close) => self.close(buf),
             Parsed::Frame(frame) => Decode::Frame {
                 consumed,
@@ -1075,7 +1078,7 @@ mod tests {
             let line_len = input.iter().position(|&b| b == b'\n').unwrap() + 1;
             let expect = match want {
                 Frame::Error { .. } => {
-                    let t = classic::Tokens::new(&input[..line_len]);
+                    let t = crate::protocol::tokens::Tokens::new(&input[..line_len]);
                     let bytes: usize = String::from_utf8_lossy(t.get(4)).trim().parse().unwrap();
                     line_len + bytes + 2
                 }

@@ -16,10 +16,13 @@ pub mod classic;
 pub mod codec;
 pub mod encode;
 pub mod meta;
+pub mod number;
+pub mod tokens;
 
 use std::fmt;
 
 use crate::item_rules::StoreMode;
+use tokens::Tokens;
 
 /// Longest key memcached accepts, in bytes.
 pub const KEY_MAX_LEN: usize = 250;
@@ -272,4 +275,29 @@ pub enum Frame<'a> {
     /// Input memcached answers by closing the connection without a reply:
     /// an over-long line, or an HTTP request line.
     Close,
+}
+
+/// What one command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    /// The line is complete on its own: a command, an error, or a close.
+    Frame(Frame<'a>),
+    /// A storage command whose data block follows the line.
+    Store(classic::StoreHeader<'a>),
+    /// An `ms` whose data block follows the line.
+    MetaSet(meta::MetaSetHeader<'a>),
+}
+
+/// Parses one command line as the codec cut it: no `\n`, no final `\r`,
+/// nothing from the first NUL on.
+pub fn parse_line(line: &[u8]) -> Parsed<'_> {
+    let t = Tokens::new(line);
+    let cmd = t.get(0);
+    // memcached's dispatch: any two-byte command starting with `m` is a
+    // meta command, known or not.
+    if cmd.len() == 2 && cmd[0] == b'm' {
+        meta::parse_line(&t)
+    } else {
+        classic::parse_line(&t)
+    }
 }
