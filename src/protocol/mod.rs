@@ -19,6 +19,9 @@ pub mod meta;
 pub mod number;
 pub mod tokens;
 
+#[cfg(test)]
+mod test_support;
+
 use std::fmt;
 
 use crate::item_rules::StoreMode;

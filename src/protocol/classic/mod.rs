@@ -353,3 +353,6 @@ fn shutdown<'a>(t: &Tokens<'a>) -> Parsed<'a> {
     };
     command(Command::Shutdown { mode })
 }
+
+#[cfg(test)]
+mod tests;
