@@ -8,16 +8,15 @@
 
 use nom::{
     IResult, Parser,
-    bytes::complete::take_while,
-    character::complete::{none_of, one_of, u64 as decimal},
+    branch::alt,
+    bytes::complete::{tag, take_till1, take_while},
+    character::complete::u64 as decimal,
     combinator::{not, opt},
 };
 
 /// C's `isspace` in the "C" locale.
-const C_SPACE: &str = " \t\n\x0b\x0c\r";
-
 fn is_c_space(b: u8) -> bool {
-    C_SPACE.as_bytes().contains(&b)
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 /// What `strtoull`/`strtoll` read from a token, plus memcached's end check:
@@ -25,15 +24,19 @@ fn is_c_space(b: u8) -> bool {
 /// optional sign, decimal digits whose value fits in 64 bits, then the end
 /// of the token or a white-space byte (whatever follows that is ignored, so
 /// `5\tx` reads as 5). Gives the sign (`true` for `-`) and the magnitude.
+///
+/// Only byte parsers are used: nom 8's character parsers (`one_of`,
+/// `none_of`, `satisfy`) step over a matched byte above 0x7f by the UTF-8
+/// length of the character it maps to, which runs past the end of a token.
 fn c_number(token: &[u8]) -> IResult<&[u8], (bool, u64)> {
     let (rest, (_, sign, magnitude, _)) = (
         take_while(is_c_space),
-        opt(one_of("+-")),
+        opt(alt((tag("+"), tag("-")))),
         decimal,
-        not(none_of(C_SPACE)),
+        not(take_till1(is_c_space)),
     )
         .parse(token)?;
-    Ok((rest, (sign == Some('-'), magnitude)))
+    Ok((rest, (sign == Some(&b"-"[..]), magnitude)))
 }
 
 /// memcached's `safe_strtoull`: `strtoull` negates a `-` number modulo 2^64,
@@ -107,6 +110,17 @@ mod tests {
             (b"5\rjunk", Some(5)),
             (b"\t", None),
             (b"+-5", None),
+            // Leading zeros do not count towards an overflow.
+            (
+                b"000000000000000000000018446744073709551615",
+                Some(u64::MAX),
+            ),
+            // Bytes above 0x7f are neither digits nor C white space (nom
+            // sees each byte as the Latin-1 character: '²', NBSP, NEL).
+            (b"\xb2", None),
+            (b"5\xb2", None),
+            (b"\xa05", None),
+            (b"5\x85", None),
         ];
         for &(token, want) in cases {
             assert_eq!(
