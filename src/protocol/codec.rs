@@ -8,6 +8,9 @@
 //! newline and how long a pending data block is.
 
 use bytes::Bytes;
+use nom::branch::alt;
+use nom::bytes::complete::{tag, take_while_m_n};
+use nom::{IResult, Parser};
 
 use super::classic::StoreHeader;
 use super::meta::MetaSetHeader;
@@ -320,12 +323,10 @@ impl<'a> DataHeader<'a> {
 /// memcached's exemption from the line limit: after at most 100 spaces, the
 /// buffer starts with `get ` or `gets `.
 fn starts_long_get(buf: &[u8]) -> bool {
-    let spaces = buf.iter().take_while(|&&b| b == b' ').count();
-    if spaces > GET_LEADING_SPACES_MAX {
-        return false;
-    }
-    let rest = &buf[spaces..];
-    rest.starts_with(b"get ") || rest.starts_with(b"gets ")
+    let spaces = take_while_m_n(0, GET_LEADING_SPACES_MAX, |b| b == b' ');
+    let get = alt((tag("get "), tag("gets ")));
+    let found: IResult<&[u8], _, ()> = (spaces, get).parse(buf);
+    found.is_ok()
 }
 
 /// The index of the first `\n`, eight bytes at a time.
