@@ -1,6 +1,10 @@
 //! Per-connection framing: finds complete requests in the read buffer,
 //! enforces the line-length limits, and swallows rejected data blocks.
 //!
+//! Must not know any command's grammar: it hands each cut line to
+//! [`parse_line`] and learns only whether a data block of how many bytes
+//! follows, and whether the item limits refuse it.
+//!
 //! The decoder never copies the buffer: a frame borrows it, and the caller
 //! advances the buffer by `consumed` once the frame is handled. Between a
 //! [`Decode::NeedMore`] and the next call the caller only appends to the

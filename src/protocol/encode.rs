@@ -1,5 +1,8 @@
 //! Replies to bytes. Everything appends to the connection's one write buffer,
 //! which is sent once per batch of requests.
+//!
+//! Must not know the parsers or the store: callers pass the values to write,
+//! and errors bring their own wire spelling ([`ProtocolError::wire`]).
 
 use bytes::{BufMut, BytesMut};
 

@@ -22,6 +22,10 @@
 //!
 //! Nothing is copied: the command keeps the key token and the raw flag
 //! tokens, which the executor walks again to echo flags in request order.
+//!
+//! Must not know the classic commands, framing (the codec reads `ms`'s data
+//! block and swallows a refused one) or what a flag does once parsed: that
+//! is the executor's.
 
 use super::base64;
 use super::number::{safe_strtol, safe_strtoul, safe_strtoull};

@@ -6,10 +6,36 @@
 //! buffer, so a command is executed before the buffer is advanced and no key
 //! or value is copied until the store needs to keep it.
 //!
-//! Layout: `classic.rs` parses one command line (and its data block) of the
-//! classic commands, `meta.rs` the meta commands (`mg`, `ms`, ...) with
-//! `base64.rs` for their binary keys, `codec.rs` keeps the per-connection framing state
-//! (line limits, swallowing rejected data blocks), `encode.rs` writes replies.
+//! Layout, in the order a request flows:
+//!
+//! - `codec.rs`: per-connection framing. Cuts lines, enforces the line
+//!   limits, reads or swallows data blocks; hands each line to
+//!   [`parse_line`] (here), which sends it to `classic` or `meta`.
+//! - `tokens.rs`: memcached's tokenizer, shared by both parsers.
+//! - `number.rs`: memcached's `safe_strto*` number readers, shared too.
+//! - `classic/`: the classic commands (`mod.rs`) and their table tests
+//!   (`tests.rs`).
+//! - `meta.rs`: the meta commands (`mg`, `ms`, ...), with `base64.rs` for
+//!   their binary keys.
+//! - `encode.rs`: replies to bytes.
+//! - `test_support.rs` (tests only): decoding as a connection does it.
+//!
+//! The types the parts share live here, so that imports between the parts
+//! run one way: [`Command`], [`Frame`], [`Parsed`], [`ProtocolError`] and
+//! the limits.
+//!
+//! Parsing uses nom where a grammar reads better declared than scanned:
+//! the numbers (space, sign, digits, end check) and the long-get exemption.
+//! Two scanners stay hand-written because they run on every request:
+//!
+//! - the newline search in `codec.rs` tests eight bytes per step. On the
+//!   usual request line, under about 64 bytes, it is as fast as nom's
+//!   `take_until` (memchr) or faster: about 3 ns against 10 ns for a
+//!   15-byte `get`, where memchr has no vector to fill. memchr wins on long
+//!   multi-get lines (8 ns against 43 ns for a 100-key get);
+//! - the tokenizer records up to 23 word spans in a fixed array and stops
+//!   splitting exactly where memcached stops. nom's list combinators
+//!   collect into a `Vec` (an allocation per request) and split to the end.
 
 pub mod base64;
 pub mod classic;

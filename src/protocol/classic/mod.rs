@@ -1,20 +1,21 @@
-//! The classic text commands: one command line in, one [`Parsed`] out.
+//! The classic text commands (get, set, delete, incr, ...): owns their
+//! grammar, one tokenized line in, one [`Parsed`] out.
 //!
-//! The line given to [`parse_line`] has already been cut by the codec: no
-//! `\n`, no final `\r`, and nothing from the first NUL on (memcached treats
-//! the line as a C string). Everything here follows memcached 1.6.18's
+//! Must not know the meta commands (the parent sends every two-byte `m`
+//! command to [`super::meta`] before this parser sees it), framing (the
+//! codec has already cut the line: no `\n`, no final `\r`, nothing from the
+//! first NUL on, and it reads the data block that follows a storage line),
+//! or the store. Everything here follows memcached 1.6.18's
 //! `process_command_ascii` closely, because clients and tests depend on the
 //! exact error for each malformed request:
 //!
-//! - the line is split like `tokenize_command`: at most [`MAX_TOKENS`] - 1
+//! - the line is split like `tokenize_command` ([`Tokens`]): at most 23
 //!   words, separated by spaces only;
 //! - token-count checks come first and answer a plain `ERROR` that `noreply`
 //!   never hides; the remaining errors are hidden by a final `noreply`;
 //! - numbers are read with the rules of C's `strtoul`/`strtol` as memcached's
-//!   `safe_strto*` helpers use them, wrap-arounds included.
-//!
-//! Meta commands (two-byte commands starting with `m`) are parsed in
-//! [`super::meta`].
+//!   `safe_strto*` helpers use them, wrap-arounds included
+//!   ([`super::number`]).
 
 use super::number::{safe_strtol, safe_strtoul, safe_strtoull};
 use super::tokens::Tokens;
