@@ -246,18 +246,41 @@ fn delete<'a>(t: &Tokens<'a>) -> Parsed<'a> {
     command(Command::Delete { key, noreply })
 }
 
-/// `incr|decr <key> <delta> [noreply]`.
-fn arith<'a>(t: &Tokens<'a>, incr: bool) -> Parsed<'a> {
+/// A line of `incr`, `decr` or `touch` (`<cmd> <key> <arg> [noreply]`)
+/// that passed the checks they share.
+struct KeyArgument<'a> {
+    key: &'a [u8],
+    argument: &'a [u8],
+    noreply: bool,
+}
+
+/// The checks `incr`, `decr` and `touch` share, in memcached's order: the
+/// token count (`ERROR`, never hidden), then the key length, whose error a
+/// `noreply` hides. The error comes with whether it is hidden.
+fn key_argument<'a>(t: &Tokens<'a>) -> Result<KeyArgument<'a>, (ProtocolError, bool)> {
     let n = t.count();
     if n != 4 && n != 5 {
-        return unknown();
+        return Err((ProtocolError::UnknownCommand, false));
     }
     let noreply = t.noreply();
     let key = t.get(1);
     if key.len() > KEY_MAX_LEN {
-        return error(ProtocolError::BadCommandLineFormat, noreply);
+        return Err((ProtocolError::BadCommandLineFormat, noreply));
     }
-    match safe_strtoull(t.get(2)) {
+    Ok(KeyArgument {
+        key,
+        argument: t.get(2),
+        noreply,
+    })
+}
+
+/// `incr|decr <key> <delta> [noreply]`.
+fn arith<'a>(t: &Tokens<'a>, incr: bool) -> Parsed<'a> {
+    let (key, argument, noreply) = match key_argument(t) {
+        Ok(line) => (line.key, line.argument, line.noreply),
+        Err((refused, noreply)) => return error(refused, noreply),
+    };
+    match safe_strtoull(argument) {
         Some(delta) => command(Command::Arith {
             key,
             delta,
@@ -271,16 +294,11 @@ fn arith<'a>(t: &Tokens<'a>, incr: bool) -> Parsed<'a> {
 /// `touch <key> <exptime> [noreply]`. `touch k noreply` passes the count
 /// check, reads `noreply` as the exptime, and hides its own error.
 fn touch<'a>(t: &Tokens<'a>) -> Parsed<'a> {
-    let n = t.count();
-    if n != 4 && n != 5 {
-        return unknown();
-    }
-    let noreply = t.noreply();
-    let key = t.get(1);
-    if key.len() > KEY_MAX_LEN {
-        return error(ProtocolError::BadCommandLineFormat, noreply);
-    }
-    match safe_strtol(t.get(2)) {
+    let (key, argument, noreply) = match key_argument(t) {
+        Ok(line) => (line.key, line.argument, line.noreply),
+        Err((refused, noreply)) => return error(refused, noreply),
+    };
+    match safe_strtol(argument) {
         Some(exptime) => command(Command::Touch {
             key,
             exptime: i64::from(exptime),
