@@ -7,6 +7,7 @@ use super::codec::{Decode, Decoder};
 use super::{Command, Frame, Keys, ProtocolError};
 use crate::item_rules::{Limits, StoreMode};
 
+/// An error reply that `noreply` does not hide.
 pub fn err(error: ProtocolError) -> Frame<'static> {
     Frame::Error {
         error,
@@ -15,6 +16,7 @@ pub fn err(error: ProtocolError) -> Frame<'static> {
     }
 }
 
+/// An error reply hidden by a final `noreply`.
 pub fn err_quiet(error: ProtocolError) -> Frame<'static> {
     Frame::Error {
         error,
@@ -23,18 +25,22 @@ pub fn err_quiet(error: ProtocolError) -> Frame<'static> {
     }
 }
 
+/// `ERROR`.
 pub fn unknown() -> Frame<'static> {
     err(ProtocolError::UnknownCommand)
 }
 
+/// `CLIENT_ERROR bad command line format`.
 pub fn bad_format() -> Frame<'static> {
     err(ProtocolError::BadCommandLineFormat)
 }
 
+/// A retrieval key over 250 bytes.
 pub fn get_key_too_long() -> Frame<'static> {
     err(ProtocolError::RetrievalKeyTooLong)
 }
 
+/// A data block not followed by CRLF; it counts in `cmd_set`.
 pub fn bad_chunk(noreply: bool) -> Frame<'static> {
     Frame::Error {
         error: ProtocolError::BadDataChunk,
@@ -43,6 +49,7 @@ pub fn bad_chunk(noreply: bool) -> Frame<'static> {
     }
 }
 
+/// A complete storage command.
 pub fn store<'a>(
     mode: StoreMode,
     key: &'a [u8],
@@ -63,10 +70,12 @@ pub fn store<'a>(
     })
 }
 
+/// A plain `set <key> 0 0 <len>` with its value.
 pub fn set<'a>(key: &'a [u8], value: &'a [u8]) -> Frame<'a> {
     store(StoreMode::Set, key, 0, 0, value, 0, false)
 }
 
+/// A command frame.
 pub fn cmd(c: Command<'_>) -> Frame<'_> {
     Frame::Command(c)
 }
