@@ -9,6 +9,9 @@
 //! `Zm9vYQ==Zm9v` is `fooa`, and `Zg` or `====` fail. Clients see the
 //! difference: the key they get back under `k` is the canonical encoding of
 //! what was decoded.
+//!
+//! Must not know the meta commands' flags: it converts bytes, and `meta`
+//! decides when a key is base64.
 
 use bytes::{BufMut, BytesMut};
 

@@ -22,10 +22,15 @@
 //!
 //! Nothing is copied: the command keeps the key token and the raw flag
 //! tokens, which the executor walks again to echo flags in request order.
+//!
+//! Must not know the classic commands, framing (the codec reads `ms`'s data
+//! block and swallows a refused one) or what a flag does once parsed: that
+//! is the executor's.
 
 use super::base64;
-use super::classic::{Parsed, Tokens, safe_strtol, safe_strtoul, safe_strtoull};
-use super::{Command, Frame, KEY_MAX_LEN, ProtocolError};
+use super::number::{safe_strtol, safe_strtoul, safe_strtoull};
+use super::tokens::Tokens;
+use super::{Command, Frame, KEY_MAX_LEN, Parsed, ProtocolError};
 use crate::item_rules::StoreMode;
 
 /// memcached refuses a meta line of more than this many tokens, counting
@@ -419,7 +424,7 @@ fn scan_flags<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::classic::parse_line as parse;
+    use crate::protocol::parse_line as parse;
 
     /// Parses one line as the codec hands it over: without its line end.
     fn parsed(line: &str) -> Parsed<'_> {

@@ -10,11 +10,9 @@
 //! It is synchronous: the store's locks are held for short sections inside
 //! store calls and never across an `.await`.
 
-use std::fmt;
-
 use bytes::BytesMut;
 
-use super::{Context, Flow, stats_reply};
+use super::{Context, Flow, Replies, stats_reply};
 use crate::item_rules::StoreMode;
 use crate::protocol::meta::{KeyBuf, MetaCommand, MetaFlags, MetaOp, long_opaque};
 use crate::protocol::reply::{self, Item, Reply, Wire};
@@ -23,29 +21,6 @@ use crate::store::{
     ArithRequest, ArithResult, DeleteRequest, DeleteResult, GetRequest, Hit, Lookup, Step,
     StoreRequest, StoreResult,
 };
-
-/// Where one request's replies go: each is composed into the write buffer
-/// as it is reported, in the request's wire format.
-pub struct Replies<'a> {
-    wire: Wire<'a>,
-    out: &'a mut BytesMut,
-}
-
-impl Replies<'_> {
-    pub fn send(&mut self, reply: Reply<'_>) {
-        self.wire.compose(&reply, self.out);
-    }
-
-    /// One `STAT <name> <value>` line.
-    pub fn stat(&mut self, name: &str, value: impl fmt::Display) {
-        self.send(Reply::Stat(name, &value));
-    }
-
-    /// Whether replies to earlier requests of this read are still buffered.
-    pub fn owes_earlier(&self) -> bool {
-        !self.out.is_empty()
-    }
-}
 
 /// Runs one frame.
 pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Flow {
@@ -56,7 +31,7 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
         }
         Frame::Command(cmd) => {
             let wire = classic_wire(&cmd);
-            execute(cmd, cx, &mut Replies { wire, out })
+            execute(cmd, cx, &mut Replies::new(wire, out))
         }
         Frame::Error {
             error,
@@ -70,7 +45,7 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
                 noreply,
                 cas: false,
             };
-            Replies { wire, out }.send(Reply::Error(error));
+            Replies::new(wire, out).send(Reply::Error(error));
             Flow::Continue
         }
         Frame::Rejected(r) => {
@@ -113,7 +88,7 @@ fn rejected(r: Rejected, cx: &mut Context<'_>, out: &mut BytesMut) {
         noreply: r.noreply,
         cas: false,
     };
-    Replies { wire, out }.send(Reply::Error(r.error));
+    Replies::new(wire, out).send(Reply::Error(r.error));
 }
 
 /// Cuts an exptime to 32 bits as memcached does (`(int32_t)` of a 64-bit read).
@@ -391,7 +366,7 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
         binary: cmd.key.is_binary(),
         flags: cmd.flags,
     };
-    let out = &mut Replies { wire, out: buf };
+    let out = &mut Replies::new(wire, buf);
     let clock = cx.shared.store.clock();
     let deadline = |exptime: Option<i32>| clock.deadline(i64::from(exptime.unwrap_or(0)), cx.now);
     match cmd.op {

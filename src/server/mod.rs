@@ -22,11 +22,13 @@ mod meta_tests;
 pub mod session;
 mod stats_reply;
 
+use std::fmt;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -34,6 +36,7 @@ pub use listener::{Listener, bind};
 
 use crate::config::Config;
 use crate::metrics;
+use crate::protocol::reply::{Reply, Wire};
 use crate::stats::{Conns, Detail, LocalStats, Stats};
 use crate::store::{Store, StoreStats};
 
@@ -66,6 +69,33 @@ pub struct Context<'a> {
     pub stats: &'a mut LocalStats,
     /// The store clock's `now`, read once per batch.
     pub now: u32,
+}
+
+/// Where one request's replies go: each is composed into the write buffer
+/// as it is reported, in the request's wire format.
+pub struct Replies<'a> {
+    wire: Wire<'a>,
+    out: &'a mut BytesMut,
+}
+
+impl<'a> Replies<'a> {
+    pub fn new(wire: Wire<'a>, out: &'a mut BytesMut) -> Self {
+        Replies { wire, out }
+    }
+
+    pub fn send(&mut self, reply: Reply<'_>) {
+        self.wire.compose(&reply, self.out);
+    }
+
+    /// One `STAT <name> <value>` line.
+    pub fn stat(&mut self, name: &str, value: impl fmt::Display) {
+        self.send(Reply::Stat(name, &value));
+    }
+
+    /// Whether replies to earlier requests of this read are still buffered.
+    pub fn owes_earlier(&self) -> bool {
+        !self.out.is_empty()
+    }
 }
 
 /// Everything the connections share.

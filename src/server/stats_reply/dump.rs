@@ -10,7 +10,7 @@ use super::Context;
 use super::slabs::CLASS;
 use crate::protocol::ProtocolError;
 use crate::protocol::reply::Reply;
-use crate::server::execute::Replies;
+use crate::server::Replies;
 
 /// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`: `stats cachedump` accepts
 /// class ids below it.

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use super::Context;
 use crate::config::Listen;
 use crate::protocol::reply::Reply;
-use crate::server::execute::Replies;
+use crate::server::Replies;
 
 /// `rusage_user` / `rusage_system`: seconds with six decimals, as memcached prints them.
 fn rusage() -> (String, String) {

@@ -28,7 +28,7 @@ use slabs::{items, sizes, slabs};
 use super::Context;
 use crate::protocol::reply::Reply;
 use crate::protocol::{Keys, ProtocolError};
-use crate::server::execute::Replies;
+use crate::server::Replies;
 
 pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let mut it = args.iter();

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use super::Context;
 use crate::protocol::reply::Reply;
-use crate::server::execute::Replies;
+use crate::server::Replies;
 use crate::store::ShardUsage;
 
 /// The one class every item is shown in.
