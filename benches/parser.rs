@@ -10,7 +10,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ferrocache::item_rules::Limits;
 use ferrocache::protocol::codec::{Decode, Decoder};
-use ferrocache::protocol::{Command, Frame};
+use ferrocache::protocol::{Frame, Request};
 
 /// A storage request with a data block of `len` bytes.
 fn with_block(line: &str, len: usize) -> Vec<u8> {
@@ -32,14 +32,14 @@ enum Kind {
 }
 
 impl Kind {
-    fn matches(self, command: &Command<'_>) -> bool {
+    fn matches(self, command: &Request<'_>) -> bool {
         matches!(
             (self, command),
-            (Kind::Get, Command::Get { .. })
-                | (Kind::Store, Command::Store { .. })
-                | (Kind::Delete, Command::Delete { .. })
-                | (Kind::Meta, Command::Meta(_))
-                | (Kind::MetaNoop, Command::MetaNoop)
+            (Kind::Get, Request::Get { .. })
+                | (Kind::Store, Request::Store { .. })
+                | (Kind::Delete, Request::Delete { .. })
+                | (Kind::Meta, Request::Meta(_))
+                | (Kind::MetaNoop, Request::MetaNoop)
         )
     }
 }
@@ -53,7 +53,7 @@ fn check(name: &str, input: &[u8], kinds: &[Kind]) {
         match decoder.decode(rest) {
             Decode::Frame {
                 consumed,
-                frame: Some(Frame::Command(command)),
+                frame: Some(Frame::Request(command)),
             } if kind.matches(&command) => rest = &rest[consumed..],
             other => panic!("{name}: command {n} should be {kind:?}, decoded {other:?}"),
         }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use clap::Parser;
 use ferrocache::config::Cli;
-use ferrocache::protocol::{Command, Frame};
+use ferrocache::protocol::{Request, Frame};
 use ferrocache::server::Shared;
 use ferrocache::server::session::{Next, Observer, Session};
 use ferrocache::store::{Clock, Store, StoreConfig};
@@ -194,40 +194,40 @@ impl Expect {
             Frame::Rejected(r) if r.noreply => Expect::Nothing,
             Frame::Rejected(r) => Expect::Line(vec![r.error.wire()]),
             Frame::Close => Expect::Nothing,
-            Frame::Command(cmd) => match cmd {
-                Command::Get { keys, cas } | Command::Gat { keys, cas, .. } => Expect::Values {
+            Frame::Request(cmd) => match cmd {
+                Request::Get { keys, cas } | Request::Gat { keys, cas, .. } => Expect::Values {
                     keys: keys.iter().map(<[u8]>::to_vec).collect(),
                     cas: *cas,
                 },
-                Command::Store { noreply: true, .. }
-                | Command::Delete { noreply: true, .. }
-                | Command::Arith { noreply: true, .. }
-                | Command::Touch { noreply: true, .. }
-                | Command::Verbosity { noreply: true }
-                | Command::CacheMemlimit { noreply: true, .. } => Expect::Nothing,
-                Command::FlushAll { noreply: true, .. } => Expect::Nothing,
-                Command::Store { .. } => Expect::Line(STORE_REPLIES.to_vec()),
-                Command::Delete { .. } => Expect::Line(vec!["DELETED", "NOT_FOUND"]),
-                Command::Arith { .. } => Expect::AnyLines,
-                Command::Touch { .. } => Expect::Line(vec!["TOUCHED", "NOT_FOUND"]),
-                Command::FlushAll { .. } => {
+                Request::Store { noreply: true, .. }
+                | Request::Delete { noreply: true, .. }
+                | Request::Arith { noreply: true, .. }
+                | Request::Touch { noreply: true, .. }
+                | Request::Verbosity { noreply: true }
+                | Request::CacheMemlimit { noreply: true, .. } => Expect::Nothing,
+                Request::FlushAll { noreply: true, .. } => Expect::Nothing,
+                Request::Store { .. } => Expect::Line(STORE_REPLIES.to_vec()),
+                Request::Delete { .. } => Expect::Line(vec!["DELETED", "NOT_FOUND"]),
+                Request::Arith { .. } => Expect::AnyLines,
+                Request::Touch { .. } => Expect::Line(vec!["TOUCHED", "NOT_FOUND"]),
+                Request::FlushAll { .. } => {
                     if shared.config.flush_enabled {
                         Expect::Line(vec!["OK"])
                     } else {
                         Expect::Line(vec!["CLIENT_ERROR flush_all not allowed"])
                     }
                 }
-                Command::Version => Expect::Version,
-                Command::Verbosity { .. } => Expect::Line(vec!["OK"]),
-                Command::Quit => Expect::Nothing,
-                Command::Shutdown { .. } if !shared.config.shutdown_enabled => {
+                Request::Version => Expect::Version,
+                Request::Verbosity { .. } => Expect::Line(vec!["OK"]),
+                Request::Quit => Expect::Nothing,
+                Request::Shutdown { .. } if !shared.config.shutdown_enabled => {
                     Expect::Line(vec!["ERROR: shutdown not enabled"])
                 }
-                Command::Shutdown { .. } => Expect::AnyLines,
-                Command::Stats { .. } => Expect::Stats,
-                Command::CacheMemlimit { .. } => Expect::AnyLines,
-                Command::MetaNoop => Expect::Line(vec!["MN"]),
-                Command::Meta(_) | Command::LruCrawler { .. } => Expect::Unchecked,
+                Request::Shutdown { .. } => Expect::AnyLines,
+                Request::Stats { .. } => Expect::Stats,
+                Request::CacheMemlimit { .. } => Expect::AnyLines,
+                Request::MetaNoop => Expect::Line(vec!["MN"]),
+                Request::Meta(_) | Request::LruCrawler { .. } => Expect::Unchecked,
             },
         }
     }

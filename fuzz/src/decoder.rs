@@ -16,7 +16,7 @@
 
 use ferrocache::protocol::codec::{Decode, Decoder};
 use ferrocache::item_rules::Limits;
-use ferrocache::protocol::{Command, Frame, LINE_MAX_LEN};
+use ferrocache::protocol::{Request, Frame, LINE_MAX_LEN};
 
 use crate::Rng;
 
@@ -135,22 +135,22 @@ fn borrows_within(frame: &Frame<'_>, consumed: &[u8]) {
         s.is_empty() || (r.start >= range.start && r.end <= range.end)
     };
     let slices: Vec<&[u8]> = match frame {
-        Frame::Command(cmd) => match cmd {
-            Command::Get { keys, .. } | Command::Gat { keys, .. } => {
+        Frame::Request(cmd) => match cmd {
+            Request::Get { keys, .. } | Request::Gat { keys, .. } => {
                 for k in keys.iter() {
                     assert!(!k.is_empty(), "an empty key in a key list");
                     assert!(!k.contains(&b' '), "a space inside a key");
                 }
                 vec![keys.raw()]
             }
-            Command::Stats { args } => vec![args.raw()],
-            Command::Store { key, value, .. } => {
+            Request::Stats { args } => vec![args.raw()],
+            Request::Store { key, value, .. } => {
                 assert!(!key.is_empty() && key.len() <= 250, "key length");
                 vec![key, value]
             }
-            Command::Delete { key, .. }
-            | Command::Arith { key, .. }
-            | Command::Touch { key, .. } => {
+            Request::Delete { key, .. }
+            | Request::Arith { key, .. }
+            | Request::Touch { key, .. } => {
                 assert!(!key.is_empty() && key.len() <= 250, "key length");
                 vec![key]
             }

@@ -19,7 +19,7 @@ use nom::{IResult, Parser};
 use super::classic::StoreHeader;
 use super::meta::MetaSetHeader;
 use super::{
-    Command, Frame, GET_LINE_MAX_LEN, KEY_MAX_LEN, LINE_MAX_LEN, Parsed, ProtocolError, Rejected,
+    Frame, GET_LINE_MAX_LEN, KEY_MAX_LEN, LINE_MAX_LEN, Parsed, ProtocolError, Rejected, Request,
     parse_line,
 };
 use crate::item_rules::{Limits, StoreMode};
@@ -239,7 +239,7 @@ impl Decoder {
         }
         let value = &buf[line_len..line_len + bytes];
         let frame = if &buf[line_len + bytes..need] == b"\r\n" {
-            Frame::Command(header.with_value(value))
+            Frame::Request(header.with_value(value))
         } else {
             // The block is consumed all the same; parsing resumes after it.
             Frame::Error {
@@ -278,7 +278,7 @@ impl<'a> DataHeader<'a> {
         }
     }
 
-    fn with_value(&self, value: &'a [u8]) -> Command<'a> {
+    fn with_value(&self, value: &'a [u8]) -> Request<'a> {
         match self {
             DataHeader::Classic(h) => h.with_value(value),
             DataHeader::Meta(h) => h.with_value(value),
@@ -360,7 +360,7 @@ fn find_newline(haystack: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Command;
+    use crate::protocol::Request;
     use crate::protocol::test_support::*;
     use crate::test_rng::Rng;
 
@@ -371,9 +371,9 @@ mod tests {
         let cases: Vec<(String, Frame<'static>)> = vec![
             ("\r\n".into(), unknown()),
             ("\n".into(), unknown()),
-            ("version\n".into(), cmd(Command::Version)),
+            ("version\n".into(), cmd(Request::Version)),
             ("version\r\r\n".into(), unknown()),
-            ("version\0junk\r\n".into(), cmd(Command::Version)),
+            ("version\0junk\r\n".into(), cmd(Request::Version)),
             ("set a\0b 0 0 1\r\n".into(), unknown()),
         ];
         assert_whole_lines(&cases);
@@ -390,7 +390,7 @@ mod tests {
         assert_eq!(frames[2], bad_format());
         assert_eq!(frames[3], unknown()); // "x" is too short for a command
         assert_eq!(frames[4], unknown());
-        assert!(matches!(frames[5], Frame::Command(Command::Get { .. })));
+        assert!(matches!(frames[5], Frame::Request(Request::Get { .. })));
         assert_eq!(frames.len(), 6);
     }
 
@@ -405,7 +405,7 @@ mod tests {
             vec![
                 (18, bad_chunk(false)),
                 (2, unknown()),
-                (4, cmd(Command::MetaNoop))
+                (4, cmd(Request::MetaNoop))
             ]
         );
     }
@@ -471,7 +471,7 @@ mod tests {
             match decoder.decode(&request) {
                 Decode::Frame {
                     consumed,
-                    frame: Some(Frame::Command(_)),
+                    frame: Some(Frame::Request(_)),
                 } => assert_eq!(consumed, request.len()),
                 other => panic!("{:?}: {other:?}", String::from_utf8_lossy(&request)),
             }
@@ -493,7 +493,7 @@ mod tests {
                 assert!(
                     frames
                         .iter()
-                        .all(|(_, f)| matches!(f, Some(Frame::Command(_))))
+                        .all(|(_, f)| matches!(f, Some(Frame::Request(_))))
                 );
             }
         }
@@ -511,12 +511,12 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
         let frames: Vec<Frame<'_>> = frames.into_iter().filter_map(|(_, f)| f).collect();
         assert_eq!(frames[0], set(b"a", b"1"));
         assert!(
-            matches!(&frames[1], Frame::Command(Command::Get { keys, cas: false }) if key_list(keys) == vec![b"a".to_vec(), b"b".to_vec()])
+            matches!(&frames[1], Frame::Request(Request::Get { keys, cas: false }) if key_list(keys) == vec![b"a".to_vec(), b"b".to_vec()])
         );
         assert_eq!(frames[2], unknown());
         assert_eq!(
             frames[3],
-            cmd(Command::Arith {
+            cmd(Request::Arith {
                 key: b"a",
                 delta: 1,
                 incr: true,
@@ -525,10 +525,10 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
         );
         assert_eq!(frames[4], bad_chunk(false));
         assert_eq!(frames[5], unknown());
-        assert_eq!(frames[6], cmd(Command::MetaNoop));
+        assert_eq!(frames[6], cmd(Request::MetaNoop));
         assert_eq!(frames[7], err(ProtocolError::DeleteUsage));
         assert_eq!(frames[8], unknown());
-        assert_eq!(frames[9], cmd(Command::Version));
+        assert_eq!(frames[9], cmd(Request::Version));
         assert_eq!(
             frames[10],
             Frame::Rejected(Rejected {
@@ -538,7 +538,7 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
                 counts_as_set: false,
             })
         );
-        assert!(matches!(frames[11], Frame::Command(Command::Get { .. })));
+        assert!(matches!(frames[11], Frame::Request(Request::Get { .. })));
         assert_eq!(frames.len(), 12);
     }
 
@@ -594,14 +594,14 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
                         assert!(consumed > 0 && consumed <= buf.len());
                         if let Some(frame) = frame {
                             seen.push(match frame {
-                                Frame::Command(Command::Get { keys, .. }) => Seen::Get {
+                                Frame::Request(Request::Get { keys, .. }) => Seen::Get {
                                     keys: keys.iter().count(),
                                 },
-                                Frame::Command(Command::Store { value, .. }) => Seen::Store {
+                                Frame::Request(Request::Store { value, .. }) => Seen::Store {
                                     value_len: value.len(),
                                 },
-                                Frame::Command(Command::MetaNoop) => Seen::Noop,
-                                Frame::Command(Command::Meta(m)) => Seen::Meta {
+                                Frame::Request(Request::MetaNoop) => Seen::Noop,
+                                Frame::Request(Request::Meta(m)) => Seen::Meta {
                                     value_len: m.value.len(),
                                 },
                                 Frame::Rejected(r) => Seen::Rejected(r),
@@ -714,7 +714,7 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
             decoder.decode(b"version\r\n"),
             Decode::Frame {
                 consumed: 9,
-                frame: Some(cmd(Command::Version))
+                frame: Some(cmd(Request::Version))
             }
         );
     }
@@ -828,7 +828,7 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
             decoder.decode(&buf[consumed..]),
             Decode::Frame {
                 consumed: 4,
-                frame: Some(cmd(Command::MetaNoop))
+                frame: Some(cmd(Request::MetaNoop))
             }
         );
     }
@@ -847,7 +847,7 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
         let (frames, _) = decode_all(b"mn\r\n\x80\r\n");
         assert_eq!(
             frames,
-            vec![(4, Some(cmd(Command::MetaNoop))), (3, Some(unknown()))]
+            vec![(4, Some(cmd(Request::MetaNoop))), (3, Some(unknown()))]
         );
     }
 
@@ -1020,9 +1020,9 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
     }
 
     /// The meta command of a frame, if it is one.
-    fn meta_of<'a>(frame: &Option<Frame<'a>>) -> crate::protocol::meta::MetaCommand<'a> {
+    fn meta_of<'a>(frame: &Option<Frame<'a>>) -> crate::protocol::request::MetaCommand<'a> {
         match frame {
-            Some(Frame::Command(Command::Meta(m))) => *m,
+            Some(Frame::Request(Request::Meta(m))) => *m,
             other => panic!("expected a meta command, got {other:?}"),
         }
     }
@@ -1097,7 +1097,7 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
             ),
         ];
         for (input, mut want) in cases {
-            want.push(Some(cmd(Command::MetaNoop)));
+            want.push(Some(cmd(Request::MetaNoop)));
             assert_eq!(frames_of(input.as_bytes()), want, "{input:?}");
         }
     }
@@ -1170,14 +1170,14 @@ md k3 q\r\nma n q N0\r\nbogus\r\nmg k1 s O3 q\r\nmn\r\n";
         let summary: Vec<String> = frames
             .iter()
             .map(|f| match f {
-                Some(Frame::Command(Command::Meta(m))) => format!(
+                Some(Frame::Request(Request::Meta(m))) => format!(
                     "{:?} {} q={}",
                     m.op,
                     String::from_utf8_lossy(m.key.token()),
                     m.flags.quiet()
                 ),
-                Some(Frame::Command(Command::Get { .. })) => "get".into(),
-                Some(Frame::Command(Command::MetaNoop)) => "mn".into(),
+                Some(Frame::Request(Request::Get { .. })) => "get".into(),
+                Some(Frame::Request(Request::MetaNoop)) => "mn".into(),
                 Some(Frame::Error { error, .. }) => error.wire().into(),
                 other => format!("{other:?}"),
             })

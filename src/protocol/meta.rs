@@ -1,5 +1,5 @@
 //! The meta commands of memcached 1.6: `mg`, `ms`, `md`, `ma` and `me` (the
-//! no-op `mn` is [`Command::MetaNoop`]). One command line in, one
+//! no-op `mn` is [`Request::MetaNoop`]). One command line in, one
 //! [`Parsed`] out, with memcached 1.6.18's error for every malformed line.
 //!
 //! A meta command is `<cmd> <key> <flag>*` (`ms` has its data length after
@@ -29,8 +29,9 @@
 
 use super::base64;
 use super::number::{safe_strtol, safe_strtoul, safe_strtoull};
+use super::request::{MetaCommand, MetaFlags, MetaKey, MetaOp};
 use super::tokens::Tokens;
-use super::{Command, Frame, KEY_MAX_LEN, Parsed, ProtocolError};
+use super::{Frame, KEY_MAX_LEN, Parsed, ProtocolError, Request};
 use crate::item_rules::StoreMode;
 
 /// memcached refuses a meta line of more than this many tokens, counting
@@ -40,123 +41,6 @@ const MAX_TOKENS: usize = 20;
 
 /// The longest `O` token, the `O` included (`MFLAG_MAX_OPAQUE_LENGTH`).
 const OPAQUE_MAX_LEN: usize = 32;
-
-/// What a meta command does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MetaOp {
-    /// `mg`.
-    Get,
-    /// `ms`, with the mode of its `M` flag (`Set` without one). A `C` flag
-    /// turns `Set` and `Replace` into a CAS store at execution.
-    Set { mode: StoreMode },
-    /// `md`.
-    Delete,
-    /// `ma`, incrementing unless `M` says `D` or `-`.
-    Arith { incr: bool },
-    /// `me`: the debug line of one item.
-    Debug,
-}
-
-/// The key of a meta command as sent, and whether it is base64 (`b`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetaKey<'a> {
-    token: &'a [u8],
-    binary: bool,
-}
-
-/// Room for a decoded key: base64 only ever shrinks the 250-byte token.
-pub type KeyBuf = [u8; KEY_MAX_LEN];
-
-impl<'a> MetaKey<'a> {
-    /// The key token as the client sent it.
-    pub fn token(&self) -> &'a [u8] {
-        self.token
-    }
-
-    /// True when the token is base64 (`b`): the store sees the decoded bytes
-    /// and replies show the key encoded again.
-    pub fn is_binary(&self) -> bool {
-        self.binary
-    }
-
-    /// The key the store sees: the token, or its decoding into `buf`.
-    pub fn bytes<'b>(&self, buf: &'b mut KeyBuf) -> &'b [u8]
-    where
-        'a: 'b,
-    {
-        if !self.binary {
-            return self.token;
-        }
-        let len = base64::decode(self.token, buf);
-        debug_assert!(len > 0, "the parser refuses keys that do not decode");
-        &buf[..len]
-    }
-}
-
-/// The flags of a meta command: which were given, their values, and the raw
-/// tokens in request order (replies echo flags in that order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetaFlags<'a> {
-    /// The flag tokens, separated by spaces, as on the line.
-    raw: &'a [u8],
-    /// Bit `f` is set for each flag byte `f` given (all are below 127).
-    seen: u128,
-    /// `T`: the new TTL, as a client exptime.
-    pub ttl: Option<i32>,
-    /// `N`: create on a miss, with this exptime.
-    pub vivify: Option<i32>,
-    /// `R`: win the recache token when the TTL left is below this.
-    pub recache: Option<i32>,
-    /// `F`: client flags to store (0 without).
-    pub client_flags: u32,
-    /// `C`: the CAS value to compare with.
-    pub compare_cas: Option<u64>,
-    /// `J`: `ma`'s initial value when it creates the item (0 without).
-    pub initial: u64,
-    /// `D`: `ma`'s delta (1 without).
-    pub delta: u64,
-}
-
-impl<'a> MetaFlags<'a> {
-    fn new(raw: &'a [u8]) -> Self {
-        MetaFlags {
-            raw,
-            seen: 0,
-            ttl: None,
-            vivify: None,
-            recache: None,
-            client_flags: 0,
-            compare_cas: None,
-            initial: 0,
-            delta: 1,
-        }
-    }
-
-    /// True if flag `flag` (`b'v'`, `b'q'`, ...) was given.
-    pub fn has(&self, flag: u8) -> bool {
-        flag < 128 && self.seen & (1 << flag) != 0
-    }
-
-    /// The flag tokens in request order, each starting with its flag byte.
-    pub fn tokens(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.raw.split(|&b| b == b' ').filter(|t| !t.is_empty())
-    }
-
-    /// `q`: hide the nominal replies (which ones depends on the command).
-    pub fn quiet(&self) -> bool {
-        self.has(b'q')
-    }
-}
-
-/// One meta command, borrowing the read buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MetaCommand<'a> {
-    pub op: MetaOp,
-    pub key: MetaKey<'a>,
-    pub flags: MetaFlags<'a>,
-    /// `ms`'s data block, without its CRLF; empty for the other commands.
-    pub value: &'a [u8],
-}
 
 /// The line of an `ms` whose data length parsed: its data block follows,
 /// and is swallowed whole if the command is refused.
@@ -172,8 +56,8 @@ pub struct MetaSetHeader<'a> {
 
 impl<'a> MetaSetHeader<'a> {
     /// The command once its data block is known.
-    pub fn with_value(&self, value: &'a [u8]) -> Command<'a> {
-        Command::Meta(MetaCommand {
+    pub fn with_value(&self, value: &'a [u8]) -> Request<'a> {
+        Request::Meta(MetaCommand {
             value,
             ..self.command
         })
@@ -192,7 +76,7 @@ fn error<'a>(error: ProtocolError) -> Parsed<'a> {
 /// Parses the line of a two-byte command starting with `m`.
 pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
     let op = match t.get(0)[1] {
-        b'n' => return Parsed::Frame(Frame::Command(Command::MetaNoop)),
+        b'n' => return Parsed::Frame(Frame::Request(Request::MetaNoop)),
         b'e' => return debug(t),
         b'g' => MetaOp::Get,
         b's' => MetaOp::Set {
@@ -260,7 +144,7 @@ pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
 }
 
 fn command<'a>(op: MetaOp, key: &'a [u8], binary: bool, flags: MetaFlags<'a>) -> Parsed<'a> {
-    Parsed::Frame(Frame::Command(Command::Meta(MetaCommand {
+    Parsed::Frame(Frame::Request(Request::Meta(MetaCommand {
         op,
         key: MetaKey { token: key, binary },
         flags,
@@ -444,7 +328,7 @@ mod tests {
 
     fn meta(line: &str) -> MetaCommand<'_> {
         match parsed(line) {
-            Parsed::Frame(Frame::Command(Command::Meta(m))) => m,
+            Parsed::Frame(Frame::Request(Request::Meta(m))) => m,
             other => panic!("{line}: expected a meta command, got {other:?}"),
         }
     }
@@ -749,7 +633,7 @@ mod tests {
         assert!(h.command.key.is_binary());
         assert_eq!(
             h.with_value(b"x"),
-            Command::Meta(MetaCommand {
+            Request::Meta(MetaCommand {
                 value: b"x",
                 ..h.command
             })
@@ -762,7 +646,7 @@ mod tests {
     fn noop_takes_any_arguments() {
         assert_eq!(
             parsed("mn a b c\r\n"),
-            Parsed::Frame(Frame::Command(Command::MetaNoop))
+            Parsed::Frame(Frame::Request(Request::MetaNoop))
         );
     }
 }

@@ -1,4 +1,4 @@
-//! The memcached text protocol: bytes in, [`Command`]s out, and the wire
+//! The memcached text protocol: bytes in, [`Request`]s out, and the wire
 //! spelling of every error.
 //!
 //! This module knows nothing of the store or of sockets. [`codec::Decoder`]
@@ -17,12 +17,14 @@
 //!   (`tests.rs`).
 //! - `meta.rs`: the meta commands (`mg`, `ms`, ...), with `base64.rs` for
 //!   their binary keys.
+//! - `request.rs`: [`Request`], the typed request every parser produces
+//!   and the executor runs, whatever wire format carried it.
 //! - `reply.rs`: typed replies, and the composers that spell them in the
 //!   request's wire format (`noreply`, meta `q` and echoed flags).
 //! - `test_support.rs` (tests only): decoding as a connection does it.
 //!
 //! The types the parts share live here, so that imports between the parts
-//! run one way: [`Command`], [`Frame`], [`Parsed`], [`ProtocolError`] and
+//! run one way: [`Request`], [`Frame`], [`Parsed`], [`ProtocolError`] and
 //! the limits.
 //!
 //! Parsing uses nom where a grammar reads better declared than scanned:
@@ -44,6 +46,7 @@ pub mod codec;
 pub mod meta;
 pub mod number;
 pub mod reply;
+pub mod request;
 pub mod tokens;
 
 #[cfg(test)]
@@ -51,7 +54,7 @@ mod test_support;
 
 use std::fmt;
 
-use crate::item_rules::StoreMode;
+pub use request::{Keys, Request, ShutdownMode};
 use tokens::Tokens;
 
 /// Longest key memcached accepts, in bytes.
@@ -68,117 +71,6 @@ pub const GET_LINE_MAX_LEN: usize = 4 * 1024 * 1024;
 /// memcached splits a command line into at most this many tokens (the command
 /// included); only the retrieval commands re-split the rest of the line.
 pub const MAX_TOKENS: usize = 24;
-
-/// The keys of a retrieval command (or the arguments of `stats`), kept as the
-/// raw rest of the line so that a get of hundreds of keys allocates nothing.
-/// Tokens are separated by runs of spaces only (a TAB is part of a key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keys<'a> {
-    raw: &'a [u8],
-}
-
-impl<'a> Keys<'a> {
-    pub fn new(raw: &'a [u8]) -> Self {
-        Keys { raw }
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.raw.split(|&b| b == b' ').filter(|t| !t.is_empty())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.iter().next().is_none()
-    }
-
-    pub fn raw(&self) -> &'a [u8] {
-        self.raw
-    }
-}
-
-/// One complete request of the classic text protocol, borrowing the read
-/// buffer it was parsed from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command<'a> {
-    /// `get`/`bget` (`cas: false`) and `gets` (`cas: true`).
-    Get {
-        keys: Keys<'a>,
-        cas: bool,
-    },
-    /// `gat` / `gats`: get and set a new exptime.
-    Gat {
-        exptime: i64,
-        keys: Keys<'a>,
-        cas: bool,
-    },
-    /// `set`/`add`/`replace`/`append`/`prepend`/`cas` with its data block.
-    Store {
-        mode: StoreMode,
-        key: &'a [u8],
-        flags: u32,
-        exptime: i64,
-        value: &'a [u8],
-        /// The `cas-unique` argument; 0 for every mode but [`StoreMode::Cas`].
-        cas_unique: u64,
-        noreply: bool,
-    },
-    Delete {
-        key: &'a [u8],
-        noreply: bool,
-    },
-    /// `incr` (`incr: true`) and `decr`.
-    Arith {
-        key: &'a [u8],
-        delta: u64,
-        incr: bool,
-        noreply: bool,
-    },
-    Touch {
-        key: &'a [u8],
-        exptime: i64,
-        noreply: bool,
-    },
-    /// `flush_all [delay]`; a delay of 0 or less flushes now.
-    FlushAll {
-        delay: i64,
-        noreply: bool,
-    },
-    Version,
-    Verbosity {
-        noreply: bool,
-    },
-    Quit,
-    /// `shutdown [graceful]`. An unknown mode is still a `Shutdown`, because
-    /// memcached refuses the command first when `-A` is off.
-    Shutdown {
-        mode: ShutdownMode,
-    },
-    /// `stats [args...]`; the arguments pick the sub-command.
-    Stats {
-        args: Keys<'a>,
-    },
-    /// `cache_memlimit <megabytes>`.
-    CacheMemlimit {
-        megabytes: u64,
-        noreply: bool,
-    },
-    /// `lru_crawler <args>`; only `metadump` is served.
-    LruCrawler {
-        args: Keys<'a>,
-    },
-    /// `mn`: the no-op that fences a pipeline.
-    MetaNoop,
-    /// `mg`, `ms`, `md`, `ma`, `me`.
-    Meta(meta::MetaCommand<'a>),
-}
-
-/// The argument of `shutdown`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ShutdownMode {
-    Immediate,
-    Graceful,
-    /// Any other argument: `CLIENT_ERROR invalid shutdown mode` when enabled.
-    Invalid,
-}
 
 /// A request the server must answer with an error line. The connection stays
 /// open; connection-fatal input is [`Frame::Close`] instead.
@@ -291,7 +183,7 @@ pub struct Rejected {
 /// One item out of the decoder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
-    Command(Command<'a>),
+    Request(Request<'a>),
     /// An error reply; `noreply` hides it as memcached's classic commands do.
     Error {
         error: ProtocolError,

@@ -19,7 +19,7 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
-use super::meta::{MetaFlags, MetaOp};
+use super::request::{MetaFlags, MetaOp};
 use super::{ProtocolError, base64};
 
 /// An item as a lookup returns it, in the terms replies need.
@@ -536,11 +536,11 @@ mod tests {
     /// The flags of `mg k <flags>`, as the decoder parses them.
     fn parse_flags(flags: &[u8]) -> MetaFlags<'static> {
         use crate::protocol::codec::{Decode, Decoder};
-        use crate::protocol::{Command, Frame};
+        use crate::protocol::{Frame, Request};
         let line: &'static [u8] = Box::leak([b"mg k ", flags, b"\r\n"].concat().into());
         match Decoder::new(Default::default()).decode(line) {
             Decode::Frame {
-                frame: Some(Frame::Command(Command::Meta(cmd))),
+                frame: Some(Frame::Request(Request::Meta(cmd))),
                 ..
             } => cmd.flags,
             other => panic!("not a meta command: {other:?}"),

@@ -4,7 +4,7 @@
 //! decoder, so each case also checks how much of the input it consumed.
 
 use super::codec::{Decode, Decoder};
-use super::{Command, Frame, Keys, ProtocolError};
+use super::{Frame, Keys, ProtocolError, Request};
 use crate::item_rules::{Limits, StoreMode};
 
 /// An error reply that `noreply` does not hide.
@@ -59,7 +59,7 @@ pub fn store<'a>(
     cas_unique: u64,
     noreply: bool,
 ) -> Frame<'a> {
-    Frame::Command(Command::Store {
+    Frame::Request(Request::Store {
         mode,
         key,
         flags,
@@ -76,8 +76,8 @@ pub fn set<'a>(key: &'a [u8], value: &'a [u8]) -> Frame<'a> {
 }
 
 /// A command frame.
-pub fn cmd(c: Command<'_>) -> Frame<'_> {
-    Frame::Command(c)
+pub fn cmd(c: Request<'_>) -> Frame<'_> {
+    Frame::Request(c)
 }
 
 /// The raw key bytes of a command's key list, for comparisons.

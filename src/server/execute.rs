@@ -14,9 +14,10 @@ use bytes::BytesMut;
 
 use super::{Context, Flow, Replies, stats_reply};
 use crate::item_rules::StoreMode;
-use crate::protocol::meta::{KeyBuf, MetaCommand, MetaFlags, MetaOp, long_opaque};
+use crate::protocol::meta::long_opaque;
 use crate::protocol::reply::{self, Item, Reply, Wire};
-use crate::protocol::{Command, Frame, KEY_MAX_LEN, Keys, ProtocolError, Rejected, ShutdownMode};
+use crate::protocol::request::{KeyBuf, MetaCommand, MetaFlags, MetaOp};
+use crate::protocol::{Frame, KEY_MAX_LEN, Keys, ProtocolError, Rejected, Request, ShutdownMode};
 use crate::store::{
     ArithRequest, ArithResult, DeleteRequest, DeleteResult, GetRequest, Hit, Lookup, Step,
     StoreRequest, StoreResult,
@@ -25,11 +26,11 @@ use crate::store::{
 /// Runs one frame.
 pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut) -> Flow {
     match frame {
-        Frame::Command(Command::Meta(cmd)) => {
+        Frame::Request(Request::Meta(cmd)) => {
             meta(cmd, cx, out);
             Flow::Continue
         }
-        Frame::Command(cmd) => {
+        Frame::Request(cmd) => {
             let wire = classic_wire(&cmd);
             execute(cmd, cx, &mut Replies::new(wire, out))
         }
@@ -57,16 +58,16 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
 }
 
 /// How a classic command's replies are spelled.
-fn classic_wire(cmd: &Command<'_>) -> Wire<'static> {
+fn classic_wire(cmd: &Request<'_>) -> Wire<'static> {
     let (noreply, cas) = match *cmd {
-        Command::Get { cas, .. } | Command::Gat { cas, .. } => (false, cas),
-        Command::Store { noreply, .. }
-        | Command::Delete { noreply, .. }
-        | Command::Arith { noreply, .. }
-        | Command::Touch { noreply, .. }
-        | Command::FlushAll { noreply, .. }
-        | Command::Verbosity { noreply }
-        | Command::CacheMemlimit { noreply, .. } => (noreply, false),
+        Request::Get { cas, .. } | Request::Gat { cas, .. } => (false, cas),
+        Request::Store { noreply, .. }
+        | Request::Delete { noreply, .. }
+        | Request::Arith { noreply, .. }
+        | Request::Touch { noreply, .. }
+        | Request::FlushAll { noreply, .. }
+        | Request::Verbosity { noreply }
+        | Request::CacheMemlimit { noreply, .. } => (noreply, false),
         _ => (false, false),
     };
     Wire::Classic { noreply, cas }
@@ -97,16 +98,16 @@ fn exptime32(exptime: i64) -> i64 {
 }
 
 /// Runs one classic command.
-fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flow {
+fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flow {
     let store = &cx.shared.store;
     let now = cx.now;
     match cmd {
-        Command::Get { keys, .. } => get(keys, None, cx, out),
-        Command::Gat { exptime, keys, .. } => {
+        Request::Get { keys, .. } => get(keys, None, cx, out),
+        Request::Gat { exptime, keys, .. } => {
             let deadline = store.clock().deadline(exptime32(exptime), now);
             get(keys, Some(deadline), cx, out);
         }
-        Command::Store {
+        Request::Store {
             mode,
             key,
             flags,
@@ -125,16 +126,16 @@ fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
             }
             write(req, mode == StoreMode::Cas, cx, out);
         }
-        Command::Delete { key, .. } => {
+        Request::Delete { key, .. } => {
             if cx.shared.detail.enabled() {
                 cx.shared.detail.record_delete(key);
             }
             delete(DeleteRequest::new(key), cx, out);
         }
-        Command::Arith {
+        Request::Arith {
             key, delta, incr, ..
         } => arith(ArithRequest::new(key, incr, delta), cx, out, None),
-        Command::Touch { key, exptime, .. } => {
+        Request::Touch { key, exptime, .. } => {
             cx.stats.cmd_touch += 1;
             let deadline = store.clock().deadline(exptime32(exptime), now);
             let hit = store.touch(key, deadline, now);
@@ -145,7 +146,7 @@ fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
             }
             out.send(if hit { Reply::Touched } else { Reply::NotFound });
         }
-        Command::FlushAll { delay, .. } => {
+        Request::FlushAll { delay, .. } => {
             if !cx.shared.config.flush_enabled {
                 out.send(Reply::Error(ProtocolError::FlushDisabled));
                 return Flow::Continue;
@@ -165,10 +166,10 @@ fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
             }
             out.send(Reply::Ok);
         }
-        Command::Version => out.send(Reply::Version(crate::VERSION)),
-        Command::Verbosity { .. } => out.send(Reply::Ok),
-        Command::Quit => return Flow::Close,
-        Command::Shutdown { mode } => {
+        Request::Version => out.send(Reply::Version(crate::VERSION)),
+        Request::Verbosity { .. } => out.send(Reply::Ok),
+        Request::Quit => return Flow::Close,
+        Request::Shutdown { mode } => {
             if !cx.shared.config.shutdown_enabled {
                 out.send(Reply::Error(ProtocolError::ShutdownNotEnabled));
                 return Flow::Continue;
@@ -181,8 +182,8 @@ fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
                 }
             }
         }
-        Command::Stats { args } => stats_reply::stats(args, cx, out),
-        Command::CacheMemlimit { megabytes, .. } => {
+        Request::Stats { args } => stats_reply::stats(args, cx, out),
+        Request::CacheMemlimit { megabytes, .. } => {
             if megabytes < 8 {
                 out.send(Reply::Error(ProtocolError::MemlimitTooSmall));
             } else if megabytes > 1_000_000_000 {
@@ -192,9 +193,9 @@ fn execute(cmd: Command<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
                 out.send(Reply::Ok);
             }
         }
-        Command::LruCrawler { args } => lru_crawler(args, cx, out),
-        Command::MetaNoop => out.send(Reply::MetaNoop),
-        Command::Meta(_) => unreachable!("meta commands run in meta()"),
+        Request::LruCrawler { args } => lru_crawler(args, cx, out),
+        Request::MetaNoop => out.send(Reply::MetaNoop),
+        Request::Meta(_) => unreachable!("meta commands run in meta()"),
     }
     Flow::Continue
 }

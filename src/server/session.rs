@@ -21,7 +21,7 @@ use super::execute::execute_frame;
 use super::{Context, Flow, Shared};
 use crate::auth::{self, AuthFile};
 use crate::protocol::codec::{Decode, Decoder};
-use crate::protocol::{Command, Frame, ProtocolError};
+use crate::protocol::{Frame, ProtocolError, Request};
 use crate::stats::{BatchKinds, CommandKind, Latency, LocalStats};
 
 /// Replies are sent early once this much is buffered, so a client pipelining
@@ -235,16 +235,16 @@ impl Session {
 /// What a decoded frame counts as in the processing-time histogram.
 fn kind_of(frame: &Frame<'_>) -> CommandKind {
     match frame {
-        Frame::Command(cmd) => match cmd {
-            Command::Get { .. } => CommandKind::Get,
-            Command::Gat { .. } => CommandKind::Gat,
-            Command::Store { .. } => CommandKind::Set,
-            Command::Delete { .. } => CommandKind::Delete,
-            Command::Arith { incr: true, .. } => CommandKind::Incr,
-            Command::Arith { incr: false, .. } => CommandKind::Decr,
-            Command::Touch { .. } => CommandKind::Touch,
-            Command::FlushAll { .. } => CommandKind::FlushAll,
-            Command::MetaNoop => CommandKind::Meta,
+        Frame::Request(cmd) => match cmd {
+            Request::Get { .. } => CommandKind::Get,
+            Request::Gat { .. } => CommandKind::Gat,
+            Request::Store { .. } => CommandKind::Set,
+            Request::Delete { .. } => CommandKind::Delete,
+            Request::Arith { incr: true, .. } => CommandKind::Incr,
+            Request::Arith { incr: false, .. } => CommandKind::Decr,
+            Request::Touch { .. } => CommandKind::Touch,
+            Request::FlushAll { .. } => CommandKind::FlushAll,
+            Request::MetaNoop => CommandKind::Meta,
             _ => CommandKind::Other,
         },
         Frame::Rejected(_) | Frame::Error { .. } => CommandKind::Error,

@@ -19,7 +19,7 @@
 
 use super::number::{safe_strtol, safe_strtoul, safe_strtoull};
 use super::tokens::Tokens;
-use super::{Command, Frame, KEY_MAX_LEN, Keys, Parsed, ProtocolError, ShutdownMode};
+use super::{Frame, KEY_MAX_LEN, Keys, Parsed, ProtocolError, Request, ShutdownMode};
 use crate::item_rules::StoreMode;
 
 /// The parsed line of a storage command; `bytes` data bytes and a CRLF follow.
@@ -37,8 +37,8 @@ pub struct StoreHeader<'a> {
 
 impl<'a> StoreHeader<'a> {
     /// The command once its data block is known.
-    pub fn with_value(&self, value: &'a [u8]) -> Command<'a> {
-        Command::Store {
+    pub fn with_value(&self, value: &'a [u8]) -> Request<'a> {
+        Request::Store {
             mode: self.mode,
             key: self.key,
             flags: self.flags,
@@ -54,8 +54,8 @@ impl<'a> StoreHeader<'a> {
 // Commands
 // ---------------------------------------------------------------------------
 
-fn command(cmd: Command<'_>) -> Parsed<'_> {
-    Parsed::Frame(Frame::Command(cmd))
+fn command(cmd: Request<'_>) -> Parsed<'_> {
+    Parsed::Frame(Frame::Request(cmd))
 }
 
 fn error<'a>(error: ProtocolError, noreply: bool) -> Parsed<'a> {
@@ -99,7 +99,7 @@ pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
         }
         b's' => match cmd {
             b"set" => storage(t, StoreMode::Set),
-            b"stats" => command(Command::Stats {
+            b"stats" => command(Request::Stats {
                 args: Keys::new(t.after(0)),
             }),
             b"shutdown" => shutdown(t),
@@ -133,10 +133,10 @@ pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
             b"prepend" => storage(t, StoreMode::Prepend),
             b"bget" if n >= 3 => get(t, false),
             b"flush_all" => flush_all(t),
-            b"version" => command(Command::Version),
-            b"quit" => command(Command::Quit),
+            b"version" => command(Request::Version),
+            b"quit" => command(Request::Quit),
             b"verbosity" => verbosity(t),
-            b"lru_crawler" if n >= 3 => command(Command::LruCrawler {
+            b"lru_crawler" if n >= 3 => command(Request::LruCrawler {
                 args: Keys::new(t.after(0)),
             }),
             // Known to memcached but not offered here: a plain `ERROR`,
@@ -156,7 +156,7 @@ fn get<'a>(t: &Tokens<'a>, cas: bool) -> Parsed<'a> {
     if keys.iter().any(|k| k.len() > KEY_MAX_LEN) {
         return error(ProtocolError::RetrievalKeyTooLong, false);
     }
-    command(Command::Get { keys, cas })
+    command(Request::Get { keys, cas })
 }
 
 /// `gat`/`gats <exptime> <key>*`: no key at all is fine (the reply is `END`).
@@ -168,7 +168,7 @@ fn gat<'a>(t: &Tokens<'a>, cas: bool) -> Parsed<'a> {
     if keys.iter().any(|k| k.len() > KEY_MAX_LEN) {
         return error(ProtocolError::RetrievalKeyTooLong, false);
     }
-    command(Command::Gat {
+    command(Request::Gat {
         exptime: i64::from(exptime),
         keys,
         cas,
@@ -243,7 +243,7 @@ fn delete<'a>(t: &Tokens<'a>) -> Parsed<'a> {
     if key.len() > KEY_MAX_LEN {
         return error(ProtocolError::BadCommandLineFormat, noreply);
     }
-    command(Command::Delete { key, noreply })
+    command(Request::Delete { key, noreply })
 }
 
 /// A line of `incr`, `decr` or `touch` (`<cmd> <key> <arg> [noreply]`)
@@ -281,7 +281,7 @@ fn arith<'a>(t: &Tokens<'a>, incr: bool) -> Parsed<'a> {
         Err((refused, noreply)) => return error(refused, noreply),
     };
     match safe_strtoull(argument) {
-        Some(delta) => command(Command::Arith {
+        Some(delta) => command(Request::Arith {
             key,
             delta,
             incr,
@@ -299,7 +299,7 @@ fn touch<'a>(t: &Tokens<'a>) -> Parsed<'a> {
         Err((refused, noreply)) => return error(refused, noreply),
     };
     match safe_strtol(argument) {
-        Some(exptime) => command(Command::Touch {
+        Some(exptime) => command(Request::Touch {
             key,
             exptime: i64::from(exptime),
             noreply,
@@ -325,7 +325,7 @@ fn flush_all<'a>(t: &Tokens<'a>) -> Parsed<'a> {
             None => return error(ProtocolError::InvalidExptime, noreply),
         }
     }
-    command(Command::FlushAll {
+    command(Request::FlushAll {
         delay: i64::from(delay),
         noreply,
     })
@@ -339,7 +339,7 @@ fn verbosity<'a>(t: &Tokens<'a>) -> Parsed<'a> {
     }
     let noreply = t.noreply();
     match safe_strtoul(t.get(1)) {
-        Some(_) => command(Command::Verbosity { noreply }),
+        Some(_) => command(Request::Verbosity { noreply }),
         None => error(ProtocolError::BadCommandLineFormat, noreply),
     }
 }
@@ -354,7 +354,7 @@ fn cache_memlimit<'a>(t: &Tokens<'a>) -> Parsed<'a> {
     }
     let noreply = t.noreply();
     match safe_strtoul(t.get(1)) {
-        Some(mb) => command(Command::CacheMemlimit {
+        Some(mb) => command(Request::CacheMemlimit {
             megabytes: u64::from(mb),
             noreply,
         }),
@@ -370,7 +370,7 @@ fn shutdown<'a>(t: &Tokens<'a>) -> Parsed<'a> {
         3 if t.get(1) == b"graceful" => ShutdownMode::Graceful,
         _ => ShutdownMode::Invalid,
     };
-    command(Command::Shutdown { mode })
+    command(Request::Shutdown { mode })
 }
 
 #[cfg(test)]

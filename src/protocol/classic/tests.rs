@@ -4,7 +4,7 @@
 use crate::item_rules::StoreMode;
 use crate::protocol::test_support::*;
 use crate::protocol::tokens::Tokens;
-use crate::protocol::{Command, Frame, Keys, ProtocolError, ShutdownMode};
+use crate::protocol::{Frame, Keys, ProtocolError, Request, ShutdownMode};
 
 /// Line-only requests: the frame, consuming the whole input.
 #[test]
@@ -15,12 +15,12 @@ fn line_commands() {
         // line shape (the codec cuts line ends and NULs: see its tests)
         ("   \r\n".into(), unknown()),
         ("x\r\n".into(), unknown()),
-        ("   version   \r\n".into(), cmd(Command::Version)),
+        ("   version   \r\n".into(), cmd(Request::Version)),
         ("VERSION\r\n".into(), unknown()),
         ("STATS\r\n".into(), unknown()),
-        ("version x y\r\n".into(), cmd(Command::Version)),
-        ("quit\r\n".into(), cmd(Command::Quit)),
-        ("quit now please\r\n".into(), cmd(Command::Quit)),
+        ("version x y\r\n".into(), cmd(Request::Version)),
+        ("quit\r\n".into(), cmd(Request::Quit)),
+        ("quit now please\r\n".into(), cmd(Request::Quit)),
         // get
         ("get\r\n".into(), unknown()),
         ("get \r\n".into(), unknown()),
@@ -43,35 +43,35 @@ fn line_commands() {
         // delete
         (
             "delete k\r\n".into(),
-            cmd(Command::Delete {
+            cmd(Request::Delete {
                 key: b"k",
                 noreply: false,
             }),
         ),
         (
             "delete k 0\r\n".into(),
-            cmd(Command::Delete {
+            cmd(Request::Delete {
                 key: b"k",
                 noreply: false,
             }),
         ),
         (
             "delete k noreply\r\n".into(),
-            cmd(Command::Delete {
+            cmd(Request::Delete {
                 key: b"k",
                 noreply: true,
             }),
         ),
         (
             "delete k 0 noreply\r\n".into(),
-            cmd(Command::Delete {
+            cmd(Request::Delete {
                 key: b"k",
                 noreply: true,
             }),
         ),
         (
             "delete noreply\r\n".into(),
-            cmd(Command::Delete {
+            cmd(Request::Delete {
                 key: b"noreply",
                 noreply: false,
             }),
@@ -98,7 +98,7 @@ fn line_commands() {
         // incr / decr
         (
             "incr k 5\r\n".into(),
-            cmd(Command::Arith {
+            cmd(Request::Arith {
                 key: b"k",
                 delta: 5,
                 incr: true,
@@ -107,7 +107,7 @@ fn line_commands() {
         ),
         (
             "decr k 5 noreply\r\n".into(),
-            cmd(Command::Arith {
+            cmd(Request::Arith {
                 key: b"k",
                 delta: 5,
                 incr: false,
@@ -116,7 +116,7 @@ fn line_commands() {
         ),
         (
             "incr k +5\r\n".into(),
-            cmd(Command::Arith {
+            cmd(Request::Arith {
                 key: b"k",
                 delta: 5,
                 incr: true,
@@ -125,7 +125,7 @@ fn line_commands() {
         ),
         (
             "incr k 18446744073709551615\r\n".into(),
-            cmd(Command::Arith {
+            cmd(Request::Arith {
                 key: b"k",
                 delta: u64::MAX,
                 incr: true,
@@ -134,7 +134,7 @@ fn line_commands() {
         ),
         (
             "incr k 5 foo\r\n".into(),
-            cmd(Command::Arith {
+            cmd(Request::Arith {
                 key: b"k",
                 delta: 5,
                 incr: true,
@@ -157,7 +157,7 @@ fn line_commands() {
         // touch
         (
             "touch k 10\r\n".into(),
-            cmd(Command::Touch {
+            cmd(Request::Touch {
                 key: b"k",
                 exptime: 10,
                 noreply: false,
@@ -165,7 +165,7 @@ fn line_commands() {
         ),
         (
             "touch k -1 noreply\r\n".into(),
-            cmd(Command::Touch {
+            cmd(Request::Touch {
                 key: b"k",
                 exptime: -1,
                 noreply: true,
@@ -181,42 +181,42 @@ fn line_commands() {
         // flush_all
         (
             "flush_all\r\n".into(),
-            cmd(Command::FlushAll {
+            cmd(Request::FlushAll {
                 delay: 0,
                 noreply: false,
             }),
         ),
         (
             "flush_all 10\r\n".into(),
-            cmd(Command::FlushAll {
+            cmd(Request::FlushAll {
                 delay: 10,
                 noreply: false,
             }),
         ),
         (
             "flush_all -5\r\n".into(),
-            cmd(Command::FlushAll {
+            cmd(Request::FlushAll {
                 delay: -5,
                 noreply: false,
             }),
         ),
         (
             "flush_all noreply\r\n".into(),
-            cmd(Command::FlushAll {
+            cmd(Request::FlushAll {
                 delay: 0,
                 noreply: true,
             }),
         ),
         (
             "flush_all 10 noreply\r\n".into(),
-            cmd(Command::FlushAll {
+            cmd(Request::FlushAll {
                 delay: 10,
                 noreply: true,
             }),
         ),
         (
             "flush_all 10 foo\r\n".into(),
-            cmd(Command::FlushAll {
+            cmd(Request::FlushAll {
                 delay: 10,
                 noreply: false,
             }),
@@ -237,15 +237,15 @@ fn line_commands() {
         // verbosity
         (
             "verbosity 1\r\n".into(),
-            cmd(Command::Verbosity { noreply: false }),
+            cmd(Request::Verbosity { noreply: false }),
         ),
         (
             "verbosity 1 noreply\r\n".into(),
-            cmd(Command::Verbosity { noreply: true }),
+            cmd(Request::Verbosity { noreply: true }),
         ),
         (
             "verbosity 1 foo\r\n".into(),
-            cmd(Command::Verbosity { noreply: false }),
+            cmd(Request::Verbosity { noreply: false }),
         ),
         ("verbosity\r\n".into(), unknown()),
         ("verbosity abc\r\n".into(), bad_format()),
@@ -258,59 +258,59 @@ fn line_commands() {
         // shutdown
         (
             "shutdown\r\n".into(),
-            cmd(Command::Shutdown {
+            cmd(Request::Shutdown {
                 mode: ShutdownMode::Immediate,
             }),
         ),
         (
             "shutdown graceful\r\n".into(),
-            cmd(Command::Shutdown {
+            cmd(Request::Shutdown {
                 mode: ShutdownMode::Graceful,
             }),
         ),
         (
             "shutdown foo\r\n".into(),
-            cmd(Command::Shutdown {
+            cmd(Request::Shutdown {
                 mode: ShutdownMode::Invalid,
             }),
         ),
         (
             "shutdown noreply\r\n".into(),
-            cmd(Command::Shutdown {
+            cmd(Request::Shutdown {
                 mode: ShutdownMode::Invalid,
             }),
         ),
         (
             "shutdown graceful x\r\n".into(),
-            cmd(Command::Shutdown {
+            cmd(Request::Shutdown {
                 mode: ShutdownMode::Invalid,
             }),
         ),
         // cache_memlimit
         (
             "cache_memlimit 64\r\n".into(),
-            cmd(Command::CacheMemlimit {
+            cmd(Request::CacheMemlimit {
                 megabytes: 64,
                 noreply: false,
             }),
         ),
         (
             "cache_memlimit 64 noreply\r\n".into(),
-            cmd(Command::CacheMemlimit {
+            cmd(Request::CacheMemlimit {
                 megabytes: 64,
                 noreply: true,
             }),
         ),
         (
             "cache_memlimit 64 foo\r\n".into(),
-            cmd(Command::CacheMemlimit {
+            cmd(Request::CacheMemlimit {
                 megabytes: 64,
                 noreply: false,
             }),
         ),
         (
             "cache_memlimit 4294967304\r\n".into(),
-            cmd(Command::CacheMemlimit {
+            cmd(Request::CacheMemlimit {
                 megabytes: 8,
                 noreply: false,
             }),
@@ -323,8 +323,8 @@ fn line_commands() {
         ("cache_memlimit\r\n".into(), unknown()),
         ("cache_memlimit 1 2 3\r\n".into(), unknown()),
         // meta
-        ("mn\r\n".into(), cmd(Command::MetaNoop)),
-        ("mn a b c\r\n".into(), cmd(Command::MetaNoop)),
+        ("mn\r\n".into(), cmd(Request::MetaNoop)),
+        ("mn a b c\r\n".into(), cmd(Request::MetaNoop)),
         // (meta.rs has the meta commands' own table)
         ("mg\r\n".into(), unknown()),
         ("ms\r\n".into(), unknown()),
@@ -347,7 +347,7 @@ fn line_commands() {
         // A known command, so never the HTTP close (execute answers ERROR).
         (
             "lru_crawler x HTTP/1.1\r\n".into(),
-            cmd(Command::LruCrawler {
+            cmd(Request::LruCrawler {
                 args: Keys::new(b" x HTTP/1.1"),
             }),
         ),
@@ -396,7 +396,7 @@ fn line_commands() {
     let line = format!("delete {k250}\r\n");
     assert_eq!(
         first(line.as_bytes()).1,
-        cmd(Command::Delete {
+        cmd(Request::Delete {
             key: k250.as_bytes(),
             noreply: false
         })
@@ -404,7 +404,7 @@ fn line_commands() {
     let line = format!("get {k250}\r\n");
     assert!(matches!(
         first(line.as_bytes()).1,
-        Frame::Command(Command::Get { .. })
+        Frame::Request(Request::Get { .. })
     ));
 }
 
@@ -414,8 +414,8 @@ fn retrieval_keys() {
         let (consumed, frame) = first(input);
         assert_eq!(consumed, input.len());
         let (keys, cas, exptime) = match frame {
-            Frame::Command(Command::Get { keys, cas }) => (keys, cas, None),
-            Frame::Command(Command::Gat { keys, cas, exptime }) => (keys, cas, Some(exptime)),
+            Frame::Request(Request::Get { keys, cas }) => (keys, cas, None),
+            Frame::Request(Request::Gat { keys, cas, exptime }) => (keys, cas, Some(exptime)),
             other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
         };
         let want: Vec<Vec<u8>> = want_keys.iter().map(|k| k.to_vec()).collect();
@@ -450,7 +450,7 @@ fn retrieval_keys() {
     line.extend_from_slice(b"\r\n");
     let (consumed, frame) = first(&line);
     assert_eq!(consumed, line.len());
-    let Frame::Command(Command::Get { keys, cas: false }) = frame else {
+    let Frame::Request(Request::Get { keys, cas: false }) = frame else {
         panic!("{frame:?}")
     };
     let keys = key_list(&keys);
@@ -477,7 +477,7 @@ fn stats_arguments() {
         ),
     ] {
         let (_, frame) = first(input);
-        let Frame::Command(Command::Stats { args }) = frame else {
+        let Frame::Request(Request::Stats { args }) = frame else {
             panic!("{frame:?}")
         };
         assert_eq!(key_list(&args), want);
@@ -638,7 +638,7 @@ fn token_cap_of_24() {
     let line = "shutdown a b c d e f g h i j k l m n o p q r s t u v w x y z\r\n";
     assert_eq!(
         first(line.as_bytes()).1,
-        cmd(Command::Shutdown {
+        cmd(Request::Shutdown {
             mode: ShutdownMode::Invalid
         })
     );
