@@ -218,7 +218,7 @@ fn meta(
         }
         Reply::Stored { cas } => {
             if !quiet {
-                store_line(out, b"HD", key, binary, flags, *cas);
+                short_line(out, b"HD", flags, key, binary, Some(*cas));
             }
             return;
         }
@@ -235,48 +235,87 @@ fn meta(
         // The rest are spelled as in the classic protocol.
         other => return classic(other, false, out),
     };
-    if matches!(op, MetaOp::Set { .. }) {
-        // An `ms` that stored nothing still returns `c`, as 0.
-        store_line(out, code, key, binary, flags, 0);
-    } else {
-        short_line(out, code, flags, key, binary);
+    // An `ms` that stored nothing still returns `c`, as 0.
+    let cas = matches!(op, MetaOp::Set { .. }).then_some(0);
+    short_line(out, code, flags, key, binary, cas);
+}
+
+/// What a meta reply can return for its flags; a flag whose value is not
+/// here is not echoed (a miss returns only `O` and `k`).
+#[derive(Default)]
+struct Returned {
+    cas: Option<u64>,
+    /// `t`: `Some(None)` prints `-1`.
+    ttl: Option<Option<u32>>,
+    size: Option<usize>,
+    client_flags: Option<u32>,
+    idle: Option<u32>,
+    fetched: Option<bool>,
+}
+
+/// The flags the request asked for, in request order: `O` and `k` always,
+/// the others when `returned` has their value.
+fn put_flags(
+    out: &mut BytesMut,
+    flags: &MetaFlags<'_>,
+    key: &[u8],
+    binary: bool,
+    returned: &Returned,
+) {
+    for token in flags.tokens() {
+        match (token[0], returned) {
+            (b'O', _) => {
+                out.put_u8(b' ');
+                out.put_slice(token);
+            }
+            (b'k', _) => put_key(out, key, binary),
+            (b'c', Returned { cas: Some(cas), .. }) => put_flag(out, b'c', *cas),
+            (b't', Returned { ttl: Some(ttl), .. }) => put_ttl(out, *ttl),
+            (b's', Returned { size: Some(n), .. }) => put_flag(out, b's', *n as u64),
+            (
+                b'f',
+                Returned {
+                    client_flags: Some(f),
+                    ..
+                },
+            ) => put_flag(out, b'f', u64::from(*f)),
+            (b'l', Returned { idle: Some(l), .. }) => put_flag(out, b'l', u64::from(*l)),
+            (
+                b'h',
+                Returned {
+                    fetched: Some(h), ..
+                },
+            ) => put_flag(out, b'h', u64::from(*h)),
+            _ => {}
+        }
     }
 }
 
-/// `VA <len>` or `HD`, the flags a hit returns, then `Z X W`, then the value.
+/// `VA <len>` (the value follows) or `HD`: the code of a hit.
+fn put_head(out: &mut BytesMut, with_value: bool, len: usize) {
+    if with_value {
+        out.put_slice(b"VA ");
+        put_num(out, len as u64);
+    } else {
+        out.put_slice(b"HD");
+    }
+}
+
+/// A hit: its code and flags, then `Z X W`, then the value.
 fn meta_hit(out: &mut BytesMut, key: &[u8], flags: &MetaFlags<'_>, item: &Item<'_>) {
     let data = item.data;
     out.reserve(64 + data.len());
     let with_value = flags.has(b'v');
     put_head(out, with_value, data.len());
-    for token in flags.tokens() {
-        match token[0] {
-            b's' => {
-                out.put_slice(b" s");
-                put_num(out, data.len() as u64);
-            }
-            b't' => put_ttl(out, item.ttl),
-            b'c' => {
-                out.put_slice(b" c");
-                put_num(out, item.cas);
-            }
-            b'f' => {
-                out.put_slice(b" f");
-                put_num(out, u64::from(item.flags));
-            }
-            b'l' => {
-                out.put_slice(b" l");
-                put_num(out, u64::from(item.idle));
-            }
-            b'h' => out.put_slice(if item.fetched { b" h1" } else { b" h0" }),
-            b'O' => {
-                out.put_u8(b' ');
-                out.put_slice(token);
-            }
-            b'k' => put_key(out, key, item.key_binary),
-            _ => {}
-        }
-    }
+    let returned = Returned {
+        cas: Some(item.cas),
+        ttl: Some(item.ttl),
+        size: Some(data.len()),
+        client_flags: Some(item.flags),
+        idle: Some(item.idle),
+        fetched: Some(item.fetched),
+    };
+    put_flags(out, flags, key, item.key_binary, &returned);
     if item.token_sent {
         out.put_slice(b" Z");
     }
@@ -293,54 +332,18 @@ fn meta_hit(out: &mut BytesMut, key: &[u8], flags: &MetaFlags<'_>, item: &Item<'
     }
 }
 
-/// An `ms` reply: its code with its `O`, `k` and `c` flags.
-fn store_line(
-    out: &mut BytesMut,
-    code: &[u8],
-    key: &[u8],
-    binary: bool,
-    flags: &MetaFlags<'_>,
-    cas: u64,
-) {
-    out.put_slice(code);
-    for token in flags.tokens() {
-        match token[0] {
-            b'O' => {
-                out.put_u8(b' ');
-                out.put_slice(token);
-            }
-            b'k' => put_key(out, key, binary),
-            b'c' => {
-                out.put_slice(b" c");
-                put_num(out, cas);
-            }
-            _ => {}
-        }
-    }
-    out.put_slice(b"\r\n");
-}
-
-/// `ma`'s `VA <len>` or `HD` with its flags, then the number.
+/// `ma`'s hit: its code and flags, then the number.
 fn meta_counter(out: &mut BytesMut, key: &[u8], binary: bool, flags: &MetaFlags<'_>, c: &Counter) {
     let mut digits = itoa::Buffer::new();
     let digits = digits.format(c.value).as_bytes();
     let with_value = flags.has(b'v');
     put_head(out, with_value, digits.len());
-    for token in flags.tokens() {
-        match token[0] {
-            b'c' => {
-                out.put_slice(b" c");
-                put_num(out, c.cas);
-            }
-            b't' => put_ttl(out, c.ttl),
-            b'O' => {
-                out.put_u8(b' ');
-                out.put_slice(token);
-            }
-            b'k' => put_key(out, key, binary),
-            _ => {}
-        }
-    }
+    let returned = Returned {
+        cas: Some(c.cas),
+        ttl: Some(c.ttl),
+        ..Returned::default()
+    };
+    put_flags(out, flags, key, binary, &returned);
     out.put_slice(b"\r\n");
     if with_value {
         out.put_slice(digits);
@@ -348,19 +351,21 @@ fn meta_counter(out: &mut BytesMut, key: &[u8], binary: bool, flags: &MetaFlags<
     }
 }
 
-/// The code of a miss or failure line, then only its `O` and `k` flags.
-fn short_line(out: &mut BytesMut, code: &[u8], flags: &MetaFlags<'_>, key: &[u8], binary: bool) {
+/// A reply with no item: its code, `O` and `k`, and for `ms` a `c`.
+fn short_line(
+    out: &mut BytesMut,
+    code: &[u8],
+    flags: &MetaFlags<'_>,
+    key: &[u8],
+    binary: bool,
+    cas: Option<u64>,
+) {
+    let returned = Returned {
+        cas,
+        ..Returned::default()
+    };
     out.put_slice(code);
-    for token in flags.tokens() {
-        match token[0] {
-            b'O' => {
-                out.put_u8(b' ');
-                out.put_slice(token);
-            }
-            b'k' => put_key(out, key, binary),
-            _ => {}
-        }
-    }
+    put_flags(out, flags, key, binary, &returned);
     out.put_slice(b"\r\n");
 }
 
@@ -397,14 +402,11 @@ fn put_key(out: &mut BytesMut, key: &[u8], binary: bool) {
     }
 }
 
-/// The start of a hit's reply: `VA <len>` when the value follows, else `HD`.
-fn put_head(out: &mut BytesMut, with_value: bool, len: usize) {
-    if with_value {
-        out.put_slice(b"VA ");
-        put_num(out, len as u64);
-    } else {
-        out.put_slice(b"HD");
-    }
+/// ` <flag><n>`.
+fn put_flag(out: &mut BytesMut, flag: u8, n: u64) {
+    out.put_u8(b' ');
+    out.put_u8(flag);
+    put_num(out, n);
 }
 
 /// ` t<ttl>`: seconds left, `-1` for none.
