@@ -83,8 +83,11 @@ const IGNORED_EXTENDED: &[&str] = &[
 
 /// The command line as the user typed it.
 #[derive(Parser, Debug, Clone)]
+// A flag given twice takes its last value, as memcached's getopt does; so
+// the command line overrides a --config-file.
 #[command(
     name = "ferrocache",
+    args_override_self = true,
     version,
     disable_version_flag = true,
     about = "A memcached-compatible cache daemon",
@@ -193,6 +196,12 @@ pub struct Cli {
     /// Serve TLS on every TCP connection (see -o ssl_chain_cert, ssl_key).
     #[arg(short = 'Z', long = "enable-ssl")]
     pub enable_ssl: bool,
+
+    /// Read flags from this file first, one per line as in Debian's
+    /// /etc/memcached.conf (`#` comments; `-d`, `-h` and `logfile` lines are
+    /// skipped); flags on the command line win.
+    #[arg(long = "config-file", value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
 
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]

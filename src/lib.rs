@@ -7,7 +7,7 @@
 //! wire format into one write buffer, sent once per batch.
 //!
 //! - [`auth`]: memcached's ascii authentication (`-Y`).
-//! - [`config`]: the command line, spelled as memcached's.
+//! - [`config`]: the command line, spelled as memcached's; [`config_file`]: memcached.conf.
 //! - [`item_rules`]: write modes and item sizes, which protocol and store share.
 //! - [`protocol`]: requests parsed from bytes, replies composed into bytes; no store, no sockets.
 //! - [`store`]: the sharded segment store, second-chance eviction; no protocol, no sockets.
@@ -19,6 +19,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod config_file;
 pub mod item_rules;
 pub mod metrics;
 pub mod protocol;

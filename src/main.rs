@@ -6,12 +6,20 @@ use std::sync::Arc;
 
 use clap::Parser;
 use ferrocache::config::{Cli, Config};
+use ferrocache::config_file;
 use ferrocache::server::{self, Shared};
 use ferrocache::store::{Clock, Store};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match config_file::expand(std::env::args_os().collect(), check_line) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ferrocache: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let config = match cli.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -28,6 +36,18 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("ferrocache: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether one line of a `--config-file` parses as flags on its own.
+fn check_line(args: &[std::ffi::OsString]) -> Result<(), String> {
+    match Cli::try_parse_from(args) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            Err(first.trim_start_matches("error: ").to_string())
         }
     }
 }
