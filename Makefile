@@ -1,12 +1,13 @@
 # One entry point for the checks CI runs; see README.md.
-.PHONY: test lint unit fuzz-replay protocol-tests smoke run
+.PHONY: test lint unit fuzz-replay protocol-tests smoke package run
 
 # Every test: formatting, lints, Rust unit + integration + differential
 # tests (the differential ones need Debian's memcached on PATH), the fuzz
 # targets' replay, the real-client suite in protocol-tests/, then the
 # README's run command, the Docker entry point and the systemd ExecStart
-# started as written (they use the default ports 11211 and 9150).
-test: lint unit fuzz-replay protocol-tests smoke
+# started as written (they use the default ports 11211 and 9150), and last
+# the Debian package built, installed, started and removed (as root).
+test: lint unit fuzz-replay protocol-tests smoke package
 
 lint:
 	cargo fmt --all -- --check
@@ -25,6 +26,9 @@ protocol-tests:
 
 smoke:
 	python3 scripts/smoke.py
+
+package:
+	scripts/deb.sh
 
 run:
 	cargo run --release

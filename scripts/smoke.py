@@ -13,7 +13,15 @@ Each must answer `version`, a `set` and its `get` on 127.0.0.1:11211 and
 serve /metrics on 127.0.0.1:9150, then exit 0 on SIGTERM. Started as root,
 the README's command must not keep running as root.
 
-Usage: scripts/smoke.py [readme|docker|systemd ...]   (default: all three)
+With the Debian package installed (scripts/deb.sh), two more:
+- installed: the installed unit's ExecStart, as written, reading the
+  installed /etc/ferrocache.conf; it must end up running as `ferrocache`;
+- memcached-conf: /usr/bin/ferrocache --config-file on an unchanged copy of
+  Debian's default /etc/memcached.conf (from the memcached package); it must
+  end up running as `memcache`.
+
+Usage: scripts/smoke.py [readme|docker|systemd|installed|memcached-conf ...]
+(default: the first three)
 It uses the fixed default ports on purpose: they are what the commands say.
 """
 
@@ -95,6 +103,14 @@ def systemd_args():
     return [BIN] + args[1:]
 
 
+def installed_unit_args():
+    for unit in ("/lib/systemd/system/ferrocache.service", "/usr/lib/systemd/system/ferrocache.service"):
+        if os.path.exists(unit):
+            with open(unit) as f:
+                return shlex.split(re.search(r"^ExecStart=(.*)$", f.read(), re.M).group(1))
+    sys.exit("smoke: the package's unit is not installed")
+
+
 def as_user(args, uid, gid):
     """Run args as uid:gid when we are root (CI); as ourselves otherwise."""
     if os.geteuid() != 0:
@@ -152,7 +168,7 @@ def euid_of(pid):
     raise AssertionError("no Uid line")
 
 
-def run(name, popen_args, shell=False, not_root=False):
+def run(name, popen_args, shell=False, not_root=False, user=None):
     print(f"smoke: {name}: {popen_args if shell else shlex.join(popen_args)}", flush=True)
     for p in (PORT, METRICS_PORT):
         if port_busy(p):
@@ -171,6 +187,11 @@ def run(name, popen_args, shell=False, not_root=False):
         version = check_serves()
         if not_root:
             assert euid_of(proc.pid) != 0, "the daemon kept running as root"
+        if user is not None:
+            import pwd
+
+            want = pwd.getpwnam(user).pw_uid
+            assert euid_of(proc.pid) == want, f"not running as {user}"
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=STOP_TIMEOUT)
         assert code == 0, f"exit code {code} after SIGTERM"
@@ -209,6 +230,18 @@ def main():
         ok &= run("docker", as_user(args, uid, gid))
     if "systemd" in wanted:
         ok &= run("systemd", as_user(systemd_args(), 65534, 65534))
+    if "installed" in wanted:
+        ok &= run("installed", installed_unit_args(), user="ferrocache")
+    if "memcached-conf" in wanted:
+        import shutil
+        import tempfile
+
+        default = "/usr/share/memcached/memcached.conf.default"
+        with tempfile.TemporaryDirectory() as d:
+            copy = os.path.join(d, "memcached.conf")
+            shutil.copyfile(default, copy)
+            args = ["/usr/bin/ferrocache", "--config-file", copy]
+            ok &= run("memcached-conf", args, user="memcache")
     print(f"smoke: {'all passed' if ok else 'FAILED'}")
     sys.exit(0 if ok else 1)
 
