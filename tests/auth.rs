@@ -2,34 +2,11 @@
 //! loopback port, with replies as memcached 1.6.18 gives them.
 
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::process::Output;
 
 #[allow(dead_code)]
 mod launch;
-use launch::{Launch, Server};
-
-/// A file in the temporary directory, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, contents: &str) -> TempFile {
-        let path =
-            std::env::temp_dir().join(format!("ferrocache-auth-{}-{name}", std::process::id()));
-        std::fs::write(&path, contents).expect("write the auth file");
-        TempFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp path")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use launch::{Launch, Server, TempFile};
 
 impl Server {
     fn client(&self) -> Conn {

@@ -1,33 +1,9 @@
 //! `--config-file` (Debian's memcached.conf format) and the start-up errors
 //! an operator meets, against the built binary.
 
-use std::path::PathBuf;
-
 #[allow(dead_code)]
 mod launch;
-use launch::{Launch, ask};
-
-/// A file in the temporary directory, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, contents: &str) -> TempFile {
-        let path =
-            std::env::temp_dir().join(format!("ferrocache-conf-{}-{name}", std::process::id()));
-        std::fs::write(&path, contents).expect("write the config file");
-        TempFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("a UTF-8 temp path")
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use launch::{Launch, TempFile, ask};
 
 #[test]
 fn the_files_flags_apply_and_the_command_line_wins() {

@@ -504,3 +504,27 @@ pub fn ask(stream: &mut (impl Read + Write + ?Sized), req: &str, until: &str) ->
     }
     String::from_utf8(got).expect("a text reply")
 }
+
+/// A file the server is given (an auth file, a configuration), in the
+/// temporary directory under a name no other test process uses; removed
+/// when dropped.
+pub struct TempFile(PathBuf);
+
+impl TempFile {
+    pub fn new(name: &str, contents: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("ferrocache-test-{}-{name}", std::process::id()));
+        std::fs::write(&path, contents).expect("write the temporary file");
+        TempFile(path)
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
