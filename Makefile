@@ -1,5 +1,5 @@
 # One entry point for the checks CI runs; see README.md.
-.PHONY: test lint unit fuzz-replay protocol-tests smoke package run
+.PHONY: test lint deploy-check unit fuzz-replay protocol-tests smoke package run
 
 # Every test: formatting, lints, Rust unit + integration + differential
 # tests (the differential ones need Debian's memcached on PATH), the fuzz
@@ -7,11 +7,18 @@
 # README's run command, the Docker entry point and the systemd ExecStart
 # started as written (they use the default ports 11211 and 9150), and last
 # the Debian package built, installed, started and removed (as root).
-test: lint unit fuzz-replay protocol-tests smoke package
+test: lint deploy-check unit fuzz-replay protocol-tests smoke package
 
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+
+# The Prometheus rules and their unit tests (promtool, from Debian's
+# prometheus package), and the Grafana dashboard's JSON.
+deploy-check:
+	promtool check rules deploy/prometheus/alerts.yml
+	cd deploy/prometheus && promtool test rules alerts_test.yml
+	python3 -m json.tool deploy/grafana/ferrocache.json >/dev/null
 
 unit:
 	cargo test --all-targets

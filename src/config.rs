@@ -16,6 +16,7 @@ use clap::{ArgAction, Parser};
 use crate::auth::AuthFile;
 use crate::tls::{Tls, TlsOptions};
 
+use crate::hotkeys::HotKeysConfig;
 use crate::item_rules::Limits;
 use crate::store::StoreConfig;
 
@@ -167,7 +168,8 @@ pub struct Cli {
     #[arg(short = 'B', long = "protocol", default_value = "auto")]
     pub protocol: String,
 
-    /// Extended options, comma-separated: idle_timeout=N is honoured;
+    /// Extended options, comma-separated: idle_timeout=N; hot_keys=on|off,
+    /// hot_keys_top=K, hot_keys_window=SECONDS, hot_keys_sample=N;
     /// memcached's slab and LRU tuning options are accepted and ignored.
     #[arg(short = 'o', long = "extended", action = ArgAction::Append)]
     pub extended: Vec<String>,
@@ -184,6 +186,12 @@ pub struct Cli {
         default_value = "127.0.0.1:9150"
     )]
     pub metrics_listen: String,
+
+    /// Export the hottest keys as labels of ferrocache_hot_key_requests in
+    /// /metrics. Off by default: keys may hold data that does not belong in
+    /// a monitoring system.
+    #[arg(long = "metrics-hot-keys")]
+    pub metrics_hot_keys: bool,
 
     /// Do not serve metrics (same as --metrics-listen off).
     #[arg(long = "no-metrics")]
@@ -244,6 +252,10 @@ pub struct Config {
     pub tls: Option<Tls>,
     /// The `-o ssl_*` options, shown by `stats settings` even without `-Z`.
     pub tls_options: TlsOptions,
+    /// `-o hot_keys=...`: the sampled top-K of the hottest keys.
+    pub hot_keys: HotKeysConfig,
+    /// `--metrics-hot-keys`: the top keys as labels in /metrics.
+    pub metrics_hot_keys: bool,
     /// Warnings for accepted-but-ignored options, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -375,6 +387,7 @@ impl Cli {
         }
 
         let mut idle_timeout = None;
+        let mut hot_keys = HotKeysConfig::default();
         let mut tls_options = TlsOptions {
             min_version: "tlsv1.2".into(),
             ..Default::default()
@@ -395,6 +408,29 @@ impl Cli {
                         _ => return err(format!("Invalid idle_timeout: {opt}")),
                     };
                     idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+                }
+                "hot_keys" => {
+                    hot_keys.enabled = match value {
+                        Some("on") => true,
+                        Some("off") => false,
+                        _ => return err(format!("Invalid hot_keys: {opt} (on or off)")),
+                    };
+                }
+                "hot_keys_top" | "hot_keys_window" | "hot_keys_sample" => {
+                    let (min, max) = match name {
+                        "hot_keys_top" => (1, 100),
+                        "hot_keys_window" => (2, 3600),
+                        _ => (1, 65536),
+                    };
+                    let n = match value.map(str::parse::<u32>) {
+                        Some(Ok(n)) if (min..=max).contains(&n) => n,
+                        _ => return err(format!("Invalid {name}: {opt} ({min} to {max})")),
+                    };
+                    match name {
+                        "hot_keys_top" => hot_keys.top = n as usize,
+                        "hot_keys_window" => hot_keys.window = n,
+                        _ => hot_keys.sample = n,
+                    }
                 }
                 "ssl_chain_cert" | "ssl_key" | "ssl_ca_cert" => {
                     let path = match value {
@@ -493,6 +529,8 @@ impl Cli {
             conn_limit: self.conn_limit,
             reqs_per_event: self.reqs_per_event,
             idle_timeout,
+            hot_keys,
+            metrics_hot_keys: self.metrics_hot_keys,
             flush_enabled: !self.disable_flush_all,
             shutdown_enabled: self.enable_shutdown,
             pidfile: self.pidfile.clone(),
@@ -645,6 +683,38 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(5)));
         assert_eq!(c.warnings.len(), 2);
         assert!(cli(&["-o", "idle_timeout=abc"]).is_err());
+    }
+
+    #[test]
+    fn hot_keys_options_set_the_top_k_and_refuse_bad_values() {
+        let c = cli(&[]).unwrap();
+        assert_eq!(c.hot_keys, HotKeysConfig::default());
+        assert!(c.hot_keys.enabled);
+        let c = cli(&[
+            "-o",
+            "hot_keys=off,hot_keys_top=5,hot_keys_window=30,hot_keys_sample=2",
+        ])
+        .unwrap();
+        assert_eq!(
+            c.hot_keys,
+            HotKeysConfig {
+                enabled: false,
+                top: 5,
+                window: 30,
+                sample: 2
+            }
+        );
+        for bad in [
+            "hot_keys=maybe",
+            "hot_keys_top=0",
+            "hot_keys_top=101",
+            "hot_keys_window=1",
+            "hot_keys_sample=0",
+            "hot_keys_sample=x",
+        ] {
+            assert!(cli(&["-o", bad]).is_err(), "{bad}");
+        }
+        assert!(cli(&["--metrics-hot-keys"]).unwrap().metrics_hot_keys);
     }
 
     #[test]

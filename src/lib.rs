@@ -8,6 +8,7 @@
 //!
 //! - [`auth`]: memcached's ascii authentication (`-Y`).
 //! - [`config`]: the command line, spelled as memcached's; [`config_file`]: memcached.conf.
+//! - [`hotkeys`]: the sampled top-K of the hottest keys (`stats hotkeys`).
 //! - [`item_rules`]: write modes and item sizes, which protocol and store share.
 //! - [`protocol`]: requests parsed from bytes, replies composed into bytes; no store, no sockets.
 //! - [`store`]: the sharded segment store, second-chance eviction; no protocol, no sockets.
@@ -20,6 +21,7 @@
 pub mod auth;
 pub mod config;
 pub mod config_file;
+pub mod hotkeys;
 pub mod item_rules;
 pub mod metrics;
 pub mod protocol;

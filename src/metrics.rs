@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::hotkeys::{HotKeys, shown_key};
 use crate::stats::{CommandKind, Detail, LATENCY_BOUNDS_NS, LATENCY_BUCKETS, Stats};
 use crate::store::Store;
 
@@ -94,9 +95,13 @@ pub const RESIDENT_MEMORY: &str = "ferrocache_process_resident_memory_bytes";
 pub const LAST_EVICTED_AGE: &str = "ferrocache_last_evicted_item_age_seconds";
 pub const OLDEST_ITEM_AGE: &str = "ferrocache_oldest_item_age_seconds";
 pub const DETAIL_ENABLED: &str = "ferrocache_stats_detail_enabled";
+pub const HOT_KEY_SHARE: &str = "ferrocache_hot_key_share";
+pub const HOT_KEY_REQUESTS: &str = "ferrocache_hot_key_requests";
 
 const COMMAND_DURATION_HELP: &str = "Time to decode, execute and encode one request, by command \
      (not network or queueing time); a pipelined batch's time is shared evenly among its requests.";
+const HOT_KEY_REQUESTS_HELP: &str = "Estimated requests for each of the hottest keys over the \
+     hot-key window (shown with --metrics-hot-keys).";
 const CPU_USER_HELP: &str = "Accumulated user time for this process.";
 const CPU_SYSTEM_HELP: &str = "Accumulated system time for this process.";
 
@@ -269,6 +274,10 @@ fn describe() {
         DETAIL_ENABLED,
         "Whether stats detail per-prefix counting is on."
     );
+    describe_gauge!(
+        HOT_KEY_SHARE,
+        "Share of this node's sampled requests over the hot-key window that the hottest key took (0 to 1)."
+    );
 }
 
 /// The registry behind `/metrics`.
@@ -299,6 +308,9 @@ pub struct View<'a> {
     pub conn_limit: usize,
     /// Whether connections time their commands (the histogram is served).
     pub timing: bool,
+    pub hot: &'a HotKeys,
+    /// `--metrics-hot-keys`: the top keys as labels.
+    pub hot_key_labels: bool,
 }
 
 /// Whatever holds the server's figures; the server implements it, so this
@@ -441,6 +453,7 @@ impl Exporter {
             gauge!(LAST_EVICTED_AGE).set(f64::from(last_evicted));
             gauge!(OLDEST_ITEM_AGE).set(f64::from(oldest_age));
             gauge!(DETAIL_ENABLED).set(if view.detail.enabled() { 1.0 } else { 0.0 });
+            gauge!(HOT_KEY_SHARE).set(view.hot.top_share(now));
         });
 
         let mut text = self.handle.render();
@@ -452,6 +465,9 @@ impl Exporter {
         if view.timing {
             write_latency(&mut text, view.stats);
         }
+        if view.hot_key_labels {
+            write_hot_keys(&mut text, view.hot, now);
+        }
         text
     }
 }
@@ -461,6 +477,26 @@ fn write_float_counter(out: &mut String, name: &str, help: &str, v: f64) {
         out,
         "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n\n"
     );
+}
+
+/// The hottest keys as labels. Written here rather than kept in the
+/// registry, which would go on exporting a key after it cooled down.
+fn write_hot_keys(out: &mut String, hot: &HotKeys, now: u32) {
+    let name = HOT_KEY_REQUESTS;
+    let _ = write!(
+        out,
+        "# HELP {name} {HOT_KEY_REQUESTS_HELP}\n# TYPE {name} gauge\n"
+    );
+    for (rank, k) in hot.top(now).iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{name}{{rank=\"{}\",key=\"{}\"}} {}",
+            rank + 1,
+            shown_key(&k.key),
+            k.count
+        );
+    }
+    out.push('\n');
 }
 
 /// The processing-time histogram, cumulative as Prometheus wants it.
@@ -613,6 +649,7 @@ mod tests {
         stats: Stats,
         store: Store,
         detail: Detail,
+        hot: HotKeys,
     }
 
     impl Figures {
@@ -625,6 +662,7 @@ mod tests {
                 stats: Stats::new(8),
                 store: Store::new(config.store.clone(), Clock::manual(1_700_000_000)),
                 detail: Detail::default(),
+                hot: HotKeys::new(Default::default()),
             }
         }
 
@@ -635,6 +673,8 @@ mod tests {
                 detail: &self.detail,
                 conn_limit: 1024,
                 timing: true,
+                hot: &self.hot,
+                hot_key_labels: true,
             }
         }
     }
@@ -684,6 +724,21 @@ mod tests {
             r#"memcached_version{{version="{}"}} 1"#,
             crate::VERSION
         )));
+        assert_eq!(value(&text, "ferrocache_hot_key_share"), Some(0.0));
+        for _ in 0..3 {
+            shared.hot.record(b"hot key", 10, now);
+        }
+        shared.hot.record(b"other", 0, now);
+        let text = e.render(&shared.view());
+        assert_eq!(value(&text, "ferrocache_hot_key_share"), Some(0.75));
+        let sample = u64::from(shared.hot.config().sample);
+        assert_eq!(
+            value(
+                &text,
+                r#"ferrocache_hot_key_requests{rank="1",key="hot%20key"}"#
+            ),
+            Some((3 * sample) as f64)
+        );
         // Counters keep counting across `stats reset`.
         shared.stats.reset();
         let text = e.render(&shared.view());

@@ -92,6 +92,17 @@ fn rejected(r: Rejected, cx: &mut Context<'_>, out: &mut BytesMut) {
     Replies::new(wire, out).send(Reply::Error(r.error));
 }
 
+/// Counts a request for `key`, which sent `bytes` of value, in the hot-key
+/// top-K when this connection's sampler picks it.
+#[inline]
+fn hot(cx: &mut Context<'_>, key: &[u8], bytes: usize) {
+    let hot = &cx.shared.hot;
+    let config = hot.config();
+    if config.enabled && cx.sampler.take(config.sample) {
+        hot.record(key, bytes, cx.now);
+    }
+}
+
 /// Cuts an exptime to 32 bits as memcached does (`(int32_t)` of a 64-bit read).
 fn exptime32(exptime: i64) -> i64 {
     exptime as i32 as i64
@@ -137,6 +148,7 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
         } => arith(ArithRequest::new(key, incr, delta), cx, out, None),
         Request::Touch { key, exptime, .. } => {
             cx.stats.cmd_touch += 1;
+            hot(cx, key, 0);
             let deadline = store.clock().deadline(exptime32(exptime), now);
             let hit = store.touch(key, deadline, now);
             if hit {
@@ -243,6 +255,11 @@ fn get(keys: Keys<'_>, touch: Option<u32>, cx: &mut Context<'_>, out: &mut Repli
                 false
             }
         };
+        let sent = match &lookup {
+            Lookup::Hit(h) => h.value.data.len(),
+            _ => 0,
+        };
+        hot(cx, key, sent);
         if let Some(detail) = detail {
             detail.record_get(key, hit);
         }
@@ -274,6 +291,7 @@ fn count_miss_kind(lookup: &Lookup, cx: &mut Context<'_>) {
 /// CAS store.
 fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     cx.stats.cmd_set += 1;
+    hot(cx, req.key, 0);
     let (result, cas) = cx.shared.store.store(req, cx.now);
     if cas_mode {
         match result {
@@ -297,6 +315,7 @@ fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut 
 
 /// A delete (classic `delete` or `md`).
 fn delete(req: DeleteRequest<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    hot(cx, req.key, 0);
     out.send(match cx.shared.store.delete(req, cx.now) {
         DeleteResult::Deleted => {
             cx.stats.delete_hits += 1;
@@ -322,6 +341,7 @@ fn arith(
     out: &mut Replies<'_>,
     late_error: Option<ProtocolError>,
 ) {
+    hot(cx, req.key, 0);
     let outcome = cx.shared.store.arith(req, cx.now);
     let (hits, misses) = if req.incr {
         (&mut cx.stats.incr_hits, &mut cx.stats.incr_misses)
@@ -386,6 +406,11 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 steps: &steps[..n],
             };
             let lookup = cx.shared.store.get(req, cx.now);
+            let sent = match &lookup {
+                Lookup::Hit(h) if flags.has(b'v') => h.value.data.len(),
+                _ => 0,
+            };
+            hot(cx, key, sent);
             let reply = match &lookup {
                 // A hit refused for its opaque is not counted.
                 Lookup::Hit(_) if bad.is_some() => Reply::Error(ProtocolError::OpaqueTooLong),

@@ -35,6 +35,7 @@ use tokio_util::task::TaskTracker;
 pub use listener::{Listener, bind};
 
 use crate::config::Config;
+use crate::hotkeys::{HotKeys, Sampler};
 use crate::metrics;
 use crate::protocol::reply::{Reply, Wire};
 use crate::stats::{Conns, Detail, LocalStats, Stats};
@@ -69,6 +70,8 @@ pub struct Context<'a> {
     pub stats: &'a mut LocalStats,
     /// The store clock's `now`, read once per batch.
     pub now: u32,
+    /// Which of this connection's requests the hot-key top-K counts.
+    pub sampler: &'a mut Sampler,
 }
 
 /// Where one request's replies go: each is composed into the write buffer
@@ -113,6 +116,8 @@ pub struct Shared {
     pub conns: Conns,
     /// `stats detail on|off|dump`.
     pub detail: Detail,
+    /// The hottest keys (`stats hotkeys`, `ferrocache_hot_key_*`).
+    pub hot: HotKeys,
     /// `stats sizes_enable` / `sizes_disable`.
     pub sizes_enabled: AtomicBool,
     /// Whether connections time each command (only when /metrics is served).
@@ -129,6 +134,7 @@ impl Shared {
             ..Default::default()
         };
         stats.flush(0, &mut first);
+        let hot_keys = config.hot_keys;
         Shared {
             store,
             stats,
@@ -140,6 +146,7 @@ impl Shared {
             conns: Conns::default(),
             detail: Detail::default(),
             sizes_enabled: AtomicBool::new(false),
+            hot: HotKeys::new(hot_keys),
             store_baseline: Mutex::new(StoreStats::default()),
         }
     }
@@ -172,6 +179,8 @@ impl metrics::Source for Shared {
             detail: &self.detail,
             conn_limit: self.config.conn_limit,
             timing: self.timing,
+            hot: &self.hot,
+            hot_key_labels: self.config.metrics_hot_keys,
         }
     }
 }

@@ -20,6 +20,7 @@ use bytes::{Buf, BytesMut};
 use super::execute::execute_frame;
 use super::{Context, Flow, Shared};
 use crate::auth::{self, AuthFile};
+use crate::hotkeys::Sampler;
 use crate::protocol::codec::{Decode, Decoder};
 use crate::protocol::{Frame, ProtocolError, Request};
 use crate::stats::{BatchKinds, CommandKind, Latency, LocalStats};
@@ -68,6 +69,8 @@ pub struct Session {
     kinds: BatchKinds,
     /// Requests handled since the driver last read or yielded (`-R`).
     handled: usize,
+    /// Which requests the hot-key top-K counts.
+    sampler: Sampler,
 }
 
 impl Session {
@@ -86,6 +89,8 @@ impl Session {
             latency: Latency::default(),
             kinds: BatchKinds::default(),
             handled: 0,
+            // Connections start their sampling at different points.
+            sampler: Sampler::new(id as u32 ^ (id >> 32) as u32),
         }
     }
 
@@ -183,6 +188,7 @@ impl Session {
                         shared,
                         stats: &mut self.stats,
                         now,
+                        sampler: &mut self.sampler,
                     };
                     let flow = execute_frame(frame, &mut cx, wbuf);
                     self.handled += 1;

@@ -11,6 +11,8 @@
 //!   name match `*` there (`items:1:number` is `items:*:number`).
 //! - `stats conns` names start with a file descriptor number, which is a
 //!   detail of the process: they become `fd1`, `fd2`, ... in order.
+//! - `STAT` lines of ferrocache's own settings ([`FERROCACHE_ONLY_STATS`])
+//!   are dropped: memcached has no such feature to compare with.
 //! - `lru_crawler metadump` lines (`key=... exp=... la=... cas=...`): the
 //!   last access time and absolute expiry times are masked, cas numbered.
 //!
@@ -89,6 +91,15 @@ pub const COMPARED_STATS: &[&str] = &[
     "sizes_status",
 ];
 
+/// `stats settings` lines only ferrocache prints, after all of memcached's:
+/// its own features' settings, dropped from the comparison.
+pub const FERROCACHE_ONLY_STATS: &[&str] = &[
+    "hot_keys",
+    "hot_keys_top",
+    "hot_keys_window",
+    "hot_keys_sample",
+];
+
 /// Normalisation state of one server's side of one session.
 pub struct Normaliser {
     cas: Vec<u64>,
@@ -103,6 +114,15 @@ pub enum Unit<'a> {
     Line(&'a [u8]),
     Data(&'a [u8]),
     Partial(&'a [u8]),
+}
+
+/// A `STAT` line of [`FERROCACHE_ONLY_STATS`].
+fn ferrocache_only(line: &[u8]) -> bool {
+    let mut tokens = line.split(|&b| b == b' ');
+    tokens.next() == Some(b"STAT")
+        && tokens
+            .next()
+            .is_some_and(|name| FERROCACHE_ONLY_STATS.iter().any(|s| s.as_bytes() == name))
 }
 
 /// Splits a reply stream into lines and data blocks.
@@ -190,6 +210,7 @@ impl Normaliser {
     pub fn render(&mut self, bytes: &[u8]) -> Vec<String> {
         units(bytes)
             .into_iter()
+            .filter(|u| !matches!(u, Unit::Line(l) if ferrocache_only(l)))
             .map(|u| match u {
                 Unit::Line(l) => self.render_line(l),
                 Unit::Data(d) => format!("  {}", escape(d)),

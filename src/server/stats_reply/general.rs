@@ -258,6 +258,14 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("ssl_min_version", cfg.tls_options.min_version.clone()),
         ("num_napi_ids", "(null)".into()),
         ("memory_file", "(null)".into()),
+        // ferrocache's own, after memcached's: the hot-key top-K.
+        (
+            "hot_keys",
+            if cfg.hot_keys.enabled { "on" } else { "off" }.into(),
+        ),
+        ("hot_keys_top", cfg.hot_keys.top.to_string()),
+        ("hot_keys_window", cfg.hot_keys.window.to_string()),
+        ("hot_keys_sample", cfg.hot_keys.sample.to_string()),
     ];
     for (name, value) in rows {
         out.stat(name, value);

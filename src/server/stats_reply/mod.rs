@@ -7,7 +7,7 @@
 //! - `slabs.rs`: `stats items`, `slabs` and `sizes`, which emulate
 //!   memcached's slab classes (the store has none: all items show as class 1);
 //! - `dump.rs`: the key listings, `stats cachedump` and `lru_crawler metadump`;
-//! - here: the dispatch, `stats conns` and `stats detail`.
+//! - here: the dispatch, `stats conns`, `stats detail` and `stats hotkeys`.
 
 mod dump;
 mod general;
@@ -26,6 +26,7 @@ use general::{general, settings};
 use slabs::{items, sizes, slabs};
 
 use super::Context;
+use crate::hotkeys::shown_key;
 use crate::protocol::reply::Reply;
 use crate::protocol::{Keys, ProtocolError};
 use crate::server::Replies;
@@ -56,6 +57,7 @@ pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
         Some(b"detail") => detail(it.next(), cx, out),
         Some(b"cachedump") => cachedump(it.next(), it.next(), cx, out),
         Some(b"extstore") => out.send(Reply::End),
+        Some(b"hotkeys") => hotkeys(cx, out),
         Some(_) => out.send(Reply::Error(ProtocolError::UnknownCommand)),
     }
 }
@@ -135,4 +137,18 @@ fn detail(arg: Option<&[u8]>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
         }
         _ => out.send(Reply::Error(ProtocolError::StatsDetailUsage)),
     }
+}
+
+/// `stats hotkeys`: `STAT <rank> <key> <requests> <error> <bytes>`, hottest
+/// first, then `END`: the sampled top-K over the last window, each count an
+/// estimate that exceeds the truth by at most its error. Keys are shown as
+/// [`shown_key`] escapes them. Empty when `-o hot_keys=off`.
+fn hotkeys(cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    for (rank, k) in cx.shared.hot.top(cx.now).iter().enumerate() {
+        out.stat(
+            &(rank + 1).to_string(),
+            format_args!("{} {} {} {}", shown_key(&k.key), k.count, k.error, k.bytes),
+        );
+    }
+    out.send(Reply::End);
 }
