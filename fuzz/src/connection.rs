@@ -203,7 +203,7 @@ impl Expect {
                 | Request::Delete { noreply: true, .. }
                 | Request::Arith { noreply: true, .. }
                 | Request::Touch { noreply: true, .. }
-                | Request::Verbosity { noreply: true }
+                | Request::Verbosity { noreply: true, .. }
                 | Request::CacheMemlimit { noreply: true, .. } => Expect::Nothing,
                 Request::FlushAll { noreply: true, .. } => Expect::Nothing,
                 Request::Store { .. } => Expect::Line(STORE_REPLIES.to_vec()),

@@ -82,7 +82,10 @@ pub enum Request<'a> {
         noreply: bool,
     },
     Version,
+    /// `verbosity <level>`: memcached keeps the level (at most 2) for
+    /// `stats settings`.
     Verbosity {
+        level: u32,
         noreply: bool,
     },
     Quit,

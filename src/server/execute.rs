@@ -10,6 +10,8 @@
 //! It is synchronous: the store's locks are held for short sections inside
 //! store calls and never across an `.await`.
 
+use std::sync::atomic::Ordering;
+
 use bytes::BytesMut;
 
 use super::{Context, Flow, Replies, stats_reply};
@@ -66,7 +68,7 @@ fn classic_wire(cmd: &Request<'_>) -> Wire<'static> {
         | Request::Arith { noreply, .. }
         | Request::Touch { noreply, .. }
         | Request::FlushAll { noreply, .. }
-        | Request::Verbosity { noreply }
+        | Request::Verbosity { noreply, .. }
         | Request::CacheMemlimit { noreply, .. } => (noreply, false),
         _ => (false, false),
     };
@@ -179,7 +181,12 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
             out.send(Reply::Ok);
         }
         Request::Version => out.send(Reply::Version(crate::VERSION)),
-        Request::Verbosity { .. } => out.send(Reply::Ok),
+        Request::Verbosity { level, .. } => {
+            // memcached caps it at its highest level, 2.
+            let level = level.min(2) as u8;
+            cx.shared.verbosity.store(level, Ordering::Relaxed);
+            out.send(Reply::Ok);
+        }
         Request::Quit => return Flow::Close,
         Request::Shutdown { mode } => {
             if !cx.shared.config.shutdown_enabled {

@@ -24,7 +24,7 @@ mod stats_reply;
 
 use std::fmt;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -118,6 +118,9 @@ pub struct Shared {
     pub detail: Detail,
     /// The hottest keys (`stats hotkeys`, `ferrocache_hot_key_*`).
     pub hot: HotKeys,
+    /// memcached's verbosity: `-v` at start, then the `verbosity` command;
+    /// `stats settings` shows it.
+    pub verbosity: AtomicU8,
     /// `stats sizes_enable` / `sizes_disable`.
     pub sizes_enabled: AtomicBool,
     /// Whether connections time each command (only when /metrics is served).
@@ -135,6 +138,7 @@ impl Shared {
         };
         stats.flush(0, &mut first);
         let hot_keys = config.hot_keys;
+        let verbose = config.verbose;
         Shared {
             store,
             stats,
@@ -146,6 +150,7 @@ impl Shared {
             conns: Conns::default(),
             detail: Detail::default(),
             sizes_enabled: AtomicBool::new(false),
+            verbosity: AtomicU8::new(verbose),
             hot: HotKeys::new(hot_keys),
             store_baseline: Mutex::new(StoreStats::default()),
         }

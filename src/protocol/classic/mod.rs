@@ -339,7 +339,7 @@ fn verbosity<'a>(t: &Tokens<'a>) -> Parsed<'a> {
     }
     let noreply = t.noreply();
     match safe_strtoul(t.get(1)) {
-        Some(_) => command(Request::Verbosity { noreply }),
+        Some(level) => command(Request::Verbosity { level, noreply }),
         None => error(ProtocolError::BadCommandLineFormat, noreply),
     }
 }

@@ -237,15 +237,24 @@ fn line_commands() {
         // verbosity
         (
             "verbosity 1\r\n".into(),
-            cmd(Request::Verbosity { noreply: false }),
+            cmd(Request::Verbosity {
+                level: 1,
+                noreply: false,
+            }),
         ),
         (
             "verbosity 1 noreply\r\n".into(),
-            cmd(Request::Verbosity { noreply: true }),
+            cmd(Request::Verbosity {
+                level: 1,
+                noreply: true,
+            }),
         ),
         (
-            "verbosity 1 foo\r\n".into(),
-            cmd(Request::Verbosity { noreply: false }),
+            "verbosity 7 foo\r\n".into(),
+            cmd(Request::Verbosity {
+                level: 7,
+                noreply: false,
+            }),
         ),
         ("verbosity\r\n".into(), unknown()),
         ("verbosity abc\r\n".into(), bad_format()),

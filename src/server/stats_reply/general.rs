@@ -162,7 +162,10 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("tcpport", cfg.port.to_string()),
         ("udpport", "0".into()),
         ("inter", cfg.listen_text.clone()),
-        ("verbosity", cfg.verbose.to_string()),
+        (
+            "verbosity",
+            cx.shared.verbosity.load(Ordering::Relaxed).to_string(),
+        ),
         ("oldest", "0".into()),
         (
             "evictions",
