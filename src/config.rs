@@ -20,6 +20,9 @@ use crate::hotkeys::HotKeysConfig;
 use crate::item_rules::Limits;
 use crate::store::StoreConfig;
 
+/// Where `/metrics` is served unless `--metrics-listen` says otherwise.
+pub const METRICS_DEFAULT: &str = "127.0.0.1:9150";
+
 /// memcached's lower bound for `-I`.
 const ITEM_SIZE_MIN: usize = 1024;
 /// memcached's upper bound for `-I` (1 GiB).
@@ -179,13 +182,11 @@ pub struct Cli {
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     pub verbose: u8,
 
-    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics; `off` disables.
-    #[arg(
-        long = "metrics-listen",
-        value_name = "ADDR",
-        default_value = "127.0.0.1:9150"
-    )]
-    pub metrics_listen: String,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics; `off`
+    /// disables [default: 127.0.0.1:9150; if that is taken, ferrocache
+    /// starts without metrics and says so].
+    #[arg(long = "metrics-listen", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
 
     /// Export the hottest keys as labels of ferrocache_hot_key_requests in
     /// /metrics. Off by default: keys may hold data that does not belong in
@@ -242,6 +243,9 @@ pub struct Config {
     pub verbose: u8,
     /// Where `/metrics` is served; `None` when off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Whether `--metrics-listen` was given: only then does a taken
+    /// address stop the start (a second instance on a host must come up).
+    pub metrics_explicit: bool,
     pub limits: Limits,
     pub store: StoreConfig,
     /// `-B` as memcached's `stats settings` spells it.
@@ -489,7 +493,12 @@ impl Cli {
             None => Listen::Tcp(resolve_listen(&self.listen, self.port)?),
         };
 
-        let metrics_listen = match self.metrics_listen.trim() {
+        let metrics_listen = match self
+            .metrics_listen
+            .as_deref()
+            .unwrap_or(METRICS_DEFAULT)
+            .trim()
+        {
             _ if self.no_metrics => None,
             "off" | "none" | "" => None,
             text => Some(resolve_metrics_listen(text)?),
@@ -537,6 +546,7 @@ impl Cli {
             user: self.user.clone(),
             verbose: self.verbose,
             metrics_listen,
+            metrics_explicit: self.metrics_listen.is_some(),
             limits: Limits {
                 item_size_max,
                 cas_enabled,
@@ -734,6 +744,12 @@ mod tests {
             None
         );
         assert_eq!(cli(&["--no-metrics"]).unwrap().metrics_listen, None);
+        assert!(!cli(&[]).unwrap().metrics_explicit);
+        assert!(
+            cli(&["--metrics-listen", "127.0.0.1:9150"])
+                .unwrap()
+                .metrics_explicit
+        );
         assert!(cli(&["--metrics-listen", "nope:x"]).is_err());
     }
 

@@ -89,10 +89,22 @@ fn start(mut config: Config) -> Result<(), ferrocache::Error> {
     runtime.block_on(serve(config))
 }
 
-async fn serve(config: Config) -> Result<(), ferrocache::Error> {
+async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
     let listeners = server::bind(&config)?;
     let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(ferrocache::metrics::bind(addr).await?),
+        Some(addr) => match ferrocache::metrics::bind(addr).await {
+            Ok(l) => Some(l),
+            // A second instance on the same host finds the default address
+            // taken: the cache must still come up.
+            Err(e) if !config.metrics_explicit => {
+                tracing::warn!(
+                    "{e}; serving without metrics (give --metrics-listen ADDR to serve them elsewhere)"
+                );
+                config.metrics_listen = None;
+                None
+            }
+            Err(e) => return Err(e.into()),
+        },
         None => None,
     };
     if let Some(user) = &config.user {

@@ -197,3 +197,49 @@ fn other_paths_are_404_and_help_documents_the_flags() {
     assert!(help.contains("--metrics-listen <ADDR>"));
     assert!(help.contains("--no-metrics"));
 }
+
+#[test]
+fn a_taken_default_metrics_address_does_not_stop_the_start() {
+    // Hold the default address, unless something else already does: either
+    // way the daemon finds it taken.
+    let _held = std::net::TcpListener::bind("127.0.0.1:9150");
+    let port = launch::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ferrocache"))
+        .args(["-p", &port.to_string(), "-l", "127.0.0.1", "-u", "root"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut conn = loop {
+        if let Ok(c) = TcpStream::connect(addr) {
+            break c;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "exited instead of serving without metrics"
+        );
+        assert!(std::time::Instant::now() < deadline, "never listened");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let reply = exchange(&mut conn, b"version\r\n", b"\r\n");
+    assert!(reply.starts_with(b"VERSION "));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("serving without metrics"), "{err}");
+}
+
+#[test]
+fn a_taken_metrics_address_given_explicitly_stops_the_start() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap().to_string();
+    let out = Launch::ferrocache()
+        .args(["--metrics-listen", &addr])
+        .run_to_exit();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("failed to listen for metrics"), "{err}");
+}
