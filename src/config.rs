@@ -43,12 +43,8 @@ const IGNORED_EXTENDED: &[&str] = &[
     "slab_automove_ratio",
     "slab_automove_window",
     "slab_chunk_max",
-    "lru_crawler",
-    "no_lru_crawler",
     "lru_crawler_sleep",
     "lru_crawler_tocrawl",
-    "lru_maintainer",
-    "no_lru_maintainer",
     "hot_lru_pct",
     "warm_lru_pct",
     "hot_max_factor",
@@ -260,6 +256,10 @@ pub struct Config {
     pub hot_keys: HotKeysConfig,
     /// `--metrics-hot-keys`: the top keys as labels in /metrics.
     pub metrics_hot_keys: bool,
+    /// `-o no_lru_crawler` / `no_lru_maintainer` turn these off, as they
+    /// turn off memcached's threads: `stats` then leaves their lines out.
+    pub lru_crawler: bool,
+    pub lru_maintainer: bool,
     /// Warnings for accepted-but-ignored options, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -392,6 +392,7 @@ impl Cli {
 
         let mut idle_timeout = None;
         let mut hot_keys = HotKeysConfig::default();
+        let (mut lru_crawler, mut lru_maintainer) = (true, true);
         let mut tls_options = TlsOptions {
             min_version: "tlsv1.2".into(),
             ..Default::default()
@@ -412,6 +413,13 @@ impl Cli {
                         _ => return err(format!("Invalid idle_timeout: {opt}")),
                     };
                     idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+                }
+                // memcached's background threads. ferrocache has neither (a
+                // sweep reclaims expired items); the flags decide which of
+                // their lines `stats` shows and what `stats settings` says.
+                "lru_crawler" | "no_lru_crawler" => lru_crawler = name == "lru_crawler",
+                "lru_maintainer" | "no_lru_maintainer" => {
+                    lru_maintainer = name == "lru_maintainer";
                 }
                 "hot_keys" => {
                     hot_keys.enabled = match value {
@@ -540,6 +548,8 @@ impl Cli {
             idle_timeout,
             hot_keys,
             metrics_hot_keys: self.metrics_hot_keys,
+            lru_crawler,
+            lru_maintainer,
             flush_enabled: !self.disable_flush_all,
             shutdown_enabled: self.enable_shutdown,
             pidfile: self.pidfile.clone(),
@@ -687,11 +697,17 @@ mod tests {
             "-o",
             "idle_timeout=5,slab_chunk_max=16384",
             "-o",
-            "no_lru_crawler",
+            "hashpower=20",
         ])
         .unwrap();
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(5)));
         assert_eq!(c.warnings.len(), 2);
+        // The LRU threads' switches act (on what stats shows) and so warn of nothing.
+        let c = cli(&["-o", "no_lru_crawler,no_lru_maintainer"]).unwrap();
+        assert!(c.warnings.is_empty());
+        assert!(!c.lru_crawler && !c.lru_maintainer);
+        let c = cli(&["-o", "no_lru_crawler,lru_crawler"]).unwrap();
+        assert!(c.lru_crawler && c.lru_maintainer);
         assert!(cli(&["-o", "idle_timeout=abc"]).is_err());
     }
 

@@ -99,9 +99,17 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         "slab_reassign_busy_deletes",
         "slab_reassign_running",
         "slabs_moved",
-        "lru_crawler_running",
-        "lru_crawler_starts",
-        "lru_maintainer_juggles",
+    ] {
+        out.stat(name, 0);
+    }
+    if cfg.lru_crawler {
+        stat!("lru_crawler_running", 0);
+        stat!("lru_crawler_starts", 0);
+    }
+    if cfg.lru_maintainer {
+        stat!("lru_maintainer_juggles", 0);
+    }
+    for name in [
         "malloc_fails",
         "log_worker_dropped",
         "log_worker_written",
@@ -127,20 +135,28 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     stat!("slab_global_page_pool", 0);
     stat!("expired_unfetched", st.expired_unfetched);
     stat!("evicted_unfetched", st.evicted_unfetched);
-    stat!("evicted_active", 0);
+    if cfg.lru_maintainer {
+        stat!("evicted_active", 0);
+    }
     stat!("evictions", st.evictions);
     stat!("reclaimed", st.reclaimed);
     for name in [
         "crawler_reclaimed",
         "crawler_items_checked",
         "lrutail_reflocked",
-        "moves_to_cold",
-        "moves_to_warm",
-        "moves_within_lru",
-        "direct_reclaims",
-        "lru_bumps_dropped",
     ] {
         out.stat(name, 0);
+    }
+    if cfg.lru_maintainer {
+        for name in [
+            "moves_to_cold",
+            "moves_to_warm",
+            "moves_within_lru",
+            "direct_reclaims",
+            "lru_bumps_dropped",
+        ] {
+            out.stat(name, 0);
+        }
     }
     out.send(Reply::End);
 }
@@ -207,14 +223,14 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ),
         // No crawler thread: expired items are reclaimed on access and by
         // the store's bounded sweep.
-        ("lru_crawler", "no".into()),
+        ("lru_crawler", yes_no(cfg.lru_crawler).into()),
         ("lru_crawler_sleep", "0".into()),
         ("lru_crawler_tocrawl", "0".into()),
         ("tail_repair_time", "0".into()),
         ("flush_enabled", yes_no(cfg.flush_enabled).into()),
         ("dump_enabled", "yes".into()),
         ("hash_algorithm", "foldhash".into()),
-        ("lru_maintainer_thread", "no".into()),
+        ("lru_maintainer_thread", yes_no(cfg.lru_maintainer).into()),
         ("lru_segmented", "no".into()),
         ("hot_lru_pct", "0".into()),
         ("warm_lru_pct", "0".into()),
