@@ -15,7 +15,7 @@
 //! the replies they owe.
 
 mod connection;
-pub mod execute;
+mod execute;
 mod listener;
 #[cfg(test)]
 mod meta_tests;
