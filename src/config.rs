@@ -155,6 +155,11 @@ pub struct Cli {
     #[arg(short = 'b', long = "listen-backlog", default_value_t = 1024)]
     pub backlog: u32,
 
+    /// Run as a daemon: fork into the background, detach from the terminal
+    /// and, unless -v, send stdin, stdout and stderr to /dev/null.
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
+
     /// Write the process id to this file.
     #[arg(short = 'P', long = "pidfile")]
     pub pidfile: Option<PathBuf>,
@@ -235,6 +240,8 @@ pub struct Config {
     pub flush_enabled: bool,
     pub shutdown_enabled: bool,
     pub pidfile: Option<PathBuf>,
+    /// `-d`: fork into the background before serving.
+    pub daemon: bool,
     pub user: Option<String>,
     pub verbose: u8,
     /// Where `/metrics` is served; `None` when off.
@@ -553,6 +560,7 @@ impl Cli {
             flush_enabled: !self.disable_flush_all,
             shutdown_enabled: self.enable_shutdown,
             pidfile: self.pidfile.clone(),
+            daemon: self.daemon,
             user: self.user.clone(),
             verbose: self.verbose,
             metrics_listen,

@@ -27,6 +27,12 @@ fn main() -> ExitCode {
             return ExitCode::from(64); // EX_USAGE, as memcached exits
         }
     };
+    if config.daemon
+        && let Err(e) = daemonize(config.verbose > 0)
+    {
+        eprintln!("ferrocache: failed to daemonize: {e}");
+        return ExitCode::FAILURE;
+    }
     init_logging(config.verbose);
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -38,6 +44,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `-d`, as memcached's `daemonize()`: fork (the parent exits 0), start a
+/// new session, move to `/`, ignore SIGHUP, and unless `keep_stdio` (`-v`)
+/// point stdin, stdout and stderr at /dev/null. Done before the runtime
+/// starts any thread, so the child is a whole process. Binding, the user
+/// change and the pid file (`-P`) follow in the child, as in memcached.
+fn daemonize(keep_stdio: bool) -> std::io::Result<()> {
+    let last = std::io::Error::last_os_error;
+    // SAFETY: no other thread exists yet; the child only makes plain libc
+    // calls before it returns to ordinary single-threaded code.
+    unsafe {
+        match libc::fork() {
+            -1 => return Err(last()),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        if libc::setsid() == -1 {
+            return Err(last());
+        }
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        if libc::chdir(c"/".as_ptr()) != 0 {
+            return Err(last());
+        }
+        if !keep_stdio {
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            if fd == -1 {
+                return Err(last());
+            }
+            for target in 0..=2 {
+                if libc::dup2(fd, target) == -1 {
+                    return Err(last());
+                }
+            }
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether one line of a `--config-file` parses as flags on its own.
