@@ -127,6 +127,7 @@ pub enum Wire<'a> {
 
 impl Wire<'_> {
     /// Appends `reply` to `out`, unless this request hides it.
+    #[inline]
     pub fn compose(&self, reply: &Reply<'_>, out: &mut BytesMut) {
         match self {
             Wire::Classic { noreply, cas } => {
@@ -145,6 +146,7 @@ impl Wire<'_> {
 }
 
 /// The classic spelling of a reply.
+#[inline]
 fn classic(reply: &Reply<'_>, with_cas: bool, out: &mut BytesMut) {
     match reply {
         Reply::Stored { .. } => out.put_slice(b"STORED\r\n"),

@@ -220,6 +220,7 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
 }
 
 /// The reply's view of a hit on `key`.
+#[inline]
 fn item<'h>(key: &'h [u8], hit: &'h Hit, now: u32) -> Item<'h> {
     Item {
         key,

@@ -82,10 +82,12 @@ pub struct Replies<'a> {
 }
 
 impl<'a> Replies<'a> {
+    #[inline]
     pub fn new(wire: Wire<'a>, out: &'a mut BytesMut) -> Self {
         Replies { wire, out }
     }
 
+    #[inline]
     pub fn send(&mut self, reply: Reply<'_>) {
         self.wire.compose(&reply, self.out);
     }
