@@ -253,19 +253,16 @@ fn get(keys: Keys<'_>, touch: Option<u32>, cx: &mut Context<'_>, out: &mut Repli
         let mut req = GetRequest::new(key);
         req.steps = steps.as_slice();
         let lookup = store.get(req, cx.now);
-        let hit = match &lookup {
+        // Whether it hit, and the bytes of value sent.
+        let (hit, sent) = match &lookup {
             Lookup::Hit(hit) => {
                 out.send(Reply::Hit(item(key, hit, cx.now)));
-                true
+                (true, hit.value.data.len())
             }
             miss => {
                 count_miss_kind(miss, cx);
-                false
+                (false, 0)
             }
-        };
-        let sent = match &lookup {
-            Lookup::Hit(h) => h.value.data.len(),
-            _ => 0,
         };
         hot(cx, key, sent);
         if let Some(detail) = detail {
@@ -415,7 +412,7 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
             };
             let lookup = cx.shared.store.get(req, cx.now);
             let sent = match &lookup {
-                Lookup::Hit(h) if flags.has(b'v') => h.value.data.len(),
+                Lookup::Hit(h) if flags.has(b'v') && bad.is_none() => h.value.data.len(),
                 _ => 0,
             };
             hot(cx, key, sent);
@@ -434,16 +431,17 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 }
                 miss => {
                     count_miss_kind(miss, cx);
-                    // A miss runs no flag, so `T` does not make it a touch.
+                    // A miss runs no flag, so `T` does not make it a touch;
+                    // it is counted even when its opaque is refused.
                     cx.stats.cmd_get += 1;
                     cx.stats.get_misses += 1;
-                    Reply::Miss
+                    match bad {
+                        Some(_) => Reply::Error(ProtocolError::OpaqueTooLong),
+                        None => Reply::Miss,
+                    }
                 }
             };
-            out.send(match (bad, reply) {
-                (Some(_), Reply::Miss) => Reply::Error(ProtocolError::OpaqueTooLong),
-                (_, reply) => reply,
-            });
+            out.send(reply);
         }
         MetaOp::Set { mode } => {
             let req = StoreRequest {
