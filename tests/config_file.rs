@@ -24,14 +24,17 @@ fn the_files_flags_apply_and_the_command_line_wins() {
     assert!(settings.contains("STAT maxconns 99\r\n"), "{settings}");
 }
 
+/// The stderr of a start refused with exit status 64 (EX_USAGE).
+fn refused(args: &[&str]) -> String {
+    let out = Launch::ferrocache().args(args).run_to_exit();
+    assert_eq!(out.status.code(), Some(64));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn a_line_ferrocache_refuses_is_named() {
     let conf = TempFile::new("unknown", "-m 64\n-k\n");
-    let out = Launch::ferrocache()
-        .args(["--config-file", conf.path()])
-        .run_to_exit();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["--config-file", conf.path()]);
     assert!(
         err.contains(&format!("{}: line 2: `-k`", conf.path())),
         "{err}"
@@ -41,21 +44,13 @@ fn a_line_ferrocache_refuses_is_named() {
 #[test]
 fn a_line_that_is_not_a_flag_is_named() {
     let conf = TempFile::new("directive", "maxconns 10\n");
-    let out = Launch::ferrocache()
-        .args(["--config-file", conf.path()])
-        .run_to_exit();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["--config-file", conf.path()]);
     assert!(err.contains("line 1: `maxconns 10`: not a flag"), "{err}");
 }
 
 #[test]
 fn a_missing_file_is_an_error() {
-    let out = Launch::ferrocache()
-        .args(["--config-file", "/nonexistent/ferrocache.conf"])
-        .run_to_exit();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["--config-file", "/nonexistent/ferrocache.conf"]);
     assert!(
         err.contains("cannot read /nonexistent/ferrocache.conf"),
         "{err}"
