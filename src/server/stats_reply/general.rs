@@ -90,18 +90,20 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     stat!("hash_power_level", 0);
     stat!("hash_bytes", 0);
     stat!("hash_is_expanding", 0);
+    // memcached 1.6.45's slab mover lines; there are no slabs to move here.
     for name in [
         "slab_reassign_rescues",
         "slab_reassign_chunk_rescues",
-        "slab_reassign_evictions_nomem",
         "slab_reassign_inline_reclaim",
         "slab_reassign_busy_items",
         "slab_reassign_busy_deletes",
-        "slab_reassign_running",
-        "slabs_moved",
+        "slab_reassign_busy_nomem",
     ] {
         out.stat(name, 0);
     }
+    stat!("slab_reassign_last_busy_status", "none");
+    stat!("slab_reassign_running", 0);
+    stat!("slabs_moved", 0);
     if cfg.lru_crawler {
         stat!("lru_crawler_running", 0);
         stat!("lru_crawler_starts", 0);
@@ -277,6 +279,8 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("ssl_min_version", cfg.tls_options.min_version.clone()),
         ("num_napi_ids", "(null)".into()),
         ("memory_file", "(null)".into()),
+        // The size of the client flags field, in bytes (a 32-bit number).
+        ("client_flags_size", "4".into()),
         // ferrocache's own, after memcached's: the hot-key top-K.
         (
             "hot_keys",
