@@ -424,7 +424,7 @@ fn shutdown_command_needs_dash_a_and_then_exits() {
     send(&mut c, b"shutdown\r\n");
     assert_eq!(
         read_until(&mut c, b"\r\n"),
-        b"ERROR: shutdown not enabled\r\n"
+        b"SERVER_ERROR: shutdown not enabled\r\n"
     );
     drop(srv);
 

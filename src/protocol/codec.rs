@@ -178,17 +178,26 @@ impl Decoder {
         };
         self.state = State::Line { scanned: 0 };
         let consumed = newline + 1;
+        // memcached 1.6.45 refuses a line shorter than a two-byte command
+        // and `\r\n` (newline included) before reading it.
+        if consumed < 4 {
+            return Decode::Frame {
+                consumed,
+                frame: Some(Frame::Error {
+                    error: ProtocolError::BadCommandLineFormat,
+                    noreply: false,
+                    counts_as_set: false,
+                }),
+            };
+        }
         let mut end = newline;
         // memcached strips one `\r`, and only from a line longer than itself.
         if end > 1 && buf[end - 1] == b'\r' {
             end -= 1;
         }
-        // The line is a C string to memcached: it ends at the first NUL.
+        // memcached 1.6.45 reads the line by its length: a NUL is a byte
+        // like any other (1.6.18 cut the line there).
         let line = &buf[..end];
-        let line = match line.iter().position(|&b| b == 0) {
-            Some(nul) => &line[..nul],
-            None => line,
-        };
         match parse_line(line) {
             Parsed::Frame(Frame::Close) => self.close(buf),
             Parsed::Frame(frame) => Decode::Frame {
@@ -289,6 +298,16 @@ impl<'a> DataHeader<'a> {
     /// line alone decides it. Refusals are not counted in cmd_set.
     fn refusal(&self, limits: &Limits) -> Option<Rejected> {
         match self {
+            DataHeader::Classic(StoreHeader {
+                refused: Some(error),
+                noreply,
+                ..
+            }) => Some(Rejected {
+                error: *error,
+                noreply: *noreply,
+                unlink_key: None,
+                counts_as_set: false,
+            }),
             DataHeader::Classic(h) => limits.too_large(h.key.len(), h.bytes, h.flags).then(|| {
                 Rejected {
                     error: ProtocolError::TooLarge,
@@ -364,39 +383,50 @@ mod tests {
     use crate::protocol::test_support::*;
     use crate::test_rng::Rng;
 
-    /// The codec's part of a line: it ends at `\n`, loses one `\r` (only
-    /// from a line longer than that `\r`), and ends at its first NUL.
+    /// The codec's part of a line: it ends at `\n` and loses one `\r`; a
+    /// line shorter than a two-byte command and its end is refused; a NUL
+    /// is part of the line.
     #[test]
-    fn line_ends_and_nuls_are_cut_before_parsing() {
+    fn line_ends_and_nuls_before_parsing() {
         let cases: Vec<(String, Frame<'static>)> = vec![
-            ("\r\n".into(), unknown()),
-            ("\n".into(), unknown()),
+            ("\r\n".into(), bad_format()),
+            ("\n".into(), bad_format()),
+            ("ab\n".into(), bad_format()),
+            ("ab\r\n".into(), unknown()),
             ("version\n".into(), cmd(Request::Version)),
             ("version\r\r\n".into(), unknown()),
-            ("version\0junk\r\n".into(), cmd(Request::Version)),
-            ("set a\0b 0 0 1\r\n".into(), unknown()),
+            ("version\0junk\r\n".into(), unknown()),
+            (
+                "get a\0b\r\n".into(),
+                cmd(Request::Get {
+                    keys: crate::protocol::Keys::new(b" a\0b"),
+                    cas: false,
+                }),
+            ),
         ];
         assert_whole_lines(&cases);
     }
 
     #[test]
     fn format_errors_leave_the_data_block_as_a_command_line() {
-        let input = b"set k 0 0\r\nab\r\nset k abc 0 1\r\nx\r\nset k 0 0 1 noreply x\r\nget k\r\n";
+        let input = b"set k 0 0\r\nab\r\nset k abc 0 1\r\nx\r\nset k 0 0 1 noreply x\r\nv\r\n";
         let (frames, rest) = decode_all(input);
         assert!(rest.is_empty());
         let frames: Vec<_> = frames.into_iter().map(|(_, f)| f.unwrap()).collect();
-        assert_eq!(frames[0], unknown());
+        assert_eq!(frames[0], bad_format());
         assert_eq!(frames[1], unknown()); // "ab"
-        assert_eq!(frames[2], bad_format());
-        assert_eq!(frames[3], unknown()); // "x" is too short for a command
-        assert_eq!(frames[4], unknown());
-        assert!(matches!(frames[5], Frame::Request(Request::Get { .. })));
-        assert_eq!(frames.len(), 6);
+        assert_eq!(frames[2], refused(false)); // "x" is swallowed
+        assert!(matches!(
+            frames[3],
+            Frame::Request(Request::Store { noreply: false, .. })
+        ));
+        assert_eq!(frames.len(), 4);
     }
 
     #[test]
     fn bad_data_chunk_resumes_after_the_block() {
-        // memcached: "CLIENT_ERROR bad data chunk", then ERROR for the stray CRLF.
+        // memcached: "CLIENT_ERROR bad data chunk", then a format error for
+        // the stray CRLF, too short for a command.
         let (frames, rest) = decode_all(b"set k 0 0 3\r\nabcde\r\nmn\r\n");
         assert!(rest.is_empty());
         let frames: Vec<_> = frames.into_iter().map(|(c, f)| (c, f.unwrap())).collect();
@@ -404,7 +434,7 @@ mod tests {
             frames,
             vec![
                 (18, bad_chunk(false)),
-                (2, unknown()),
+                (2, bad_format()),
                 (4, cmd(Request::MetaNoop))
             ]
         );
@@ -425,7 +455,7 @@ mod tests {
             b"get a b c\r\n".to_vec(),
             b"gets a\n".to_vec(),
             b"gat 100 a\r\n".to_vec(),
-            b"gats 100\r\n".to_vec(),
+            b"gats 100 k\r\n".to_vec(),
             b"delete k 0 noreply\r\n".to_vec(),
             b"incr k 1\r\n".to_vec(),
             b"decr k 1 noreply\r\n".to_vec(),
@@ -524,10 +554,16 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
             })
         );
         assert_eq!(frames[4], bad_chunk(false));
-        assert_eq!(frames[5], unknown());
+        assert_eq!(frames[5], bad_format()); // the stray CRLF
         assert_eq!(frames[6], cmd(Request::MetaNoop));
-        assert_eq!(frames[7], err(ProtocolError::DeleteUsage));
-        assert_eq!(frames[8], unknown());
+        assert_eq!(
+            frames[7],
+            cmd(Request::Delete {
+                key: b"a",
+                noreply: false
+            })
+        );
+        assert_eq!(frames[8], bad_format()); // a bare `\n`
         assert_eq!(frames[9], cmd(Request::Version));
         assert_eq!(
             frames[10],
@@ -796,7 +832,10 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
         assert!(close(format!("get\t{long_key}").as_bytes()));
         assert!(close(format!("gat 10 {long_key}").as_bytes()));
         assert!(close(format!("bget {long_key}").as_bytes()));
+        // (whose leading space then names no command, in memcached 1.6.45)
         let line = format!("{}get {long_key}\r\n", " ".repeat(100));
+        assert_eq!(first(line.as_bytes()), (line.len(), unknown()));
+        let line = format!("get {long_key}\r\n");
         assert_eq!(first(line.as_bytes()), (line.len(), get_key_too_long()));
         // ... up to our own bound.
         let mut huge = b"get ".to_vec();
@@ -847,7 +886,7 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
         let (frames, _) = decode_all(b"mn\r\n\x80\r\n");
         assert_eq!(
             frames,
-            vec![(4, Some(cmd(Request::MetaNoop))), (3, Some(unknown()))]
+            vec![(4, Some(cmd(Request::MetaNoop))), (3, Some(bad_format()))]
         );
     }
 
@@ -1088,12 +1127,12 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
             ),
             (
                 "ms k 1 s t c f h l k v O1 u P L I F1 C1 MS J1\r\nx\r\nmn\r\n".into(),
-                vec![meta_err(FlagsTooLong), Some(unknown())],
+                vec![meta_err(FlagsTooLong), Some(bad_format())],
             ),
             // A bad chunk is reported even with q, and parsing resumes after it.
             (
                 "ms k 2 q\r\nhiX\r\nmn\r\n".into(),
-                vec![Some(bad_chunk(false)), Some(unknown())],
+                vec![Some(bad_chunk(false)), Some(bad_format())],
             ),
         ];
         for (input, mut want) in cases {

@@ -133,7 +133,7 @@ impl ProtocolError {
             DeleteUsage => "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]",
             StatsDetailUsage => "CLIENT_ERROR usage: stats detail on|off|dump",
             InvalidShutdownMode => "CLIENT_ERROR invalid shutdown mode",
-            ShutdownNotEnabled => "ERROR: shutdown not enabled",
+            ShutdownNotEnabled => "SERVER_ERROR: shutdown not enabled",
             FlushDisabled => "CLIENT_ERROR flush_all not allowed",
             TooLarge => "SERVER_ERROR object too large for cache",
             OutOfMemory => "SERVER_ERROR out of memory storing object",
@@ -210,14 +210,13 @@ pub enum Parsed<'a> {
     MetaSet(meta::MetaSetHeader<'a>),
 }
 
-/// Parses one command line as the codec cut it: no `\n`, no final `\r`,
-/// nothing from the first NUL on.
+/// Parses one command line as the codec cut it: no `\n`, no final `\r`.
 pub fn parse_line(line: &[u8]) -> Parsed<'_> {
     let t = Tokens::new(line);
     let cmd = t.get(0);
     // memcached's dispatch: any two-byte command starting with `m` is a
-    // meta command, known or not.
-    if cmd.len() == 2 && cmd[0] == b'm' {
+    // meta command, known or not, unless the line starts with a space.
+    if cmd.len() == 2 && cmd[0] == b'm' && !t.leading_space() {
         meta::parse_line(&t)
     } else {
         classic::parse_line(&t)

@@ -197,7 +197,7 @@ fn quiet_pipelines_and_errors() {
             ),
             (
                 "ms k 2 q\r\nhiX\r\nmn\r\n",
-                "CLIENT_ERROR bad data chunk\r\nERROR\r\nMN\r\n",
+                "CLIENT_ERROR bad data chunk\r\nCLIENT_ERROR bad command line format\r\nMN\r\n",
             ),
             (
                 "ms k 2 Y q\r\nhi\r\nmn\r\n",
