@@ -227,7 +227,10 @@ impl Expect {
                 Request::Stats { .. } => Expect::Stats,
                 Request::CacheMemlimit { .. } => Expect::AnyLines,
                 Request::MetaNoop => Expect::Line(vec!["MN"]),
-                Request::Meta(_) | Request::LruCrawler { .. } => Expect::Unchecked,
+                Request::Meta(_)
+                | Request::LruCrawler { .. }
+                | Request::Slabs { .. }
+                | Request::Lru { .. } => Expect::Unchecked,
             },
         }
     }

@@ -10,9 +10,15 @@ import time
 
 import pytest
 
+from support.raw import RawConnection, protocol_release
+
 TOOL_TIMEOUT = 60
 
 # What `memccapable -a` runs; every one passes against memcached 1.6.18.
+# memcached 1.6.45 dropped delete's legacy hold time (`delete k 10` now
+# deletes), which memccapable's delete tests expect refused: they fail
+# against memcached 1.6.45 itself, and so against ferrocache, which follows it.
+FAILING_SINCE_1_6_45 = {"ascii delete", "ascii delete noreply"}
 MEMCCAPABLE_ASCII_TESTS = [
     "ascii version", "ascii quit", "ascii verbosity", "ascii set", "ascii set noreply",
     "ascii get", "ascii gets", "ascii mget", "ascii flush", "ascii flush noreply",
@@ -156,16 +162,23 @@ def memccapable_ascii(server_session):
     )
     out = proc.stdout.decode("utf-8", "replace")
     results = dict(re.findall(r"^(ascii [\w ]+?)\s+\[(\w+)\]$", out, re.M))
-    return proc, out, results
+    with RawConnection(server_session.address) as conn:
+        release = protocol_release(conn)
+    failing = FAILING_SINCE_1_6_45 if release >= (1, 6, 45) else set()
+    return proc, out, results, failing
 
 
 def test_memcapable_ascii_runs_every_test(memccapable_ascii):
-    proc, out, results = memccapable_ascii
+    proc, out, results, failing = memccapable_ascii
     assert sorted(results) == sorted(MEMCCAPABLE_ASCII_TESTS), out
-    assert proc.returncode == 0 and "All tests passed" in out, out + proc.stderr.decode()
+    if failing:
+        assert f"{len(failing)} of {len(MEMCCAPABLE_ASCII_TESTS)} tests failed" in out, out
+    else:
+        assert proc.returncode == 0 and "All tests passed" in out, out + proc.stderr.decode()
 
 
 @pytest.mark.parametrize("name", MEMCCAPABLE_ASCII_TESTS)
 def test_memcapable_ascii(memccapable_ascii, name):
-    _, out, results = memccapable_ascii
-    assert results.get(name) == "pass", f"{name}: {results.get(name)}\n{out}"
+    _, out, results, failing = memccapable_ascii
+    want = "FAIL" if name in failing else "pass"
+    assert results.get(name) == want, f"{name}: {results.get(name)}\n{out}"

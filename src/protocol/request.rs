@@ -103,9 +103,21 @@ pub enum Request<'a> {
         megabytes: u64,
         noreply: bool,
     },
-    /// `lru_crawler <args>`; only `metadump` is served.
+    /// `lru_crawler <args>`: `crawl`, `metadump`, `mgdump`, `enable`,
+    /// `disable`, `sleep`, `tocrawl`.
     LruCrawler {
         args: Keys<'a>,
+        noreply: bool,
+    },
+    /// `slabs reassign|automove <args>`.
+    Slabs {
+        args: Keys<'a>,
+        noreply: bool,
+    },
+    /// `lru tune|mode|temp_ttl <args>`.
+    Lru {
+        args: Keys<'a>,
+        noreply: bool,
     },
     /// `mn`: the no-op that fences a pipeline.
     MetaNoop,

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
-use super::{Context, Flow, Replies, stats_reply};
+use super::{Context, Flow, Replies, admin, stats_reply};
 use crate::item_rules::StoreMode;
 use crate::protocol::meta::long_opaque;
 use crate::protocol::reply::{self, Item, Reply, Wire};
@@ -69,7 +69,10 @@ fn classic_wire(cmd: &Request<'_>) -> Wire<'static> {
         | Request::Touch { noreply, .. }
         | Request::FlushAll { noreply, .. }
         | Request::Verbosity { noreply, .. }
-        | Request::CacheMemlimit { noreply, .. } => (noreply, false),
+        | Request::CacheMemlimit { noreply, .. }
+        | Request::LruCrawler { noreply, .. }
+        | Request::Slabs { noreply, .. }
+        | Request::Lru { noreply, .. } => (noreply, false),
         _ => (false, false),
     };
     Wire::Classic { noreply, cas }
@@ -212,7 +215,9 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
                 out.send(Reply::Ok);
             }
         }
-        Request::LruCrawler { args } => lru_crawler(args, cx, out),
+        Request::LruCrawler { args, .. } => admin::lru_crawler(args, cx, out),
+        Request::Slabs { args, .. } => admin::slabs(args, cx, out),
+        Request::Lru { args, .. } => admin::lru(args, cx, out),
         Request::MetaNoop => out.send(Reply::MetaNoop),
         Request::Meta(_) => unreachable!("meta commands run in meta()"),
     }
@@ -557,42 +562,5 @@ pub(super) fn slab_class(size: usize) -> u32 {
         }
         class += 1;
         class_size = (class_size as f64 * 1.25) as usize;
-    }
-}
-
-/// `lru_crawler metadump all|hash|<classes>`: the key listing tools such as
-/// memcached-tool read. There is no crawler to start or tune, so the other
-/// sub-commands are unknown.
-fn lru_crawler(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
-    let mut it = args.iter();
-    if it.next() != Some(&b"metadump"[..]) {
-        return out.send(Reply::Error(ProtocolError::UnknownCommand));
-    }
-    let which = it.next().unwrap_or_default();
-    // memcached hands the connection to its crawler, which cannot share it
-    // with replies still owed.
-    if out.owes_earlier() {
-        return out.send(Reply::Line(
-            b"ERROR cannot pipeline other commands before metadump",
-        ));
-    }
-    match which {
-        b"all" | b"hash" => stats_reply::metadump(cx, out),
-        // A list of class ids: every item is in class 1 here (see `stats items`).
-        ids if !ids.is_empty()
-            && ids.split(|&b| b == b',').all(|id| {
-                std::str::from_utf8(id)
-                    .ok()
-                    .and_then(|s| s.parse::<u8>().ok())
-                    .is_some_and(|n| n > 0 && n < 64)
-            }) =>
-        {
-            if ids.split(|&b| b == b',').any(|id| id == b"1") {
-                stats_reply::metadump(cx, out);
-            } else {
-                out.send(Reply::End);
-            }
-        }
-        _ => out.send(Reply::Line(b"BADCLASS invalid class id")),
     }
 }

@@ -8,12 +8,14 @@
 //!   buffer into replies in a write buffer (auth, framing, `-R` budget).
 //! - `execute.rs`: the one executor: a decoded request (classic or meta)
 //!   against the store, its outcomes reported as typed replies;
-//!   `stats_reply/` the `stats` sub-commands.
+//!   `stats_reply/` the `stats` sub-commands; `admin.rs` the slab, LRU and
+//!   crawler admin commands.
 //!
 //! [`run`] serves until [`Shared::shutdown`] is cancelled (a signal, or the
 //! `shutdown` command), then waits a bounded time for connections to finish
 //! the replies they owe.
 
+mod admin;
 mod connection;
 mod execute;
 mod listener;
@@ -125,6 +127,8 @@ pub struct Shared {
     pub verbosity: AtomicU8,
     /// `stats sizes_enable` / `sizes_disable`.
     pub sizes_enabled: AtomicBool,
+    /// What the slab, LRU and crawler admin commands set.
+    pub tunables: admin::Tunables,
     /// Whether connections time each command (only when /metrics is served).
     pub timing: bool,
     /// The store's counters at the last `stats reset`.
@@ -141,6 +145,7 @@ impl Shared {
         stats.flush(0, &mut first);
         let hot_keys = config.hot_keys;
         let verbose = config.verbose;
+        let lru_crawler = config.lru_crawler;
         Shared {
             store,
             stats,
@@ -152,6 +157,7 @@ impl Shared {
             conns: Conns::default(),
             detail: Detail::default(),
             sizes_enabled: AtomicBool::new(false),
+            tunables: admin::Tunables::new(lru_crawler),
             verbosity: AtomicU8::new(verbose),
             hot: HotKeys::new(hot_keys),
             store_baseline: Mutex::new(StoreStats::default()),

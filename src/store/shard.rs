@@ -441,6 +441,7 @@ impl Shard {
             let h = item::header(it);
             f(ItemView {
                 key: item::key(it),
+                key_binary: item::key_binary(it),
                 value_len: it.len() - h.value_start,
                 flags: h.flags,
                 cas: h.cas,

@@ -127,8 +127,17 @@ fn admin<'a>(t: &Tokens<'a>) -> Parsed<'a> {
         b"verbosity" => verbosity(t),
         b"cache_memlimit" => cache_memlimit(t),
         b"shutdown" => shutdown(t),
-        b"lru_crawler" if t.words() >= 2 => command(Request::LruCrawler {
+        b"lru_crawler" => command(Request::LruCrawler {
             args: Keys::new(t.after(0)),
+            noreply: t.noreply(),
+        }),
+        b"slabs" => command(Request::Slabs {
+            args: Keys::new(t.after(0)),
+            noreply: t.noreply(),
+        }),
+        b"lru" => command(Request::Lru {
+            args: Keys::new(t.after(0)),
+            noreply: t.noreply(),
         }),
         // An HTTP request sent to the cache port: memcached closes.
         _ if t.words() > 1 && t.last().starts_with(b"HTTP/") => Parsed::Frame(Frame::Close),

@@ -425,9 +425,30 @@ fn line_commands() {
             "lru_crawler x HTTP/1.1\r\n".into(),
             cmd(Request::LruCrawler {
                 args: Keys::new(b" x HTTP/1.1"),
+                noreply: false,
             }),
         ),
-        ("lru_crawler\r\n".into(), unknown()),
+        (
+            "lru_crawler\r\n".into(),
+            cmd(Request::LruCrawler {
+                args: Keys::new(b""),
+                noreply: false,
+            }),
+        ),
+        (
+            "slabs automove 1 noreply\r\n".into(),
+            cmd(Request::Slabs {
+                args: Keys::new(b" automove 1 noreply"),
+                noreply: true,
+            }),
+        ),
+        (
+            "lru mode flat\r\n".into(),
+            cmd(Request::Lru {
+                args: Keys::new(b" mode flat"),
+                noreply: false,
+            }),
+        ),
         // storage lines that fail before their data length is known: the
         // block is left to be read as a command line
         ("set k 0 0\r\n".into(), bad_format()),

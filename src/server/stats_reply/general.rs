@@ -104,7 +104,7 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     stat!("slab_reassign_last_busy_status", "none");
     stat!("slab_reassign_running", 0);
     stat!("slabs_moved", 0);
-    if cfg.lru_crawler {
+    if shared.tunables.lru_crawler.load(Ordering::Relaxed) {
         stat!("lru_crawler_running", 0);
         stat!("lru_crawler_starts", 0);
     }
@@ -169,6 +169,8 @@ fn yes_no(b: bool) -> &'static str {
 
 pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let cfg = &cx.shared.config;
+    let t = &cx.shared.tunables;
+    use Ordering::Relaxed;
     let st = cx.shared.store_stats();
     let (domain_socket, umask) = match &cfg.listen {
         Listen::Unix { path, mask } => (path.display().to_string(), format!("{mask:o}")),
@@ -214,9 +216,15 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("maxconns_fast", "yes".into()),
         ("hashpower_init", "0".into()),
         ("slab_reassign", "no".into()),
-        ("slab_automove", "0".into()),
-        ("slab_automove_ratio", "0.00".into()),
-        ("slab_automove_window", "0".into()),
+        ("slab_automove", t.slab_automove.load(Relaxed).to_string()),
+        (
+            "slab_automove_ratio",
+            format!("{:.2}", t.slab_automove_ratio()),
+        ),
+        (
+            "slab_automove_window",
+            t.slab_automove_window.load(Relaxed).to_string(),
+        ),
         // memcached's default (half a 1 MiB slab page), bounded by -I as
         // memcached requires.
         (
@@ -225,21 +233,30 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ),
         // No crawler thread: expired items are reclaimed on access and by
         // the store's bounded sweep.
-        ("lru_crawler", yes_no(cfg.lru_crawler).into()),
-        ("lru_crawler_sleep", "0".into()),
-        ("lru_crawler_tocrawl", "0".into()),
+        ("lru_crawler", yes_no(t.lru_crawler.load(Relaxed)).into()),
+        (
+            "lru_crawler_sleep",
+            t.lru_crawler_sleep.load(Relaxed).to_string(),
+        ),
+        (
+            "lru_crawler_tocrawl",
+            t.lru_crawler_tocrawl.load(Relaxed).to_string(),
+        ),
         ("tail_repair_time", "0".into()),
         ("flush_enabled", yes_no(cfg.flush_enabled).into()),
         ("dump_enabled", "yes".into()),
         ("hash_algorithm", "foldhash".into()),
         ("lru_maintainer_thread", yes_no(cfg.lru_maintainer).into()),
-        ("lru_segmented", "no".into()),
-        ("hot_lru_pct", "0".into()),
-        ("warm_lru_pct", "0".into()),
-        ("hot_max_factor", "0.00".into()),
-        ("warm_max_factor", "0.00".into()),
-        ("temp_lru", "no".into()),
-        ("temporary_ttl", "0".into()),
+        (
+            "lru_segmented",
+            yes_no(t.lru_segmented.load(Relaxed)).into(),
+        ),
+        ("hot_lru_pct", t.hot_lru_pct.load(Relaxed).to_string()),
+        ("warm_lru_pct", t.warm_lru_pct.load(Relaxed).to_string()),
+        ("hot_max_factor", format!("{:.2}", t.hot_max_factor())),
+        ("warm_max_factor", format!("{:.2}", t.warm_max_factor())),
+        ("temp_lru", yes_no(t.temp_lru.load(Relaxed)).into()),
+        ("temporary_ttl", t.temporary_ttl.load(Relaxed).to_string()),
         (
             "idle_timeout",
             cfg.idle_timeout.map_or(0, |d| d.as_secs()).to_string(),
@@ -261,7 +278,10 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("ext_drop_under", "0".into()),
         ("ext_max_sleep", "0".into()),
         ("ext_max_frag", "0.00".into()),
-        ("slab_automove_freeratio", "0.000".into()),
+        (
+            "slab_automove_freeratio",
+            format!("{:.3}", t.slab_automove_freeratio()),
+        ),
         ("ext_drop_unread", "no".into()),
         ("ssl_enabled", yes_no(cfg.tls.is_some()).into()),
         (

@@ -6,7 +6,7 @@
 //! - `general.rs`: `stats` itself and `stats settings`;
 //! - `slabs.rs`: `stats items`, `slabs` and `sizes`, which emulate
 //!   memcached's slab classes (the store has none: all items show as class 1);
-//! - `dump.rs`: the key listings, `stats cachedump` and `lru_crawler metadump`;
+//! - `dump.rs`: the key listings, `stats cachedump` and `lru_crawler metadump|mgdump`;
 //! - here: the dispatch, `stats conns`, `stats detail` and `stats hotkeys`.
 
 mod dump;
@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, BytesMut};
 
 use dump::cachedump;
-pub(super) use dump::metadump;
+pub(super) use dump::dump_keys;
 use general::{general, settings};
 use slabs::{items, sizes, slabs};
 

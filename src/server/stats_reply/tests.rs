@@ -120,10 +120,13 @@ fn metadump_lines_end_in_a_bare_newline() {
     let text = Session::new(s.clone(), 1).exchange(b"lru_crawler metadump all\r\n");
     let la = UNIX;
     assert!(
-        text.starts_with(&format!("key=a%3Ab%20c exp=-1 la={la} cas=")),
+        text.starts_with(&format!("OK\r\nkey=a%3Ab%20c exp=-1 la={la} cas=")),
         "{text}"
     );
-    assert!(text.ends_with(" fetch=no cls=1 size=65\nEND\r\n"), "{text}");
+    assert!(
+        text.ends_with(" fetch=no cls=1 size=65 flags=0 \nEND\r\n"),
+        "{text}"
+    );
 }
 
 #[test]
