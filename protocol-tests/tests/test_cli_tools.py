@@ -161,7 +161,13 @@ def memccapable_ascii(server_session):
         capture_output=True, timeout=180, stdin=subprocess.DEVNULL,
     )
     out = proc.stdout.decode("utf-8", "replace")
-    results = dict(re.findall(r"^(ascii [\w ]+?)\s+\[(\w+)\]$", out, re.M))
+    # Each test's name is padded to a column on stdout and followed there by
+    # `[pass]`; a failure's `[FAIL]` goes to stderr instead.
+    results = {
+        m[1]: "pass" if m[2] else "FAIL"
+        for m in re.finditer(r"(ascii(?: [a-z]+)+) {2,}(\[pass\]\n)?", out)
+    }
+    out += proc.stderr.decode("utf-8", "replace")
     with RawConnection(server_session.address) as conn:
         release = protocol_release(conn)
     failing = FAILING_SINCE_1_6_45 if release >= (1, 6, 45) else set()

@@ -1097,8 +1097,8 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
                 vec![meta_rejected(DuplicateFlag, None)],
             ),
             (
-                "ms k 2 MSS\r\nhi\r\nmn\r\n".into(),
-                vec![meta_rejected(MTokenLength, None)],
+                "ms k 2 M\r\nhi\r\nmn\r\n".into(),
+                vec![meta_rejected(InvalidSetMode, None)],
             ),
             (
                 "ms k 2 Mx\r\nhi\r\nmn\r\n".into(),
@@ -1126,8 +1126,9 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
                 vec![meta_err(BadCommandLineFormat), Some(unknown())],
             ),
             (
-                "ms k 1 s t c f h l k v O1 u P L I F1 C1 MS J1\r\nx\r\nmn\r\n".into(),
-                vec![meta_err(FlagsTooLong), Some(bad_format())],
+                // 21 words: found by the flag scan, after the length
+                "ms k 1 s t c f h l k v O1 u P L I F1 C1 MS J1 D1\r\nx\r\nmn\r\n".into(),
+                vec![meta_rejected(GetFlagsTooLong, None)],
             ),
             // A bad chunk is reported even with q, and parsing resumes after it.
             (

@@ -105,11 +105,8 @@ pub enum ProtocolError {
     BadToken,
     KeyDecode,
     OpaqueTooLong,
-    /// `mg`'s wording of too many flags.
+    /// Too many flags (every meta command but `ma` says so since 1.6.45).
     GetFlagsTooLong,
-    /// `ms`/`md`/`ma`'s wording of too many flags.
-    FlagsTooLong,
-    MTokenLength,
     InvalidSetMode,
     InvalidArithMode,
     InvalidInitial,
@@ -147,8 +144,6 @@ impl ProtocolError {
             KeyDecode => "CLIENT_ERROR error decoding key",
             OpaqueTooLong => "CLIENT_ERROR opaque token too long",
             GetFlagsTooLong => "CLIENT_ERROR options flags are too long",
-            FlagsTooLong => "CLIENT_ERROR options flags too long",
-            MTokenLength => "CLIENT_ERROR incorrect length for M token",
             InvalidSetMode => "CLIENT_ERROR invalid mode for ms M token",
             InvalidArithMode => "CLIENT_ERROR invalid mode for ma M token",
             InvalidInitial => "CLIENT_ERROR invalid numeric initial value",

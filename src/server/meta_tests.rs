@@ -242,7 +242,15 @@ fn set_modes() {
         ("ms k 2 MP q\r\nAB\r\nmg k v\r\n", "VA 6\r\nABhiXY\r\n"),
         ("ms nk 1 MA\r\nx\r\nms nk 1 MP\r\nx\r\n", "NS\r\nNS\r\n"),
         ("ms k 1 T-1\r\nx\r\nmg k v\r\n", "HD\r\nEN\r\n"),
-        ("ms k 1 F4294967301\r\nx\r\nmg k f\r\n", "HD\r\nHD f5\r\n"),
+        // Client flags are plain digits within 32 bits.
+        (
+            "ms k 1 F4294967301\r\nx\r\nmg k f\r\n",
+            "CLIENT_ERROR bad command line format\r\nEN\r\n",
+        ),
+        (
+            "ms k 1 F4294967295\r\nx\r\nmg k f\r\n",
+            "HD\r\nHD f4294967295\r\n",
+        ),
     ]]);
     // The CAS `c` returns is the item's.
     let mut session = session();

@@ -402,8 +402,8 @@ fn line_commands() {
         ("mn\r\n".into(), cmd(Request::MetaNoop)),
         ("mn a b c\r\n".into(), cmd(Request::MetaNoop)),
         // (meta.rs has the meta commands' own table)
-        ("mg\r\n".into(), unknown()),
-        ("ms\r\n".into(), unknown()),
+        ("mg\r\n".into(), bad_format()),
+        ("ms\r\n".into(), bad_format()),
         ("me\r\n".into(), bad_format()),
         ("mg k v v\r\n".into(), err(ProtocolError::DuplicateFlag)),
         ("mx\r\n".into(), unknown()),
