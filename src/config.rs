@@ -54,7 +54,6 @@ const IGNORED_EXTENDED: &[&str] = &[
     "no_modern",
     "watcher_logbuf_size",
     "worker_logbuf_size",
-    "track_sizes",
     "no_inline_ascii_resp",
     "inline_ascii_resp",
     "read_buf_mem_limit",
@@ -267,6 +266,9 @@ pub struct Config {
     /// turn off memcached's threads: `stats` then leaves their lines out.
     pub lru_crawler: bool,
     pub lru_maintainer: bool,
+    /// `-o track_sizes`: `stats sizes` lists item sizes (memcached 1.6.45
+    /// has no other way to turn them on).
+    pub track_sizes: bool,
     /// Warnings for accepted-but-ignored options, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -400,6 +402,7 @@ impl Cli {
         let mut idle_timeout = None;
         let mut hot_keys = HotKeysConfig::default();
         let (mut lru_crawler, mut lru_maintainer) = (true, true);
+        let mut track_sizes = false;
         let mut tls_options = TlsOptions {
             min_version: "tlsv1.2".into(),
             ..Default::default()
@@ -428,6 +431,7 @@ impl Cli {
                 "lru_maintainer" | "no_lru_maintainer" => {
                     lru_maintainer = name == "lru_maintainer";
                 }
+                "track_sizes" => track_sizes = true,
                 "hot_keys" => {
                     hot_keys.enabled = match value {
                         Some("on") => true,
@@ -556,6 +560,7 @@ impl Cli {
             hot_keys,
             metrics_hot_keys: self.metrics_hot_keys,
             lru_crawler,
+            track_sizes,
             lru_maintainer,
             flush_enabled: !self.disable_flush_all,
             shutdown_enabled: self.enable_shutdown,

@@ -122,7 +122,10 @@ impl ProtocolError {
         use ProtocolError::*;
         match self {
             UnknownCommand => "ERROR",
-            BadCommandLineFormat | RetrievalKeyTooLong => "CLIENT_ERROR bad command line format",
+            BadCommandLineFormat => "CLIENT_ERROR bad command line format",
+            // memcached 1.6.45 copies the error line with its CRLF and then
+            // ends it once more: an empty line follows.
+            RetrievalKeyTooLong => "CLIENT_ERROR bad command line format\r\n",
             BadDataChunk => "CLIENT_ERROR bad data chunk",
             InvalidExptime => "CLIENT_ERROR invalid exptime argument",
             InvalidDelta => "CLIENT_ERROR invalid numeric delta argument",

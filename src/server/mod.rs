@@ -26,7 +26,7 @@ mod stats_reply;
 
 use std::fmt;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU8};
+use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -125,8 +125,6 @@ pub struct Shared {
     /// memcached's verbosity: `-v` at start, then the `verbosity` command;
     /// `stats settings` shows it.
     pub verbosity: AtomicU8,
-    /// `stats sizes_enable` / `sizes_disable`.
-    pub sizes_enabled: AtomicBool,
     /// What the slab, LRU and crawler admin commands set.
     pub tunables: admin::Tunables,
     /// Whether connections time each command (only when /metrics is served).
@@ -156,7 +154,6 @@ impl Shared {
             listening: Mutex::new(Vec::new()),
             conns: Conns::default(),
             detail: Detail::default(),
-            sizes_enabled: AtomicBool::new(false),
             tunables: admin::Tunables::new(lru_crawler),
             verbosity: AtomicU8::new(verbose),
             hot: HotKeys::new(hot_keys),

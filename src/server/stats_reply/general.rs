@@ -264,10 +264,7 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("watcher_logbuf_size", "0".into()),
         ("worker_logbuf_size", "0".into()),
         ("read_buf_mem_limit", "0".into()),
-        (
-            "track_sizes",
-            yes_no(cx.shared.sizes_enabled.load(Ordering::Relaxed)).into(),
-        ),
+        ("track_sizes", yes_no(cfg.track_sizes).into()),
         ("inline_ascii_response", "no".into()),
         ("ext_item_size", "0".into()),
         ("ext_item_age", "0".into()),

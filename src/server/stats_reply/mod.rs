@@ -16,7 +16,6 @@ mod slabs;
 mod tests;
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use bytes::{BufMut, BytesMut};
 
@@ -44,15 +43,8 @@ pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
         Some(b"items") => items(cx, out),
         Some(b"slabs") => slabs(cx, out),
         Some(b"sizes") => sizes(cx, out),
-        // memcached answers these two with the status line only, no END.
-        Some(b"sizes_enable") => {
-            cx.shared.sizes_enabled.store(true, Ordering::Relaxed);
-            out.stat("sizes_status", "enabled");
-        }
-        Some(b"sizes_disable") => {
-            cx.shared.sizes_enabled.store(false, Ordering::Relaxed);
-            out.stat("sizes_status", "disabled");
-        }
+        // (memcached 1.6.45 dropped `sizes_enable` / `sizes_disable`: they
+        // are unknown, and `-o track_sizes` is the one switch.)
         Some(b"conns") => conns(cx, out),
         Some(b"detail") => detail(it.next(), cx, out),
         Some(b"cachedump") => cachedump(it.next(), it.next(), cx, out),

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use super::Context;
 use crate::protocol::reply::Reply;
@@ -139,12 +138,11 @@ pub(super) fn slabs(cx: &mut Context<'_>, out: &mut Replies<'_>) {
 }
 
 /// `stats sizes`: item counts by memcached's item size (header, key, value
-/// and CRLF), in 32-byte buckets. memcached counts items stored after
-/// `sizes_enable`; here the buckets are computed from every item present
-/// when asked, so nothing is counted while it is on and nothing is missed.
+/// and CRLF), in 32-byte buckets, with `-o track_sizes`; the buckets are
+/// computed from every item present when asked.
 pub(super) fn sizes(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let shared = cx.shared;
-    if !shared.sizes_enabled.load(Ordering::Relaxed) {
+    if !shared.config.track_sizes {
         out.stat("sizes_status", "disabled");
         out.send(Reply::End);
         return;
