@@ -397,6 +397,8 @@ fn record_session(reference: &ServerSpec, older: &ServerSpec, session: &Session)
         session.name,
         diff(&answers[0], &answers[answers.len() - 1]).join("\n")
     );
+    // In a fixed order, so that a re-recording changes only what changed.
+    answers.sort();
     let older_runs = if session.reference_varies {
         1 + REFERENCE_RERUNS
     } else {

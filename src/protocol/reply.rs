@@ -213,7 +213,8 @@ fn meta(
     let code: &[u8] = match reply {
         Reply::Hit(item) => return meta_hit(out, key, flags, item),
         Reply::Counter(c) => {
-            if !quiet || c.created {
+            // memcached 1.6.45 hides a created item's value too.
+            if !quiet {
                 meta_counter(out, key, binary, flags, c);
             }
             return;
@@ -589,10 +590,7 @@ mod tests {
         };
         let incr = MetaOp::Arith { incr: true };
         assert_eq!(meta(incr, b"q v", &[Reply::Counter(existed)]), "");
-        assert_eq!(
-            meta(incr, b"q v", &[Reply::Counter(created)]),
-            "VA 1\r\n5\r\n"
-        );
+        assert_eq!(meta(incr, b"q v", &[Reply::Counter(created)]), "");
         // Errors are never hidden, and `ma` words running out of memory its own way.
         assert_eq!(
             meta(incr, b"q", &[Reply::Error(ProtocolError::OutOfMemory)]),
