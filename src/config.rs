@@ -61,6 +61,7 @@ const IGNORED_EXTENDED: &[&str] = &[
     "no_chunked_items",
     "drop_privileges",
     "no_drop_privileges",
+    "relaxed_privileges",
     "lru_segmented",
     "no_lru_segmented",
     "ext_path",

@@ -273,14 +273,16 @@ impl Store {
             self.oldest_live.store(deadline - 1, Ordering::Relaxed);
             return;
         }
-        // Items of this second stored before the flush are cleared below;
-        // those stored after it (time == now) stay visible.
-        self.oldest_live
-            .store(now.saturating_sub(1), Ordering::Relaxed);
+        // As memcached: items of this second and the last one stored
+        // before the flush are removed below (those stored after it, with
+        // time == now, stay visible); older ones are flushed lazily, so a
+        // read of one counts in get_flushed.
+        let oldest_live = now.saturating_sub(1);
+        self.oldest_live.store(oldest_live, Ordering::Relaxed);
         for i in 0..self.cells.len() {
             let ctx = self.ctx(now);
-            let old = self.lock(i).clear(&ctx);
-            drop(old);
+            let freed = self.lock(i).flush_recent(&ctx);
+            drop(freed);
         }
     }
 
