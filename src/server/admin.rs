@@ -10,8 +10,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
-use super::execute::slab_class;
-use super::{Context, Replies, stats_reply};
+use super::stats_reply::{self, slab_class};
+use super::{Context, Replies};
 use crate::protocol::number::{safe_strtoul, token_i32, token_u32};
 use crate::protocol::reply::Reply;
 use crate::protocol::{Keys, ProtocolError};

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use super::execute::slab_class;
+use super::stats_reply::slab_class;
 use crate::config::Cli;
 use crate::server::Shared;
 use crate::server::session::Session;

@@ -22,6 +22,7 @@ use bytes::{BufMut, BytesMut};
 use dump::cachedump;
 pub(super) use dump::dump_keys;
 use general::{general, settings};
+pub(super) use slabs::slab_class;
 use slabs::{items, sizes, slabs};
 
 use super::Context;
