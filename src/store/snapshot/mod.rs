@@ -26,7 +26,7 @@ mod tests;
 
 use std::fs::{self, File, OpenOptions};
 use std::hash::BuildHasher;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -72,9 +72,11 @@ pub struct Saved {
     pub duration: Duration,
 }
 
-/// Reads and writes go through buffers this large: headers are small, and
-/// segments (up to 64 KiB) pass through whole.
-const IO_BUFFER: usize = 1 << 20;
+/// Writes go through a buffer this large: headers are gathered in it, and a
+/// full shared segment (64 KiB at most) is as large, so it goes straight
+/// to the file without a copy. Reads are not buffered: each body is read
+/// straight into its segment, and a header costs one small read.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// Slack over `-I` a large record's segment may have: its prefix, item
 /// header and key.
@@ -145,7 +147,7 @@ impl Store {
                 .mode(0o600)
                 .open(&tmp)?;
             let mut w = Counted {
-                inner: BufWriter::with_capacity(IO_BUFFER, file),
+                inner: BufWriter::with_capacity(WRITE_BUFFER, file),
                 bytes: 0,
             };
             let items = self.write_snapshot(&mut w)?;
@@ -238,7 +240,7 @@ impl Store {
             Err(e) => return (Store::new(config, clock), Restore::Refused(Invalid::Io(e))),
         };
         let mut r = CountedRead {
-            inner: BufReader::with_capacity(IO_BUFFER, file),
+            inner: file,
             bytes: 0,
         };
         match Store::read_snapshot(config.clone(), clock.clone(), &mut r) {
@@ -277,31 +279,36 @@ impl Store {
         store
             .oldest_live
             .store(rebase.oldest_live, Ordering::Relaxed);
-        let (mut segments, mut items) = (0u64, 0u64);
-        for i in 0..store.cells.len() {
-            let h = ShardHeader::read(r)?;
-            if h.index != i as u32 {
-                return Err(Invalid::Malformed(format!(
-                    "shard {} where shard {i} belongs",
-                    h.index
-                )));
+        // Two threads: this one reads and checks segments, the other
+        // indexes them, a shard at a time, so that the copy from the file
+        // and the checksums overlap with the hashing.
+        let (segments, items) = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Section>(SECTIONS_IN_FLIGHT);
+            let indexer = scope.spawn(|| {
+                let mut items = 0;
+                for section in rx {
+                    let mut shard = store.lock(section.index);
+                    let mut load = ShardLoad {
+                        store: &store,
+                        index: section.index,
+                        shard: &mut shard,
+                        rebase: &rebase,
+                        seen: 0,
+                    };
+                    load.run(section)?;
+                    items += load.seen;
+                }
+                Ok::<u64, Invalid>(items)
+            });
+            let read = read_sections(&store, r, &tx);
+            drop(tx);
+            let indexed = indexer.join().expect("the indexing thread does not panic");
+            // The reader stops when the indexer does: its error is the cause.
+            match (read, indexed) {
+                (_, Err(e)) | (Err(e), _) => Err(e),
+                (Ok(segments), Ok(items)) => Ok((segments, items)),
             }
-            if h.cas_next == 0 {
-                return Err(Invalid::Malformed("a CAS counter of 0".into()));
-            }
-            store.cells[i].cas.store(h.cas_next, Ordering::Relaxed);
-            let mut shard = store.lock(i);
-            let mut load = ShardLoad {
-                store: &store,
-                index: i,
-                shard: &mut shard,
-                rebase: &rebase,
-                seen: 0,
-            };
-            load.run(r, &h)?;
-            segments += u64::from(h.segments);
-            items += load.seen;
-        }
+        })?;
         let trailer = Trailer::read(r)?;
         if (trailer.segments, trailer.items) != (segments, items) {
             return Err(Invalid::Malformed(format!(
@@ -311,6 +318,86 @@ impl Store {
         }
         Ok(store)
     }
+}
+
+/// How many shards' segments may wait, read, for the indexing thread.
+const SECTIONS_IN_FLIGHT: usize = 4;
+
+/// One shard's section of the file, read and checked.
+struct Section {
+    index: usize,
+    header: ShardHeader,
+    /// Each segment's memory (its charge taken), bytes used, and whether it
+    /// holds one large record.
+    segments: Vec<(SegMem, usize, bool)>,
+}
+
+/// Reads every shard's section, checking headers, lengths and checksums,
+/// and hands each to `tx`; returns the segment count.
+fn read_sections(
+    store: &Store,
+    r: &mut impl Read,
+    tx: &std::sync::mpsc::SyncSender<Section>,
+) -> Result<u64, Invalid> {
+    let mut segments = 0u64;
+    for i in 0..store.cells.len() {
+        let header = ShardHeader::read(r)?;
+        if header.index != i as u32 {
+            return Err(Invalid::Malformed(format!(
+                "shard {} where shard {i} belongs",
+                header.index
+            )));
+        }
+        if header.cas_next == 0 {
+            return Err(Invalid::Malformed("a CAS counter of 0".into()));
+        }
+        store.cells[i].cas.store(header.cas_next, Ordering::Relaxed);
+        // Not sized by the header's count: each segment is charged first.
+        let mut section = Section {
+            index: i,
+            header,
+            segments: Vec::new(),
+        };
+        for _ in 0..header.segments {
+            section.segments.push(read_segment(store, r)?);
+        }
+        segments += u64::from(header.segments);
+        if tx.send(section).is_err() {
+            // The indexing thread stopped on an error; it reports it.
+            return Ok(segments);
+        }
+    }
+    Ok(segments)
+}
+
+/// Reads one segment: its header, its length against the layout, its
+/// memory charged to the budget before it is allocated, its checksum.
+fn read_segment(store: &Store, r: &mut impl Read) -> Result<(SegMem, usize, bool), Invalid> {
+    let h = SegmentHeader::read(r)?;
+    let layout = store.layout;
+    let used = h.used as usize;
+    let solo = h.kind == format::SOLO;
+    let size = if solo {
+        let max = store.config.item_size_max + RECORD_OVERHEAD_MAX;
+        if used <= layout.shared_max || used <= PREFIX || used > max {
+            return Err(Invalid::Malformed(format!(
+                "a large record of {used} bytes"
+            )));
+        }
+        used
+    } else {
+        if used == 0 || used > layout.segment_size {
+            return Err(Invalid::Malformed(format!("a segment of {used} bytes")));
+        }
+        layout.segment_size
+    };
+    if !store.memory.try_reserve(memory::segment_cost(size)) {
+        return Err(Invalid::DoesNotFit);
+    }
+    let mut mem = SegMem::new(size);
+    r.read_exact(mem.bytes_mut(0, used))?;
+    h.check_body(mem.bytes(0, used))?;
+    Ok((mem, used, solo))
 }
 
 impl super::Cell {
@@ -408,10 +495,10 @@ impl ShardLoad<'_, '_> {
         Ok(())
     }
 
-    fn run(&mut self, r: &mut impl Read, h: &ShardHeader) -> Result<(), Invalid> {
+    fn run(&mut self, section: Section) -> Result<(), Invalid> {
         // The index sized once for the saved count, charged before it is
         // allocated: a count the memory limit cannot pay for is refused.
-        let hint = h.items as usize;
+        let hint = section.header.items as usize;
         let charge = memory::index_cost(hint);
         self.reserve(charge)?;
         self.shard.index_charge = charge;
@@ -420,8 +507,20 @@ impl ShardLoad<'_, '_> {
         index.reserve(hint, |&l| {
             table_hash(hasher.hash_one(item::key(segs.item(Loc(l)))))
         });
-        for _ in 0..h.segments {
-            self.segment(r)?;
+        for (mem, used, solo) in section.segments {
+            // Charged by the reader.
+            let charge = memory::segment_cost(mem.len());
+            self.shard.bytes += charge;
+            let Some(node) = self.shard.segs.take_node(solo) else {
+                self.store.memory.release(charge);
+                self.shard.bytes -= charge;
+                return Err(Invalid::Malformed(
+                    "more segments than a shard can have".into(),
+                ));
+            };
+            self.shard.segs.install(node, mem, charge);
+            self.shard.segs.get_mut(node).used = used;
+            self.adopt(node, solo, used)?;
         }
         // A count below the truth grew the table past its charge.
         let grown = memory::index_cost(self.shard.index.capacity());
@@ -436,41 +535,6 @@ impl ShardLoad<'_, '_> {
             self.shard.segs.head = Some(node);
         }
         Ok(())
-    }
-
-    /// Reads one segment, checks it, and adopts its live records.
-    fn segment(&mut self, r: &mut impl Read) -> Result<(), Invalid> {
-        let h = SegmentHeader::read(r)?;
-        let layout = self.store.layout;
-        let used = h.used as usize;
-        let solo = h.kind == format::SOLO;
-        let size = if solo {
-            let max = self.store.config.item_size_max + RECORD_OVERHEAD_MAX;
-            if used <= layout.shared_max || used <= PREFIX || used > max {
-                return Err(Invalid::Malformed(format!(
-                    "a large record of {used} bytes"
-                )));
-            }
-            used
-        } else {
-            if used == 0 || used > layout.segment_size {
-                return Err(Invalid::Malformed(format!("a segment of {used} bytes")));
-            }
-            layout.segment_size
-        };
-        let charge = memory::segment_cost(size);
-        self.reserve(charge)?;
-        let mut mem = SegMem::new(size);
-        r.read_exact(mem.bytes_mut(0, used))?;
-        h.check_body(mem.bytes(0, used))?;
-        let Some(node) = self.shard.segs.take_node(solo) else {
-            return Err(Invalid::Malformed(
-                "more segments than a shard can have".into(),
-            ));
-        };
-        self.shard.segs.install(node, mem, charge);
-        self.shard.segs.get_mut(node).used = used;
-        self.adopt(node, solo, used)
     }
 
     /// Indexes the live records of a segment just read, rebased; marks

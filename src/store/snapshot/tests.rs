@@ -367,24 +367,45 @@ fn records_that_pass_the_checksums_are_still_checked() {
 
 #[test]
 fn a_snapshot_needing_more_than_the_limit_is_refused() {
-    // The same settings, but the budget already spent elsewhere.
+    // The same settings, but the budget already spent elsewhere: the
+    // reader refuses the first segment it cannot pay for.
     let file = small_file();
-    let store_cfg = config(8 * MB, true);
-    let clock = Clock::manual(UNIX + 5);
     let header = FileHeader::read(&mut &file[..]).unwrap();
-    let s = Store::with_seed(store_cfg, clock, header.hash_seed);
+    let s = Store::with_seed(
+        config(8 * MB, true),
+        Clock::manual(UNIX + 5),
+        header.hash_seed,
+    );
     assert!(s.memory.try_reserve(8 * MB - 4096));
+    let (tx, _rx) = std::sync::mpsc::sync_channel(16);
+    let why = read_sections(&s, &mut &file[FILE_HEADER_LEN..], &tx).expect_err("refused");
+    assert!(matches!(why, Invalid::DoesNotFit), "{why}");
+    // And the indexing side refuses an index it cannot pay for.
+    let s = Store::with_seed(
+        config(8 * MB, true),
+        Clock::manual(UNIX + 5),
+        header.hash_seed,
+    );
+    assert!(s.memory.try_reserve(8 * MB));
+    let section = Section {
+        index: 0,
+        header: ShardHeader {
+            index: 0,
+            cas_next: 1,
+            segments: 0,
+            items: 1000,
+        },
+        segments: Vec::new(),
+    };
+    let mut shard = s.lock(0);
     let mut load = ShardLoad {
         store: &s,
         index: 0,
-        shard: &mut s.lock(0),
+        shard: &mut shard,
         rebase: &Rebase::new(&header, s.clock()),
         seen: 0,
     };
-    let mut r = &file[FILE_HEADER_LEN..];
-    let h = ShardHeader::read(&mut r).unwrap();
-    let why = load.run(&mut r, &h).expect_err("refused");
-    assert!(matches!(why, Invalid::DoesNotFit), "{why}");
+    assert!(matches!(load.run(section), Err(Invalid::DoesNotFit)));
 }
 
 #[test]
