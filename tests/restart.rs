@@ -383,3 +383,76 @@ fn sigkill_while_saving_leaves_the_previous_file_or_a_whole_new_one() {
         stop(server, SIGTERM);
     }
 }
+
+/// memcached's t/restart.t, its assertions that do not depend on slab
+/// internals or on sleeping through the downtime: values from 2 bytes to
+/// 1 MiB under `-I 2m`, 2^17 items stored and deleted again, large items
+/// with one deleted, a long TTL kept. (Its check that an empty metadata
+/// file stops the start differs on purpose: ferrocache starts empty.)
+#[test]
+fn memcached_restart_t_without_slab_internals() {
+    let dir = Dir::new("restart-t");
+    let path = dir.file("mc_restart");
+    let args = ["-m", "128", "-I", "2m"];
+    let server = start(&path, &args);
+    assert_eq!(
+        stat(&server, "stats settings", "memory_file"),
+        path.to_str().unwrap()
+    );
+    let mut req = Vec::new();
+    let mut size = 2;
+    let mut cnt = 0;
+    while size <= 1 << 20 {
+        req.extend_from_slice(format!("set foo{cnt} 0 0 {size} noreply\r\n").as_bytes());
+        req.extend(std::iter::repeat_n(b'x', size));
+        req.extend_from_slice(b"\r\n");
+        size *= 2;
+        cnt += 1;
+    }
+    for i in 0..1 << 17 {
+        req.extend_from_slice(format!("set z{i} 0 0 0 noreply\r\n\r\n").as_bytes());
+    }
+    for i in 0..1 << 17 {
+        req.extend_from_slice(format!("delete z{i} noreply\r\n").as_bytes());
+    }
+    let chunked: Vec<usize> = (768_000..=769_024).step_by(50).collect();
+    for (i, len) in chunked.iter().enumerate() {
+        req.extend_from_slice(format!("set chunk{i} 0 0 {len} noreply\r\n").as_bytes());
+        req.extend(std::iter::repeat_n(b'x', *len));
+        req.extend_from_slice(b"\r\n");
+    }
+    let deleted = chunked.len() - 1;
+    req.extend_from_slice(format!("delete chunk{deleted} noreply\r\n").as_bytes());
+    req.extend_from_slice(b"set low2 0 200 2 noreply\r\nmo\r\n");
+    assert_eq!(batch(&server, &req), b"");
+    stop(server, SIGUSR1);
+
+    let server = start(&path, &args);
+    let mut c = server.connect();
+    assert_eq!(
+        ask(&mut c, "get low2\r\n", "END\r\n"),
+        "VALUE low2 0 2\r\nmo\r\nEND\r\n"
+    );
+    let mut size = 2;
+    let mut cnt = 0;
+    while size < 1_000_000 {
+        let want = format!("VALUE foo{cnt} 0 {size}\r\n{}\r\nEND\r\n", "x".repeat(size));
+        assert_eq!(ask(&mut c, &format!("get foo{cnt}\r\n"), "END\r\n"), want);
+        size *= 2;
+        cnt += 1;
+    }
+    for (i, len) in chunked.iter().enumerate() {
+        let got = ask(&mut c, &format!("get chunk{i}\r\n"), "END\r\n");
+        if i == deleted {
+            assert_eq!(got, "END\r\n");
+        } else {
+            assert_eq!(
+                got,
+                format!("VALUE chunk{i} 0 {len}\r\n{}\r\nEND\r\n", "x".repeat(*len))
+            );
+        }
+    }
+    assert_eq!(ask(&mut c, "get z5\r\n", "END\r\n"), "END\r\n");
+    drop(c);
+    stop(server, SIGTERM);
+}
