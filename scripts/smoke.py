@@ -116,7 +116,11 @@ def with_state_dir(args, uid, gid):
     uid:gid, as a volume or StateDirectory= provides it; and the -e file."""
     import tempfile
 
+    import atexit
+    import shutil
+
     d = tempfile.mkdtemp(prefix="ferrocache-smoke-state-")
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
     if os.geteuid() == 0:
         os.chown(d, int(uid), int(gid))
     out = [a.replace(STATE_DIR, d + "/", 1) if a.startswith(STATE_DIR) else a for a in args]

@@ -20,7 +20,8 @@
 //! record's address, `record.rs` its state, `segment.rs` segment memory and
 //! the record layout, `item.rs` the immutable encoding of one item,
 //! `list.rs` the intrusive list that orders segments, `memory.rs` what
-//! storage costs and the shared budget.
+//! storage costs and the shared budget. `snapshot/` writes the whole store
+//! to a file and loads it back (warm restart, `-e`).
 //!
 //! Concurrency: a request locks one shard, briefly. A small item (at most
 //! 4 KiB) is copied from the request into its shard's newest segment under

@@ -5,9 +5,9 @@
 //!
 //! ```text
 //! file header   magic "FERROSNP", format version, the fingerprint of the
-//!               settings that decide the layout, the hash seed, the clock
-//!               (process start, save time, relative now), flush_all's
-//!               oldest_live, the shard count; CRC
+//!               settings that decide the layout (shard count included),
+//!               the hash seed, the clock (process start, save time),
+//!               flush_all's oldest_live; CRC
 //! per shard     shard index, next CAS sequence, segment count, live items;
 //!   header      CRC
 //! per segment   kind (shared or a large record's own), bytes used, the
