@@ -5,8 +5,9 @@
 //! per-item work: dead records go along and are skipped on loading. The
 //! file is written beside its final name, synced, then renamed over it, so
 //! a crash while saving leaves the previous file or none, never half of
-//! one. Loading checks everything before it trusts it (see `format.rs`),
-//! rebuilds each shard's index from its records, rebases their times onto
+//! one. Loading checks everything before it trusts it (see `format.rs`);
+//! while one thread reads and checks a shard's segments, another rebuilds
+//! the index of the shard before from its records, rebases their times onto
 //! the new process's clock (an item keeps its deadline in wall-clock time:
 //! one that ran out while the server was down is gone) and restores the CAS
 //! counters and a pending `flush_all`. It loads into a new store, so a file
