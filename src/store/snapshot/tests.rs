@@ -333,13 +333,16 @@ fn a_file_from_other_settings_or_a_newer_format_is_refused() {
 fn records_that_pass_the_checksums_are_still_checked() {
     let file = small_file();
     let cuts = boundaries(&file, 16);
-    // The first segment body: its header ends at one boundary, the body at the next.
+    // The first shared segment's body (a large record's own segment has
+    // no record length to spoil): its header ends at one boundary, the
+    // body at the next.
     let (start, end) = (0..cuts.len() - 1)
         .map(|i| (cuts[i], cuts[i + 1]))
         .find(|&(a, b)| {
             b - a > SEGMENT_HEADER_LEN
                 && a >= SEGMENT_HEADER_LEN
-                && SegmentHeader::read(&mut &file[a - SEGMENT_HEADER_LEN..a]).is_ok()
+                && SegmentHeader::read(&mut &file[a - SEGMENT_HEADER_LEN..a])
+                    .is_ok_and(|h| h.kind == format::SHARED)
         })
         .unwrap();
     let reseal = |bad: &mut Vec<u8>| {
@@ -355,10 +358,10 @@ fn records_that_pass_the_checksums_are_still_checked() {
     };
     // A record length past the segment, an unknown state bit, an item
     // header past its record.
-    let cases: [(usize, u8); 3] = [(9, 0xff), (0, 0x80), (11 + 1, 0x80)];
-    for (offset, byte) in cases {
+    let cases: [(usize, &[u8]); 3] = [(9, &[0xff, 0xff]), (0, &[0x80]), (11 + 1, &[0x80])];
+    for (offset, bytes) in cases {
         let mut bad = file.clone();
-        bad[start + offset] = byte;
+        bad[start + offset..start + offset + bytes.len()].copy_from_slice(bytes);
         reseal(&mut bad);
         let why = refused(&bad);
         assert!(why.starts_with("malformed"), "{why}");
