@@ -366,7 +366,10 @@ fn sigkill_while_saving_leaves_the_previous_file_or_a_whole_new_one() {
         assert!(Instant::now() < deadline, "no save started");
         thread::sleep(Duration::from_micros(200));
     }
-    server.signal(SIGKILL);
+    // Not reaped yet, so the pid is still ours even if it has just exited.
+    if server.exit_status().is_none() {
+        server.signal(SIGKILL);
+    }
     server.wait_exit(Duration::from_secs(30)).expect("killed");
 
     eprintln!("killed mid-save: {}", tmp.exists());
