@@ -233,6 +233,9 @@ impl Store {
     /// serves, remove a loaded file with [`discard`].
     pub fn restore(config: StoreConfig, clock: Clock, path: &Path) -> (Store, Restore) {
         let started = Instant::now();
+        // What a save cut short by a crash left beside it: never loaded,
+        // and as large as the cache.
+        let _ = fs::remove_file(temp_path(path));
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
