@@ -460,3 +460,42 @@ fn memcached_restart_t_without_slab_internals() {
     drop(c);
     stop(server, SIGTERM);
 }
+
+/// `/metrics` says how the start went, as `stats` does.
+#[test]
+fn metrics_report_the_warm_start() {
+    let dir = Dir::new("metrics");
+    let path = dir.file("cache");
+    let scrape = |server: &Server| {
+        let mut s = std::net::TcpStream::connect(server.metrics_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        let value = |name: &str| -> f64 {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+        };
+        (
+            value("ferrocache_warm_start"),
+            value("ferrocache_warm_start_items"),
+            value("ferrocache_warm_start_duration_seconds"),
+        )
+    };
+    let args = |p: &Path| ["-t", "2", "-e", p.to_str().unwrap()].map(str::to_string);
+    let server = Launch::ferrocache().args(args(&path)).metrics().start();
+    assert_eq!(scrape(&server), (0.0, 0.0, 0.0));
+    let mut c = server.connect();
+    for i in 0..7 {
+        ask(&mut c, &format!("set k{i} 0 0 1\r\nv\r\n"), "\r\n");
+    }
+    drop(c);
+    stop(server, SIGTERM);
+    let server = Launch::ferrocache().args(args(&path)).metrics().start();
+    let (warm, items, seconds) = scrape(&server);
+    assert_eq!((warm, items), (1.0, 7.0));
+    assert!(seconds > 0.0 && seconds < 30.0, "{seconds}");
+    stop(server, SIGTERM);
+}
