@@ -163,10 +163,17 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .map_err(|e| format!("could not write pidfile {}: {e}", path.display()))?;
     }
-    if warm && let Some(path) = &config.memory_file {
+    if let Some(path) = &config.memory_file {
+        // As the user that will save it, now rather than at the stop.
+        if let Err(e) = ferrocache::store::check_snapshot_writable(path) {
+            tracing::warn!(
+                path = %path.display(),
+                "the snapshot cannot be saved there ({e}): the next restart will start empty"
+            );
+        }
         // Nothing can fail the start now. Removed so that a crash later
         // cannot bring back what this run deletes or changes.
-        if let Err(e) = ferrocache::store::discard_snapshot(path) {
+        if warm && let Err(e) = ferrocache::store::discard_snapshot(path) {
             tracing::warn!(path = %path.display(), "could not remove the loaded snapshot: {e}");
         }
     }

@@ -499,3 +499,22 @@ fn metrics_report_the_warm_start() {
     assert!(seconds > 0.0 && seconds < 30.0, "{seconds}");
     stop(server, SIGTERM);
 }
+
+/// A path whose directory is missing: the start warns and serves, the stop
+/// says the save failed and exits 1.
+#[test]
+fn an_unwritable_path_is_reported_at_start_and_at_stop() {
+    let dir = Dir::new("unwritable");
+    let path = dir.file("missing").join("cache");
+    let server = start(&path, &["-m", "16"]);
+    let mut c = server.connect();
+    ask(&mut c, "set k 0 0 1\r\nv\r\n", "STORED\r\n");
+    drop(c);
+    let mut server = server;
+    server.signal(SIGTERM);
+    let status = server.wait_exit(Duration::from_secs(60)).expect("exits");
+    let log = server.stderr_tail();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(log.contains("the snapshot cannot be saved there"), "{log}");
+    assert!(log.contains("could not save the snapshot to"), "{log}");
+}

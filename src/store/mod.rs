@@ -64,7 +64,10 @@ pub use request::{
     ArithRequest, ArithResult, Counter, DeleteRequest, DeleteResult, GetRequest, Hit, ItemInfo,
     ItemView, Lookup, Step, StoreRequest, StoreResult, Value,
 };
-pub use snapshot::{Invalid, Restore, Saved, WarmStart, discard as discard_snapshot};
+pub use snapshot::{
+    Invalid, Restore, Saved, WarmStart, check_writable as check_snapshot_writable,
+    discard as discard_snapshot,
+};
 
 use record::NewItem;
 use segments::Layout;

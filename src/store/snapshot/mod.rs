@@ -101,6 +101,23 @@ pub fn discard(path: &Path) -> io::Result<()> {
     sync_dir(path)
 }
 
+/// Whether a save to `path` could create its file: creates the temporary
+/// file beside it and removes it again. For a start to warn early, rather
+/// than the stop to fail.
+///
+/// # Errors
+/// Why the file cannot be created.
+pub fn check_writable(path: &Path) -> io::Result<()> {
+    let tmp = temp_path(path);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    fs::remove_file(&tmp)
+}
+
 /// Makes a rename or removal in `path`'s directory durable.
 fn sync_dir(path: &Path) -> io::Result<()> {
     let dir = match path.parent() {
