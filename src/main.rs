@@ -136,6 +136,9 @@ fn start(mut config: Config) -> Result<(), ferrocache::Error> {
 }
 
 async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
+    // Before the snapshot is loaded and removed: a stop asked for from now
+    // on waits for the server to be up, and then saves.
+    let signals = stop_signals();
     // The snapshot is loaded before the sockets exist: a client that can
     // connect finds the cache ready.
     let (store, warm) = open_store(&config);
@@ -196,7 +199,7 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
         _ => None,
     };
     let shared = Arc::new(Shared::new(config, store, listeners.len()));
-    tokio::spawn(stop_on_signal(shared.clone()));
+    tokio::spawn(stop_on_signal(shared.clone(), signals));
     if let Some(l) = metrics_listener {
         let addr = l.local_addr()?;
         tracing::info!(metrics = %format!("http://{addr}/metrics"), "serving metrics");
@@ -272,15 +275,38 @@ async fn save_store(shared: Arc<Shared>) -> Result<(), ferrocache::Error> {
     }
 }
 
-async fn stop_on_signal(shared: Arc<Shared>) {
+/// The signals that stop the server gracefully. SIGUSR1 is memcached's
+/// graceful stop (the one that keeps its -e file).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+/// Installs the handlers; from then on such a signal is kept until
+/// [`stop_on_signal`] reads it, instead of killing the process.
+fn stop_signals() -> Option<StopSignals> {
     use tokio::signal::unix::{SignalKind, signal};
-    // SIGUSR1 is memcached's graceful stop (the one that keeps its -e file).
-    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::user_defined1()),
-    ) else {
-        tracing::warn!("could not install signal handlers");
+    ) {
+        (Ok(term), Ok(int), Ok(usr1)) => Some(StopSignals { term, int, usr1 }),
+        _ => {
+            tracing::warn!("could not install signal handlers");
+            None
+        }
+    }
+}
+
+async fn stop_on_signal(shared: Arc<Shared>, signals: Option<StopSignals>) {
+    let Some(StopSignals {
+        mut term,
+        mut int,
+        mut usr1,
+    }) = signals
+    else {
         return;
     };
     let name = tokio::select! {
