@@ -207,6 +207,13 @@ pub struct Cli {
     #[arg(short = 'Z', long = "enable-ssl")]
     pub enable_ssl: bool,
 
+    /// Warm restart: on a graceful stop (SIGTERM, SIGINT, SIGUSR1, or
+    /// `shutdown` with -A) save the cache to this file, and load it at the
+    /// next start if it was made with the same -m, -I, -C and shard count.
+    /// Any file system will do; writes during the restart are lost.
+    #[arg(short = 'e', long = "memory-file", value_name = "PATH")]
+    pub memory_file: Option<PathBuf>,
+
     /// Read flags from this file first, one per line as in Debian's
     /// /etc/memcached.conf (`#` comments; `-d`, `-h` and `logfile` lines are
     /// skipped); flags on the command line win.
@@ -261,6 +268,9 @@ pub struct Config {
     pub tls_options: TlsOptions,
     /// `-o hot_keys=...`: the sampled top-K of the hottest keys.
     pub hot_keys: HotKeysConfig,
+    /// `-e`: where the cache is saved on a graceful stop and loaded from
+    /// at start.
+    pub memory_file: Option<PathBuf>,
     /// `--metrics-hot-keys`: the top keys as labels in /metrics.
     pub metrics_hot_keys: bool,
     /// `-o no_lru_crawler` / `no_lru_maintainer` turn these off, as they
@@ -549,7 +559,15 @@ impl Cli {
         };
 
         let cas_enabled = !self.disable_cas;
+        if self
+            .memory_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty() || p.file_name().is_none())
+        {
+            return err("-e needs the path of a file");
+        }
         Ok(Config {
+            memory_file: self.memory_file.clone(),
             listen,
             listen_text: self.listen.join(","),
             port: self.port,
@@ -781,6 +799,23 @@ mod tests {
                 .metrics_explicit
         );
         assert!(cli(&["--metrics-listen", "nope:x"]).is_err());
+    }
+
+    #[test]
+    fn memory_file_takes_a_file_path() {
+        assert_eq!(cli(&[]).unwrap().memory_file, None);
+        assert_eq!(
+            cli(&["-e", "/var/lib/ferrocache/cache"])
+                .unwrap()
+                .memory_file,
+            Some(PathBuf::from("/var/lib/ferrocache/cache"))
+        );
+        assert_eq!(
+            cli(&["--memory-file", "snap"]).unwrap().memory_file,
+            Some(PathBuf::from("snap"))
+        );
+        assert!(cli(&["-e", ""]).is_err());
+        assert!(cli(&["-e", "/var/lib/.."]).is_err());
     }
 
     #[test]

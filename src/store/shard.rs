@@ -20,7 +20,7 @@ use std::hash::BuildHasher;
 use std::mem;
 
 use bytes::Bytes;
-use foldhash::quality::RandomState;
+use foldhash::quality::FixedState;
 use hashbrown::HashTable;
 
 use super::clock;
@@ -40,7 +40,7 @@ pub struct Ctx<'a> {
     /// flushed (0: no flush pending).
     pub oldest_live: u32,
     pub evictions: bool,
-    pub hasher: &'a RandomState,
+    pub hasher: &'a FixedState,
     pub memory: &'a Memory,
     pub layout: Layout,
 }
@@ -473,7 +473,7 @@ impl Shard {
 
     /// Checks every structural invariant; for tests.
     #[cfg(test)]
-    pub fn check(&self, hasher: &RandomState) {
+    pub fn check(&self, hasher: &FixedState) {
         let mut live = 0;
         let mut charges = 0;
         let mut at_node = self.segs.newest();

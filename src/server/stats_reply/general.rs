@@ -160,6 +160,18 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
             out.stat(name, 0);
         }
     }
+    // ferrocache's own, after memcached's and only with -e: how the last
+    // start went.
+    if cfg.memory_file.is_some() {
+        let warm = shared.store.warm_start();
+        stat!("warm_start", u8::from(warm.is_some()));
+        stat!("warm_start_items", warm.map_or(0, |w| w.items));
+        let d = warm.map_or(std::time::Duration::ZERO, |w| w.duration);
+        stat!(
+            "warm_start_seconds",
+            format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+        );
+    }
     out.send(Reply::End);
 }
 
@@ -295,7 +307,8 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("ssl_kernel_tls", "no".into()),
         ("ssl_min_version", cfg.tls_options.min_version.clone()),
         ("num_napi_ids", "(null)".into()),
-        ("memory_file", "(null)".into()),
+        // As given to -e; memcached prints its unset pointer as `(null)`.
+        ("memory_file", shown_path(&cfg.memory_file, "(null)")),
         // The size of the client flags field, in bytes (a 32-bit number).
         ("client_flags_size", "4".into()),
         // ferrocache's own, after memcached's: the hot-key top-K.
