@@ -168,9 +168,10 @@ pub struct Cli {
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
 
-    /// Protocol: ascii or auto (the binary protocol is not served).
-    #[arg(short = 'B', long = "protocol", default_value = "auto")]
-    pub protocol: String,
+    /// Protocol: ascii, binary or auto (each connection picks by its first
+    /// byte) [default: auto; ascii with -Y].
+    #[arg(short = 'B', long = "protocol")]
+    pub protocol: Option<String>,
 
     /// Extended options, comma-separated: idle_timeout=N; hot_keys=on|off,
     /// hot_keys_top=K, hot_keys_window=SECONDS, hot_keys_sample=N;
@@ -225,6 +226,26 @@ pub struct Cli {
     pub version: Option<bool>,
 }
 
+/// `-B`: the protocols connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingProtocol {
+    Ascii,
+    Binary,
+    /// Each connection picks by its first byte: 0x80 is binary.
+    Auto,
+}
+
+impl BindingProtocol {
+    /// As memcached's `stats settings` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BindingProtocol::Ascii => "ascii",
+            BindingProtocol::Binary => "binary",
+            BindingProtocol::Auto => "auto-negotiate",
+        }
+    }
+}
+
 /// Where to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -258,8 +279,8 @@ pub struct Config {
     pub metrics_explicit: bool,
     pub limits: Limits,
     pub store: StoreConfig,
-    /// `-B` as memcached's `stats settings` spells it.
-    pub binding_protocol: &'static str,
+    /// `-B`: which protocols connections speak.
+    pub binding_protocol: BindingProtocol,
     /// `-Y`: the credentials every connection must present first.
     pub auth: Option<Arc<AuthFile>>,
     /// `-Z`: TLS on TCP connections.
@@ -386,12 +407,24 @@ impl Cli {
         if self.udp_port != 0 {
             return err("UDP is not supported: use -U 0");
         }
-        let binding_protocol = match self.protocol.as_str() {
-            "ascii" => "ascii",
-            "auto" => "auto-negotiate",
-            "binary" => return err("the binary protocol is not supported: use -B ascii"),
-            other => return err(format!("Invalid value for binding protocol: {other}")),
+        let binding_protocol = match self.protocol.as_deref() {
+            // Ascii authentication has no binary form: memcached then
+            // serves ascii only, and refuses to be asked for binary.
+            None if self.auth_file.is_some() => BindingProtocol::Ascii,
+            None | Some("auto") => BindingProtocol::Auto,
+            Some("ascii") => BindingProtocol::Ascii,
+            Some("binary") => BindingProtocol::Binary,
+            Some(other) => {
+                return err(format!(
+                    "Invalid value for binding protocol: {other}\n -- should be one of auto, binary, or ascii"
+                ));
+            }
         };
+        if self.auth_file.is_some() && binding_protocol != BindingProtocol::Ascii {
+            return err(
+                "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.",
+            );
+        }
         let memory_limit = match self.memory_limit.checked_mul(1024 * 1024) {
             Some(b) if b <= usize::MAX as u64 => b as usize,
             _ => return err("memory limit too large"),
@@ -709,7 +742,16 @@ mod tests {
             "Cannot set item size limit higher than 1/2 of memory max."
         );
         assert!(cli(&["-U", "11211"]).unwrap_err().contains("UDP"));
-        assert!(cli(&["-B", "binary"]).unwrap_err().contains("binary"));
+        assert_eq!(
+            cli(&["-B", "binary"]).unwrap().binding_protocol,
+            BindingProtocol::Binary
+        );
+        assert_eq!(cli(&[]).unwrap().binding_protocol, BindingProtocol::Auto);
+        assert!(
+            cli(&["-B", "udp"])
+                .unwrap_err()
+                .contains("binding protocol")
+        );
         assert!(
             cli(&["-o", "bogus"])
                 .unwrap_err()

@@ -4,9 +4,12 @@
 //! declares too (`mod launch;`).
 //!
 //! The differential harness (corpus format, runner, normalisation, recorded
-//! reference transcripts, the list of known gaps) lives in the submodules;
-//! the integration tests only use this file.
+//! reference transcripts, the list of known gaps; the binary protocol's
+//! corpus format and runner) lives in the submodules; the integration tests
+//! only use this file.
 
+pub mod binary_corpus;
+pub mod binary_runner;
 pub mod corpus;
 pub mod gaps;
 pub mod normalise;
