@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 
 use crate::auth::AuthFile;
+use crate::sasl::Pwdb;
 use crate::tls::{Tls, TlsOptions};
 
 use crate::hotkeys::HotKeysConfig;
@@ -168,9 +169,10 @@ pub struct Cli {
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
 
-    /// Protocol: ascii or auto (the binary protocol is not served).
-    #[arg(short = 'B', long = "protocol", default_value = "auto")]
-    pub protocol: String,
+    /// Protocol: ascii or auto (the binary protocol is not served)
+    /// [default: auto; binary with -S].
+    #[arg(short = 'B', long = "protocol")]
+    pub protocol: Option<String>,
 
     /// Extended options, comma-separated: idle_timeout=N; hot_keys=on|off,
     /// hot_keys_top=K, hot_keys_window=SECONDS, hot_keys_sample=N;
@@ -202,6 +204,12 @@ pub struct Cli {
     /// Require ascii authentication against this file of `user:password` lines.
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<PathBuf>,
+
+    // SASL (-S).
+    /// Require SASL PLAIN authentication on binary connections, against the
+    /// `user:password` lines of the file named by MEMCACHED_SASL_PWDB.
+    #[arg(short = 'S', long = "enable-sasl")]
+    pub enable_sasl: bool,
 
     /// Serve TLS on every TCP connection (see -o ssl_chain_cert, ssl_key).
     #[arg(short = 'Z', long = "enable-ssl")]
@@ -255,6 +263,8 @@ pub struct Config {
     pub binding_protocol: &'static str,
     /// `-Y`: the credentials every connection must present first.
     pub auth: Option<Arc<AuthFile>>,
+    /// `-S`: the credentials binary connections present by SASL first.
+    pub sasl: Option<Arc<Pwdb>>,
     /// `-Z`: TLS on TCP connections.
     pub tls: Option<Tls>,
     /// The `-o ssl_*` options, shown by `stats settings` even without `-Z`.
@@ -373,7 +383,23 @@ impl Cli {
         if self.udp_port != 0 {
             return err("UDP is not supported: use -U 0");
         }
-        let binding_protocol = match self.protocol.as_str() {
+        // SASL (-S). As in memcached, -S makes binary the default protocol
+        // and refuses any other -B, since a text connection could not
+        // authenticate; a -Y given too, without -B, makes it ascii again.
+        let protocol = match (self.protocol.as_deref(), self.enable_sasl) {
+            (Some(p), true) if p != "binary" => {
+                return err("You cannot allow the ASCII protocol while using SASL.");
+            }
+            (Some(p), _) => p,
+            (None, true) if self.auth_file.is_none() => "binary",
+            (None, _) => "auto",
+        };
+        let sasl = if self.enable_sasl {
+            Some(Arc::new(Pwdb::from_env().map_err(ConfigError)?))
+        } else {
+            None
+        };
+        let binding_protocol = match protocol {
             "ascii" => "ascii",
             "auto" => "auto-negotiate",
             "binary" => return err("the binary protocol is not supported: use -B ascii"),
@@ -578,6 +604,7 @@ impl Cli {
             },
             binding_protocol,
             auth,
+            sasl,
             tls,
             tls_options,
             warnings,
@@ -775,6 +802,17 @@ mod tests {
                 .metrics_explicit
         );
         assert!(cli(&["--metrics-listen", "nope:x"]).is_err());
+    }
+
+    #[test]
+    fn sasl_refuses_any_protocol_but_binary_as_memcached_does() {
+        for proto in ["ascii", "auto"] {
+            assert_eq!(
+                cli(&["-S", "-B", proto]).unwrap_err(),
+                "You cannot allow the ASCII protocol while using SASL."
+            );
+        }
+        assert!(cli(&[]).unwrap().sasl.is_none());
     }
 
     #[test]
