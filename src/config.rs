@@ -169,8 +169,8 @@ pub struct Cli {
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
 
-    /// Protocol: ascii or auto (the binary protocol is not served)
-    /// [default: auto; binary with -S].
+    /// Protocol: ascii, binary or auto (each connection picks by its first
+    /// byte) [default: auto; ascii with -Y; binary with -S].
     #[arg(short = 'B', long = "protocol")]
     pub protocol: Option<String>,
 
@@ -226,6 +226,26 @@ pub struct Cli {
     pub version: Option<bool>,
 }
 
+/// `-B`: the protocols connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingProtocol {
+    Ascii,
+    Binary,
+    /// Each connection picks by its first byte: 0x80 is binary.
+    Auto,
+}
+
+impl BindingProtocol {
+    /// As memcached's `stats settings` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BindingProtocol::Ascii => "ascii",
+            BindingProtocol::Binary => "binary",
+            BindingProtocol::Auto => "auto-negotiate",
+        }
+    }
+}
+
 /// Where to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Listen {
@@ -259,8 +279,8 @@ pub struct Config {
     pub metrics_explicit: bool,
     pub limits: Limits,
     pub store: StoreConfig,
-    /// `-B` as memcached's `stats settings` spells it.
-    pub binding_protocol: &'static str,
+    /// `-B`: which protocols connections speak.
+    pub binding_protocol: BindingProtocol,
     /// `-Y`: the credentials every connection must present first.
     pub auth: Option<Arc<AuthFile>>,
     /// `-S`: the credentials binary connections present by SASL first.
@@ -383,27 +403,38 @@ impl Cli {
         if self.udp_port != 0 {
             return err("UDP is not supported: use -U 0");
         }
-        // SASL (-S). As in memcached, -S makes binary the default protocol
-        // and refuses any other -B, since a text connection could not
-        // authenticate; a -Y given too, without -B, makes it ascii again.
-        let protocol = match (self.protocol.as_deref(), self.enable_sasl) {
-            (Some(p), true) if p != "binary" => {
-                return err("You cannot allow the ASCII protocol while using SASL.");
+        let binding_protocol = match self.protocol.as_deref() {
+            // Ascii authentication has no binary form: memcached then
+            // serves ascii only, and refuses to be asked for binary.
+            None if self.auth_file.is_some() => BindingProtocol::Ascii,
+            // SASL (-S): a text connection could not authenticate, so
+            // memcached serves binary only.
+            None if self.enable_sasl => BindingProtocol::Binary,
+            None | Some("auto") => BindingProtocol::Auto,
+            Some("ascii") => BindingProtocol::Ascii,
+            Some("binary") => BindingProtocol::Binary,
+            Some(other) => {
+                return err(format!(
+                    "Invalid value for binding protocol: {other}\n -- should be one of auto, binary, or ascii"
+                ));
             }
-            (Some(p), _) => p,
-            (None, true) if self.auth_file.is_none() => "binary",
-            (None, _) => "auto",
         };
+        // SASL (-S): memcached refuses any other -B, checking before -Y.
+        if self.enable_sasl
+            && self.protocol.is_some()
+            && binding_protocol != BindingProtocol::Binary
+        {
+            return err("ERROR: You cannot allow the ASCII protocol while using SASL.");
+        }
+        if self.auth_file.is_some() && binding_protocol != BindingProtocol::Ascii {
+            return err(
+                "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.",
+            );
+        }
         let sasl = if self.enable_sasl {
             Some(Arc::new(Pwdb::from_env().map_err(ConfigError)?))
         } else {
             None
-        };
-        let binding_protocol = match protocol {
-            "ascii" => "ascii",
-            "auto" => "auto-negotiate",
-            "binary" => return err("the binary protocol is not supported: use -B ascii"),
-            other => return err(format!("Invalid value for binding protocol: {other}")),
         };
         let memory_limit = match self.memory_limit.checked_mul(1024 * 1024) {
             Some(b) if b <= usize::MAX as u64 => b as usize,
@@ -712,7 +743,16 @@ mod tests {
             "Cannot set item size limit higher than 1/2 of memory max."
         );
         assert!(cli(&["-U", "11211"]).unwrap_err().contains("UDP"));
-        assert!(cli(&["-B", "binary"]).unwrap_err().contains("binary"));
+        assert_eq!(
+            cli(&["-B", "binary"]).unwrap().binding_protocol,
+            BindingProtocol::Binary
+        );
+        assert_eq!(cli(&[]).unwrap().binding_protocol, BindingProtocol::Auto);
+        assert!(
+            cli(&["-B", "udp"])
+                .unwrap_err()
+                .contains("binding protocol")
+        );
         assert!(
             cli(&["-o", "bogus"])
                 .unwrap_err()
@@ -809,7 +849,7 @@ mod tests {
         for proto in ["ascii", "auto"] {
             assert_eq!(
                 cli(&["-S", "-B", proto]).unwrap_err(),
-                "You cannot allow the ASCII protocol while using SASL."
+                "ERROR: You cannot allow the ASCII protocol while using SASL."
             );
         }
         assert!(cli(&[]).unwrap().sasl.is_none());

@@ -29,9 +29,6 @@ use crate::item_rules::{Limits, StoreMode};
 /// `get`/`gets` are the exception and may run to [`GET_LINE_MAX_LEN`].
 const READ_WINDOW: usize = 16 * 1024;
 
-/// First byte of a binary-protocol request; memcached switches protocol on it.
-const BINARY_REQUEST_MAGIC: u8 = 0x80;
-
 /// memcached lets a long get line start with this many spaces at most.
 const GET_LEADING_SPACES_MAX: usize = 100;
 
@@ -50,8 +47,6 @@ pub enum Decode<'a> {
 
 #[derive(Debug)]
 enum State {
-    /// Nothing read yet: the first byte decides the protocol.
-    Fresh,
     /// Waiting for a command line; the first `scanned` bytes hold no `\n`.
     Line { scanned: usize },
     /// A storage line has been parsed and left at the front of the buffer;
@@ -77,7 +72,7 @@ impl Decoder {
     pub fn new(limits: Limits) -> Self {
         Decoder {
             limits,
-            state: State::Fresh,
+            state: State::Line { scanned: 0 },
         }
     }
 
@@ -91,13 +86,6 @@ impl Decoder {
             return Decode::NeedMore;
         }
         match &mut self.state {
-            State::Fresh => {
-                if buf[0] == BINARY_REQUEST_MAGIC {
-                    return self.close(buf);
-                }
-                self.state = State::Line { scanned: 0 };
-                self.decode_line(buf, 0)
-            }
             State::Line { scanned } => {
                 let scanned = *scanned;
                 self.decode_line(buf, scanned)
@@ -834,14 +822,16 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
     }
 
     #[test]
-    fn binary_protocol_is_refused_on_the_first_byte_only() {
+    fn a_binary_magic_byte_is_text_to_the_text_decoder() {
+        // The session picks the protocol; once text, a 0x80 is a bad
+        // command like any other (memcached -B ascii: `ERROR`).
         let mut d = Decoder::new(Limits::default());
         assert_eq!(d.decode(b""), Decode::NeedMore);
         assert_eq!(
-            d.decode(b"\x80\x0b\0\0"),
+            d.decode(b"\x80\x0b\0\0\r\n"),
             Decode::Frame {
-                consumed: 4,
-                frame: Some(Frame::Close)
+                consumed: 6,
+                frame: Some(unknown())
             }
         );
         let (frames, _) = decode_all(b"mn\r\n\x80\r\n");

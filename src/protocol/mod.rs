@@ -1,5 +1,5 @@
-//! The memcached text protocol: bytes in, [`Request`]s out, and the wire
-//! spelling of every error.
+//! The memcached protocols, text and binary: bytes in, [`Request`]s out,
+//! and the wire spelling of every error.
 //!
 //! This module knows nothing of the store or of sockets. [`codec::Decoder`]
 //! frames a read buffer into [`Frame`]s; each complete frame borrows the
@@ -21,6 +21,8 @@
 //!   and the executor runs, whatever wire format carried it.
 //! - `reply.rs`: typed replies, and the composers that spell them in the
 //!   request's wire format (`noreply`, meta `q` and echoed flags).
+//! - `binary/`: the binary protocol: its framing into [`Request::Binary`]
+//!   and its response packets.
 //! - `test_support.rs` (tests only): decoding as a connection does it.
 //!
 //! The types the parts share live here, so that imports between the parts
@@ -41,6 +43,7 @@
 //!   collect into a `Vec` (an allocation per request) and split to the end.
 
 pub mod base64;
+pub mod binary;
 pub mod classic;
 pub mod codec;
 pub mod meta;
@@ -194,8 +197,11 @@ pub enum Frame<'a> {
     },
     /// The end of a swallowed data block: answer the stored rejection.
     Rejected(Rejected),
+    /// A binary packet memcached refuses without running it: an error
+    /// status, after which the connection may close.
+    BinaryRefusal(binary::Refusal),
     /// Input memcached answers by closing the connection without a reply:
-    /// an over-long line, or an HTTP request line.
+    /// an over-long line, an HTTP request line, a bad binary magic byte.
     Close,
 }
 

@@ -5,6 +5,7 @@
 
 use crate::item_rules::StoreMode;
 
+use super::binary::BinaryCommand;
 use super::{KEY_MAX_LEN, base64};
 
 /// The keys of a retrieval command (or the arguments of `stats`), kept as the
@@ -111,6 +112,8 @@ pub enum Request<'a> {
     MetaNoop,
     /// `mg`, `ms`, `md`, `ma`, `me`.
     Meta(MetaCommand<'a>),
+    /// A binary-protocol request.
+    Binary(BinaryCommand<'a>),
 }
 
 /// The argument of `shutdown`.

@@ -10,6 +10,8 @@
 //! It is synchronous: the store's locks are held for short sections inside
 //! store calls and never across an `.await`.
 
+mod binary;
+
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
@@ -32,6 +34,8 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
             meta(cmd, cx, out);
             Flow::Continue
         }
+        Frame::Request(Request::Binary(cmd)) => binary::run(cmd, cx, out),
+        Frame::BinaryRefusal(r) => binary::refused(r, cx, out),
         Frame::Request(cmd) => {
             let wire = classic_wire(&cmd);
             execute(cmd, cx, &mut Replies::new(wire, out))
@@ -160,26 +164,7 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
             }
             out.send(if hit { Reply::Touched } else { Reply::NotFound });
         }
-        Request::FlushAll { delay, .. } => {
-            if !cx.shared.config.flush_enabled {
-                out.send(Reply::Error(ProtocolError::FlushDisabled));
-                return Flow::Continue;
-            }
-            cx.stats.cmd_flush += 1;
-            let delay = exptime32(delay);
-            let deadline = if delay > 0 {
-                store.clock().deadline(delay, now)
-            } else {
-                0
-            };
-            // An absolute time before the process started converts to the
-            // "expired" deadline; memcached's oldest_live then becomes 0,
-            // which flushes nothing.
-            if deadline != crate::store::clock::EXPIRED {
-                store.flush(deadline, now);
-            }
-            out.send(Reply::Ok);
-        }
+        Request::FlushAll { delay, .. } => flush_all(exptime32(delay), cx, out),
         Request::Version => out.send(Reply::Version(crate::VERSION)),
         Request::Verbosity { level, .. } => {
             // memcached caps it at its highest level, 2.
@@ -215,8 +200,30 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
         Request::LruCrawler { args } => lru_crawler(args, cx, out),
         Request::MetaNoop => out.send(Reply::MetaNoop),
         Request::Meta(_) => unreachable!("meta commands run in meta()"),
+        Request::Binary(_) => unreachable!("binary commands run in binary::run()"),
     }
     Flow::Continue
+}
+
+/// `flush_all` / binary Flush, `delay` seconds (an exptime) from now.
+fn flush_all(delay: i64, cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    if !cx.shared.config.flush_enabled {
+        return out.send(Reply::Error(ProtocolError::FlushDisabled));
+    }
+    cx.stats.cmd_flush += 1;
+    let store = &cx.shared.store;
+    let deadline = if delay > 0 {
+        store.clock().deadline(delay, cx.now)
+    } else {
+        0
+    };
+    // An absolute time before the process started converts to the
+    // "expired" deadline; memcached's oldest_live then becomes 0,
+    // which flushes nothing.
+    if deadline != crate::store::clock::EXPIRED {
+        store.flush(deadline, cx.now);
+    }
+    out.send(Reply::Ok);
 }
 
 /// The reply's view of a hit on `key`.

@@ -62,6 +62,54 @@ pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     }
 }
 
+/// The binary Stat request, whose key names the group. memcached serves
+/// fewer groups in binary than in text, matches some by prefix only, and
+/// answers the others not found; each listing ends with an empty packet.
+pub fn binary(group: &[u8], cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    let named = |name: &'static [u8]| Keys::new(name);
+    let args = match group {
+        b"" => named(b""),
+        // memcached compares these with strncmp: a longer key matches too.
+        g if g.starts_with(b"reset") => named(b"reset"),
+        g if g.starts_with(b"settings") => named(b"settings"),
+        g if g.starts_with(b"detail") => return binary_detail(&g[6..], cx, out),
+        b"items" | b"slabs" | b"sizes" | b"sizes_enable" | b"sizes_disable" | b"hotkeys" => {
+            Keys::new(group)
+        }
+        _ => return out.send(Reply::NotFound),
+    };
+    stats(args, cx, out);
+}
+
+/// Binary `detail on|off|dump`: the dump is one stat, `detailed`, holding
+/// the text listing.
+fn binary_detail(arg: &[u8], cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    let detail = &cx.shared.detail;
+    if arg.starts_with(b" dump") {
+        let mut text = String::new();
+        for (prefix, c) in detail.dump() {
+            let _ = write!(
+                text,
+                "PREFIX {} get {} hit {} set {} del {}\r\n",
+                String::from_utf8_lossy(&prefix),
+                c.get,
+                c.hit,
+                c.set,
+                c.del
+            );
+        }
+        text.push_str("END\r\n");
+        out.stat("detailed", text);
+    } else if arg.starts_with(b" on") {
+        detail.set_enabled(true);
+    } else if arg.starts_with(b" off") {
+        detail.set_enabled(false);
+    } else {
+        return out.send(Reply::NotFound);
+    }
+    out.send(Reply::End);
+}
+
 /// `stats conns`: the listeners, then every open connection, by descriptor.
 fn conns(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let shared = cx.shared;
