@@ -20,10 +20,6 @@ pub const PWDB_ENV: &str = "MEMCACHED_SASL_PWDB";
 /// The mechanisms offered, in list-mechanisms' spelling.
 pub const MECHANISMS: &[u8] = b"PLAIN";
 
-/// memcached's `MAX_SASL_MECH_LEN`: a longer mechanism name in an auth or
-/// step request is answered "Invalid arguments" and its body skipped.
-pub const MECH_MAX: usize = 32;
-
 /// memcached reads the file in lines of at most 255 bytes and refuses a
 /// user and password longer together than this without reading it.
 const PAIR_MAX: usize = 256 - 4;

@@ -11,6 +11,7 @@
 //! store calls and never across an `.await`.
 
 mod binary;
+mod sasl;
 
 use std::sync::atomic::Ordering;
 

@@ -14,8 +14,6 @@
 //! `shutdown` command), then waits a bounded time for connections to finish
 //! the replies they owe.
 
-#[cfg(test)]
-mod binary_tests;
 mod connection;
 mod execute;
 mod listener;
@@ -40,6 +38,7 @@ use crate::config::Config;
 use crate::hotkeys::{HotKeys, Sampler};
 use crate::metrics;
 use crate::protocol::reply::{Reply, Wire};
+use crate::sasl::SaslConn;
 use crate::stats::{Conns, Detail, LocalStats, Stats};
 use crate::store::{Store, StoreStats};
 
@@ -74,6 +73,8 @@ pub struct Context<'a> {
     pub now: u32,
     /// Which of this connection's requests the hot-key top-K counts.
     pub sampler: &'a mut Sampler,
+    /// The connection's SASL state (`-S`).
+    pub sasl: &'a mut SaslConn,
 }
 
 /// Where one request's replies go: each is composed into the write buffer
