@@ -353,7 +353,10 @@ fn exchanges_get_memcacheds_replies() {
 #[test]
 fn a_text_client_is_closed_without_a_reply() {
     let pwdb = TempFile::new("sasl-text", PWDB);
-    let server = ferrocache(&pwdb);
+    text_client_is_closed(&ferrocache(&pwdb));
+}
+
+fn text_client_is_closed(server: &Server) {
     let mut c = Client::new(server.connect());
     // memcached reads a binary header (24 bytes) and finds no magic byte.
     c.send(b"version\r\n");
@@ -554,11 +557,15 @@ fn memcached_gives_the_same_replies() {
     };
     let conf_path = conf.0.to_str().unwrap().to_string();
     for e in table() {
-        let server = Launch::new(&spec)
-            .args(["-S"])
-            .env("SASL_CONF_PATH", &conf_path)
-            .ready_on_accept()
-            .start();
-        run_exchange(&server, &e);
+        run_exchange(&memcached(&spec, &conf_path), &e);
     }
+    text_client_is_closed(&memcached(&spec, &conf_path));
+}
+
+fn memcached(spec: &ServerSpec, sasl_conf_path: &str) -> Server {
+    Launch::new(spec)
+        .args(["-S"])
+        .env("SASL_CONF_PATH", sasl_conf_path)
+        .ready_on_accept()
+        .start()
 }
