@@ -5,6 +5,10 @@
 //! `common/normalise.rs`). The corpus format is described in
 //! `common/corpus.rs`.
 //!
+//! The binary protocol's sessions, `tests/corpus/binary/*.txt`, are written
+//! as packet descriptions (`common/binary_corpus.rs`) and compared packet by
+//! packet, every header field included (`common/binary_runner.rs`).
+//!
 //! Environment:
 //! - `FERROCACHE_DIFF_REFERENCE`: the memcached binary (default: `memcached`
 //!   on `$PATH` or in `/usr/bin`). Without one these tests are skipped,
@@ -21,6 +25,8 @@ mod common;
 #[allow(dead_code)]
 mod launch;
 
+use common::binary_corpus;
+use common::binary_runner;
 use common::corpus::{self, Session, parse_payload};
 use common::normalise::{Normaliser, count_fences};
 use common::runner::{self, Transcript};
@@ -54,6 +60,26 @@ corpus_tests! {
     corpus_limits => "limits.txt",
     corpus_edge_cases => "edge_cases.txt",
     corpus_meta => "meta.txt",
+}
+
+macro_rules! binary_corpus_tests {
+    ($($test:ident => $file:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                run_binary_corpus_file($file);
+            }
+        )*
+        const BINARY_CORPUS_FILES: &[&str] = &[$($file),*];
+    };
+}
+
+binary_corpus_tests! {
+    binary_corpus_commands => "commands.txt",
+    binary_corpus_quiet => "quiet.txt",
+    binary_corpus_errors => "errors.txt",
+    binary_corpus_stats => "stats.txt",
+    binary_corpus_negotiation => "negotiation.txt",
 }
 
 fn subject() -> ServerSpec {
@@ -113,6 +139,70 @@ fn run_corpus_file(file: &str) {
     }
 }
 
+fn binary_corpus_dir() -> PathBuf {
+    corpus_dir().join("binary")
+}
+
+fn run_binary_corpus_file(file: &str) {
+    let Some(reference) = ServerSpec::memcached() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{file}: no memcached found in CI (set FERROCACHE_DIFF_REFERENCE to its path)"
+        );
+        eprintln!("SKIPPED {file}: no memcached found (set FERROCACHE_DIFF_REFERENCE to its path)");
+        return;
+    };
+    let subject = subject();
+    let corpus =
+        binary_corpus::load(&binary_corpus_dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
+    let only = std::env::var("FERROCACHE_DIFF_SESSION").ok();
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for session in &corpus.sessions {
+        if only
+            .as_ref()
+            .is_some_and(|o| !session.name.contains(o.as_str()))
+        {
+            continue;
+        }
+        ran += 1;
+        let run = |spec: &ServerSpec| binary_runner::run(spec, session);
+        let (a, b) = thread::scope(|s| {
+            let a = s.spawn(|| run(&reference));
+            let b = s.spawn(|| run(&subject));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        if std::env::var_os("FERROCACHE_DIFF_SHOW").is_some() {
+            println!("=== {} [{}]", session.name, session.flags.join(" "));
+            for line in fold(&a.lines) {
+                println!("    {line}");
+            }
+        }
+        let differs = a.lines != b.lines
+            && !(session.reference_varies
+                && (0..REFERENCE_RERUNS).any(|_| run(&reference).lines == run(&subject).lines));
+        if differs {
+            let mut out = format!(
+                "=== {} (binary/{file}:{}) flags [{}]\n",
+                session.name,
+                session.line,
+                session.flags.join(" "),
+            );
+            out.push_str(&show_difference(&a, &b));
+            failures.push(out);
+        }
+    }
+    if !failures.is_empty() {
+        panic!(
+            "{} of {ran} sessions in binary/{file} differ between {} and {}:\n\n{}",
+            failures.len(),
+            reference.name(),
+            subject.name(),
+            failures.join("\n")
+        );
+    }
+}
+
 /// For sessions that memcached answers in more than one way: whether, in a
 /// few more runs of both servers, some answer of the subject is one of the
 /// reference's.
@@ -150,6 +240,13 @@ fn report(file: &str, session: &Session, a: &Transcript, b: &Transcript) -> Stri
         session.line,
         session.flags.join(" "),
     );
+    out.push_str(&show_difference(a, b));
+    out
+}
+
+/// The differing lines, then both transcripts (long equal runs folded).
+fn show_difference(a: &Transcript, b: &Transcript) -> String {
+    let mut out = String::new();
     for line in diff(&a.lines, &b.lines) {
         out.push_str(&format!("  {line}\n"));
     }
@@ -246,6 +343,50 @@ fn every_corpus_file_parses() {
     for file in CORPUS_FILES {
         corpus::load(&corpus_dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+#[test]
+fn every_binary_corpus_file_has_a_test_and_parses() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(binary_corpus_dir())
+        .expect("read tests/corpus/binary")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = BINARY_CORPUS_FILES.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        on_disk, listed,
+        "add new binary corpus files to binary_corpus_tests!"
+    );
+    for file in BINARY_CORPUS_FILES {
+        let c =
+            binary_corpus::load(&binary_corpus_dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.sessions.is_empty(), "{file} has no sessions");
+    }
+}
+
+#[test]
+fn binary_packets_are_built_from_their_description() {
+    let c = binary_corpus::parse(
+        std::path::Path::new("t"),
+        b"=== s\n> set key=k flags=5 exptime=7 value=v opaque=0x10 cas=$1\n+ raw \\x81\n",
+    )
+    .unwrap();
+    let binary_corpus::Step::Write(ps) = &c.sessions[0].steps[0] else {
+        panic!("a write");
+    };
+    let set = ps[0].expand(&[9]);
+    assert_eq!(
+        set,
+        [
+            &[0x80u8, 0x01, 0, 1, 8, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0x10][..],
+            &9u64.to_be_bytes(),
+            &[0, 0, 0, 5, 0, 0, 0, 7, b'k', b'v'],
+        ]
+        .concat()
+    );
+    assert_eq!(ps[1].expand(&[]), [0x81]);
 }
 
 #[test]

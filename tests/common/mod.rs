@@ -3,9 +3,11 @@
 //! Servers are started by `launch`, which a test file using this module
 //! declares too (`mod launch;`).
 //!
-//! The differential harness (corpus format, runner, normalisation) lives in
-//! the submodules; the integration tests only use this file.
+//! The differential harness (corpus format, runner, normalisation; the
+//! binary protocol's corpus format and runner) lives in the submodules; the integration tests only use this file.
 
+pub mod binary_corpus;
+pub mod binary_runner;
 pub mod corpus;
 pub mod normalise;
 pub mod runner;
