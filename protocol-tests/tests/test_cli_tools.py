@@ -23,6 +23,17 @@ MEMCCAPABLE_ASCII_TESTS = [
     "ascii stat",
 ]
 
+# What `memccapable -b` runs (the binary protocol); every one passes against
+# memcached 1.6.18.
+MEMCCAPABLE_BINARY_TESTS = [
+    "binary noop", "binary quit", "binary quitq", "binary set", "binary setq",
+    "binary flush", "binary flushq", "binary add", "binary addq", "binary replace",
+    "binary replaceq", "binary delete", "binary deleteq", "binary get", "binary getq",
+    "binary getk", "binary getkq", "binary incr", "binary incrq", "binary decr",
+    "binary decrq", "binary version", "binary append", "binary appendq",
+    "binary prepend", "binary prependq", "binary stat",
+]
+
 
 def tool(name: str) -> str:
     path = shutil.which(name)
@@ -168,4 +179,28 @@ def test_memcapable_ascii_runs_every_test(memccapable_ascii):
 @pytest.mark.parametrize("name", MEMCCAPABLE_ASCII_TESTS)
 def test_memcapable_ascii(memccapable_ascii, name):
     _, out, results = memccapable_ascii
+    assert results.get(name) == "pass", f"{name}: {results.get(name)}\n{out}"
+
+
+@pytest.fixture(scope="session")
+def memccapable_binary(server_session):
+    proc = subprocess.run(
+        [tool("memccapable"), "-h", server_session.host, "-p", str(server_session.port), "-b", "-t", "10"],
+        capture_output=True, timeout=180, stdin=subprocess.DEVNULL,
+    )
+    out = proc.stdout.decode("utf-8", "replace")
+    results = dict(re.findall(r"^(binary [\w ]+?)\s+\[(\w+)\]$", out, re.M))
+    return proc, out, results
+
+
+def test_memcapable_binary_runs_every_test(memccapable_binary):
+    proc, out, results = memccapable_binary
+    assert sorted(results) == sorted(MEMCCAPABLE_BINARY_TESTS), out
+    assert len(results) == 27
+    assert proc.returncode == 0 and "All tests passed" in out, out + proc.stderr.decode()
+
+
+@pytest.mark.parametrize("name", MEMCCAPABLE_BINARY_TESTS)
+def test_memcapable_binary(memccapable_binary, name):
+    _, out, results = memccapable_binary
     assert results.get(name) == "pass", f"{name}: {results.get(name)}\n{out}"
