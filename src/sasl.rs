@@ -72,7 +72,7 @@ impl Pwdb {
 
     /// Every line is `user:password`, with anything after a further `:`
     /// ignored; a line without `:` names no one (memcached skips it too).
-    fn parse(path: &Path, data: &[u8]) -> Self {
+    pub(crate) fn parse(path: &Path, data: &[u8]) -> Self {
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for line in data.split(|&b| b == b'\n') {
             let Some(colon) = line.iter().position(|&b| b == b':') else {

@@ -19,6 +19,8 @@ mod execute;
 mod listener;
 #[cfg(test)]
 mod meta_tests;
+#[cfg(test)]
+mod sasl_tests;
 pub mod session;
 mod stats_reply;
 
