@@ -376,3 +376,19 @@ fn a_refused_length_answers_then_closes_after_what_was_owed() {
     assert_eq!(got.len(), 2);
     assert_eq!(got[1], error(GET, 0x81, "Unknown command"));
 }
+
+#[test]
+fn without_cas_a_cas_in_a_write_is_ignored() {
+    // memcached keeps the request's CAS in the new item, which under -C
+    // holds none: the write is a plain one.
+    let mut s = session(&["-C"]);
+    let input = [
+        set(SET, b"k", b"a", 0, 0),
+        set(SET, b"k", b"b", 0, 77),
+        set(ADD, b"n", b"c", 0, 77),
+        request(APPEND, b"k", b"", b"!", 0, 77),
+    ]
+    .concat();
+    let got = responses(&exchange(&mut s, &input));
+    assert_eq!(got, vec![ok(SET, 0), ok(SET, 0), ok(ADD, 0), ok(APPEND, 0)]);
+}

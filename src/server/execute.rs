@@ -7,6 +7,9 @@
 //! back the bytes a reply was composed into. How a reply is spelled (and
 //! whether `noreply` or `q` hides it) is the composer's ([`Wire`]).
 //!
+//! The binary protocol's requests run in `execute/binary.rs`, on the same
+//! store calls and counting helpers.
+//!
 //! It is synchronous: the store's locks are held for short sections inside
 //! store calls and never across an `.await`.
 

@@ -6,7 +6,8 @@
 //!   timeouts, shutdown; nothing about commands.
 //! - `session.rs`: sans-IO: one connection's protocol state, turning a read
 //!   buffer into replies in a write buffer (auth, framing, `-R` budget).
-//! - `execute.rs`: the one executor: a decoded request (classic or meta)
+//! - `execute.rs`: the one executor: a decoded request (classic, meta or
+//!   binary, the last in `execute/binary.rs`)
 //!   against the store, its outcomes reported as typed replies;
 //!   `stats_reply/` the `stats` sub-commands.
 //!

@@ -6,7 +6,8 @@
 //! and the tests all call this one function, so none of them keeps its own
 //! copy of the decode → execute loop, and another I/O driver needs none.
 //!
-//! It holds what memcached keeps per connection: the framing state, the
+//! It holds what memcached keeps per connection: the framing state (text or
+//! binary, picked from the first byte under `-B auto`), the
 //! authentication state (`-Y`), the counts not yet added to the shared
 //! stats, and the `-R` budget. It never blocks and never touches a socket;
 //! reads, writes, timeouts, TLS and shutdown are the driver's.

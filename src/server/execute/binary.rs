@@ -51,10 +51,16 @@ pub(super) fn run(cmd: BinaryCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesM
             }
             let mut req = StoreRequest::new(mode, key, flags, deadline(exptime), value);
             // Any CAS makes set/add/replace a CAS store; append and prepend
-            // only compare it.
-            let cas_mode = cmd.cas != 0 && !matches!(mode, StoreMode::Append | StoreMode::Prepend);
-            if cmd.cas != 0 {
-                req.compare_cas = Some(cmd.cas);
+            // only compare it. memcached keeps it in the new item, which
+            // under -C holds none: the CAS is then ignored.
+            let cas = if cx.shared.config.limits.cas_enabled {
+                cmd.cas
+            } else {
+                0
+            };
+            let cas_mode = cas != 0 && !matches!(mode, StoreMode::Append | StoreMode::Prepend);
+            if cas != 0 {
+                req.compare_cas = Some(cas);
             }
             if cas_mode {
                 req.mode = StoreMode::Cas;
