@@ -15,6 +15,8 @@
 //! `shutdown` command), then waits a bounded time for connections to finish
 //! the replies they owe.
 
+#[cfg(test)]
+mod binary_tests;
 mod connection;
 mod execute;
 mod listener;

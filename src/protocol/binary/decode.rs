@@ -460,3 +460,363 @@ fn be32(b: &[u8]) -> u32 {
 fn be64(b: &[u8]) -> u64 {
     u64::from_be_bytes(b[..8].try_into().expect("eight bytes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::NO_AUTO_CREATE;
+    use super::*;
+
+    /// A request packet; `bodylen` overrides the true body length.
+    fn packet(op: u8, key: &[u8], extras: &[u8], value: &[u8], bodylen: Option<u32>) -> Vec<u8> {
+        let body = (key.len() + extras.len() + value.len()) as u32;
+        let mut p = vec![REQUEST_MAGIC, op];
+        p.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        p.push(extras.len() as u8);
+        p.extend_from_slice(&[0, 0, 0]);
+        p.extend_from_slice(&bodylen.unwrap_or(body).to_be_bytes());
+        p.extend_from_slice(&0x0102_0304u32.to_be_bytes());
+        p.extend_from_slice(&7u64.to_be_bytes());
+        p.extend_from_slice(extras);
+        p.extend_from_slice(key);
+        p.extend_from_slice(value);
+        p
+    }
+
+    fn set_extras(flags: u32, exptime: u32) -> Vec<u8> {
+        [flags.to_be_bytes(), exptime.to_be_bytes()].concat()
+    }
+
+    fn decoder() -> Decoder {
+        Decoder::new(Limits::default(), false)
+    }
+
+    /// Decodes `input` whole, as a connection would; the frames and what
+    /// each consumed.
+    fn decode_all(d: &mut Decoder, input: &[u8]) -> Vec<(usize, Option<Frame<'static>>)> {
+        let input: &'static [u8] = Box::leak(input.to_vec().into_boxed_slice());
+        let mut at = 0;
+        let mut out = Vec::new();
+        while at < input.len() {
+            match d.decode(&input[at..]) {
+                Decode::NeedMore => break,
+                Decode::Frame { consumed, frame } => {
+                    assert!(consumed > 0 && consumed <= input.len() - at);
+                    at += consumed;
+                    let close = frame == Some(Frame::Close);
+                    out.push((consumed, frame));
+                    if close {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn command(frame: &Option<Frame<'static>>) -> BinaryCommand<'static> {
+        match frame {
+            Some(Frame::Request(Request::Binary(cmd))) => *cmd,
+            other => panic!("not a binary command: {other:?}"),
+        }
+    }
+
+    fn refusal(frame: &Option<Frame<'static>>) -> (Status, bool) {
+        match frame {
+            Some(Frame::BinaryRefusal(r)) => (r.status, r.close),
+            other => panic!("not a refusal: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_opcode_decodes_to_its_request() {
+        use opcode::*;
+        let incr = [5u64.to_be_bytes(), 9u64.to_be_bytes()].concat();
+        let incr = [&incr[..], &NO_AUTO_CREATE.to_be_bytes()].concat();
+        let cases: Vec<(Vec<u8>, BinaryOp<'static>, bool)> = vec![
+            (packet(GET, b"k", b"", b"", None), BinaryOp::Get, false),
+            (packet(GETKQ, b"k", b"", b"", None), BinaryOp::Get, true),
+            (
+                packet(SETQ, b"k", &set_extras(3, 60), b"val", None),
+                BinaryOp::Store {
+                    mode: StoreMode::Set,
+                    flags: 3,
+                    exptime: 60,
+                    value: b"val",
+                },
+                true,
+            ),
+            (
+                packet(PREPEND, b"k", b"", b"v", None),
+                BinaryOp::Store {
+                    mode: StoreMode::Prepend,
+                    flags: 0,
+                    exptime: 0,
+                    value: b"v",
+                },
+                false,
+            ),
+            (
+                packet(DELETEQ, b"k", b"", b"", None),
+                BinaryOp::Delete,
+                true,
+            ),
+            (
+                packet(DECREMENT, b"k", &incr, b"", None),
+                BinaryOp::Arith {
+                    incr: false,
+                    delta: 5,
+                    initial: 9,
+                    exptime: NO_AUTO_CREATE,
+                },
+                false,
+            ),
+            (packet(QUITQ, b"", b"", b"", None), BinaryOp::Quit, true),
+            (
+                packet(FLUSH, b"", &10u32.to_be_bytes(), b"", None),
+                BinaryOp::Flush { delay: 10 },
+                false,
+            ),
+            (packet(NOOP, b"", b"", b"", None), BinaryOp::Noop, false),
+            (
+                packet(VERSION, b"", b"", b"", None),
+                BinaryOp::Version,
+                false,
+            ),
+            (
+                packet(STAT, b"items", b"", b"", None),
+                BinaryOp::Stat,
+                false,
+            ),
+            (
+                packet(TOUCH, b"k", &30u32.to_be_bytes(), b"", None),
+                BinaryOp::Touch { exptime: 30 },
+                false,
+            ),
+            (
+                packet(GATKQ, b"k", &30u32.to_be_bytes(), b"", None),
+                BinaryOp::Gat { exptime: 30 },
+                true,
+            ),
+        ];
+        for (input, op, quiet) in cases {
+            let frames = decode_all(&mut decoder(), &input);
+            assert_eq!(frames.len(), 1, "{input:x?}");
+            assert_eq!(frames[0].0, input.len());
+            let cmd = command(&frames[0].1);
+            assert_eq!((cmd.op, cmd.quiet), (op, quiet), "{input:x?}");
+            assert_eq!(cmd.reply_to.opcode, input[1]);
+            assert_eq!(cmd.reply_to.opaque, 0x0102_0304);
+            assert_eq!(cmd.cas, 7);
+        }
+    }
+
+    #[test]
+    fn every_strict_prefix_needs_more_and_two_packets_give_two() {
+        let set = packet(opcode::SET, b"key", &set_extras(0, 0), b"value", None);
+        let get = packet(opcode::GETK, b"key", b"", b"", None);
+        for p in [&set, &get] {
+            for cut in 0..p.len() {
+                assert_eq!(decoder().decode(&p[..cut]), Decode::NeedMore, "cut {cut}");
+            }
+        }
+        let both = [set.clone(), get.clone()].concat();
+        let frames = decode_all(&mut decoder(), &both);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].0, set.len());
+        assert_eq!(command(&frames[1].1).op, BinaryOp::Get);
+    }
+
+    #[test]
+    fn lengths_memcached_refuses_close_the_connection() {
+        use opcode::*;
+        let long_key = vec![b'k'; 251];
+        let cases: Vec<(Vec<u8>, Status)> = vec![
+            // Key and extras longer than the body.
+            (
+                packet(GET, b"ab", b"", b"", Some(1)),
+                Status::UnknownCommand,
+            ),
+            (
+                packet(SET, b"k", &set_extras(0, 0), b"", Some(8)),
+                Status::UnknownCommand,
+            ),
+            (
+                packet(GET, &long_key, b"", b"", None),
+                Status::InvalidArguments,
+            ),
+            (packet(GET, b"k", b"x", b"", None), Status::InvalidArguments),
+            (packet(GET, b"", b"", b"", None), Status::InvalidArguments),
+            (packet(GET, b"k", b"", b"v", None), Status::InvalidArguments),
+            (
+                packet(SET, b"k", b"1234", b"v", None),
+                Status::InvalidArguments,
+            ),
+            (
+                packet(DELETE, b"k", b"", b"v", None),
+                Status::InvalidArguments,
+            ),
+            (
+                packet(INCREMENT, b"k", &[0; 8], b"", None),
+                Status::InvalidArguments,
+            ),
+            (packet(NOOP, b"k", b"", b"", None), Status::InvalidArguments),
+            (
+                packet(VERSION, b"", b"", b"v", None),
+                Status::InvalidArguments,
+            ),
+            (
+                packet(FLUSH, b"", b"12", b"", None),
+                Status::InvalidArguments,
+            ),
+            (
+                packet(APPEND, b"", b"", b"v", None),
+                Status::InvalidArguments,
+            ),
+            (packet(STAT, b"", b"x", b"", None), Status::InvalidArguments),
+            (
+                packet(TOUCH, b"k", b"", b"", None),
+                Status::InvalidArguments,
+            ),
+            (
+                packet(SASL_LIST_MECHS, b"k", b"", b"", None),
+                Status::InvalidArguments,
+            ),
+        ];
+        for (input, status) in cases {
+            let frames = decode_all(&mut decoder(), &input);
+            assert_eq!(frames.len(), 1, "{input:x?}");
+            assert_eq!(refusal(&frames[0].1), (status, true), "{input:x?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_magic_closes_once_a_whole_header_is_in() {
+        let mut noop = packet(opcode::NOOP, b"", b"", b"", None);
+        noop[0] = 0x81;
+        let mut d = decoder();
+        assert_eq!(d.decode(&noop[..23]), Decode::NeedMore);
+        assert_eq!(
+            d.decode(&noop),
+            Decode::Frame {
+                consumed: 24,
+                frame: Some(Frame::Close)
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_opcode_swallows_bodylen_after_its_key() {
+        // memcached's count: the body length again, past extras and key,
+        // so two bytes of the next packet go too.
+        let unknown = packet(0x50, b"ab", b"", b"zz", None);
+        let noop = packet(opcode::NOOP, b"", b"", b"", None);
+        let input = [unknown, noop.clone(), noop].concat();
+        let frames = decode_all(&mut decoder(), &input);
+        assert_eq!(frames[0], (26, None));
+        assert_eq!(frames[1].0, 4);
+        assert_eq!(refusal(&frames[1].1), (Status::UnknownCommand, false));
+        // The rest is misaligned: its first byte is not a magic.
+        assert_eq!(frames[2].1, Some(Frame::Close));
+    }
+
+    #[test]
+    fn a_too_large_value_is_swallowed_as_it_arrives_never_buffered() {
+        let limits = Limits {
+            item_size_max: 1024,
+            cas_enabled: true,
+        };
+        let mut d = Decoder::new(limits, false);
+        let header = packet(
+            opcode::SET,
+            b"k",
+            &set_extras(0, 0),
+            b"",
+            Some(9 + 1_000_000_000),
+        );
+        assert_eq!(
+            d.decode(&header),
+            Decode::Frame {
+                consumed: header.len(),
+                frame: None
+            }
+        );
+        assert_eq!(d.wanted_len(), None);
+        assert!(d.in_data_block());
+        let chunk = vec![0u8; 64 * 1024];
+        let mut left = 1_000_000_000usize;
+        while left > chunk.len() {
+            assert_eq!(
+                d.decode(&chunk),
+                Decode::Frame {
+                    consumed: chunk.len(),
+                    frame: None
+                }
+            );
+            left -= chunk.len();
+        }
+        match d.decode(&chunk) {
+            Decode::Frame {
+                consumed,
+                frame: Some(Frame::BinaryRefusal(r)),
+            } => {
+                assert_eq!(consumed, left);
+                assert_eq!(r.status, Status::TooLarge);
+                assert_eq!(r.unlink_key.as_deref(), Some(&b"k"[..]));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!d.in_data_block());
+    }
+
+    #[test]
+    fn a_value_that_fits_is_waited_for_with_its_size_known() {
+        let set = packet(opcode::APPEND, b"k", b"", &[b'v'; 500], None);
+        let mut d = decoder();
+        assert_eq!(d.decode(&set[..100]), Decode::NeedMore);
+        assert_eq!(d.wanted_len(), Some(set.len()));
+        assert!(d.in_data_block());
+        assert!(matches!(d.decode(&set), Decode::Frame { consumed, .. } if consumed == set.len()));
+    }
+
+    #[test]
+    fn a_body_over_2_gib_is_too_large_with_nothing_swallowed() {
+        // memcached's value length is an int: negative, it swallows nothing.
+        let set = packet(opcode::SET, b"k", &set_extras(0, 0), b"", Some(0xc000_0000));
+        let frames = decode_all(&mut decoder(), &set);
+        assert_eq!(frames[0].0, set.len());
+        assert_eq!(refusal(&frames[0].1), (Status::TooLarge, false));
+    }
+
+    #[test]
+    fn commands_without_a_value_leave_extra_body_bytes_in_the_stream() {
+        let mut stat = packet(opcode::STAT, b"items", b"", b"", Some(5 + 24));
+        stat.extend_from_slice(&packet(opcode::NOOP, b"", b"", b"", None));
+        let frames = decode_all(&mut decoder(), &stat);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(command(&frames[1].1).op, BinaryOp::Noop);
+    }
+
+    #[test]
+    fn sasl_opcodes_are_unknown_without_sasl_and_requests_with_it() {
+        let auth = packet(opcode::SASL_AUTH, b"PLAIN", b"", b"\0u\0p", None);
+        let frames = decode_all(&mut decoder(), &auth);
+        assert_eq!(frames[0], (29, None));
+        assert_eq!(refusal(&frames[1].1), (Status::UnknownCommand, false));
+        let list = packet(opcode::SASL_LIST_MECHS, b"", b"", b"", None);
+        let frames = decode_all(&mut decoder(), &list);
+        assert_eq!(refusal(&frames[0].1), (Status::UnknownCommand, false));
+
+        let mut sasl = Decoder::new(Limits::default(), true);
+        let frames = decode_all(&mut sasl, &[auth, list].concat());
+        let cmd = command(&frames[0].1);
+        assert_eq!(cmd.key, b"PLAIN");
+        assert_eq!(
+            cmd.op,
+            BinaryOp::SaslAuth {
+                step: false,
+                data: b"\0u\0p"
+            }
+        );
+        assert_eq!(command(&frames[1].1).op, BinaryOp::SaslListMechs);
+    }
+}
