@@ -24,6 +24,8 @@ mod execute;
 mod listener;
 #[cfg(test)]
 mod meta_tests;
+#[cfg(test)]
+mod sasl_tests;
 pub mod session;
 mod stats_reply;
 
@@ -43,6 +45,7 @@ use crate::config::Config;
 use crate::hotkeys::{HotKeys, Sampler};
 use crate::metrics;
 use crate::protocol::reply::{Reply, Wire};
+use crate::sasl::SaslConn;
 use crate::stats::{Conns, Detail, LocalStats, Stats};
 use crate::store::{Store, StoreStats};
 
@@ -77,6 +80,8 @@ pub struct Context<'a> {
     pub now: u32,
     /// Which of this connection's requests the hot-key top-K counts.
     pub sampler: &'a mut Sampler,
+    /// The connection's SASL state (`-S`).
+    pub sasl: &'a mut SaslConn,
 }
 
 /// Where one request's replies go: each is composed into the write buffer
