@@ -207,6 +207,20 @@ pub struct Cli {
     #[arg(short = 'Z', long = "enable-ssl")]
     pub enable_ssl: bool,
 
+    /// How connections are driven: io-uring (a ring per worker thread,
+    /// fewer system calls per request), tokio (epoll), or auto: io-uring
+    /// where the kernel allows it (containers often forbid it), else tokio.
+    /// An explicit io-uring that cannot be set up stops the start. TLS
+    /// (-Z) is always served by tokio.
+    #[arg(
+        long = "io-driver",
+        value_enum,
+        default_value = "auto",
+        env = "FERROCACHE_IO_DRIVER",
+        value_name = "DRIVER"
+    )]
+    pub io_driver: IoDriver,
+
     /// Read flags from this file first, one per line as in Debian's
     /// /etc/memcached.conf (`#` comments; `-d`, `-h` and `logfile` lines are
     /// skipped); flags on the command line win.
@@ -216,6 +230,15 @@ pub struct Cli {
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
+}
+
+/// `--io-driver`: what drives the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoDriver {
+    Auto,
+    #[value(name = "io-uring")]
+    IoUring,
+    Tokio,
 }
 
 /// Where to listen.
@@ -237,6 +260,7 @@ pub struct Config {
     pub conn_limit: usize,
     pub reqs_per_event: usize,
     pub idle_timeout: Option<Duration>,
+    pub io_driver: IoDriver,
     pub flush_enabled: bool,
     pub shutdown_enabled: bool,
     pub pidfile: Option<PathBuf>,
@@ -553,6 +577,7 @@ impl Cli {
             conn_limit: self.conn_limit,
             reqs_per_event: self.reqs_per_event,
             idle_timeout,
+            io_driver: self.io_driver,
             hot_keys,
             metrics_hot_keys: self.metrics_hot_keys,
             lru_crawler,

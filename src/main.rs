@@ -156,6 +156,7 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
     if let Some(user) = &config.user {
         drop_privileges(user)?;
     }
+    let signals = catch_signals();
     if let Some(path) = &config.pidfile {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .map_err(|e| format!("could not write pidfile {}: {e}", path.display()))?;
@@ -173,6 +174,7 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
         version = ferrocache::VERSION,
         "ferrocache listening"
     );
+    let driver = server::choose_driver(&config)?;
     let pidfile = config.pidfile.clone();
     let unix_path = match &config.listen {
         ferrocache::config::Listen::Unix { path, .. } => Some(path.clone()),
@@ -180,7 +182,7 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
     };
     let store = Store::new(config.store.clone(), Clock::system());
     let shared = Arc::new(Shared::new(config, store, listeners.len()));
-    tokio::spawn(stop_on_signal(shared.clone()));
+    tokio::spawn(stop_on_signal(signals, shared.clone()));
     if let Some(l) = metrics_listener {
         let addr = l.local_addr()?;
         tracing::info!(metrics = %format!("http://{addr}/metrics"), "serving metrics");
@@ -190,7 +192,7 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
             shared.shutdown.clone(),
         ));
     }
-    server::run(listeners, shared).await;
+    server::run(listeners, shared, driver).await?;
     tracing::info!("ferrocache stopped");
     if let Some(p) = pidfile {
         let _ = std::fs::remove_file(p);
@@ -201,12 +203,25 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
     Ok(())
 }
 
-async fn stop_on_signal(shared: Arc<Shared>) {
+/// SIGTERM and SIGINT, caught from the moment the pid file says we run.
+type Signals = (
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+);
+
+/// Installs the handlers (before the pid file is written: whoever reads it
+/// may signal at once, and the io_uring workers answer requests without
+/// waiting for any tokio task to run).
+fn catch_signals() -> Signals {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
+    )
+}
+
+async fn stop_on_signal(signals: Signals, shared: Arc<Shared>) {
+    let (Ok(mut term), Ok(mut int)) = signals else {
         tracing::warn!("could not install signal handlers");
         return;
     };

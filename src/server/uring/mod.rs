@@ -1,0 +1,139 @@
+//! The io_uring driver: a thread per worker (`-t`), each with its own ring,
+//! accepting on every listening socket and serving the connections it
+//! accepted to the end. It drives each connection's [`Session`] as the
+//! tokio driver (`connection.rs`) does; what differs is the cost: a loop
+//! turn submits every receive re-armed and every reply of the turn, and
+//! waits for the next completions, in one system call, where epoll pays a
+//! `read` and a `write` per request. See `worker.rs`.
+//!
+//! Knows nothing about requests; TLS connections stay on the tokio driver.
+//!
+//! [`Session`]: crate::server::session::Session
+
+mod bufring;
+mod worker;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use io_uring::{Probe, opcode};
+
+use super::{Listener, Shared};
+
+/// Whether this kernel, and whatever filters the process's system calls,
+/// let the workers set up their rings.
+///
+/// # Errors
+/// What refused: `io_uring_setup` (often forbidden by container seccomp
+/// profiles), or a kernel without multishot receive or buffer rings.
+pub fn probe() -> io::Result<()> {
+    let ring = worker::new_ring(8)?;
+    let mut probe = Probe::new();
+    ring.submitter().register_probe(&mut probe)?;
+    for (code, name) in [
+        (opcode::RecvMulti::CODE, "recv"),
+        (opcode::AcceptMulti::CODE, "accept"),
+        (opcode::Send::CODE, "send"),
+        (opcode::AsyncCancel::CODE, "async cancel"),
+    ] {
+        if !probe.is_supported(code) {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("io_uring without {name}"),
+            ));
+        }
+    }
+    bufring::BufRing::new(&ring, 2, 64, 0).map(drop)
+}
+
+/// Serves `listeners` on `shared.config.threads` io_uring workers until
+/// shutdown has drained them.
+///
+/// # Errors
+/// A worker could not set up its ring; none is left running then.
+pub async fn serve(listeners: &[Listener], shared: Arc<Shared>) -> io::Result<()> {
+    let listening: Vec<worker::Listening> = listeners
+        .iter()
+        .map(|l| match l {
+            Listener::Tcp(t) => worker::Listening {
+                fd: t.as_raw_fd(),
+                addr: l.describe(),
+                tcp: true,
+            },
+            Listener::Unix(u) => worker::Listening {
+                fd: u.as_raw_fd(),
+                addr: l.describe(),
+                tcp: false,
+            },
+        })
+        .collect();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
+    let mut wakes = Vec::new();
+    let mut threads = Vec::new();
+    let mut failed = None;
+    for i in 0..shared.config.threads.max(1) {
+        let wake = eventfd()?;
+        let setup = worker::Setup {
+            shared: shared.clone(),
+            listening: listening.clone(),
+            open: open.clone(),
+            wake: wake.try_clone()?,
+        };
+        wakes.push(wake);
+        let ready = ready_tx.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("ferrocache-uring-{i}"))
+            .spawn(move || match worker::Worker::new(setup) {
+                Ok(w) => {
+                    let _ = ready.send(Ok(()));
+                    drop(ready);
+                    w.run();
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                }
+            })?;
+        threads.push(thread);
+    }
+    drop(ready_tx);
+    // Each worker reports once, as soon as its ring is set up (or not):
+    // a short wait, at start only.
+    for _ in 0..threads.len() {
+        if let Ok(Err(e)) = ready_rx.recv() {
+            failed.get_or_insert(e);
+        }
+    }
+    if failed.is_none() {
+        shared.shutdown.cancelled().await;
+    }
+    for w in &wakes {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an 8-byte write to an eventfd we own.
+        unsafe {
+            libc::write(w.as_raw_fd(), one.as_ptr().cast(), one.len());
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain eventfd creation; the descriptor is owned from here on.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: just created and owned by no one else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
