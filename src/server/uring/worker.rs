@@ -166,7 +166,12 @@ pub struct Worker {
     draining: Option<Instant>,
     idle: Option<Duration>,
     last_idle_check: Instant,
+    /// Read once per turn, and only when idle connections or the drain
+    /// deadline need it.
     now: Instant,
+    /// The store clock's `now` for `stats conns`, read once per turn
+    /// rather than per request.
+    clock: u32,
 }
 
 impl Worker {
@@ -197,6 +202,7 @@ impl Worker {
             idle,
             last_idle_check: Instant::now(),
             now: Instant::now(),
+            clock: 0,
         })
     }
 
@@ -211,7 +217,10 @@ impl Worker {
                 tracing::error!(error = %e, "io_uring wait failed; closing this worker's connections");
                 break;
             }
-            self.now = Instant::now();
+            if self.idle.is_some() || self.draining.is_some() {
+                self.now = Instant::now();
+            }
+            self.clock = self.shared.store.clock().now();
             self.reap();
             // Those that yielded last turn go after the others' input.
             for _ in 0..self.yielded.len() {
@@ -422,7 +431,7 @@ impl Worker {
         }
         let shared = &*self.shared;
         if c.closing.is_none() && !c.rbuf.is_empty() {
-            let now = shared.store.clock().now();
+            let now = self.clock;
             c.info.set(ConnState::ParseCmd, now);
             // Everything received is handled (or the replies passed the
             // high-water mark: they go out and the rest follows once sent).
@@ -486,8 +495,11 @@ impl Worker {
         let Some(c) = self.conns[slot as usize].as_mut() else {
             return;
         };
-        let allowed = c.session.wanted_len().unwrap_or(0) + RECV_BACKLOG_MAX;
-        if c.sending && c.receiving && !c.cancelling && c.rbuf.len() > allowed {
+        if c.sending
+            && c.receiving
+            && !c.cancelling
+            && c.rbuf.len() > c.session.wanted_len().unwrap_or(0) + RECV_BACKLOG_MAX
+        {
             c.cancelling = true;
             let target = user_data(OP_RECV, slot, c.generation);
             self.queue.push(
@@ -564,6 +576,7 @@ impl Worker {
         if self.draining.is_some() {
             return;
         }
+        self.now = Instant::now();
         self.draining = Some(self.now + DRAIN_TIMEOUT);
         for (i, accepting) in self.accepting.iter_mut().enumerate() {
             if std::mem::take(accepting) {
