@@ -16,7 +16,7 @@ mod worker;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use io_uring::{Probe, opcode};
 
@@ -70,22 +70,35 @@ pub async fn serve(listeners: &[Listener], shared: Arc<Shared>) -> io::Result<()
         })
         .collect();
     let open = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let n = shared.config.threads.max(1);
+    let mut peers = Vec::with_capacity(n);
+    let mut inboxes = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = std::sync::mpsc::channel();
+        peers.push(worker::Peer {
+            inbox: tx,
+            wake: Arc::new(eventfd()?),
+        });
+        inboxes.push(rx);
+    }
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
-    let mut wakes = Vec::new();
     let mut threads = Vec::new();
     let mut failed = None;
-    for i in 0..shared.config.threads.max(1) {
-        let wake = eventfd()?;
+    for (index, inbox) in inboxes.into_iter().enumerate() {
         let setup = worker::Setup {
             shared: shared.clone(),
             listening: listening.clone(),
             open: open.clone(),
-            wake: wake.try_clone()?,
+            wake: peers[index].wake.clone(),
+            inbox,
+            peers: peers.clone(),
+            index,
+            stop: stop.clone(),
         };
-        wakes.push(wake);
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("ferrocache-uring-{i}"))
+            .name(format!("ferrocache-uring-{index}"))
             .spawn(move || match worker::Worker::new(setup) {
                 Ok(w) => {
                     let _ = ready.send(Ok(()));
@@ -109,12 +122,9 @@ pub async fn serve(listeners: &[Listener], shared: Arc<Shared>) -> io::Result<()
     if failed.is_none() {
         shared.shutdown.cancelled().await;
     }
-    for w in &wakes {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: an 8-byte write to an eventfd we own.
-        unsafe {
-            libc::write(w.as_raw_fd(), one.as_ptr().cast(), one.len());
-        }
+    stop.store(true, Ordering::Release);
+    for p in &peers {
+        worker::wake(&p.wake);
     }
     let _ = tokio::task::spawn_blocking(move || {
         for t in threads {
@@ -130,7 +140,7 @@ pub async fn serve(listeners: &[Listener], shared: Arc<Shared>) -> io::Result<()
 
 fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain eventfd creation; the descriptor is owned from here on.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -17,7 +17,8 @@ use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -98,8 +99,36 @@ pub struct Setup {
     pub listening: Vec<Listening>,
     /// Connections open across all workers, for `-c`.
     pub open: Arc<AtomicUsize>,
-    /// Written to wake the worker for shutdown.
-    pub wake: OwnedFd,
+    /// Written to wake the worker: connections handed to it, or shutdown.
+    pub wake: Arc<OwnedFd>,
+    /// Connections other workers accepted for this one.
+    pub inbox: Receiver<Handoff>,
+    /// Every worker's inbox and wake-up, this one's included, in order.
+    pub peers: Vec<Peer>,
+    /// This worker's place in `peers`.
+    pub index: usize,
+    /// Set (before the wake-ups) when shutdown starts.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// An accepted socket on its way to the worker that will serve it, with
+/// the index of the listening socket it came from.
+pub type Handoff = (OwnedFd, usize);
+
+/// Where to hand a worker a connection.
+#[derive(Clone)]
+pub struct Peer {
+    pub inbox: Sender<Handoff>,
+    pub wake: Arc<OwnedFd>,
+}
+
+/// Wakes the worker behind `wake`.
+pub fn wake(wake: &OwnedFd) {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: an 8-byte write to an eventfd we hold.
+    unsafe {
+        libc::write(wake.as_raw_fd(), one.as_ptr().cast(), one.len());
+    }
 }
 
 struct Conn {
@@ -148,7 +177,13 @@ pub struct Worker {
     shared: Arc<Shared>,
     listening: Vec<Listening>,
     open: Arc<AtomicUsize>,
-    wake: OwnedFd,
+    wake: Arc<OwnedFd>,
+    inbox: Receiver<Handoff>,
+    peers: Vec<Peer>,
+    index: usize,
+    /// Which worker gets the next connection accepted here.
+    next_peer: usize,
+    stop: Arc<AtomicBool>,
     conns: Vec<Option<Conn>>,
     generations: Vec<u32>,
     free: Vec<u32>,
@@ -189,6 +224,11 @@ impl Worker {
             listening: setup.listening,
             open: setup.open,
             wake: setup.wake,
+            inbox: setup.inbox,
+            peers: setup.peers,
+            index: setup.index,
+            next_peer: setup.index,
+            stop: setup.stop,
             conns: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
@@ -566,14 +606,31 @@ impl Worker {
         // A poll, not a read: an eventfd read would be handed to a kernel
         // worker thread to block in.
         let entry = opcode::PollAdd::new(types::Fd(self.wake.as_raw_fd()), libc::POLLIN as u32)
+            .multi(true)
             .build()
             .user_data(user_data(OP_WAKE, 0, 0));
         self.queue.push(entry);
     }
 
-    /// The wake-up event fired: shutdown has started.
-    fn woken(&mut self, _flags: u32) {
-        if self.draining.is_some() {
+    /// The wake-up event fired: connections were handed over, or
+    /// shutdown has started.
+    fn woken(&mut self, flags: u32) {
+        let mut count = [0u8; 8];
+        // SAFETY: an 8-byte read from our non-blocking eventfd, to re-arm it.
+        unsafe {
+            libc::read(
+                self.wake.as_raw_fd(),
+                count.as_mut_ptr().cast(),
+                count.len(),
+            );
+        }
+        if !cqueue::more(flags) {
+            self.arm_wake();
+        }
+        while let Ok((fd, listener)) = self.inbox.try_recv() {
+            self.serve_new(fd, listener);
+        }
+        if !self.stop.load(Ordering::Acquire) || self.draining.is_some() {
             return;
         }
         self.now = Instant::now();
@@ -609,6 +666,27 @@ impl Worker {
         }
         // SAFETY: the kernel just handed us this new descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(result) };
+        if self.draining.is_some() {
+            return;
+        }
+        // The kernel wakes the first worker waiting on a listening socket,
+        // so one worker accepts nearly everything: it deals the
+        // connections out in turn.
+        let target = self.next_peer;
+        self.next_peer = (self.next_peer + 1) % self.peers.len();
+        if target == self.index {
+            self.serve_new(fd, index);
+        } else {
+            let peer = &self.peers[target];
+            match peer.inbox.send((fd, index)) {
+                Ok(()) => wake(&peer.wake),
+                Err(back) => self.serve_new(back.0.0, index),
+            }
+        }
+    }
+
+    /// Starts serving a connection accepted from listening socket `index`.
+    fn serve_new(&mut self, fd: OwnedFd, index: usize) {
         if self.draining.is_some() {
             return;
         }
