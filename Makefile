@@ -20,8 +20,14 @@ deploy-check:
 	cd deploy/prometheus && promtool test rules alerts_test.yml
 	python3 -m json.tool deploy/grafana/ferrocache.json >/dev/null
 
+# Every test with connections driven by io_uring, then the TCP integration
+# tests (not the unit tests, which start no server) again with tokio's
+# epoll driver. FERROCACHE_IO_DRIVER is ferrocache's --io-driver; an
+# explicit io-uring stops the start where io_uring is unavailable, so this
+# run fails rather than silently testing one driver twice.
 unit:
-	cargo test --all-targets
+	FERROCACHE_IO_DRIVER=io-uring cargo test --all-targets
+	FERROCACHE_IO_DRIVER=tokio cargo test --test integration --test abuse --test metrics --test differential --test daemon
 
 # The fuzz targets' checks over their seeds and pseudo-random mutants, on
 # stable Rust (fuzzing itself needs nightly: see fuzz/README.md).

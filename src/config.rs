@@ -221,6 +221,19 @@ pub struct Cli {
     /// Any file system will do; writes during the restart are lost.
     #[arg(short = 'e', long = "memory-file", value_name = "PATH")]
     pub memory_file: Option<PathBuf>,
+    /// How connections are driven: io-uring (a ring per worker thread,
+    /// fewer system calls per request), tokio (epoll), or auto: io-uring
+    /// where the kernel allows it (containers often forbid it), else tokio.
+    /// An explicit io-uring that cannot be set up stops the start. TLS
+    /// (-Z) is always served by tokio.
+    #[arg(
+        long = "io-driver",
+        value_enum,
+        default_value = "auto",
+        env = "FERROCACHE_IO_DRIVER",
+        value_name = "DRIVER"
+    )]
+    pub io_driver: IoDriver,
 
     /// Read flags from this file first, one per line as in Debian's
     /// /etc/memcached.conf (`#` comments; `-d`, `-h` and `logfile` lines are
@@ -231,6 +244,15 @@ pub struct Cli {
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
+}
+
+/// `--io-driver`: what drives the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IoDriver {
+    Auto,
+    #[value(name = "io-uring")]
+    IoUring,
+    Tokio,
 }
 
 /// `-B`: the protocols connections speak.
@@ -272,6 +294,7 @@ pub struct Config {
     pub conn_limit: usize,
     pub reqs_per_event: usize,
     pub idle_timeout: Option<Duration>,
+    pub io_driver: IoDriver,
     pub flush_enabled: bool,
     pub shutdown_enabled: bool,
     pub pidfile: Option<PathBuf>,
@@ -633,6 +656,7 @@ impl Cli {
             conn_limit: self.conn_limit,
             reqs_per_event: self.reqs_per_event,
             idle_timeout,
+            io_driver: self.io_driver,
             hot_keys,
             metrics_hot_keys: self.metrics_hot_keys,
             lru_crawler,

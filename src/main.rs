@@ -193,6 +193,7 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
         version = ferrocache::VERSION,
         "ferrocache listening"
     );
+    let driver = server::choose_driver(&config)?;
     let pidfile = config.pidfile.clone();
     let unix_path = match &config.listen {
         ferrocache::config::Listen::Unix { path, .. } => Some(path.clone()),
@@ -209,7 +210,7 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
             shared.shutdown.clone(),
         ));
     }
-    server::run(listeners, shared.clone()).await;
+    server::run(listeners, shared.clone(), driver).await?;
     let saved = save_store(shared).await;
     tracing::info!("ferrocache stopped");
     if let Some(p) = pidfile {

@@ -78,6 +78,11 @@ pub fn bind(config: &Config) -> io::Result<Vec<Listener>> {
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A new connection's id, unique across listeners and drivers.
+pub(super) fn next_id() -> u64 {
+    NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Sleep after an accept error (out of file descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -96,7 +101,7 @@ pub(super) async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker
                 continue;
             }
         };
-        let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+        let id = next_id();
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let shared = shared.clone();

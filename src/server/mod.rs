@@ -4,6 +4,8 @@
 //! - `listener.rs`: binding, the accept loop and the connection cap.
 //! - `connection.rs`: the tokio driver of one connection: reads, writes,
 //!   timeouts, shutdown; nothing about commands.
+//! - `uring/`: the io_uring driver: the same job for every connection of
+//!   a worker thread, with fewer system calls (`--io-driver`).
 //! - `session.rs`: sans-IO: one connection's protocol state, turning a read
 //!   buffer into replies in a write buffer (auth, framing, `-R` budget).
 //! - `execute.rs`: the one executor: a decoded request (classic, meta or
@@ -28,6 +30,7 @@ mod meta_tests;
 mod sasl_tests;
 pub mod session;
 mod stats_reply;
+mod uring;
 
 use std::fmt;
 use std::os::fd::AsRawFd;
@@ -41,7 +44,7 @@ use tokio_util::task::TaskTracker;
 
 pub use listener::{Listener, bind};
 
-use crate::config::Config;
+use crate::config::{Config, IoDriver};
 use crate::hotkeys::{HotKeys, Sampler};
 use crate::metrics;
 use crate::protocol::reply::{Reply, Wire};
@@ -203,8 +206,60 @@ impl metrics::Source for Shared {
     }
 }
 
-/// Serves on `listeners` until `shared.shutdown` is cancelled, then drains.
-pub async fn run(listeners: Vec<Listener>, shared: Arc<Shared>) {
+/// What drives the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Tokio,
+    IoUring,
+}
+
+/// The driver `--io-driver` asks for, where the system allows it; logs
+/// which one runs, once.
+///
+/// # Errors
+/// `--io-driver io-uring` where io_uring cannot be set up.
+pub fn choose_driver(config: &Config) -> Result<Driver, crate::Error> {
+    let threads = config.threads;
+    if config.io_driver == IoDriver::Tokio {
+        tracing::info!(driver = "tokio", threads, "io driver chosen by --io-driver");
+        return Ok(Driver::Tokio);
+    }
+    if config.tls.is_some() {
+        tracing::info!(
+            driver = "tokio",
+            threads,
+            "io driver: tokio, which serves TLS (-Z) connections"
+        );
+        return Ok(Driver::Tokio);
+    }
+    match uring::probe() {
+        Ok(()) => {
+            tracing::info!(driver = "io-uring", threads, "io driver: io_uring");
+            Ok(Driver::IoUring)
+        }
+        Err(e) if config.io_driver == IoDriver::Auto => {
+            tracing::info!(
+                driver = "tokio",
+                threads,
+                reason = %e,
+                "io driver: tokio, as io_uring is unavailable"
+            );
+            Ok(Driver::Tokio)
+        }
+        Err(e) => Err(format!("--io-driver io-uring: io_uring is unavailable: {e}").into()),
+    }
+}
+
+/// Serves on `listeners` with `driver` until `shared.shutdown` is
+/// cancelled, then drains.
+///
+/// # Errors
+/// The io_uring workers could not be set up.
+pub async fn run(
+    listeners: Vec<Listener>,
+    shared: Arc<Shared>,
+    driver: Driver,
+) -> Result<(), crate::Error> {
     let tracker = TaskTracker::new();
 
     let sweeper = {
@@ -234,6 +289,12 @@ pub async fn run(listeners: Vec<Listener>, shared: Arc<Shared>) {
             (fd, l.describe())
         })
         .collect();
+    if driver == Driver::IoUring {
+        let served = uring::serve(&listeners, shared.clone()).await;
+        shared.shutdown.cancel();
+        let _ = sweeper.await;
+        return served.map_err(|e| format!("io_uring driver: {e}").into());
+    }
     let accepts: Vec<_> = listeners
         .into_iter()
         .map(|l| tokio::spawn(listener::accept_loop(l, shared.clone(), tracker.clone())))
@@ -253,4 +314,5 @@ pub async fn run(listeners: Vec<Listener>, shared: Arc<Shared>) {
             "connections still open after the drain timeout"
         );
     }
+    Ok(())
 }

@@ -69,6 +69,14 @@ pub struct BenchArgs {
     /// Hit-ratio scenario: rounds per server.
     #[arg(long, default_value_t = 1)]
     hit_rounds: usize,
+    /// Count each server's system calls in the throughput scenarios
+    /// (`perf stat -e raw_syscalls:sys_enter`; needs Debian's linux-perf).
+    #[arg(long)]
+    syscalls: bool,
+    /// Extra arguments for ferrocache (e.g. `--io-driver=tokio`), one
+    /// flag per use.
+    #[arg(long = "ferrocache-arg", allow_hyphen_values = true)]
+    ferrocache_args: Vec<String>,
     /// The command line to print in the report.
     #[arg(long)]
     command: Option<String>,
@@ -88,6 +96,8 @@ struct Side {
     label: String,
     binary: PathBuf,
     flavor: Flavor,
+    /// Arguments added to the command line (--ferrocache-arg).
+    extra: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +165,7 @@ impl Server {
             args.push(flag.into());
             args.push(v.to_string());
         }
+        args.extend(side.extra.iter().cloned());
         let mut cmd = match s.pin {
             Some(cpus) => {
                 let mut c = Command::new("taskset");
@@ -490,15 +501,23 @@ impl Ctx<'_> {
                 // Alternate who goes first, so drift hits both alike.
                 let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
                 for i in order {
-                    let r = run_client(&mut servers[i], client_pin, &client_args, limit)?;
+                    let mut args = client_args.clone();
+                    args.extend(["--server-pid".into(), servers[i].pid().to_string()]);
+                    if a.syscalls {
+                        args.push("--syscalls".into());
+                    }
+                    let r = run_client(&mut servers[i], client_pin, &args, limit)?;
                     eprintln!(
-                        "   round {} {:<16} {:>12} ops/s  p50 {}  p99 {}  p99.9 {}",
+                        "   round {} {:<16} {:>12} ops/s  p50 {}  p99 {}  p99.9 {}  CPU/req {}  syscalls/req {}",
                         round + 1,
                         servers[i].label,
                         thousands(r.ops_per_sec()),
                         micros(r.p50_us),
                         micros(r.p99_us),
-                        micros(r.p999_us)
+                        micros(r.p999_us),
+                        r.cpu_us_per_request().map_or("n/a".into(), micros),
+                        r.syscalls_per_request()
+                            .map_or("n/a".into(), |n| format!("{n:.2}"))
                     );
                     results[i].push(r);
                 }
@@ -510,7 +529,7 @@ impl Ctx<'_> {
             Err(e) => {
                 let _ = writeln!(
                     self.report,
-                    "| {} | | FAILED: wrong replies or a crash, see the log | | | | | | |",
+                    "| {} | | FAILED: wrong replies or a crash, see the log | | | | | | | | | |",
                     m.name
                 );
                 return self.fail(m.name, e);
@@ -519,7 +538,7 @@ impl Ctx<'_> {
         let med = |rs: &[RunResult], f: fn(&RunResult) -> f64| {
             median(&mut rs.iter().map(f).collect::<Vec<_>>())
         };
-        let summary: Vec<[f64; 6]> = results
+        let summary: Vec<[f64; 8]> = results
             .iter()
             .map(|rs| {
                 let ops: Vec<f64> = rs.iter().map(RunResult::ops_per_sec).collect();
@@ -530,22 +549,35 @@ impl Ctx<'_> {
                     med(rs, |r| r.p50_us),
                     med(rs, |r| r.p99_us),
                     med(rs, |r| r.p999_us),
+                    med(rs, |r| r.cpu_us_per_request().unwrap_or(f64::NAN)),
+                    med(rs, |r| r.syscalls_per_request().unwrap_or(f64::NAN)),
                 ]
             })
             .collect();
         for i in [1, 0] {
             let s = summary[i];
-            let (r_ops, r_p99) = if i == 0 {
+            let (r_ops, r_p99, r_cpu) = if i == 0 {
                 (
                     format!("**{}**", ratio(s[0], summary[1][0])),
                     ratio(s[4], summary[1][4]),
+                    format!("**{}**", ratio(s[6], summary[1][6])),
                 )
             } else {
-                (String::new(), String::new())
+                (String::new(), String::new(), String::new())
+            };
+            let cpu = if s[6].is_nan() {
+                "n/a".into()
+            } else {
+                micros(s[6])
+            };
+            let calls = if s[7].is_nan() {
+                "n/a".into()
+            } else {
+                format!("{:.2}", s[7])
             };
             let _ = writeln!(
                 self.report,
-                "| {} | {} | {} | {}–{} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {}–{} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 if i == 1 { m.name } else { "" },
                 self.sides[i].label,
                 thousands(s[0]),
@@ -554,8 +586,11 @@ impl Ctx<'_> {
                 micros(s[3]),
                 micros(s[4]),
                 micros(s[5]),
+                cpu,
+                calls,
                 r_ops,
-                r_p99
+                r_p99,
+                r_cpu
             );
         }
     }
@@ -809,12 +844,14 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
             label: "memcached (B)".into(),
             binary: args.memcached.clone(),
             flavor: Flavor::Memcached,
+            extra: Vec::new(),
         }
     } else {
         Side {
             label: "ferrocache".into(),
             binary: args.ferrocache.clone(),
             flavor: Flavor::Ferrocache,
+            extra: args.ferrocache_args.clone(),
         }
     };
     let reference = Side {
@@ -826,6 +863,7 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
         .into(),
         binary: args.memcached.clone(),
         flavor: Flavor::Memcached,
+        extra: Vec::new(),
     };
     for side in [&candidate, &reference] {
         if !side.binary.is_file() {
@@ -919,9 +957,12 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
              Medians of {} round(s) per server ({} s warm-up + {} s measured each, servers alternating), \
              {} keys (all fit: any miss fails the run), keys uniform, {} connections; \
              ops are keys (a 16-key multi-get is 16), latency is per request. \
+             CPU/req: the server's user + system time (/proc/PID/stat, all threads) over the \
+             measured window, divided by the requests completed in it; syscalls/req: its system \
+             calls (`perf stat -e raw_syscalls:sys_enter`, with --syscalls) likewise. \
              Ratio: {c} / {m}.\n\n\
-             | scenario | server | ops/s | ops/s range | p50 | p99 | p99.9 | ratio ops/s | ratio p99 |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|\n{}",
+             | scenario | server | ops/s | ops/s range | p50 | p99 | p99.9 | CPU/req | syscalls/req | ratio ops/s | ratio p99 | ratio CPU/req |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}",
             args.rounds,
             args.warmup,
             args.duration,

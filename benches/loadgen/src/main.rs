@@ -9,6 +9,7 @@
 mod bench;
 mod client;
 mod hist;
+mod procstat;
 mod proto;
 mod sample;
 
@@ -104,6 +105,14 @@ pub struct RunArgs {
     /// memory is an error.
     #[arg(long)]
     all_fit: bool,
+    /// The server's pid: report its CPU time (user + system, from /proc)
+    /// over the measured window.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// With --server-pid, also count its system calls over the measured
+    /// window (needs `perf`, from Debian's linux-perf).
+    #[arg(long)]
+    syscalls: bool,
 }
 
 /// What one run measured.
@@ -121,6 +130,10 @@ pub struct RunResult {
     pub sets: u64,
     pub refused: u64,
     pub errors: u64,
+    /// The server's CPU seconds over the measured window (--server-pid).
+    pub server_cpu_s: Option<f64>,
+    /// The server's system calls over the measured window (--syscalls).
+    pub server_syscalls: Option<u64>,
 }
 
 impl RunResult {
@@ -132,6 +145,18 @@ impl RunResult {
         }
     }
 
+    /// The server's CPU microseconds per request, when measured.
+    pub fn cpu_us_per_request(&self) -> Option<f64> {
+        let cpu = self.server_cpu_s?;
+        (self.requests > 0).then(|| cpu * 1e6 / self.requests as f64)
+    }
+
+    /// The server's system calls per request, when counted.
+    pub fn syscalls_per_request(&self) -> Option<f64> {
+        let n = self.server_syscalls?;
+        (self.requests > 0).then(|| n as f64 / self.requests as f64)
+    }
+
     pub fn hit_ratio(&self) -> f64 {
         if self.gets > 0 {
             self.hits as f64 / self.gets as f64
@@ -141,7 +166,7 @@ impl RunResult {
     }
 
     fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "RESULT ops={} requests={} seconds={:.6} ops_per_sec={:.1} p50_us={:.1} p99_us={:.1} p999_us={:.1} gets={} hits={} misses={} sets={} refused={} errors={}",
             self.ops,
             self.requests,
@@ -156,7 +181,14 @@ impl RunResult {
             self.sets,
             self.refused,
             self.errors
-        )
+        );
+        if let Some(cpu) = self.server_cpu_s {
+            line.push_str(&format!(" server_cpu_s={cpu:.3}"));
+        }
+        if let Some(n) = self.server_syscalls {
+            line.push_str(&format!(" server_syscalls={n}"));
+        }
+        line
     }
 
     /// Parses the `RESULT` line printed by `loadgen run`.
@@ -180,6 +212,8 @@ impl RunResult {
                 "sets" => r.sets = int()?,
                 "refused" => r.refused = int()?,
                 "errors" => r.errors = int()?,
+                "server_cpu_s" => r.server_cpu_s = Some(float()?),
+                "server_syscalls" => r.server_syscalls = Some(int()?),
                 _ => {}
             }
         }
@@ -263,7 +297,7 @@ fn run(args: &RunArgs) -> Result<(Stats, RunResult), String> {
             .build()
     }
     .map_err(|e| format!("runtime: {e}"))?;
-    let stats = runtime.block_on(run_load(args, workload))?;
+    let (stats, server) = runtime.block_on(run_load(args, workload))?;
     let seconds = match (stats.first_send, stats.last_done) {
         (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
         _ => 0.0,
@@ -291,11 +325,49 @@ fn run(args: &RunArgs) -> Result<(Stats, RunResult), String> {
         sets: stats.sets,
         refused: stats.refused,
         errors,
+        server_cpu_s: server.cpu_s,
+        server_syscalls: server.syscalls,
     };
     Ok((stats, result))
 }
 
-async fn run_load(args: &RunArgs, workload: Workload) -> Result<Stats, String> {
+/// What the server spent over the measured window.
+#[derive(Default)]
+struct ServerCost {
+    cpu_s: Option<f64>,
+    syscalls: Option<u64>,
+}
+
+/// Samples the server's CPU time (and starts counting its system calls)
+/// when the measured window opens, and again when it closes.
+fn watch_server(
+    args: &RunArgs,
+    from: Instant,
+    until: Instant,
+) -> std::thread::JoinHandle<ServerCost> {
+    let pid = args.server_pid;
+    let syscalls = args.syscalls;
+    std::thread::spawn(move || {
+        let Some(pid) = pid else {
+            return ServerCost::default();
+        };
+        std::thread::sleep(from.saturating_duration_since(Instant::now()));
+        let counter = if syscalls {
+            procstat::Syscalls::start(pid)
+        } else {
+            None
+        };
+        let before = procstat::cpu_seconds(pid);
+        std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        let after = procstat::cpu_seconds(pid);
+        ServerCost {
+            cpu_s: before.zip(after).map(|(b, a)| a - b),
+            syscalls: counter.and_then(procstat::Syscalls::stop),
+        }
+    })
+}
+
+async fn run_load(args: &RunArgs, workload: Workload) -> Result<(Stats, ServerCost), String> {
     let values = Values::new(args.value_size);
     // Connect everyone and preload (mixed workloads) before the clock starts.
     let mut tasks = Vec::new();
@@ -331,7 +403,7 @@ async fn run_load(args: &RunArgs, workload: Workload) -> Result<Stats, String> {
         ready.push((conn, generator));
     }
     if !total.errors.is_empty() {
-        return Ok(total);
+        return Ok((total, ServerCost::default()));
     }
     total.all_misses = 0;
     let start = Instant::now();
@@ -352,6 +424,9 @@ async fn run_load(args: &RunArgs, workload: Workload) -> Result<Stats, String> {
     };
     let count_based =
         args.ops.is_some() || matches!(workload, Workload::Fill { .. } | Workload::Scan { .. });
+    // Time-based runs only: a count-based run's window is not known ahead.
+    let watcher = (!count_based && args.warmup_ops.is_none())
+        .then(|| watch_server(args, plan.warmup_until, plan.until));
     let mut tasks = Vec::new();
     for (mut conn, mut generator) in ready {
         let depth = args.depth;
@@ -369,7 +444,14 @@ async fn run_load(args: &RunArgs, workload: Workload) -> Result<Stats, String> {
     for t in tasks {
         total.merge(&t.await.map_err(|e| e.to_string())?);
     }
-    Ok(total)
+    let server = match watcher {
+        Some(w) => tokio::task::spawn_blocking(move || w.join())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|_| "the server watcher panicked".to_string())?,
+        None => ServerCost::default(),
+    };
+    Ok((total, server))
 }
 
 #[cfg(test)]
@@ -391,6 +473,8 @@ mod tests {
             sets: 1,
             refused: 2,
             errors: 0,
+            server_cpu_s: Some(0.5),
+            server_syscalls: Some(10),
         };
         let back = RunResult::parse(&format!("noise\n{}\n", r.line())).unwrap();
         assert_eq!(back.ops, 10);
@@ -398,5 +482,7 @@ mod tests {
         assert_eq!(back.p999_us, 300.0);
         assert_eq!(back.refused, 2);
         assert_eq!(back.hit_ratio(), 0.75);
+        assert_eq!(back.cpu_us_per_request(), Some(100_000.0));
+        assert_eq!(back.syscalls_per_request(), Some(2.0));
     }
 }
