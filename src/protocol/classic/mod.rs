@@ -139,9 +139,13 @@ pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
             b"lru_crawler" if n >= 3 => command(Request::LruCrawler {
                 args: Keys::new(t.after(0)),
             }),
+            b"watch" => command(Request::Watch {
+                args: Keys::new(t.after(0)),
+            }),
+            b"refresh_certs" => command(Request::RefreshCerts),
             // Known to memcached but not offered here: a plain `ERROR`,
             // never the HTTP close below.
-            b"bget" | b"lru_crawler" | b"watch" | b"lru" => unknown(),
+            b"bget" | b"lru_crawler" | b"lru" => unknown(),
             // An HTTP request sent to the cache port: memcached closes.
             _ if t.last().starts_with(b"HTTP/") => Parsed::Frame(Frame::Close),
             _ => unknown(),
