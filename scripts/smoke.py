@@ -10,7 +10,10 @@ The commands are read from where they are written, so they cannot drift:
   unprivileged user (the unit's DynamicUser).
 
 Each must answer `version`, a `set` and its `get` on 127.0.0.1:11211 and
-serve /metrics on 127.0.0.1:9150, then exit 0 on SIGTERM. Started as root,
+serve /metrics on 127.0.0.1:9150, then exit 0 on SIGTERM. The units are
+Type=notify, so their commands are started with NOTIFY_SOCKET naming a
+socket of ours, as systemd does, and must send READY=1 once they serve and
+STOPPING=1 on SIGTERM. Started as root,
 the README's command must not keep running as root.
 
 With the Debian package installed (scripts/deb.sh), two more:
@@ -168,7 +171,25 @@ def euid_of(pid):
     raise AssertionError("no Uid line")
 
 
-def run(name, popen_args, shell=False, not_root=False, user=None):
+def notify_socket():
+    """A datagram socket standing in for systemd's, and its NOTIFY_SOCKET
+    value: an abstract name, which any user may send to."""
+    name = f"ferrocache-smoke-{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(START_TIMEOUT)
+    return sock, "@" + name
+
+
+def expect_notify(sock, state):
+    try:
+        got = sock.recv(4096).decode()
+    except socket.timeout:
+        raise AssertionError(f"no {state} notification") from None
+    assert state in got.split("\n"), f"notified {got!r}, not {state}"
+
+
+def run(name, popen_args, shell=False, not_root=False, user=None, notify=False):
     print(f"smoke: {name}: {popen_args if shell else shlex.join(popen_args)}", flush=True)
     for p in (PORT, METRICS_PORT):
         if port_busy(p):
@@ -177,12 +198,21 @@ def run(name, popen_args, shell=False, not_root=False, user=None):
     # exec: the shell becomes the command (and `cargo run` execs the daemon),
     # so the pid we signal is the daemon's, as with a service manager.
     cmd = f"exec {popen_args}" if shell else popen_args
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    listener = None
+    if notify:
+        listener, env["NOTIFY_SOCKET"] = notify_socket()
     proc = subprocess.Popen(
         cmd, shell=shell, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-        start_new_session=True,
+        start_new_session=True, env=env,
     )
     try:
-        if not wait_listening(proc, time.monotonic() + START_TIMEOUT):
+        if listener is not None:
+            expect_notify(listener, "READY=1")
+            # Ready means serving: no waiting for the port.
+            assert port_busy(PORT), "READY=1 before listening"
+        elif not wait_listening(proc, time.monotonic() + START_TIMEOUT):
             raise AssertionError(f"not listening on {PORT} (exit {proc.poll()})")
         version = check_serves()
         if not_root:
@@ -193,9 +223,12 @@ def run(name, popen_args, shell=False, not_root=False, user=None):
             want = pwd.getpwnam(user).pw_uid
             assert euid_of(proc.pid) == want, f"not running as {user}"
         proc.send_signal(signal.SIGTERM)
+        if listener is not None:
+            expect_notify(listener, "STOPPING=1")
         code = proc.wait(timeout=STOP_TIMEOUT)
         assert code == 0, f"exit code {code} after SIGTERM"
-        print(f"smoke: {name}: ok ({version}, exit 0 on SIGTERM)", flush=True)
+        told = ", READY=1 and STOPPING=1" if notify else ""
+        print(f"smoke: {name}: ok ({version}, exit 0 on SIGTERM{told})", flush=True)
         return True
     except (AssertionError, OSError, subprocess.TimeoutExpired) as e:
         print(f"smoke: {name}: FAILED: {e}", flush=True)
@@ -207,6 +240,8 @@ def run(name, popen_args, shell=False, not_root=False, user=None):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+        if listener is not None:
+            listener.close()
 
 
 def main():
@@ -229,9 +264,9 @@ def main():
         args, (uid, gid) = docker_args()
         ok &= run("docker", as_user(args, uid, gid))
     if "systemd" in wanted:
-        ok &= run("systemd", as_user(systemd_args(), 65534, 65534))
+        ok &= run("systemd", as_user(systemd_args(), 65534, 65534), notify=True)
     if "installed" in wanted:
-        ok &= run("installed", installed_unit_args(), user="ferrocache")
+        ok &= run("installed", installed_unit_args(), user="ferrocache", notify=True)
     if "memcached-conf" in wanted:
         import shutil
         import tempfile
