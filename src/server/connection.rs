@@ -29,6 +29,12 @@ use crate::stats::{ConnInfo, ConnState, LocalStats};
 
 /// How much of a watcher's queue is moved to its write buffer at a time.
 const WATCH_CHUNK: usize = 64 * 1024;
+/// How long a woken watcher lets lines gather before it writes, as
+/// memcached's logger thread polls no more often than every millisecond.
+/// One write per line would fill the socket's buffer with a few hundred
+/// lines (each write costs a buffer's worth of overhead), where batched
+/// writes let it hold thousands.
+const WATCH_BATCH: Duration = Duration::from_millis(1);
 
 /// Starting size of each buffer, and the size a buffer that grew for one large
 /// request is brought back to once it is empty, so idle connections stay small.
@@ -326,7 +332,7 @@ impl<S: Socket> Watching<'_, S> {
             tokio::select! {
                 biased;
                 () = shutdown.as_mut() => return ("shutdown", CloseReason::Shutdown),
-                () = watcher.ready() => {}
+                () = watcher.ready() => tokio::time::sleep(WATCH_BATCH).await,
                 r = self.stream.read_buf(self.rbuf) => match r {
                     Ok(0) => return ("closed by peer", CloseReason::Normal),
                     Ok(n) => {
