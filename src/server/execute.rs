@@ -17,6 +17,7 @@ use bytes::BytesMut;
 use super::watch::{DELETIONS, FETCHERS, MUTATIONS};
 use super::{Context, Flow, Replies, stats_reply, watch, watch_events};
 use crate::item_rules::StoreMode;
+pub(super) use crate::item_rules::slab_class;
 use crate::protocol::meta::long_opaque;
 use crate::protocol::reply::{self, Item, Reply, Wire};
 use crate::protocol::request::{KeyBuf, MetaCommand, MetaFlags, MetaOp};
@@ -566,27 +567,6 @@ fn debug(key: &[u8], cx: &mut Context<'_>, out: &mut Replies<'_>) {
         class: slab_class(size),
         size,
     }));
-}
-
-/// The slab class memcached 1.6.18 would keep an item of `size` bytes in
-/// (`slabs_clsid` over classes from 96 bytes, growth factor 1.25, aligned
-/// to 8, up to half a 1 MiB page); `me` prints it.
-pub(super) fn slab_class(size: usize) -> u32 {
-    const CHUNK_MAX: usize = 512 * 1024;
-    let mut class_size = 96usize;
-    let mut class = 1;
-    loop {
-        if class_size as f64 >= CHUNK_MAX as f64 / 1.25 {
-            // The largest class holds the rest (larger items are chunked).
-            return class;
-        }
-        class_size = class_size.next_multiple_of(8);
-        if size <= class_size {
-            return class;
-        }
-        class += 1;
-        class_size = (class_size as f64 * 1.25) as usize;
-    }
 }
 
 /// `lru_crawler metadump all|hash|<classes>`: the key listing tools such as

@@ -213,7 +213,7 @@ impl crate::store::EvictionLog for EvictionWatch {
             .limits
             .item_total_size(e.key.len(), e.value_len, e.flags);
         let ttl = e.ttl.map_or(-1, i64::from);
-        let clsid = execute::slab_class(size);
+        let clsid = crate::item_rules::slab_class(size);
         self.hub
             .eviction(e.key, e.fetched, ttl, e.idle, clsid, e.value_len);
     }

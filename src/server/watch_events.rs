@@ -9,9 +9,8 @@
 //! watches), which is also where a delete's or an append's size comes from.
 
 use super::Context;
-use super::execute::slab_class;
 use super::watch::{DELETIONS, FETCHERS, FetchStatus, MUTATIONS};
-use crate::item_rules::StoreMode;
+use crate::item_rules::{StoreMode, slab_class};
 use crate::store::{ItemInfo, Lookup, StoreRequest, StoreResult};
 
 /// memcached's slab class of an item with these sizes.
