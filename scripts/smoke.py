@@ -177,15 +177,21 @@ def notify_socket():
     name = f"ferrocache-smoke-{os.getpid()}"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind("\0" + name)
-    sock.settimeout(START_TIMEOUT)
+    sock.settimeout(0.2)
     return sock, "@" + name
 
 
-def expect_notify(sock, state):
-    try:
-        got = sock.recv(4096).decode()
-    except socket.timeout:
-        raise AssertionError(f"no {state} notification") from None
+def expect_notify(sock, state, proc, timeout):
+    """The next notification, which must hold `state`; waits while the
+    process runs, up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = sock.recv(4096).decode()
+            break
+        except socket.timeout:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(f"no {state} notification (exit {proc.poll()})") from None
     assert state in got.split("\n"), f"notified {got!r}, not {state}"
 
 
@@ -209,7 +215,7 @@ def run(name, popen_args, shell=False, not_root=False, user=None, notify=False):
     )
     try:
         if listener is not None:
-            expect_notify(listener, "READY=1")
+            expect_notify(listener, "READY=1", proc, START_TIMEOUT)
             # Ready means serving: no waiting for the port.
             assert port_busy(PORT), "READY=1 before listening"
         elif not wait_listening(proc, time.monotonic() + START_TIMEOUT):
@@ -224,7 +230,7 @@ def run(name, popen_args, shell=False, not_root=False, user=None, notify=False):
             assert euid_of(proc.pid) == want, f"not running as {user}"
         proc.send_signal(signal.SIGTERM)
         if listener is not None:
-            expect_notify(listener, "STOPPING=1")
+            expect_notify(listener, "STOPPING=1", proc, STOP_TIMEOUT)
         code = proc.wait(timeout=STOP_TIMEOUT)
         assert code == 0, f"exit code {code} after SIGTERM"
         told = ", READY=1 and STOPPING=1" if notify else ""

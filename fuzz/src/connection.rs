@@ -19,7 +19,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use clap::Parser;
 use ferrocache::config::Cli;
-use ferrocache::protocol::{Request, Frame};
+use ferrocache::protocol::{Frame, Request};
 use ferrocache::server::Shared;
 use ferrocache::server::session::{Next, Observer, Session};
 use ferrocache::store::{Clock, Store, StoreConfig};
@@ -227,6 +227,17 @@ impl Expect {
                 Request::Stats { .. } => Expect::Stats,
                 Request::CacheMemlimit { .. } => Expect::AnyLines,
                 Request::MetaNoop => Expect::Line(vec!["MN"]),
+                Request::Watch { .. } => Expect::Line(vec![
+                    "OK",
+                    "ERROR",
+                    "ERROR cannot pipeline other commands before watch",
+                    "CLIENT_ERROR watch commands not allowed",
+                    "WATCHER_TOO_MANY log watcher limit reached",
+                ]),
+                Request::RefreshCerts if shared.config.tls.is_none() => {
+                    Expect::Line(vec!["Error TLS not enabled"])
+                }
+                Request::RefreshCerts => Expect::AnyLines,
                 Request::Meta(_) | Request::LruCrawler { .. } => Expect::Unchecked,
             },
         }
