@@ -281,3 +281,22 @@ fn a_watcher_ignores_what_its_client_sends() {
     // Only y's lookup: the watcher's own requests were not run.
     assert!(w.event().starts_with("type=item_get key=y "));
 }
+
+#[test]
+fn a_counter_made_by_ma_is_logged_as_memcached_adds_it() {
+    let srv = Server::start(&[]);
+    let mut w = Watch::new(&srv, "fetchers mutations");
+    let mut c = srv.connect();
+    assert_eq!(ask(&mut c, "ma cnt N0 J7\r\n", "\r\n"), "HD\r\n");
+    let events: Vec<_> = (0..3).map(|_| w.event()).collect();
+    let fields = |e: &str| e.split(" cfd=").next().unwrap().to_string();
+    assert_eq!(
+        events.iter().map(|e| fields(e)).collect::<Vec<_>>(),
+        [
+            "type=item_get key=cnt status=not_found clsid=0",
+            "type=item_get key=cnt status=not_found clsid=0",
+            "type=item_store key=cnt status=stored cmd=add ttl=0 clsid=1",
+        ]
+    );
+    assert!(events[2].ends_with(" size=1"), "{}", events[2]);
+}

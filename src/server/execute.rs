@@ -384,6 +384,8 @@ fn arith(
         ArithResult::Done(c) => {
             if !c.created {
                 *hits += 1;
+            } else if cx.shared.watch.wants(FETCHERS | MUTATIONS) {
+                watch_events::counter_created(cx, &req, c.value);
             }
             Reply::Counter(reply::Counter {
                 value: c.value,

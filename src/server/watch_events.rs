@@ -11,7 +11,7 @@
 use super::Context;
 use super::watch::{DELETIONS, FETCHERS, FetchStatus, MUTATIONS};
 use crate::item_rules::{StoreMode, slab_class};
-use crate::store::{ItemInfo, Lookup, StoreRequest, StoreResult};
+use crate::store::{ArithRequest, ItemInfo, Lookup, Step, StoreRequest, StoreResult};
 
 /// memcached's slab class of an item with these sizes.
 fn class(cx: &Context<'_>, key: &[u8], value_len: usize, flags: u32) -> u32 {
@@ -111,5 +111,32 @@ pub fn deleted(cx: &Context<'_>, key: &[u8], old: &ItemInfo, cmd: &str) {
     if hub.wants(DELETIONS) {
         let clsid = class(cx, key, old.value_len, old.flags);
         hub.deleted(key, cmd, clsid, old.value_len);
+    }
+}
+
+/// `ma ... N` created the counter `req` missed, with `value`: memcached
+/// adds it as a store would, looking the key up once more first.
+pub fn counter_created(cx: &Context<'_>, req: &ArithRequest<'_>, value: u64) {
+    let hub = &cx.shared.watch;
+    if hub.wants(FETCHERS) {
+        hub.item_get(req.key, FetchStatus::NotFound, 0, cx.fd, 0);
+    }
+    if hub.wants(MUTATIONS) {
+        let deadline = req
+            .steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Vivify(d) => Some(*d),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let ttl = if deadline == 0 {
+            0
+        } else {
+            deadline.wrapping_sub(cx.now)
+        };
+        let size = value.checked_ilog10().map_or(1, |d| d as usize + 1);
+        let clsid = class(cx, req.key, size, 0);
+        hub.item_store(req.key, "stored", "add", ttl, clsid, cx.fd, size);
     }
 }
