@@ -1,8 +1,25 @@
 #!/usr/bin/env python3
 """Writes the seed corpus: request streams taken from the memcached text
-protocol (PROTOCOL.md's examples and edge cases), each behind the 3 header
-bytes the targets read (configuration selector, then a 16-bit cut seed)."""
+protocol (PROTOCOL.md's examples and edge cases) and binary packets (every
+opcode, quiet forms, the lengths memcached refuses), each behind the 3
+header bytes the targets read (configuration selector, then a 16-bit cut
+seed). The connection target gets both; a binary stream starts with 0x80."""
 import os
+import struct
+
+
+def pkt(op, key=b"", extras=b"", value=b"", opaque=0, cas=0, bodylen=None, magic=0x80):
+    body = len(key) + len(extras) + len(value) if bodylen is None else bodylen
+    return struct.pack(">BBHBBHIIQ", magic, op, len(key), len(extras), 0, 0, body, opaque, cas) + extras + key + value
+
+
+def se(flags=0, exptime=0):
+    return struct.pack(">II", flags, exptime)
+
+
+def ie(delta=1, initial=0, exptime=0):
+    return struct.pack(">QQI", delta, initial, exptime)
+
 
 K251 = b"k" * 251
 STREAMS = [
@@ -40,12 +57,40 @@ STREAMS = [
     b"".join(b"set k%d 0 0 100\r\n%s\r\n" % (i, b"v" * 100) for i in range(60)) + b"get k0 k59\r\n",
 ]
 
+BINARY = [
+    pkt(0x01, b"k", se(5, 0), b"hello", opaque=1) + pkt(0x00, b"k", opaque=2) + pkt(0x0C, b"k") + pkt(0x0A),
+    pkt(0x11, b"a", se(), b"1") + pkt(0x12, b"a", se(), b"2") + pkt(0x13, b"b", se(), b"3") + pkt(0x09, b"a") + pkt(0x0D, b"b") + pkt(0x0A),
+    pkt(0x01, b"c", se(), b"x") + pkt(0x01, b"c", se(), b"y", cas=1) + pkt(0x02, b"c", se(), b"z", cas=99) + pkt(0x04, b"c", cas=5),
+    pkt(0x05, b"n", ie(1, 10, 0)) + pkt(0x06, b"n", ie(100, 0, 0)) + pkt(0x15, b"m", ie(1, 0, 0xFFFFFFFF)) + pkt(0x16, b"n", ie()) + pkt(0x0A),
+    pkt(0x0E, b"k", b"", b">>") + pkt(0x0F, b"k", b"", b"<<") + pkt(0x19, b"x", b"", b"1") + pkt(0x1A, b"k", b"", b"2"),
+    pkt(0x1C, b"k", struct.pack(">I", 10)) + pkt(0x1D, b"k", struct.pack(">I", 10)) + pkt(0x1E, b"no", struct.pack(">I", 1)) + pkt(0x23, b"k", struct.pack(">I", 0)) + pkt(0x24, b"k", struct.pack(">I", 0)),
+    pkt(0x08) + pkt(0x18, extras=struct.pack(">I", 10)) + pkt(0x0B) + pkt(0x1B, extras=struct.pack(">I", 1)) + pkt(0x0A),
+    pkt(0x10) + pkt(0x10, b"settings") + pkt(0x10, b"items") + pkt(0x10, b"detail dump") + pkt(0x10, b"bogus") + pkt(0x10, b"reset"),
+    pkt(0x00, b"ab", bodylen=1) + pkt(0x0A),
+    pkt(0x00, b"k" * 251) + pkt(0x0A),
+    pkt(0x00, b"k", b"ext") + pkt(0x0A),
+    pkt(0x50, b"ab", b"xy", b"zz") + pkt(0x0A) + pkt(0x0A),
+    pkt(0x0A) + pkt(0x0A, magic=0x81),
+    pkt(0x01, b"big", se(), b"x" * 2000) + pkt(0x00, b"big"),
+    pkt(0x01, b"huge", se(), bodylen=0x7FFFFFF0) + b"\0" * 200,
+    pkt(0x01, b"neg", se(), bodylen=0xC0000000) + pkt(0x0A),
+    pkt(0x20) + pkt(0x21, b"PLAIN", b"", b"\0user\0pass") + pkt(0x22, b"PLAIN", b"", b"x") + pkt(0x0A),
+    pkt(0x07) + pkt(0x0A),
+    pkt(0x17),
+    pkt(0x10, b"items", bodylen=5 + 24) + pkt(0x0A),
+    pkt(0x01, b"k", se(), b"v")[:30],
+]
+
 here = os.path.dirname(os.path.abspath(__file__))
-for target, selectors in (("decoder", (0, 1, 2)), ("connection", (0, 1, 2, 3, 8, 20, 64 + 1))):
+for target, selectors, streams in (
+    ("decoder", (0, 1, 2), STREAMS),
+    ("binary_decoder", (0, 1, 2, 0x80, 0x81), BINARY),
+    ("connection", (0, 1, 2, 3, 8, 20, 64 + 1), STREAMS + BINARY),
+):
     d = os.path.join(here, "seeds", target)
     os.makedirs(d, exist_ok=True)
     n = 0
-    for i, s in enumerate(STREAMS):
+    for i, s in enumerate(streams):
         sel = selectors[i % len(selectors)]
         cut = (i * 7919) & 0xFFFF
         with open(os.path.join(d, "%03d" % n), "wb") as f:

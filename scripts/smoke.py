@@ -9,6 +9,11 @@ The commands are read from where they are written, so they cannot drift:
   defaults and deploy/systemd/ferrocache.default substituted, as an
   unprivileged user (the unit's DynamicUser).
 
+The image and the unit keep a warm-restart snapshot (-e) in
+/var/lib/ferrocache, which the container's volume and the unit's
+StateDirectory= provide; here a fresh directory owned by the run's user
+stands in for it, and the snapshot must be there after the stop.
+
 Each must answer `version`, a `set` and its `get` on 127.0.0.1:11211 and
 serve /metrics on 127.0.0.1:9150, then exit 0 on SIGTERM. The units are
 Type=notify, so their commands are started with NOTIFY_SOCKET naming a
@@ -106,6 +111,26 @@ def systemd_args():
     return [BIN] + args[1:]
 
 
+STATE_DIR = "/var/lib/ferrocache/"
+
+
+def with_state_dir(args, uid, gid):
+    """args with the state directory replaced by a fresh one owned by
+    uid:gid, as a volume or StateDirectory= provides it; and the -e file."""
+    import tempfile
+
+    import atexit
+    import shutil
+
+    d = tempfile.mkdtemp(prefix="ferrocache-smoke-state-")
+    atexit.register(shutil.rmtree, d, ignore_errors=True)
+    if os.geteuid() == 0:
+        os.chown(d, int(uid), int(gid))
+    out = [a.replace(STATE_DIR, d + "/", 1) if a.startswith(STATE_DIR) else a for a in args]
+    snapshot = next((out[i + 1] for i, a in enumerate(out[:-1]) if a == "-e"), None)
+    return out, snapshot
+
+
 def installed_unit_args():
     for unit in ("/lib/systemd/system/ferrocache.service", "/usr/lib/systemd/system/ferrocache.service"):
         if os.path.exists(unit):
@@ -195,7 +220,7 @@ def expect_notify(sock, state, proc, timeout):
     assert state in got.split("\n"), f"notified {got!r}, not {state}"
 
 
-def run(name, popen_args, shell=False, not_root=False, user=None, notify=False):
+def run(name, popen_args, shell=False, not_root=False, user=None, snapshot=None, notify=False):
     print(f"smoke: {name}: {popen_args if shell else shlex.join(popen_args)}", flush=True)
     for p in (PORT, METRICS_PORT):
         if port_busy(p):
@@ -233,6 +258,8 @@ def run(name, popen_args, shell=False, not_root=False, user=None, notify=False):
             expect_notify(listener, "STOPPING=1", proc, STOP_TIMEOUT)
         code = proc.wait(timeout=STOP_TIMEOUT)
         assert code == 0, f"exit code {code} after SIGTERM"
+        if snapshot is not None:
+            assert os.path.getsize(snapshot) > 0, f"no snapshot saved at {snapshot}"
         told = ", READY=1 and STOPPING=1" if notify else ""
         print(f"smoke: {name}: ok ({version}, exit 0 on SIGTERM{told})", flush=True)
         return True
@@ -268,9 +295,11 @@ def main():
             )
     if "docker" in wanted:
         args, (uid, gid) = docker_args()
-        ok &= run("docker", as_user(args, uid, gid))
+        args, snapshot = with_state_dir(args, uid, gid)
+        ok &= run("docker", as_user(args, uid, gid), snapshot=snapshot)
     if "systemd" in wanted:
-        ok &= run("systemd", as_user(systemd_args(), 65534, 65534), notify=True)
+        args, snapshot = with_state_dir(systemd_args(), 65534, 65534)
+        ok &= run("systemd", as_user(args, 65534, 65534), snapshot=snapshot, notify=True)
     if "installed" in wanted:
         ok &= run("installed", installed_unit_args(), user="ferrocache", notify=True)
     if "memcached-conf" in wanted:

@@ -56,7 +56,6 @@ const IGNORED_EXTENDED: &[&str] = &[
     "modern",
     "no_modern",
     "worker_logbuf_size",
-    "track_sizes",
     "no_inline_ascii_resp",
     "inline_ascii_resp",
     "read_buf_mem_limit",
@@ -64,6 +63,7 @@ const IGNORED_EXTENDED: &[&str] = &[
     "no_chunked_items",
     "drop_privileges",
     "no_drop_privileges",
+    "relaxed_privileges",
     "lru_segmented",
     "no_lru_segmented",
     "ext_path",
@@ -174,9 +174,10 @@ pub struct Cli {
     #[arg(short = 'u', long = "user")]
     pub user: Option<String>,
 
-    /// Protocol: ascii or auto (the binary protocol is not served).
-    #[arg(short = 'B', long = "protocol", default_value = "auto")]
-    pub protocol: String,
+    /// Protocol: ascii, binary or auto (each connection picks by its first
+    /// byte) [default: auto; ascii with -Y].
+    #[arg(short = 'B', long = "protocol")]
+    pub protocol: Option<String>,
 
     /// Extended options, comma-separated: idle_timeout=N; hot_keys=on|off,
     /// hot_keys_top=K, hot_keys_window=SECONDS, hot_keys_sample=N;
@@ -213,6 +214,13 @@ pub struct Cli {
     #[arg(short = 'Z', long = "enable-ssl")]
     pub enable_ssl: bool,
 
+    /// Warm restart: on a graceful stop (SIGTERM, SIGINT, SIGUSR1, or
+    /// `shutdown` with -A) save the cache to this file, and load it at the
+    /// next start if it was made with the same -m, -I, -C and shard count.
+    /// Any file system will do; writes during the restart are lost.
+    #[arg(short = 'e', long = "memory-file", value_name = "PATH")]
+    pub memory_file: Option<PathBuf>,
+
     /// Read flags from this file first, one per line as in Debian's
     /// /etc/memcached.conf (`#` comments; `-d`, `-h` and `logfile` lines are
     /// skipped); flags on the command line win.
@@ -222,6 +230,26 @@ pub struct Cli {
     /// Print version and exit.
     #[arg(short = 'V', long = "version", action = ArgAction::Version)]
     pub version: Option<bool>,
+}
+
+/// `-B`: the protocols connections speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingProtocol {
+    Ascii,
+    Binary,
+    /// Each connection picks by its first byte: 0x80 is binary.
+    Auto,
+}
+
+impl BindingProtocol {
+    /// As memcached's `stats settings` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BindingProtocol::Ascii => "ascii",
+            BindingProtocol::Binary => "binary",
+            BindingProtocol::Auto => "auto-negotiate",
+        }
+    }
 }
 
 /// Where to listen.
@@ -261,8 +289,8 @@ pub struct Config {
     pub metrics_explicit: bool,
     pub limits: Limits,
     pub store: StoreConfig,
-    /// `-B` as memcached's `stats settings` spells it.
-    pub binding_protocol: &'static str,
+    /// `-B`: which protocols connections speak.
+    pub binding_protocol: BindingProtocol,
     /// `-Y`: the credentials every connection must present first.
     pub auth: Option<Arc<AuthFile>>,
     /// `-Z`: TLS on TCP connections.
@@ -271,12 +299,18 @@ pub struct Config {
     pub tls_options: TlsOptions,
     /// `-o hot_keys=...`: the sampled top-K of the hottest keys.
     pub hot_keys: HotKeysConfig,
+    /// `-e`: where the cache is saved on a graceful stop and loaded from
+    /// at start.
+    pub memory_file: Option<PathBuf>,
     /// `--metrics-hot-keys`: the top keys as labels in /metrics.
     pub metrics_hot_keys: bool,
     /// `-o no_lru_crawler` / `no_lru_maintainer` turn these off, as they
     /// turn off memcached's threads: `stats` then leaves their lines out.
     pub lru_crawler: bool,
     pub lru_maintainer: bool,
+    /// `-o track_sizes`: `stats sizes` lists item sizes (memcached 1.6.45
+    /// has no other way to turn them on).
+    pub track_sizes: bool,
     /// Warnings for accepted-but-ignored options, logged once logging is up.
     pub warnings: Vec<String>,
 }
@@ -383,12 +417,24 @@ impl Cli {
         if self.udp_port != 0 {
             return err("UDP is not supported: use -U 0");
         }
-        let binding_protocol = match self.protocol.as_str() {
-            "ascii" => "ascii",
-            "auto" => "auto-negotiate",
-            "binary" => return err("the binary protocol is not supported: use -B ascii"),
-            other => return err(format!("Invalid value for binding protocol: {other}")),
+        let binding_protocol = match self.protocol.as_deref() {
+            // Ascii authentication has no binary form: memcached then
+            // serves ascii only, and refuses to be asked for binary.
+            None if self.auth_file.is_some() => BindingProtocol::Ascii,
+            None | Some("auto") => BindingProtocol::Auto,
+            Some("ascii") => BindingProtocol::Ascii,
+            Some("binary") => BindingProtocol::Binary,
+            Some(other) => {
+                return err(format!(
+                    "Invalid value for binding protocol: {other}\n -- should be one of auto, binary, or ascii"
+                ));
+            }
         };
+        if self.auth_file.is_some() && binding_protocol != BindingProtocol::Ascii {
+            return err(
+                "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.",
+            );
+        }
         let memory_limit = match self.memory_limit.checked_mul(1024 * 1024) {
             Some(b) if b <= usize::MAX as u64 => b as usize,
             _ => return err("memory limit too large"),
@@ -411,6 +457,7 @@ impl Cli {
         let mut watcher_buf = WATCHER_BUF_DEFAULT;
         let mut hot_keys = HotKeysConfig::default();
         let (mut lru_crawler, mut lru_maintainer) = (true, true);
+        let mut track_sizes = false;
         let mut tls_options = TlsOptions {
             min_version: "tlsv1.2".into(),
             ..Default::default()
@@ -446,6 +493,7 @@ impl Cli {
                 "lru_maintainer" | "no_lru_maintainer" => {
                     lru_maintainer = name == "lru_maintainer";
                 }
+                "track_sizes" => track_sizes = true,
                 "hot_keys" => {
                     hot_keys.enabled = match value {
                         Some("on") => true,
@@ -562,7 +610,15 @@ impl Cli {
         };
 
         let cas_enabled = !self.disable_cas;
+        if self
+            .memory_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty() || p.file_name().is_none())
+        {
+            return err("-e needs the path of a file");
+        }
         Ok(Config {
+            memory_file: self.memory_file.clone(),
             listen,
             listen_text: self.listen.join(","),
             port: self.port,
@@ -574,6 +630,7 @@ impl Cli {
             hot_keys,
             metrics_hot_keys: self.metrics_hot_keys,
             lru_crawler,
+            track_sizes,
             lru_maintainer,
             flush_enabled: !self.disable_flush_all,
             shutdown_enabled: self.enable_shutdown,
@@ -705,7 +762,16 @@ mod tests {
             "Cannot set item size limit higher than 1/2 of memory max."
         );
         assert!(cli(&["-U", "11211"]).unwrap_err().contains("UDP"));
-        assert!(cli(&["-B", "binary"]).unwrap_err().contains("binary"));
+        assert_eq!(
+            cli(&["-B", "binary"]).unwrap().binding_protocol,
+            BindingProtocol::Binary
+        );
+        assert_eq!(cli(&[]).unwrap().binding_protocol, BindingProtocol::Auto);
+        assert!(
+            cli(&["-B", "udp"])
+                .unwrap_err()
+                .contains("binding protocol")
+        );
         assert!(
             cli(&["-o", "bogus"])
                 .unwrap_err()
@@ -795,6 +861,23 @@ mod tests {
                 .metrics_explicit
         );
         assert!(cli(&["--metrics-listen", "nope:x"]).is_err());
+    }
+
+    #[test]
+    fn memory_file_takes_a_file_path() {
+        assert_eq!(cli(&[]).unwrap().memory_file, None);
+        assert_eq!(
+            cli(&["-e", "/var/lib/ferrocache/cache"])
+                .unwrap()
+                .memory_file,
+            Some(PathBuf::from("/var/lib/ferrocache/cache"))
+        );
+        assert_eq!(
+            cli(&["--memory-file", "snap"]).unwrap().memory_file,
+            Some(PathBuf::from("snap"))
+        );
+        assert!(cli(&["-e", ""]).is_err());
+        assert!(cli(&["-e", "/var/lib/.."]).is_err());
     }
 
     #[test]

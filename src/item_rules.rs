@@ -49,24 +49,3 @@ pub enum StoreMode {
     /// `cas`: store only if the item's CAS value still equals the given one.
     Cas,
 }
-
-/// The slab class memcached 1.6.18 would keep an item of `size` bytes in
-/// (`slabs_clsid` over classes from 96 bytes, growth factor 1.25, aligned
-/// to 8, up to half a 1 MiB page); `me` and `watch` lines print it.
-pub fn slab_class(size: usize) -> u32 {
-    const CHUNK_MAX: usize = 512 * 1024;
-    let mut class_size = 96usize;
-    let mut class = 1;
-    loop {
-        if class_size as f64 >= CHUNK_MAX as f64 / 1.25 {
-            // The largest class holds the rest (larger items are chunked).
-            return class;
-        }
-        class_size = class_size.next_multiple_of(8);
-        if size <= class_size {
-            return class;
-        }
-        class += 1;
-        class_size = (class_size as f64 * 1.25) as usize;
-    }
-}

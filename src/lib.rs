@@ -41,4 +41,4 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// memcached release whose protocol we follow, because clients parse the
 /// leading `major.minor.patch` to decide which commands a server has
 /// (libmemcached, for one); our own version follows the dash.
-pub const VERSION: &str = concat!("1.6.18-ferrocache-", env!("CARGO_PKG_VERSION"));
+pub const VERSION: &str = concat!("1.6.45-ferrocache-", env!("CARGO_PKG_VERSION"));

@@ -8,7 +8,7 @@ use clap::Parser;
 use ferrocache::config::{Cli, Config};
 use ferrocache::config_file;
 use ferrocache::server::{self, Shared};
-use ferrocache::store::{Clock, Store};
+use ferrocache::store::{Clock, Restore, Store};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -139,6 +139,12 @@ fn start(mut config: Config) -> Result<(), ferrocache::Error> {
 }
 
 async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
+    // Before the snapshot is loaded and removed: a stop asked for from now
+    // on waits for the server to be up, and then saves.
+    let signals = stop_signals();
+    // The snapshot is loaded before the sockets exist: a client that can
+    // connect finds the cache ready.
+    let (store, warm) = open_store(&config);
     let listeners = server::bind(&config)?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => match ferrocache::metrics::bind(addr).await {
@@ -163,6 +169,20 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .map_err(|e| format!("could not write pidfile {}: {e}", path.display()))?;
     }
+    if let Some(path) = &config.memory_file {
+        // As the user that will save it, now rather than at the stop.
+        if let Err(e) = ferrocache::store::check_snapshot_writable(path) {
+            tracing::warn!(
+                path = %path.display(),
+                "the snapshot cannot be saved there ({e}): the next restart will start empty"
+            );
+        }
+        // Nothing can fail the start now. Removed so that a crash later
+        // cannot bring back what this run deletes or changes.
+        if warm && let Err(e) = ferrocache::store::discard_snapshot(path) {
+            tracing::warn!(path = %path.display(), "could not remove the loaded snapshot: {e}");
+        }
+    }
     let addrs: Vec<String> = listeners.iter().map(|l| l.describe()).collect();
     tracing::info!(
         listen = %addrs.join(","),
@@ -181,9 +201,8 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
         ferrocache::config::Listen::Unix { path, .. } => Some(path.clone()),
         _ => None,
     };
-    let store = Store::new(config.store.clone(), Clock::system());
     let shared = Arc::new(Shared::new(config, store, listeners.len()));
-    tokio::spawn(stop_on_signal(shared.clone()));
+    tokio::spawn(stop_on_signal(shared.clone(), signals));
     // Installed here, before READY=1, so a reload systemd sends at once
     // finds its handler.
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
@@ -209,7 +228,8 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
         ));
     }
     ferrocache::notify::tell("READY=1");
-    server::run(listeners, shared).await;
+    server::run(listeners, shared.clone()).await;
+    let saved = save_store(shared).await;
     tracing::info!("ferrocache stopped");
     if let Some(p) = pidfile {
         let _ = std::fs::remove_file(p);
@@ -217,21 +237,101 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
     if let Some(p) = unix_path {
         let _ = std::fs::remove_file(p);
     }
-    Ok(())
+    saved
 }
 
-async fn stop_on_signal(shared: Arc<Shared>) {
+/// The store, loaded from the `-e` snapshot when there is one that loads
+/// (then `true`); one log line says what happened.
+fn open_store(config: &Config) -> (Store, bool) {
+    let clock = Clock::system();
+    let Some(path) = &config.memory_file else {
+        return (Store::new(config.store.clone(), clock), false);
+    };
+    let (store, outcome) = Store::restore(config.store.clone(), clock, path);
+    let shown = path.display();
+    match outcome {
+        Restore::Loaded(w) => {
+            tracing::info!(
+                path = %shown,
+                items = w.items,
+                mib = w.bytes / (1024 * 1024),
+                seconds = format!("{:.3}", w.duration.as_secs_f64()),
+                "warm start: loaded the snapshot"
+            );
+            return (store, true);
+        }
+        Restore::Missing => {
+            tracing::info!(path = %shown, "no snapshot to load: starting empty");
+        }
+        Restore::Refused(why) => {
+            tracing::warn!(path = %shown, "not loading the snapshot: {why}; starting empty");
+        }
+    }
+    (store, false)
+}
+
+/// After the drain: writes the `-e` snapshot, if there is a path.
+async fn save_store(shared: Arc<Shared>) -> Result<(), ferrocache::Error> {
+    let Some(path) = shared.config.memory_file.clone() else {
+        return Ok(());
+    };
+    tracing::info!(path = %path.display(), "saving the snapshot");
+    let to = path.clone();
+    let saved = tokio::task::spawn_blocking(move || shared.store.save(&to)).await;
+    match saved {
+        Ok(Ok(s)) => {
+            tracing::info!(
+                path = %path.display(),
+                items = s.items,
+                mib = s.bytes / (1024 * 1024),
+                seconds = format!("{:.3}", s.duration.as_secs_f64()),
+                "saved the snapshot"
+            );
+            Ok(())
+        }
+        Ok(Err(e)) => Err(format!("could not save the snapshot to {}: {e}", path.display()).into()),
+        Err(e) => Err(format!("saving the snapshot failed: {e}").into()),
+    }
+}
+
+/// The signals that stop the server gracefully. SIGUSR1 is memcached's
+/// graceful stop (the one that keeps its -e file).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+}
+
+/// Installs the handlers; from then on such a signal is kept until
+/// [`stop_on_signal`] reads it, instead of killing the process.
+fn stop_signals() -> Option<StopSignals> {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("could not install signal handlers");
+        signal(SignalKind::user_defined1()),
+    ) {
+        (Ok(term), Ok(int), Ok(usr1)) => Some(StopSignals { term, int, usr1 }),
+        _ => {
+            tracing::warn!("could not install signal handlers");
+            None
+        }
+    }
+}
+
+async fn stop_on_signal(shared: Arc<Shared>, signals: Option<StopSignals>) {
+    let Some(StopSignals {
+        mut term,
+        mut int,
+        mut usr1,
+    }) = signals
+    else {
         return;
     };
     let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
+        _ = usr1.recv() => "SIGUSR1",
     };
     tracing::info!(
         signal = name,

@@ -97,6 +97,9 @@ pub const OLDEST_ITEM_AGE: &str = "ferrocache_oldest_item_age_seconds";
 pub const DETAIL_ENABLED: &str = "ferrocache_stats_detail_enabled";
 pub const HOT_KEY_SHARE: &str = "ferrocache_hot_key_share";
 pub const HOT_KEY_REQUESTS: &str = "ferrocache_hot_key_requests";
+pub const WARM_START: &str = "ferrocache_warm_start";
+pub const WARM_START_ITEMS: &str = "ferrocache_warm_start_items";
+pub const WARM_START_DURATION: &str = "ferrocache_warm_start_duration_seconds";
 
 const COMMAND_DURATION_HELP: &str = "Time to decode, execute and encode one request, by command \
      (not network or queueing time); a pipelined batch's time is shared evenly among its requests.";
@@ -275,6 +278,18 @@ fn describe() {
         "Whether stats detail per-prefix counting is on."
     );
     describe_gauge!(
+        WARM_START,
+        "Whether this process started from a snapshot (-e): 1, or 0 for an empty start."
+    );
+    describe_gauge!(
+        WARM_START_ITEMS,
+        "Items loaded from the snapshot at start (0 for an empty start)."
+    );
+    describe_gauge!(
+        WARM_START_DURATION,
+        "Time taken to load the snapshot at start (0 for an empty start)."
+    );
+    describe_gauge!(
         HOT_KEY_SHARE,
         "Share of this node's sampled requests over the hot-key window that the hottest key took (0 to 1)."
     );
@@ -440,6 +455,10 @@ impl Exporter {
             // Per-shard series would be 256 to 4096 of each; the extremes
             // show imbalance (compare with the mean, items / shards) at a
             // fixed cost.
+            let warm = view.store.warm_start();
+            gauge!(WARM_START).set(if warm.is_some() { 1.0 } else { 0.0 });
+            gauge!(WARM_START_ITEMS).set(warm.map_or(0.0, |w| w.items as f64));
+            gauge!(WARM_START_DURATION).set(warm.map_or(0.0, |w| w.duration.as_secs_f64()));
             gauge!(SHARDS).set(shards.len() as f64);
             let items = shards.iter().map(|u| u.items);
             let bytes = shards.iter().map(|u| u.bytes);

@@ -1,6 +1,7 @@
 //! Ascii authentication (`-Y`) over real TCP: the built binary on a free
 //! loopback port, with replies as memcached 1.6.18 gives them.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Output;
 
@@ -145,5 +146,46 @@ fn an_unreadable_or_malformed_file_stops_start_up() {
     assert!(
         String::from_utf8_lossy(&malformed.stderr).contains("malformed entry"),
         "{malformed:?}"
+    );
+}
+
+#[test]
+fn binary_connections_are_refused_under_ascii_authentication() {
+    // memcached serves only ascii with -Y: a binary packet is read by the
+    // ascii authentication step like any other unauthenticated request.
+    let file = TempFile::new("binary", USERS);
+    let server = Server::start(&["-Y", file.path()]);
+    let mut noop = vec![0x80u8, 0x0a];
+    noop.resize(24, 0);
+    let mut c = server.client();
+    c.0.write_all(&[&noop[..], b"\r\n"].concat())
+        .expect("write");
+    let mut reply = [0u8; 30];
+    c.0.read_exact(&mut reply).expect("read");
+    assert_eq!(&reply, b"CLIENT_ERROR unauthenticated\r\n");
+    assert_eq!(c.line("set k 0 0 12\r\nalice secret\r\n"), "STORED\r\n");
+    assert_eq!(c.stat(" settings", "binding_protocol"), "ascii");
+}
+
+#[test]
+fn asking_for_binary_with_ascii_authentication_stops_start_up() {
+    let file = TempFile::new("binary-flag", USERS);
+    for protocol in ["binary", "auto"] {
+        let out = Launch::ferrocache()
+            .args(["-Y", file.path(), "-B", protocol])
+            .run_to_exit();
+        assert_eq!(out.status.code(), Some(64), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(
+                "You cannot allow the BINARY protocol while using ascii authentication tokens."
+            ),
+            "{out:?}"
+        );
+    }
+    // Ascii is what -Y serves, so asking for it is fine.
+    let server = Server::start(&["-Y", file.path(), "-B", "ascii"]);
+    assert_eq!(
+        server.client().line("get a\r\n"),
+        "CLIENT_ERROR unauthenticated\r\n"
     );
 }

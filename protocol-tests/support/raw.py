@@ -88,3 +88,30 @@ class RawConnection:
         self.send(request)
         got = self.read_exactly(len(expected))
         return got
+
+
+def protocol_release(conn: RawConnection) -> tuple[int, int, int]:
+    """The memcached release whose protocol the server speaks, from the
+    leading ``major.minor.patch`` of its ``version`` reply (ferrocache's
+    leads with the release it follows)."""
+    conn.send(b"version\r\n")
+    line = conn.read_line()
+    number = line.split()[1].split(b"-")[0]
+    major, minor, patch = (int(part) for part in number.split(b".")[:3])
+    return (major, minor, patch)
+
+
+class ByRelease:
+    """An expected reply that memcached changed: ``before`` up to 1.6.18,
+    ``since`` from 1.6.45 on (its rewritten text parser)."""
+
+    def __init__(self, before: bytes, since: bytes):
+        self.before = before
+        self.since = since
+
+    def pick(self, release: tuple[int, int, int]) -> bytes:
+        return self.since if release >= (1, 6, 45) else self.before
+
+    def __repr__(self):
+        return f"ByRelease({self.before!r}, {self.since!r})"
+

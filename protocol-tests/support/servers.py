@@ -145,6 +145,14 @@ class Server:
                 )
             try:
                 with self._connect(1.0) as s:
+                    if self._binary_only():
+                        # A binary Version request; any response packet will do.
+                        s.sendall(b"\x80\x0b" + b"\0" * 22)
+                        if s.recv(256)[:2] == b"\x81\x0b":
+                            return
+                        last_error = ServerStartError("no binary Version response")
+                        time.sleep(delay)
+                        continue
                     s.sendall(b"version\r\n")
                     reply = b""
                     while not reply.endswith(b"\r\n"):
@@ -165,6 +173,11 @@ class Server:
             f"{self.target} not ready within {READY_TIMEOUT}s ({last_error}): "
             f"{' '.join(self.argv())}\n{self.log_text()}"
         )
+
+    def _binary_only(self) -> bool:
+        """Started with -B binary: text gets no reply."""
+        args = list(self.extra_args)
+        return any(a == "-B" and args[i + 1 : i + 2] == ["binary"] for i, a in enumerate(args))
 
     def log_text(self) -> str:
         if not self.log_path or not os.path.exists(self.log_path):

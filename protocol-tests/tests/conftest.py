@@ -8,7 +8,7 @@ import pytest
 
 from support.upstream import FAST_DELAY
 
-BACKENDS = ["pymemcache", "pylibmc"]
+BACKENDS = ["pymemcache", "pylibmc", "pylibmc-binary"]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -106,8 +106,10 @@ def make_script(seed: int, steps: int):
             script.append(b"cas %s 0 0 %d 1%s\r\n%s\r\n" % (key, len(data), noreply, data))
         else:
             script.append(rng.choice([
-                b"bogus\r\n", b"get " + b"x" * 251 + b"\r\n", b"incr %s abc\r\n" % key,
-                b"set %s 0 0 -1\r\n" % key, b"delete %s 10\r\n" % key, b"touch %s\r\n" % key,
+                b"bogus\r\n", b"verbosity x\r\n", b"incr %s abc\r\n" % key,
+                # (errors both releases answer alike: the ones memcached 1.6.45
+                # changed are in the Rust differential corpus)
+                b"set %s 0 0 -1\r\n" % key, b"incr %s -1\r\n" % key, b"touch %s abc\r\n" % key,
             ]))
         if rng.random() < 0.01:
             script.append(b"flush_all\r\n")

@@ -25,7 +25,9 @@ from apicalls.services import PRODUCTS_CACHE_KEY
 def test_settings_in_use(site, settings, server, django_backend):
     assert settings.CACHE_TTL == 2
     backend = settings.CACHES["default"]["BACKEND"]
-    assert backend.endswith({"pymemcache": "PyMemcacheCache", "pylibmc": "PyLibMCCache"}[django_backend])
+    assert backend.endswith({"pymemcache": "PyMemcacheCache", "pylibmc": "PyLibMCCache", "pylibmc-binary": "PyLibMCCache"}[
+        django_backend
+    ])
     assert settings.CACHES["default"]["LOCATION"] == server.hostport
 
 

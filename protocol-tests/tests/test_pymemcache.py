@@ -172,6 +172,9 @@ def test_key_length_limit(client):
     # ... and the server refuses it too when it is sent anyway.
     with pytest.raises(MemcacheClientError, match="bad command line format"):
         client.raw_command(b"get " + b"k" * 251)
+    # memcached 1.6.45 follows that error line with an empty line, which
+    # pymemcache does not read: start on a fresh connection.
+    client.close()
     assert client.get(ok) == b"v"
 
 

@@ -1,7 +1,9 @@
 """Byte-exact transcripts of the text protocol.
 
-Every expected reply below is what memcached 1.6.18 sends; ferrocache is meant
-to be byte-compatible, so the same transcripts must pass against it.
+Every expected reply below is what memcached sends; ferrocache is meant to be
+byte-compatible, so the same transcripts must pass against it. Where memcached
+1.6.45's rewritten text parser answers differently from Debian's 1.6.18, the
+step gives both (``ByRelease``) and the server's ``version`` picks one.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import time
 
 import pytest
 
-from support.raw import RawConnection
+from support.raw import ByRelease, RawConnection, protocol_release
 
 
 class Like:
@@ -26,7 +28,12 @@ class Like:
 
 
 def run_transcript(conn: RawConnection, steps) -> None:
+    release = None
     for request, expected in steps:
+        if isinstance(expected, ByRelease):
+            if release is None:
+                release = protocol_release(conn)
+            expected = expected.pick(release)
         conn.send(request)
         if isinstance(expected, Like):
             got = conn.read_until(expected.end)
@@ -47,6 +54,8 @@ def conn(server):
     yield c
     c.close()
 
+
+BAD_FORMAT = b"CLIENT_ERROR bad command line format\r\n"
 
 TRANSCRIPTS = {
     "set-get": [
@@ -86,7 +95,11 @@ TRANSCRIPTS = {
         (b"delete k\r\n", b"DELETED\r\n"),
         (b"delete k\r\n", b"NOT_FOUND\r\n"),
         (b"delete k 0\r\n", b"NOT_FOUND\r\n"),
-        (b"delete k 5\r\n", b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n"),
+        (b"set k 0 0 1\r\nx\r\n", b"STORED\r\n"),
+        (
+            b"delete k 5\r\n",
+            ByRelease(b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n", b"DELETED\r\n"),
+        ),
     ],
     "incr-decr": [
         (b"incr nope 1\r\n", b"NOT_FOUND\r\n"),
@@ -157,18 +170,19 @@ TRANSCRIPTS = {
     ],
     "unknown-commands": [
         (b"bogus\r\n", b"ERROR\r\n"),
-        (b"\r\n", b"ERROR\r\n"),
-        (b"get\r\n", b"ERROR\r\n"),
-        (b"gets\r\n", b"ERROR\r\n"),
-        (b"incr\r\n", b"ERROR\r\n"),
-        (b"delete\r\n", b"ERROR\r\n"),
-        (b"touch k\r\n", b"ERROR\r\n"),
-        (b"set k 0 0\r\n", b"ERROR\r\n"),
+        (b"\r\n", ByRelease(b"ERROR\r\n", BAD_FORMAT)),
+        (b"get\r\n", ByRelease(b"ERROR\r\n", BAD_FORMAT)),
+        (b"gets\r\n", ByRelease(b"ERROR\r\n", BAD_FORMAT)),
+        (b"incr\r\n", ByRelease(b"ERROR\r\n", BAD_FORMAT)),
+        (b"delete\r\n", ByRelease(b"ERROR\r\n", BAD_FORMAT)),
+        (b"touch k\r\n", ByRelease(b"ERROR\r\n", BAD_FORMAT)),
+        (b"set k 0 0\r\n", ByRelease(b"ERROR\r\n", BAD_FORMAT)),
         (b"version\r\n", Like(rb"VERSION \S+\r\n")),
     ],
     "bad-command-lines": [
         (b"set k 0 0 -1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
-        (b"set k x 0 1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        # 1.6.45 swallows the data block of a line refused after its length
+        (b"set k x 0 1\r\nv\r\n", ByRelease(BAD_FORMAT + b"ERROR\r\n", BAD_FORMAT)),
         (b"get k\r\n", b"END\r\n"),
     ],
     "key-of-250-bytes": [
@@ -176,7 +190,8 @@ TRANSCRIPTS = {
         (b"get " + b"k" * 250 + b"\r\n", b"VALUE " + b"k" * 250 + b" 0 1\r\nx\r\nEND\r\n"),
     ],
     "key-of-251-bytes-rejected": [
-        (b"get " + b"k" * 251 + b"\r\n", b"CLIENT_ERROR bad command line format\r\n"),
+        # 1.6.45 ends the error line twice: an empty line follows
+        (b"get " + b"k" * 251 + b"\r\n", ByRelease(BAD_FORMAT, BAD_FORMAT + b"\r\n")),
         (b"delete " + b"k" * 251 + b"\r\n", b"CLIENT_ERROR bad command line format\r\n"),
         (b"incr " + b"k" * 251 + b" 1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
         (b"touch " + b"k" * 251 + b" 1\r\n", b"CLIENT_ERROR bad command line format\r\n"),
@@ -358,22 +373,33 @@ class TestMemcachedQuirks:
             conn,
             [
                 (b"set k 0 0 3\r\nold\r\n", b"STORED\r\n"),
-                (b"set k 0 0 3\r\nnewer\r\n", b"CLIENT_ERROR bad data chunk\r\nERROR\r\n"),
+                (
+                    b"set k 0 0 3\r\nnewer\r\n",
+                    # then the stray "r\r\n", too short for a command in 1.6.45
+                    ByRelease(b"CLIENT_ERROR bad data chunk\r\nERROR\r\n", b"CLIENT_ERROR bad data chunk\r\n" + BAD_FORMAT),
+                ),
                 (b"get k\r\n", b"VALUE k 0 3\r\nold\r\nEND\r\n"),
             ],
         )
 
-    def test_bad_key_in_set_does_not_swallow_data(self, conn):
+    def test_bad_key_in_set_swallows_data_since_1_6_45(self, conn):
         run_transcript(
             conn,
             [
-                (b"set " + b"k" * 251 + b" 0 0 3\r\nbar\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\n"),
-                (b"set k bad 0 3\r\nabc\r\n", b"CLIENT_ERROR bad command line format\r\nERROR\r\n"),
+                (b"set " + b"k" * 251 + b" 0 0 3\r\nbar\r\n", ByRelease(BAD_FORMAT + b"ERROR\r\n", BAD_FORMAT)),
+                (b"set k bad 0 3\r\nabc\r\n", ByRelease(BAD_FORMAT + b"ERROR\r\n", BAD_FORMAT)),
             ],
         )
 
     def test_commands_are_case_sensitive(self, conn):
-        run_transcript(conn, [(b"SET k 0 0 1\r\nx\r\n", b"ERROR\r\nERROR\r\n"), (b"GET k\r\n", b"ERROR\r\n")])
+        run_transcript(
+            conn,
+            [
+                # "x" is then a line of its own, too short for a command in 1.6.45
+                (b"SET k 0 0 1\r\nx\r\n", ByRelease(b"ERROR\r\nERROR\r\n", b"ERROR\r\n" + BAD_FORMAT)),
+                (b"GET k\r\n", b"ERROR\r\n"),
+            ],
+        )
 
     def test_leading_spaces_in_numbers(self, conn):
         run_transcript(

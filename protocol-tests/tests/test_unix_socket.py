@@ -113,7 +113,11 @@ def test_django_over_the_socket(sock_server, settings, django_backend, upstream,
     from cachesite.settings import caches_for
 
     settings.CACHES = caches_for(django_backend, f"unix:{sock_server.unix_path}")
-    expected_location = {"pymemcache": f"unix:{sock_server.unix_path}", "pylibmc": sock_server.unix_path}
+    expected_location = {
+        "pymemcache": f"unix:{sock_server.unix_path}",
+        "pylibmc": sock_server.unix_path,
+        "pylibmc-binary": sock_server.unix_path,
+    }
     assert settings.CACHES["default"]["LOCATION"] == expected_location[django_backend]
     settings.UPSTREAM_URL = upstream.url(FAST_DELAY)
     try:

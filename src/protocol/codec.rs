@@ -29,9 +29,6 @@ use crate::item_rules::{Limits, StoreMode};
 /// `get`/`gets` are the exception and may run to [`GET_LINE_MAX_LEN`].
 const READ_WINDOW: usize = 16 * 1024;
 
-/// First byte of a binary-protocol request; memcached switches protocol on it.
-const BINARY_REQUEST_MAGIC: u8 = 0x80;
-
 /// memcached lets a long get line start with this many spaces at most.
 const GET_LEADING_SPACES_MAX: usize = 100;
 
@@ -50,8 +47,6 @@ pub enum Decode<'a> {
 
 #[derive(Debug)]
 enum State {
-    /// Nothing read yet: the first byte decides the protocol.
-    Fresh,
     /// Waiting for a command line; the first `scanned` bytes hold no `\n`.
     Line { scanned: usize },
     /// A storage line has been parsed and left at the front of the buffer;
@@ -77,7 +72,7 @@ impl Decoder {
     pub fn new(limits: Limits) -> Self {
         Decoder {
             limits,
-            state: State::Fresh,
+            state: State::Line { scanned: 0 },
         }
     }
 
@@ -91,13 +86,6 @@ impl Decoder {
             return Decode::NeedMore;
         }
         match &mut self.state {
-            State::Fresh => {
-                if buf[0] == BINARY_REQUEST_MAGIC {
-                    return self.close(buf);
-                }
-                self.state = State::Line { scanned: 0 };
-                self.decode_line(buf, 0)
-            }
             State::Line { scanned } => {
                 let scanned = *scanned;
                 self.decode_line(buf, scanned)
@@ -178,17 +166,26 @@ impl Decoder {
         };
         self.state = State::Line { scanned: 0 };
         let consumed = newline + 1;
+        // memcached 1.6.45 refuses a line shorter than a two-byte command
+        // and `\r\n` (newline included) before reading it.
+        if consumed < 4 {
+            return Decode::Frame {
+                consumed,
+                frame: Some(Frame::Error {
+                    error: ProtocolError::BadCommandLineFormat,
+                    noreply: false,
+                    counts_as_set: false,
+                }),
+            };
+        }
         let mut end = newline;
         // memcached strips one `\r`, and only from a line longer than itself.
         if end > 1 && buf[end - 1] == b'\r' {
             end -= 1;
         }
-        // The line is a C string to memcached: it ends at the first NUL.
+        // memcached 1.6.45 reads the line by its length: a NUL is a byte
+        // like any other (1.6.18 cut the line there).
         let line = &buf[..end];
-        let line = match line.iter().position(|&b| b == 0) {
-            Some(nul) => &line[..nul],
-            None => line,
-        };
         match parse_line(line) {
             Parsed::Frame(Frame::Close) => self.close(buf),
             Parsed::Frame(frame) => Decode::Frame {
@@ -289,6 +286,16 @@ impl<'a> DataHeader<'a> {
     /// line alone decides it. Refusals are not counted in cmd_set.
     fn refusal(&self, limits: &Limits) -> Option<Rejected> {
         match self {
+            DataHeader::Classic(StoreHeader {
+                refused: Some(error),
+                noreply,
+                ..
+            }) => Some(Rejected {
+                error: *error,
+                noreply: *noreply,
+                unlink_key: None,
+                counts_as_set: false,
+            }),
             DataHeader::Classic(h) => limits.too_large(h.key.len(), h.bytes, h.flags).then(|| {
                 Rejected {
                     error: ProtocolError::TooLarge,
@@ -364,39 +371,50 @@ mod tests {
     use crate::protocol::test_support::*;
     use crate::test_rng::Rng;
 
-    /// The codec's part of a line: it ends at `\n`, loses one `\r` (only
-    /// from a line longer than that `\r`), and ends at its first NUL.
+    /// The codec's part of a line: it ends at `\n` and loses one `\r`; a
+    /// line shorter than a two-byte command and its end is refused; a NUL
+    /// is part of the line.
     #[test]
-    fn line_ends_and_nuls_are_cut_before_parsing() {
+    fn line_ends_and_nuls_before_parsing() {
         let cases: Vec<(String, Frame<'static>)> = vec![
-            ("\r\n".into(), unknown()),
-            ("\n".into(), unknown()),
+            ("\r\n".into(), bad_format()),
+            ("\n".into(), bad_format()),
+            ("ab\n".into(), bad_format()),
+            ("ab\r\n".into(), unknown()),
             ("version\n".into(), cmd(Request::Version)),
             ("version\r\r\n".into(), unknown()),
-            ("version\0junk\r\n".into(), cmd(Request::Version)),
-            ("set a\0b 0 0 1\r\n".into(), unknown()),
+            ("version\0junk\r\n".into(), unknown()),
+            (
+                "get a\0b\r\n".into(),
+                cmd(Request::Get {
+                    keys: crate::protocol::Keys::new(b" a\0b"),
+                    cas: false,
+                }),
+            ),
         ];
         assert_whole_lines(&cases);
     }
 
     #[test]
     fn format_errors_leave_the_data_block_as_a_command_line() {
-        let input = b"set k 0 0\r\nab\r\nset k abc 0 1\r\nx\r\nset k 0 0 1 noreply x\r\nget k\r\n";
+        let input = b"set k 0 0\r\nab\r\nset k abc 0 1\r\nx\r\nset k 0 0 1 noreply x\r\nv\r\n";
         let (frames, rest) = decode_all(input);
         assert!(rest.is_empty());
         let frames: Vec<_> = frames.into_iter().map(|(_, f)| f.unwrap()).collect();
-        assert_eq!(frames[0], unknown());
+        assert_eq!(frames[0], bad_format());
         assert_eq!(frames[1], unknown()); // "ab"
-        assert_eq!(frames[2], bad_format());
-        assert_eq!(frames[3], unknown()); // "x" is too short for a command
-        assert_eq!(frames[4], unknown());
-        assert!(matches!(frames[5], Frame::Request(Request::Get { .. })));
-        assert_eq!(frames.len(), 6);
+        assert_eq!(frames[2], refused(false)); // "x" is swallowed
+        assert!(matches!(
+            frames[3],
+            Frame::Request(Request::Store { noreply: false, .. })
+        ));
+        assert_eq!(frames.len(), 4);
     }
 
     #[test]
     fn bad_data_chunk_resumes_after_the_block() {
-        // memcached: "CLIENT_ERROR bad data chunk", then ERROR for the stray CRLF.
+        // memcached: "CLIENT_ERROR bad data chunk", then a format error for
+        // the stray CRLF, too short for a command.
         let (frames, rest) = decode_all(b"set k 0 0 3\r\nabcde\r\nmn\r\n");
         assert!(rest.is_empty());
         let frames: Vec<_> = frames.into_iter().map(|(c, f)| (c, f.unwrap())).collect();
@@ -404,7 +422,7 @@ mod tests {
             frames,
             vec![
                 (18, bad_chunk(false)),
-                (2, unknown()),
+                (2, bad_format()),
                 (4, cmd(Request::MetaNoop))
             ]
         );
@@ -425,7 +443,7 @@ mod tests {
             b"get a b c\r\n".to_vec(),
             b"gets a\n".to_vec(),
             b"gat 100 a\r\n".to_vec(),
-            b"gats 100\r\n".to_vec(),
+            b"gats 100 k\r\n".to_vec(),
             b"delete k 0 noreply\r\n".to_vec(),
             b"incr k 1\r\n".to_vec(),
             b"decr k 1 noreply\r\n".to_vec(),
@@ -524,10 +542,16 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
             })
         );
         assert_eq!(frames[4], bad_chunk(false));
-        assert_eq!(frames[5], unknown());
+        assert_eq!(frames[5], bad_format()); // the stray CRLF
         assert_eq!(frames[6], cmd(Request::MetaNoop));
-        assert_eq!(frames[7], err(ProtocolError::DeleteUsage));
-        assert_eq!(frames[8], unknown());
+        assert_eq!(
+            frames[7],
+            cmd(Request::Delete {
+                key: b"a",
+                noreply: false
+            })
+        );
+        assert_eq!(frames[8], bad_format()); // a bare `\n`
         assert_eq!(frames[9], cmd(Request::Version));
         assert_eq!(
             frames[10],
@@ -796,7 +820,10 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
         assert!(close(format!("get\t{long_key}").as_bytes()));
         assert!(close(format!("gat 10 {long_key}").as_bytes()));
         assert!(close(format!("bget {long_key}").as_bytes()));
+        // (whose leading space then names no command, in memcached 1.6.45)
         let line = format!("{}get {long_key}\r\n", " ".repeat(100));
+        assert_eq!(first(line.as_bytes()), (line.len(), unknown()));
+        let line = format!("get {long_key}\r\n");
         assert_eq!(first(line.as_bytes()), (line.len(), get_key_too_long()));
         // ... up to our own bound.
         let mut huge = b"get ".to_vec();
@@ -834,20 +861,22 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
     }
 
     #[test]
-    fn binary_protocol_is_refused_on_the_first_byte_only() {
+    fn a_binary_magic_byte_is_text_to_the_text_decoder() {
+        // The session picks the protocol; once text, a 0x80 is a bad
+        // command like any other (memcached -B ascii: `ERROR`).
         let mut d = Decoder::new(Limits::default());
         assert_eq!(d.decode(b""), Decode::NeedMore);
         assert_eq!(
-            d.decode(b"\x80\x0b\0\0"),
+            d.decode(b"\x80\x0b\0\0\r\n"),
             Decode::Frame {
-                consumed: 4,
-                frame: Some(Frame::Close)
+                consumed: 6,
+                frame: Some(unknown())
             }
         );
         let (frames, _) = decode_all(b"mn\r\n\x80\r\n");
         assert_eq!(
             frames,
-            vec![(4, Some(cmd(Request::MetaNoop))), (3, Some(unknown()))]
+            vec![(4, Some(cmd(Request::MetaNoop))), (3, Some(bad_format()))]
         );
     }
 
@@ -1058,8 +1087,8 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
                 vec![meta_rejected(DuplicateFlag, None)],
             ),
             (
-                "ms k 2 MSS\r\nhi\r\nmn\r\n".into(),
-                vec![meta_rejected(MTokenLength, None)],
+                "ms k 2 M\r\nhi\r\nmn\r\n".into(),
+                vec![meta_rejected(InvalidSetMode, None)],
             ),
             (
                 "ms k 2 Mx\r\nhi\r\nmn\r\n".into(),
@@ -1087,13 +1116,14 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
                 vec![meta_err(BadCommandLineFormat), Some(unknown())],
             ),
             (
-                "ms k 1 s t c f h l k v O1 u P L I F1 C1 MS J1\r\nx\r\nmn\r\n".into(),
-                vec![meta_err(FlagsTooLong), Some(unknown())],
+                // 21 words: found by the flag scan, after the length
+                "ms k 1 s t c f h l k v O1 u P L I F1 C1 MS J1 D1\r\nx\r\nmn\r\n".into(),
+                vec![meta_rejected(GetFlagsTooLong, None)],
             ),
             // A bad chunk is reported even with q, and parsing resumes after it.
             (
                 "ms k 2 q\r\nhiX\r\nmn\r\n".into(),
-                vec![Some(bad_chunk(false)), Some(unknown())],
+                vec![Some(bad_chunk(false)), Some(bad_format())],
             ),
         ];
         for (input, mut want) in cases {

@@ -1,24 +1,24 @@
 //! The meta commands of memcached 1.6: `mg`, `ms`, `md`, `ma` and `me` (the
 //! no-op `mn` is [`Request::MetaNoop`]). One command line in, one
-//! [`Parsed`] out, with memcached 1.6.18's error for every malformed line.
+//! [`Parsed`] out, with memcached 1.6.45's error for every malformed line.
 //!
 //! A meta command is `<cmd> <key> <flag>*` (`ms` has its data length after
 //! the key). A flag is one byte, some with a value glued on (`T30`,
-//! `Oopaque`). The parse follows `proto_text.c` step by step, because the
+//! `Oopaque`). The parse follows `proto_parser.c` step by step, because the
 //! order of the checks decides which error a client sees:
 //!
-//! 1. fewer than a key → `ERROR`; a key over 250 bytes (before any base64
-//!    decoding) → `bad command line format`;
-//! 2. too many flags: more than 17 (16 for `ms`, whose data length takes a
-//!    slot) → `options flags are too long` (`mg`) / `options flags too long`;
-//! 3. `ms` only: the data length must be a decimal in `0..=i32::MAX-2`;
-//!    until it is known nothing can be swallowed, so these errors leave the
-//!    data block to be read as a command line;
-//! 4. the flag scan (`_meta_flag_preparse`): an unknown flag or a flag seen
+//! 1. the line: no key (`ms`: no data length, or one that is not plain
+//!    digits in `0..=i32::MAX-2`), or a flag token that starts with neither
+//!    a letter (`A`..=`z`) nor a digit → `bad command line format`. Until
+//!    `ms`'s length is known nothing can be swallowed, so these errors leave
+//!    the data block to be read as a command line;
+//! 2. a key over 250 bytes (before any base64 decoding) → `bad command line
+//!    format`; more than 20 words → `options flags are too long`;
+//! 3. the flag scan (`_meta_flag_preparse`): an unknown flag or a flag seen
 //!    twice stops it at once; a bad value is remembered and the scan goes on,
-//!    so the last such error is the one reported. `md` and `ma` report every
-//!    scan error as `invalid or duplicate flag`;
-//! 5. per command checks (mode letters, opaque length) as below.
+//!    so the last such error is the one reported. `ma` reports every scan
+//!    error as `invalid or duplicate flag`;
+//! 4. per command checks (mode letters, opaque length) as below.
 //!
 //! Nothing is copied: the command keeps the key token and the raw flag
 //! tokens, which the executor walks again to echo flags in request order.
@@ -28,16 +28,15 @@
 //! is the executor's.
 
 use super::base64;
-use super::number::{safe_strtol, safe_strtoul, safe_strtoull};
+use super::number::{token_i32, token_u32, token_u64};
 use super::request::{MetaCommand, MetaFlags, MetaKey, MetaOp};
 use super::tokens::Tokens;
 use super::{Frame, KEY_MAX_LEN, Parsed, ProtocolError, Request};
 use crate::item_rules::StoreMode;
 
-/// memcached refuses a meta line of more than this many tokens, counting
-/// the command, the key (and `ms`'s data length) and its end marker
-/// (`MFLAG_MAX_OPT_LENGTH`): 17 flags, or 16 for `ms`.
-const MAX_TOKENS: usize = 20;
+/// memcached refuses a meta line of more than this many words, the command
+/// and the key (and `ms`'s data length) included (`MFLAG_MAX_OPT_LENGTH`).
+const MAX_WORDS: usize = 20;
 
 /// The longest `O` token, the `O` included (`MFLAG_MAX_OPAQUE_LENGTH`).
 const OPAQUE_MAX_LEN: usize = 32;
@@ -86,36 +85,44 @@ pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
         b'a' => MetaOp::Arith { incr: true },
         _ => return error(ProtocolError::UnknownCommand),
     };
-    let n = t.count();
-    if n < 3 {
-        return error(ProtocolError::UnknownCommand);
+    let is_set = matches!(op, MetaOp::Set { .. });
+    let first_flag = if is_set { 3 } else { 2 };
+    // memcached's tokenizer refuses the whole line for a flag token that
+    // does not start with a letter or a digit.
+    let odd_flag = (first_flag..t.words()).any(|i| {
+        let c = t.get(i)[0];
+        !((b'A'..=b'z').contains(&c) || c.is_ascii_digit())
+    });
+    if t.words() < first_flag || odd_flag {
+        return error(ProtocolError::BadCommandLineFormat);
     }
     let key = t.get(1);
     if key.len() > KEY_MAX_LEN {
-        return error(ProtocolError::BadCommandLineFormat);
-    }
-    let is_set = matches!(op, MetaOp::Set { .. });
-    if is_set && n == 3 {
-        return error(ProtocolError::BadCommandLineFormat);
-    }
-    if n > MAX_TOKENS {
-        return error(if op == MetaOp::Get {
-            ProtocolError::GetFlagsTooLong
-        } else {
-            ProtocolError::FlagsTooLong
+        // Found by the flag scan, whose every error `ma` reports alike.
+        return error(match op {
+            MetaOp::Arith { .. } => ProtocolError::InvalidOrDuplicateFlag,
+            _ => ProtocolError::BadCommandLineFormat,
         });
     }
     // The tokenizer split the whole line (it stops only after 23 words), so
     // the raw rest of the line holds exactly the flag tokens.
-    let first_flag = if is_set { 3 } else { 2 };
     let raw = t.after(first_flag - 1);
+    if is_set {
+        return set(t, key, raw);
+    }
+    if t.words() > MAX_WORDS {
+        return error(match op {
+            MetaOp::Arith { .. } => ProtocolError::InvalidOrDuplicateFlag,
+            _ => ProtocolError::GetFlagsTooLong,
+        });
+    }
     match op {
         // `M` is accepted by `mg` and means nothing there.
         MetaOp::Get => match scan_flags(t, first_flag, raw) {
             Ok((flags, _mode, binary)) => command(op, key, binary, flags),
             Err(e) => error(e),
         },
-        MetaOp::Set { .. } => set(t, key, raw),
+        MetaOp::Set { .. } => unreachable!("ms is parsed by set()"),
         MetaOp::Delete => match scan_flags(t, first_flag, raw) {
             Ok((flags, _, binary)) => {
                 // md checks the opaque before it looks the key up.
@@ -124,7 +131,7 @@ pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
                 }
                 command(op, key, binary, flags)
             }
-            Err(_) => error(ProtocolError::InvalidOrDuplicateFlag),
+            Err(e) => error(e),
         },
         MetaOp::Arith { .. } => match scan_flags(t, first_flag, raw) {
             Ok((flags, mode, binary)) => {
@@ -164,7 +171,7 @@ pub fn long_opaque(flags: &MetaFlags<'_>) -> Option<usize> {
 /// `ms <key> <datalen> <flag>*`: once the data length is read, every later
 /// error swallows the data block.
 fn set<'a>(t: &Tokens<'a>, key: &'a [u8], raw: &'a [u8]) -> Parsed<'a> {
-    let bytes = match safe_strtol(t.get(2)) {
+    let bytes = match token_i32(t.get(2)) {
         Some(b) if (0..=i32::MAX - 2).contains(&b) => b as usize,
         _ => return error(ProtocolError::BadCommandLineFormat),
     };
@@ -185,6 +192,9 @@ fn set<'a>(t: &Tokens<'a>, key: &'a [u8], raw: &'a [u8]) -> Parsed<'a> {
             refused: Some(refused),
         })
     };
+    if t.words() > MAX_WORDS {
+        return refuse(ProtocolError::GetFlagsTooLong);
+    }
     let (flags, mode, binary) = match scan_flags(t, 3, raw) {
         Ok(scanned) => scanned,
         Err(e) => return refuse(e),
@@ -241,7 +251,7 @@ fn scan_flags<'a>(
     // A bad value does not stop the scan; the last one is reported.
     let mut bad: Option<ProtocolError> = None;
     let key = t.get(1);
-    for i in first..t.count() - 1 {
+    for i in first..t.words() {
         let token = t.get(i);
         let flag = token[0];
         let value = &token[1..];
@@ -256,7 +266,7 @@ fn scan_flags<'a>(
                     bad = Some(ProtocolError::KeyDecode);
                 }
             }
-            b'N' | b'T' | b'R' => match safe_strtol(value) {
+            b'N' | b'T' | b'R' => match (!value.is_empty()).then(|| token_i32(value)).flatten() {
                 Some(v) => {
                     let slot = match flag {
                         b'N' => &mut flags.vivify,
@@ -269,28 +279,24 @@ fn scan_flags<'a>(
             },
             // memcached sets no message of its own for a bad `F`: the one
             // already pending, or the default, is reported.
-            b'F' => match safe_strtoul(value) {
+            b'F' => match (!value.is_empty()).then(|| token_u32(value)).flatten() {
                 Some(v) => flags.client_flags = v,
                 None => {
                     bad.get_or_insert(ProtocolError::BadCommandLineFormat);
                 }
             },
-            b'C' => match safe_strtoull(value) {
+            b'C' => match (!value.is_empty()).then(|| token_u64(value)).flatten() {
                 Some(v) => flags.compare_cas = Some(v),
                 None => bad = Some(ProtocolError::BadToken),
             },
-            b'M' => {
-                if token.len() == 2 {
-                    mode = Some(token[1]);
-                } else {
-                    bad = Some(ProtocolError::MTokenLength);
-                }
-            }
-            b'J' => match safe_strtoull(value) {
+            // The byte after `M`, whatever follows it; a bare `M` has the
+            // line's next byte (a space or the line end), an invalid mode.
+            b'M' => mode = Some(value.first().copied().unwrap_or(b' ')),
+            b'J' => match (!value.is_empty()).then(|| token_u64(value)).flatten() {
                 Some(v) => flags.initial = v,
                 None => bad = Some(ProtocolError::InvalidInitial),
             },
-            b'D' => match safe_strtoull(value) {
+            b'D' => match (!value.is_empty()).then(|| token_u64(value)).flatten() {
                 Some(v) => flags.delta = v,
                 None => bad = Some(ProtocolError::InvalidDeltaValue),
             },
@@ -350,57 +356,60 @@ mod tests {
         m.flags.tokens().collect()
     }
 
-    /// Errors of the line itself: each reply was observed from memcached 1.6.18.
+    /// Errors of the line itself: each reply was observed from memcached 1.6.45.
     #[test]
     fn line_errors() {
         use ProtocolError::*;
         let k251 = "k".repeat(251);
-        let f17 = "s t c f h l k v O1 u P L I F1 C1 M1 J1";
+        // 18 words in all: still under memcached's limit of 20
+        let f16 = "s t c f h l k v O1 u P L I F1 C1 M1";
+        let f19 = "s t c f h l k v O1 u P L I F1 C1 M1 J1 D1 Q";
         let cases: Vec<(String, ProtocolError)> = vec![
-            ("mg\r\n".into(), UnknownCommand),
-            ("mg \r\n".into(), UnknownCommand),
-            ("ms\r\n".into(), UnknownCommand),
-            ("md\r\n".into(), UnknownCommand),
-            ("ma\r\n".into(), UnknownCommand),
+            ("mg\r\n".into(), BadCommandLineFormat),
+            ("mg \r\n".into(), BadCommandLineFormat),
+            ("ms\r\n".into(), BadCommandLineFormat),
+            ("md\r\n".into(), BadCommandLineFormat),
+            ("ma\r\n".into(), BadCommandLineFormat),
             ("mx k\r\n".into(), UnknownCommand),
             ("mz\r\n".into(), UnknownCommand),
             ("MG k\r\n".into(), UnknownCommand),
+            (" mg k\r\n".into(), UnknownCommand),
             ("me\r\n".into(), BadCommandLineFormat),
             (format!("me {k251}\r\n"), BadCommandLineFormat),
             ("me ! b\r\n".into(), BadCommandLineFormat),
             (format!("mg {k251} v\r\n"), BadCommandLineFormat),
             (format!("md {k251}\r\n"), BadCommandLineFormat),
-            (format!("ma {k251}\r\n"), BadCommandLineFormat),
+            (format!("ma {k251}\r\n"), InvalidOrDuplicateFlag),
             (format!("ms {k251} 2 Y\r\n"), BadCommandLineFormat),
-            // a long key is refused before the flag count
-            (format!("mg {k251} {f17} D1\r\n"), BadCommandLineFormat),
-            (format!("mg k {f17} D1\r\n"), GetFlagsTooLong),
-            (format!("md k {f17} D1\r\n"), FlagsTooLong),
-            (format!("ma k {f17} D1\r\n"), FlagsTooLong),
-            // ms: the data length takes one of the 17 slots
-            (
-                "ms k 1 s t c f h l k v O1 u P L I F1 C1 MS J1\r\n".into(),
-                FlagsTooLong,
-            ),
-            // ms: no or a bad data length
+            // a long key is refused before the word count
+            (format!("mg {k251} {f19}\r\n"), BadCommandLineFormat),
+            (format!("mg k {f19}\r\n"), GetFlagsTooLong),
+            (format!("md k {f19}\r\n"), GetFlagsTooLong),
+            (format!("ma k {f19}\r\n"), InvalidOrDuplicateFlag),
+            (format!("mg k {f16} Y\r\n"), InvalidFlag),
+            // ms: no or a bad data length (plain digits only)
             ("ms k\r\n".into(), BadCommandLineFormat),
             ("ms k abc\r\n".into(), BadCommandLineFormat),
             ("ms k -1\r\n".into(), BadCommandLineFormat),
+            ("ms k +1\r\n".into(), BadCommandLineFormat),
             ("ms k S2\r\n".into(), BadCommandLineFormat),
             ("ms k 2147483646\r\n".into(), BadCommandLineFormat),
+            // a flag that starts with neither a letter nor a digit
+            ("mg k \x7f\r\n".into(), BadCommandLineFormat),
+            ("md k \u{ff}\r\n".into(), BadCommandLineFormat),
+            ("mg k v !\r\n".into(), BadCommandLineFormat),
             // flag scan, mg
             (
                 "mg a b c d e f g h i j k l m n o p q\r\n".into(),
                 InvalidFlag,
             ),
             ("mg k noreply\r\n".into(), InvalidFlag),
-            ("mg k E5\r\n".into(), InvalidFlag),
-            ("mg k x\r\n".into(), InvalidFlag),
+            ("mg k 5\r\n".into(), InvalidFlag),
+            ("mg k [\r\n".into(), InvalidFlag),
             ("mg k v v\r\n".into(), DuplicateFlag),
-            ("mg k \x7f\r\n".into(), DuplicateFlag),
             ("mg k Tx Y\r\n".into(), InvalidFlag),
             ("mg k Y Tx\r\n".into(), InvalidFlag),
-            ("mg k Tx MSS\r\n".into(), MTokenLength),
+            ("mg k Tx MSS\r\n".into(), BadToken),
             ("mg k MSS Tx\r\n".into(), BadToken),
             ("mg k Tx Tx\r\n".into(), DuplicateFlag),
             ("mg k Jx\r\n".into(), InvalidInitial),
@@ -417,26 +426,28 @@ mod tests {
             ("mg k Rx\r\n".into(), BadToken),
             ("mg k T\r\n".into(), BadToken),
             ("mg k T5x\r\n".into(), BadToken),
-            ("mg k M\r\n".into(), MTokenLength),
+            ("mg k T+5\r\n".into(), BadToken),
             ("mg Zm9vYmFy== b k v\r\n".into(), KeyDecode),
             ("mg ==== b\r\n".into(), KeyDecode),
             ("mg Zg b\r\n".into(), KeyDecode),
             ("mg ! b\r\n".into(), KeyDecode),
-            // md / ma: every scan error has one message
-            ("md k \u{ff}\r\n".into(), InvalidOrDuplicateFlag),
-            ("md k q q\r\n".into(), InvalidOrDuplicateFlag),
-            ("md k noreply\r\n".into(), InvalidOrDuplicateFlag),
-            ("md k Tx\r\n".into(), InvalidOrDuplicateFlag),
-            ("md ! b\r\n".into(), InvalidOrDuplicateFlag),
+            // md reports the scan's own errors
+            ("md k q q\r\n".into(), DuplicateFlag),
+            ("md k noreply\r\n".into(), InvalidFlag),
+            ("md k Tx\r\n".into(), BadToken),
+            ("md ! b\r\n".into(), KeyDecode),
+            // ma: every scan error has one message
             ("ma k Tx\r\n".into(), InvalidOrDuplicateFlag),
             ("ma k Jx\r\n".into(), InvalidOrDuplicateFlag),
             ("ma k Dabc\r\n".into(), InvalidOrDuplicateFlag),
             ("ma k N0 J5 D-1\r\n".into(), InvalidOrDuplicateFlag),
-            ("ma k MSS\r\n".into(), InvalidOrDuplicateFlag),
             ("ma ! b\r\n".into(), InvalidOrDuplicateFlag),
+            // the mode is the byte after M
+            ("ma k MSS\r\n".into(), InvalidArithMode),
             ("ma k MX\r\n".into(), InvalidArithMode),
             ("ma k MX q\r\n".into(), InvalidArithMode),
             ("ma k Mi\r\n".into(), InvalidArithMode),
+            ("ma k M\r\n".into(), InvalidArithMode),
             (format!("md k O{}\r\n", "x".repeat(32)), OpaqueTooLong),
         ];
         for (line, want) in cases {
@@ -452,14 +463,13 @@ mod tests {
         let cases: Vec<(String, ProtocolError)> = vec![
             ("ms k 2 Y\r\n".into(), InvalidFlag),
             ("ms k 2 T1 T2\r\n".into(), DuplicateFlag),
-            ("ms k 2 MSS\r\n".into(), MTokenLength),
+            ("ms k 2 M\r\n".into(), InvalidSetMode),
             ("ms k 2 Mx\r\n".into(), InvalidSetMode),
             ("ms k 2 Ms\r\n".into(), InvalidSetMode),
             ("ms k 2 MI\r\n".into(), InvalidSetMode),
             ("ms k 2 T\r\n".into(), BadToken),
             ("ms k 2 F-1\r\n".into(), BadCommandLineFormat),
             ("ms !!!! 2 b\r\n".into(), KeyDecode),
-            ("ms k 2 E\r\n".into(), InvalidFlag),
             (format!("ms k 2 {long_opaque}\r\n"), OpaqueTooLong),
             // the mode is checked before the opaque
             (format!("ms k 2 {long_opaque} MX\r\n"), InvalidSetMode),
@@ -475,7 +485,7 @@ mod tests {
 
     #[test]
     fn get_flags_and_values() {
-        let m = meta("mg  k   v  t T+30 N-1 R\t5 O123 q F4294967301 C18446744073709551615 \r\n");
+        let m = meta("mg  k   v  t T30 N-1 R5 O123 q F4294967295 C18446744073709551615 \r\n");
         assert_eq!(m.op, MetaOp::Get);
         assert_eq!(m.key.token(), b"k");
         assert!(!m.key.is_binary());
@@ -488,7 +498,7 @@ mod tests {
         assert_eq!(m.flags.ttl, Some(30));
         assert_eq!(m.flags.vivify, Some(-1));
         assert_eq!(m.flags.recache, Some(5));
-        assert_eq!(m.flags.client_flags, 5);
+        assert_eq!(m.flags.client_flags, u32::MAX);
         assert_eq!(m.flags.compare_cas, Some(u64::MAX));
         assert_eq!(m.flags.delta, 1);
         assert_eq!(m.flags.initial, 0);
@@ -498,12 +508,12 @@ mod tests {
             vec![
                 &b"v"[..],
                 b"t",
-                b"T+30",
+                b"T30",
                 b"N-1",
-                b"R\t5",
+                b"R5",
                 b"O123",
                 b"q",
-                b"F4294967301",
+                b"F4294967295",
                 b"C18446744073709551615"
             ]
         );
@@ -627,8 +637,8 @@ mod tests {
                 "{line}"
             );
         }
-        // Leading `+` and zeros in the data length, as strtol reads them.
-        assert_eq!(set_header("ms k +01\r\n").bytes, 1);
+        // Leading zeros in the data length (plain digits only).
+        assert_eq!(set_header("ms k 01\r\n").bytes, 1);
         let h = set_header("ms Zm9vYmFy 1 b\r\n");
         assert!(h.command.key.is_binary());
         assert_eq!(

@@ -1,5 +1,5 @@
-//! The memcached text protocol: bytes in, [`Request`]s out, and the wire
-//! spelling of every error.
+//! The memcached protocols, text and binary: bytes in, [`Request`]s out,
+//! and the wire spelling of every error.
 //!
 //! This module knows nothing of the store or of sockets. [`codec::Decoder`]
 //! frames a read buffer into [`Frame`]s; each complete frame borrows the
@@ -21,6 +21,8 @@
 //!   and the executor runs, whatever wire format carried it.
 //! - `reply.rs`: typed replies, and the composers that spell them in the
 //!   request's wire format (`noreply`, meta `q` and echoed flags).
+//! - `binary/`: the binary protocol: its framing into [`Request::Binary`]
+//!   and its response packets.
 //! - `test_support.rs` (tests only): decoding as a connection does it.
 //!
 //! The types the parts share live here, so that imports between the parts
@@ -41,6 +43,7 @@
 //!   collect into a `Vec` (an allocation per request) and split to the end.
 
 pub mod base64;
+pub mod binary;
 pub mod classic;
 pub mod codec;
 pub mod meta;
@@ -105,11 +108,8 @@ pub enum ProtocolError {
     BadToken,
     KeyDecode,
     OpaqueTooLong,
-    /// `mg`'s wording of too many flags.
+    /// Too many flags (every meta command but `ma` says so since 1.6.45).
     GetFlagsTooLong,
-    /// `ms`/`md`/`ma`'s wording of too many flags.
-    FlagsTooLong,
-    MTokenLength,
     InvalidSetMode,
     InvalidArithMode,
     InvalidInitial,
@@ -125,7 +125,10 @@ impl ProtocolError {
         use ProtocolError::*;
         match self {
             UnknownCommand => "ERROR",
-            BadCommandLineFormat | RetrievalKeyTooLong => "CLIENT_ERROR bad command line format",
+            BadCommandLineFormat => "CLIENT_ERROR bad command line format",
+            // memcached 1.6.45 copies the error line with its CRLF and then
+            // ends it once more: an empty line follows.
+            RetrievalKeyTooLong => "CLIENT_ERROR bad command line format\r\n",
             BadDataChunk => "CLIENT_ERROR bad data chunk",
             InvalidExptime => "CLIENT_ERROR invalid exptime argument",
             InvalidDelta => "CLIENT_ERROR invalid numeric delta argument",
@@ -133,7 +136,7 @@ impl ProtocolError {
             DeleteUsage => "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]",
             StatsDetailUsage => "CLIENT_ERROR usage: stats detail on|off|dump",
             InvalidShutdownMode => "CLIENT_ERROR invalid shutdown mode",
-            ShutdownNotEnabled => "ERROR: shutdown not enabled",
+            ShutdownNotEnabled => "SERVER_ERROR: shutdown not enabled",
             FlushDisabled => "CLIENT_ERROR flush_all not allowed",
             TooLarge => "SERVER_ERROR object too large for cache",
             OutOfMemory => "SERVER_ERROR out of memory storing object",
@@ -147,8 +150,6 @@ impl ProtocolError {
             KeyDecode => "CLIENT_ERROR error decoding key",
             OpaqueTooLong => "CLIENT_ERROR opaque token too long",
             GetFlagsTooLong => "CLIENT_ERROR options flags are too long",
-            FlagsTooLong => "CLIENT_ERROR options flags too long",
-            MTokenLength => "CLIENT_ERROR incorrect length for M token",
             InvalidSetMode => "CLIENT_ERROR invalid mode for ms M token",
             InvalidArithMode => "CLIENT_ERROR invalid mode for ma M token",
             InvalidInitial => "CLIENT_ERROR invalid numeric initial value",
@@ -194,8 +195,11 @@ pub enum Frame<'a> {
     },
     /// The end of a swallowed data block: answer the stored rejection.
     Rejected(Rejected),
+    /// A binary packet memcached refuses without running it: an error
+    /// status, after which the connection may close.
+    BinaryRefusal(binary::Refusal),
     /// Input memcached answers by closing the connection without a reply:
-    /// an over-long line, or an HTTP request line.
+    /// an over-long line, an HTTP request line, a bad binary magic byte.
     Close,
 }
 
@@ -210,14 +214,13 @@ pub enum Parsed<'a> {
     MetaSet(meta::MetaSetHeader<'a>),
 }
 
-/// Parses one command line as the codec cut it: no `\n`, no final `\r`,
-/// nothing from the first NUL on.
+/// Parses one command line as the codec cut it: no `\n`, no final `\r`.
 pub fn parse_line(line: &[u8]) -> Parsed<'_> {
     let t = Tokens::new(line);
     let cmd = t.get(0);
     // memcached's dispatch: any two-byte command starting with `m` is a
-    // meta command, known or not.
-    if cmd.len() == 2 && cmd[0] == b'm' {
+    // meta command, known or not, unless the line starts with a space.
+    if cmd.len() == 2 && cmd[0] == b'm' && !t.leading_space() {
         meta::parse_line(&t)
     } else {
         classic::parse_line(&t)

@@ -78,6 +78,50 @@ pub fn safe_strtol(token: &[u8]) -> Option<i32> {
     Some(value as i32)
 }
 
+/// memcached 1.6.45's token readers (`mcmc_toktou64` and friends): only
+/// ASCII digits (a leading `-` for the signed one), at most `max_len` bytes,
+/// no wrap-around. An empty token reads as 0, as there.
+fn strict_digits(token: &[u8], max_len: usize) -> Option<(bool, u64)> {
+    if token.len() > max_len {
+        return None;
+    }
+    let (negative, digits) = match token.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, token),
+    };
+    let mut sum: u64 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        sum = sum.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+    }
+    Some((negative, sum))
+}
+
+/// `mcmc_toktou64`: up to 22 digits, no sign.
+pub fn token_u64(token: &[u8]) -> Option<u64> {
+    match strict_digits(token, 22)? {
+        (false, v) => Some(v),
+        (true, _) => None,
+    }
+}
+
+/// `mcmc_tokto32`: up to 11 bytes, an optional `-`, within `i32`.
+pub fn token_i32(token: &[u8]) -> Option<i32> {
+    let (negative, v) = strict_digits(token, 11)?;
+    let v = i64::try_from(v).ok()?;
+    i32::try_from(if negative { -v } else { v }).ok()
+}
+
+/// `mcmc_toktou32`: up to 11 digits, no sign, within `u32`.
+pub fn token_u32(token: &[u8]) -> Option<u32> {
+    match strict_digits(token, 11)? {
+        (false, v) => u32::try_from(v).ok(),
+        (true, _) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +199,23 @@ mod tests {
         assert_eq!(safe_strtol(b"-9223372036854775808"), Some(0));
         assert_eq!(safe_strtol(b"-9223372036854775809"), None);
         assert_eq!(safe_strtol(b"1e3"), None);
+    }
+
+    #[test]
+    fn token_readers_take_only_plain_digits() {
+        assert_eq!(token_u64(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(token_u64(b"18446744073709551616"), None);
+        assert_eq!(token_u64(b"+5"), None);
+        assert_eq!(token_u64(b"-0"), None);
+        assert_eq!(token_u64(b"0x1"), None);
+        assert_eq!(token_u64(b"007"), Some(7));
+        assert_eq!(token_u64(b""), Some(0));
+        assert_eq!(token_i32(b"-2147483648"), Some(i32::MIN));
+        assert_eq!(token_i32(b"2147483648"), None);
+        assert_eq!(token_i32(b"-1"), Some(-1));
+        assert_eq!(token_i32(b" 1"), None);
+        assert_eq!(token_u32(b"4294967295"), Some(u32::MAX));
+        assert_eq!(token_u32(b"4294967296"), None);
+        assert_eq!(token_u32(b"000000000001"), None, "longer than 11 bytes");
     }
 }

@@ -19,6 +19,7 @@ use std::fmt;
 
 use bytes::{BufMut, BytesMut};
 
+use super::binary::{self as bin, ReplyTo, Status, compose};
 use super::request::{MetaFlags, MetaOp};
 use super::{ProtocolError, base64};
 
@@ -114,6 +115,14 @@ pub enum Reply<'a> {
 pub enum Wire<'a> {
     /// The classic text protocol. `cas`: hits show their CAS (`gets`).
     Classic { noreply: bool, cas: bool },
+    /// A binary request: each reply is a response packet; a quiet opcode
+    /// hides its successes (a get's hit is not one of them).
+    Binary {
+        to: ReplyTo,
+        quiet: bool,
+        /// The request's key, which the K gets return even on a miss.
+        key: &'a [u8],
+    },
     /// A meta command: its flags are echoed, `q` hides nominal replies.
     Meta {
         op: MetaOp,
@@ -141,7 +150,71 @@ impl Wire<'_> {
                 binary,
                 flags,
             } => meta(*op, key, *binary, flags, reply, out),
+            Wire::Binary { to, quiet, key } => binary(*to, *quiet, key, reply, out),
         }
+    }
+}
+
+/// The binary spelling of a reply (memcached's `proto_bin.c`): successes
+/// hidden for a quiet opcode, errors never; the status of a write that did
+/// not happen depends on the opcode.
+fn binary(to: ReplyTo, quiet: bool, key: &[u8], reply: &Reply<'_>, out: &mut BytesMut) {
+    use bin::opcode;
+    let base = to.opcode & !0x10;
+    let status = match reply {
+        Reply::Hit(item) => {
+            let key = bin::returns_key(to.opcode).then_some(item.key);
+            return compose::hit(out, to, item.flags, key, item.data, item.cas);
+        }
+        Reply::Miss if quiet => return,
+        Reply::Miss if bin::returns_key(to.opcode) => return compose::miss_with_key(out, to, key),
+        Reply::Stored { .. }
+        | Reply::Deleted
+        | Reply::Touched
+        | Reply::Counter(_)
+        | Reply::Ok
+        | Reply::MetaNoop
+            if quiet =>
+        {
+            return;
+        }
+        Reply::Stored { cas } => return compose::success(out, to, *cas, b""),
+        Reply::Counter(c) => return compose::counter(out, to, c.value, c.cas),
+        Reply::Deleted | Reply::Touched | Reply::Ok | Reply::MetaNoop => {
+            return compose::success(out, to, 0, b"");
+        }
+        Reply::Version(v) => return compose::success(out, to, 0, v.as_bytes()),
+        Reply::Stat(name, value) => return compose::stat(out, to.opaque, name.as_bytes(), *value),
+        Reply::End | Reply::Reset => {
+            if to.opcode == opcode::STAT {
+                compose::stats_end(out, to.opaque);
+            }
+            return;
+        }
+        // Text lines have no binary spelling; the executor sends none.
+        Reply::Line(_) | Reply::Raw(_) | Reply::Debug(_) => return,
+        Reply::Miss | Reply::NotFound => Status::KeyNotFound,
+        Reply::Exists => Status::KeyExists,
+        // An add finds the key there, a replace finds it missing.
+        Reply::NotStored if base == opcode::ADD => Status::KeyExists,
+        Reply::NotStored if base == opcode::REPLACE => Status::KeyNotFound,
+        Reply::NotStored => Status::NotStored,
+        Reply::Error(e) => binary_status(*e),
+    };
+    compose::error(out, to, status);
+}
+
+/// The one place errors meet their binary status.
+fn binary_status(e: ProtocolError) -> Status {
+    use ProtocolError::*;
+    match e {
+        TooLarge => Status::TooLarge,
+        OutOfMemory | ArithOutOfMemory => Status::OutOfMemory,
+        NonNumeric => Status::DeltaBadValue,
+        // memcached answers a disabled flush as an auth failure.
+        FlushDisabled => Status::AuthError,
+        UnknownCommand => Status::UnknownCommand,
+        _ => Status::InvalidArguments,
     }
 }
 
@@ -213,7 +286,8 @@ fn meta(
     let code: &[u8] = match reply {
         Reply::Hit(item) => return meta_hit(out, key, flags, item),
         Reply::Counter(c) => {
-            if !quiet || c.created {
+            // memcached 1.6.45 hides a created item's value too.
+            if !quiet {
                 meta_counter(out, key, binary, flags, c);
             }
             return;
@@ -589,10 +663,7 @@ mod tests {
         };
         let incr = MetaOp::Arith { incr: true };
         assert_eq!(meta(incr, b"q v", &[Reply::Counter(existed)]), "");
-        assert_eq!(
-            meta(incr, b"q v", &[Reply::Counter(created)]),
-            "VA 1\r\n5\r\n"
-        );
+        assert_eq!(meta(incr, b"q v", &[Reply::Counter(created)]), "");
         // Errors are never hidden, and `ma` words running out of memory its own way.
         assert_eq!(
             meta(incr, b"q", &[Reply::Error(ProtocolError::OutOfMemory)]),

@@ -5,6 +5,7 @@
 
 use crate::item_rules::StoreMode;
 
+use super::binary::BinaryCommand;
 use super::{KEY_MAX_LEN, base64};
 
 /// The keys of a retrieval command (or the arguments of `stats`), kept as the
@@ -103,9 +104,21 @@ pub enum Request<'a> {
         megabytes: u64,
         noreply: bool,
     },
-    /// `lru_crawler <args>`; only `metadump` is served.
+    /// `lru_crawler <args>`: `crawl`, `metadump`, `mgdump`, `enable`,
+    /// `disable`, `sleep`, `tocrawl`.
     LruCrawler {
         args: Keys<'a>,
+        noreply: bool,
+    },
+    /// `slabs reassign|automove <args>`.
+    Slabs {
+        args: Keys<'a>,
+        noreply: bool,
+    },
+    /// `lru tune|mode|temp_ttl <args>`.
+    Lru {
+        args: Keys<'a>,
+        noreply: bool,
     },
     /// `watch [stream ...]`: the connection becomes a log stream.
     Watch {
@@ -117,6 +130,8 @@ pub enum Request<'a> {
     MetaNoop,
     /// `mg`, `ms`, `md`, `ma`, `me`.
     Meta(MetaCommand<'a>),
+    /// A binary-protocol request.
+    Binary(BinaryCommand<'a>),
 }
 
 /// The argument of `shutdown`.

@@ -35,6 +35,17 @@ pub fn bad_format() -> Frame<'static> {
     err(ProtocolError::BadCommandLineFormat)
 }
 
+/// A storage line refused once its data block is swallowed, with
+/// `CLIENT_ERROR bad command line format`.
+pub fn refused(noreply: bool) -> Frame<'static> {
+    Frame::Rejected(super::Rejected {
+        error: ProtocolError::BadCommandLineFormat,
+        noreply,
+        unlink_key: None,
+        counts_as_set: false,
+    })
+}
+
 /// A retrieval key over 250 bytes.
 pub fn get_key_too_long() -> Frame<'static> {
     err(ProtocolError::RetrievalKeyTooLong)
@@ -123,10 +134,22 @@ pub fn first(input: &[u8]) -> (usize, Frame<'_>) {
 /// Line-only requests: each gives its frame and consumes its whole input,
 /// the line and nothing more.
 pub fn assert_whole_lines(cases: &[(String, Frame<'_>)]) {
+    let mut wrong = Vec::new();
     for (input, want) in cases {
         let bytes = input.as_bytes();
-        let (consumed, frame) = first(bytes);
-        assert_eq!(&frame, want, "input {input:?}");
-        assert_eq!(consumed, bytes.len(), "input {input:?}");
+        let Decode::Frame {
+            consumed,
+            frame: Some(frame),
+        } = Decoder::new(Limits::default()).decode(bytes)
+        else {
+            wrong.push(format!("input {input:?}: no frame, want {want:?}"));
+            continue;
+        };
+        if &frame != want || consumed != bytes.len() {
+            wrong.push(format!(
+                "input {input:?}: got {frame:?} after {consumed} bytes, want {want:?}"
+            ));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -79,6 +79,18 @@ impl<'a> Tokens<'a> {
         &self.line[end..]
     }
 
+    /// Whether the line starts with a space: memcached 1.6.45 names the
+    /// command by the bytes before the line's first space, so such a line
+    /// names none of the commands its parser knows.
+    pub fn leading_space(&self) -> bool {
+        self.line.first() == Some(&b' ')
+    }
+
+    /// The number of words (memcached 1.6.45's `ntokens`).
+    pub fn words(&self) -> usize {
+        self.words
+    }
+
     /// memcached's `set_noreply_maybe`: the last word is exactly `noreply`.
     pub fn noreply(&self) -> bool {
         self.last() == b"noreply"

@@ -7,17 +7,22 @@
 //! back the bytes a reply was composed into. How a reply is spelled (and
 //! whether `noreply` or `q` hides it) is the composer's ([`Wire`]).
 //!
+//! The binary protocol's requests run in `execute/binary.rs`, on the same
+//! store calls and counting helpers.
+//!
 //! It is synchronous: the store's locks are held for short sections inside
 //! store calls and never across an `.await`.
+
+mod binary;
 
 use std::sync::atomic::Ordering;
 
 use bytes::BytesMut;
 
+use super::stats_reply::slab_class;
 use super::watch::{DELETIONS, FETCHERS, MUTATIONS};
-use super::{Context, Flow, Replies, stats_reply, watch, watch_events};
+use super::{Context, Flow, Replies, admin, stats_reply, watch, watch_events};
 use crate::item_rules::StoreMode;
-pub(super) use crate::item_rules::slab_class;
 use crate::protocol::meta::long_opaque;
 use crate::protocol::reply::{self, Item, Reply, Wire};
 use crate::protocol::request::{KeyBuf, MetaCommand, MetaFlags, MetaOp};
@@ -34,6 +39,8 @@ pub fn execute_frame(frame: Frame<'_>, cx: &mut Context<'_>, out: &mut BytesMut)
             meta(cmd, cx, out);
             Flow::Continue
         }
+        Frame::Request(Request::Binary(cmd)) => binary::run(cmd, cx, out),
+        Frame::BinaryRefusal(r) => binary::refused(r, cx, out),
         Frame::Request(cmd) => {
             let wire = classic_wire(&cmd);
             execute(cmd, cx, &mut Replies::new(wire, out))
@@ -71,7 +78,10 @@ fn classic_wire(cmd: &Request<'_>) -> Wire<'static> {
         | Request::Touch { noreply, .. }
         | Request::FlushAll { noreply, .. }
         | Request::Verbosity { noreply, .. }
-        | Request::CacheMemlimit { noreply, .. } => (noreply, false),
+        | Request::CacheMemlimit { noreply, .. }
+        | Request::LruCrawler { noreply, .. }
+        | Request::Slabs { noreply, .. }
+        | Request::Lru { noreply, .. } => (noreply, false),
         _ => (false, false),
     };
     Wire::Classic { noreply, cas }
@@ -165,26 +175,7 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
             }
             out.send(if hit { Reply::Touched } else { Reply::NotFound });
         }
-        Request::FlushAll { delay, .. } => {
-            if !cx.shared.config.flush_enabled {
-                out.send(Reply::Error(ProtocolError::FlushDisabled));
-                return Flow::Continue;
-            }
-            cx.stats.cmd_flush += 1;
-            let delay = exptime32(delay);
-            let deadline = if delay > 0 {
-                store.clock().deadline(delay, now)
-            } else {
-                0
-            };
-            // An absolute time before the process started converts to the
-            // "expired" deadline; memcached's oldest_live then becomes 0,
-            // which flushes nothing.
-            if deadline != crate::store::clock::EXPIRED {
-                store.flush(deadline, now);
-            }
-            out.send(Reply::Ok);
-        }
+        Request::FlushAll { delay, .. } => flush_all(exptime32(delay), cx, out),
         Request::Version => out.send(Reply::Version(crate::VERSION)),
         Request::Verbosity { level, .. } => {
             // memcached caps it at its highest level, 2.
@@ -217,13 +208,37 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
                 out.send(Reply::Ok);
             }
         }
-        Request::LruCrawler { args } => lru_crawler(args, cx, out),
+        Request::LruCrawler { args, .. } => admin::lru_crawler(args, cx, out),
+        Request::Slabs { args, .. } => admin::slabs(args, cx, out),
+        Request::Lru { args, .. } => admin::lru(args, cx, out),
         Request::Watch { args } => return start_watch(args, cx, out),
         Request::RefreshCerts => refresh_certs(cx, out),
         Request::MetaNoop => out.send(Reply::MetaNoop),
         Request::Meta(_) => unreachable!("meta commands run in meta()"),
+        Request::Binary(_) => unreachable!("binary commands run in binary::run()"),
     }
     Flow::Continue
+}
+
+/// `flush_all` / binary Flush, `delay` seconds (an exptime) from now.
+fn flush_all(delay: i64, cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    if !cx.shared.config.flush_enabled {
+        return out.send(Reply::Error(ProtocolError::FlushDisabled));
+    }
+    cx.stats.cmd_flush += 1;
+    let store = &cx.shared.store;
+    let deadline = if delay > 0 {
+        store.clock().deadline(delay, cx.now)
+    } else {
+        0
+    };
+    // An absolute time before the process started converts to the
+    // "expired" deadline; memcached's oldest_live then becomes 0,
+    // which flushes nothing.
+    if deadline != crate::store::clock::EXPIRED {
+        store.flush(deadline, cx.now);
+    }
+    out.send(Reply::Ok);
 }
 
 /// The reply's view of a hit on `key`.
@@ -569,43 +584,6 @@ fn debug(key: &[u8], cx: &mut Context<'_>, out: &mut Replies<'_>) {
         class: slab_class(size),
         size,
     }));
-}
-
-/// `lru_crawler metadump all|hash|<classes>`: the key listing tools such as
-/// memcached-tool read. There is no crawler to start or tune, so the other
-/// sub-commands are unknown.
-fn lru_crawler(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
-    let mut it = args.iter();
-    if it.next() != Some(&b"metadump"[..]) {
-        return out.send(Reply::Error(ProtocolError::UnknownCommand));
-    }
-    let which = it.next().unwrap_or_default();
-    // memcached hands the connection to its crawler, which cannot share it
-    // with replies still owed.
-    if out.owes_earlier() {
-        return out.send(Reply::Line(
-            b"ERROR cannot pipeline other commands before metadump",
-        ));
-    }
-    match which {
-        b"all" | b"hash" => stats_reply::metadump(cx, out),
-        // A list of class ids: every item is in class 1 here (see `stats items`).
-        ids if !ids.is_empty()
-            && ids.split(|&b| b == b',').all(|id| {
-                std::str::from_utf8(id)
-                    .ok()
-                    .and_then(|s| s.parse::<u8>().ok())
-                    .is_some_and(|n| n > 0 && n < 64)
-            }) =>
-        {
-            if ids.split(|&b| b == b',').any(|id| id == b"1") {
-                stats_reply::metadump(cx, out);
-            } else {
-                out.send(Reply::End);
-            }
-        }
-        _ => out.send(Reply::Line(b"BADCLASS invalid class id")),
-    }
 }
 
 /// `watch [streams]`: on success the reply is `OK` and the connection

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use super::execute::slab_class;
+use super::stats_reply::slab_class;
 use crate::config::Cli;
 use crate::server::Shared;
 use crate::server::session::Session;
@@ -163,11 +163,8 @@ fn arithmetic() {
             "STORED\r\nCLIENT_ERROR cannot increment or decrement non-numeric value\r\n\
              CLIENT_ERROR cannot increment or decrement non-numeric value\r\n",
         ),
-        // ... but not of one it created.
-        (
-            "ma a4 N0 q v\r\nmg a4 v f\r\n",
-            "VA 1\r\n0\r\nVA 1 f0\r\n0\r\n",
-        ),
+        // ... and, since memcached 1.6.45, of one it created.
+        ("ma a4 N0 q v\r\nmg a4 v f\r\n", "VA 1 f0\r\n0\r\n"),
         (
             "set a5 7 0 2\r\n99\r\nma a5 v\r\nmg a5 v f\r\n",
             "STORED\r\nVA 3\r\n100\r\nVA 3 f7\r\n100\r\n",
@@ -197,7 +194,7 @@ fn quiet_pipelines_and_errors() {
             ),
             (
                 "ms k 2 q\r\nhiX\r\nmn\r\n",
-                "CLIENT_ERROR bad data chunk\r\nERROR\r\nMN\r\n",
+                "CLIENT_ERROR bad data chunk\r\nCLIENT_ERROR bad command line format\r\nMN\r\n",
             ),
             (
                 "ms k 2 Y q\r\nhi\r\nmn\r\n",
@@ -242,7 +239,15 @@ fn set_modes() {
         ("ms k 2 MP q\r\nAB\r\nmg k v\r\n", "VA 6\r\nABhiXY\r\n"),
         ("ms nk 1 MA\r\nx\r\nms nk 1 MP\r\nx\r\n", "NS\r\nNS\r\n"),
         ("ms k 1 T-1\r\nx\r\nmg k v\r\n", "HD\r\nEN\r\n"),
-        ("ms k 1 F4294967301\r\nx\r\nmg k f\r\n", "HD\r\nHD f5\r\n"),
+        // Client flags are plain digits within 32 bits.
+        (
+            "ms k 1 F4294967301\r\nx\r\nmg k f\r\n",
+            "CLIENT_ERROR bad command line format\r\nEN\r\n",
+        ),
+        (
+            "ms k 1 F4294967295\r\nx\r\nmg k f\r\n",
+            "HD\r\nHD f4294967295\r\n",
+        ),
     ]]);
     // The CAS `c` returns is the item's.
     let mut session = session();

@@ -7,15 +7,21 @@
 //! - `session.rs`: sans-IO: one connection's protocol state, turning a read
 //!   buffer into replies in a write buffer (auth, framing, `-R` budget).
 //! - `watch.rs`: `watch`, the live log stream: the watchers' bounded
-//!   queues and memcached's line formats.
-//! - `execute.rs`: the one executor: a decoded request (classic or meta)
+//!   queues and memcached's line formats; `watch_events.rs` what the
+//!   executor tells it.
+//! - `execute.rs`: the one executor: a decoded request (classic, meta or
+//!   binary, the last in `execute/binary.rs`)
 //!   against the store, its outcomes reported as typed replies;
-//!   `stats_reply/` the `stats` sub-commands.
+//!   `stats_reply/` the `stats` sub-commands; `admin.rs` the slab, LRU and
+//!   crawler admin commands.
 //!
 //! [`run`] serves until [`Shared::shutdown`] is cancelled (a signal, or the
 //! `shutdown` command), then waits a bounded time for connections to finish
 //! the replies they owe.
 
+mod admin;
+#[cfg(test)]
+mod binary_tests;
 mod connection;
 mod execute;
 mod listener;
@@ -28,7 +34,7 @@ mod watch_events;
 
 use std::fmt;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU8};
+use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -134,8 +140,8 @@ pub struct Shared {
     /// memcached's verbosity: `-v` at start, then the `verbosity` command;
     /// `stats settings` shows it.
     pub verbosity: AtomicU8,
-    /// `stats sizes_enable` / `sizes_disable`.
-    pub sizes_enabled: AtomicBool,
+    /// What the slab, LRU and crawler admin commands set.
+    pub tunables: admin::Tunables,
     /// Whether connections time each command (only when /metrics is served).
     pub timing: bool,
     /// `watch`: the watchers and their queues.
@@ -159,6 +165,7 @@ impl Shared {
         stats.flush(0, &mut first);
         let hot_keys = config.hot_keys;
         let verbose = config.verbose;
+        let lru_crawler = config.lru_crawler;
         Shared {
             store,
             stats,
@@ -169,7 +176,7 @@ impl Shared {
             listening: Mutex::new(Vec::new()),
             conns: Conns::default(),
             detail: Detail::default(),
-            sizes_enabled: AtomicBool::new(false),
+            tunables: admin::Tunables::new(lru_crawler),
             verbosity: AtomicU8::new(verbose),
             hot: HotKeys::new(hot_keys),
             watch,
@@ -213,7 +220,7 @@ impl crate::store::EvictionLog for EvictionWatch {
             .limits
             .item_total_size(e.key.len(), e.value_len, e.flags);
         let ttl = e.ttl.map_or(-1, i64::from);
-        let clsid = crate::item_rules::slab_class(size);
+        let clsid = stats_reply::slab_class(size);
         self.hub
             .eviction(e.key, e.fetched, ttl, e.idle, clsid, e.value_len);
     }

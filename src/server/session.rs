@@ -6,7 +6,8 @@
 //! and the tests all call this one function, so none of them keeps its own
 //! copy of the decode → execute loop, and another I/O driver needs none.
 //!
-//! It holds what memcached keeps per connection: the framing state, the
+//! It holds what memcached keeps per connection: the framing state (text or
+//! binary, picked from the first byte under `-B auto`), the
 //! authentication state (`-Y`), the counts not yet added to the shared
 //! stats, and the `-R` budget. It never blocks and never touches a socket;
 //! reads, writes, timeouts, TLS and shutdown are the driver's.
@@ -43,7 +44,9 @@ use super::execute::execute_frame;
 use super::watch::Watcher;
 use super::{Context, Flow, Shared};
 use crate::auth::{self, AuthFile};
+use crate::config::BindingProtocol;
 use crate::hotkeys::Sampler;
+use crate::protocol::binary::{self, BinaryOp, REQUEST_MAGIC};
 use crate::protocol::codec::{Decode, Decoder};
 use crate::protocol::{Frame, ProtocolError, Request};
 use crate::stats::{BatchKinds, CommandKind, Latency, LocalStats};
@@ -57,7 +60,9 @@ pub const WRITE_HIGH_WATER: usize = 256 * 1024;
 pub enum Next {
     /// Every complete request is handled: send the replies, read more.
     Read,
-    /// The replies passed [`WRITE_HIGH_WATER`]: send them, then call again.
+    /// The replies are due before more requests run (they passed
+    /// [`WRITE_HIGH_WATER`], or a binary Noop asked for them, as memcached
+    /// flushes then): send them, then call again.
     Write,
     /// `-R` requests were handled and more are buffered: let the other
     /// connections run, then call again.
@@ -78,12 +83,39 @@ pub trait Observer {
 
 impl Observer for () {}
 
+/// Which protocol a connection speaks, and its framing state.
+enum Framing {
+    /// `-B auto` before the first byte: 0x80 picks binary, anything else text.
+    Negotiating,
+    Text(Decoder),
+    Binary(binary::decode::Decoder),
+}
+
+impl Framing {
+    fn new(shared: &Shared) -> Self {
+        match shared.config.binding_protocol {
+            BindingProtocol::Ascii => Framing::text(shared),
+            BindingProtocol::Binary => Framing::binary(shared),
+            BindingProtocol::Auto => Framing::Negotiating,
+        }
+    }
+
+    fn text(shared: &Shared) -> Self {
+        Framing::Text(Decoder::new(shared.config.limits))
+    }
+
+    fn binary(shared: &Shared) -> Self {
+        // SASL is not served: its opcodes get memcached's answer without -S.
+        Framing::Binary(binary::decode::Decoder::new(shared.config.limits, false))
+    }
+}
+
 /// The protocol state of one connection.
 pub struct Session {
     shared: Arc<Shared>,
     /// For log lines.
     id: u64,
-    decoder: Decoder,
+    framing: Framing,
     /// With `-Y`, until the client authenticates.
     unauthenticated: Option<(Arc<AuthFile>, auth::Pending)>,
     /// Counts not yet added to the shared stats; see [`Session::flush_stats`].
@@ -108,7 +140,7 @@ impl Session {
             .clone()
             .map(|file| (file, auth::Pending::default()));
         Session {
-            decoder: Decoder::new(shared.config.limits),
+            framing: Framing::new(&shared),
             shared,
             id,
             unauthenticated,
@@ -198,7 +230,24 @@ impl Session {
                     }
                 }
             }
-            let (consumed, flow) = match self.decoder.decode(rbuf) {
+            let decoded = match &mut self.framing {
+                Framing::Text(d) => d.decode(rbuf),
+                Framing::Binary(d) => d.decode(rbuf),
+                Framing::Negotiating => {
+                    let Some(&first) = rbuf.first() else {
+                        return Next::Read;
+                    };
+                    self.framing = if first == REQUEST_MAGIC {
+                        Framing::binary(shared)
+                    } else {
+                        Framing::text(shared)
+                    };
+                    continue;
+                }
+            };
+            // memcached sends what it owes at once after a binary Noop.
+            let mut flush = false;
+            let (consumed, flow) = match decoded {
                 Decode::NeedMore => return Next::Read,
                 Decode::Frame {
                     consumed,
@@ -214,6 +263,13 @@ impl Session {
                         self.kinds.add(kind_of(&frame));
                     }
                     observer.request(&frame, shared);
+                    flush = matches!(
+                        frame,
+                        Frame::Request(Request::Binary(binary::BinaryCommand {
+                            op: BinaryOp::Noop,
+                            ..
+                        }))
+                    );
                     if let Frame::Error {
                         error: ProtocolError::RetrievalKeyTooLong,
                         ..
@@ -245,7 +301,7 @@ impl Session {
             if flow != Flow::Continue {
                 return Next::End(flow);
             }
-            if wbuf.len() >= WRITE_HIGH_WATER {
+            if wbuf.len() >= WRITE_HIGH_WATER || (flush && !rbuf.is_empty()) {
                 return Next::Write;
             }
             // memcached's -R: let other connections on this worker run.
@@ -264,13 +320,21 @@ impl Session {
     /// True while a data block is being read or swallowed: the connection
     /// is not idle, and `stats conns` shows it reading data.
     pub fn in_data_block(&self) -> bool {
-        self.decoder.in_data_block()
+        match &self.framing {
+            Framing::Text(d) => d.in_data_block(),
+            Framing::Binary(d) => d.in_data_block(),
+            Framing::Negotiating => false,
+        }
     }
 
     /// How many bytes the read buffer must hold before the pending request
     /// can be decoded, when that is known; bounded by `-I`.
     pub fn wanted_len(&self) -> Option<usize> {
-        self.decoder.wanted_len()
+        match &self.framing {
+            Framing::Text(d) => d.wanted_len(),
+            Framing::Binary(d) => d.wanted_len(),
+            Framing::Negotiating => None,
+        }
     }
 
     /// Adds the counts kept since the last call to the shared stats.
@@ -293,9 +357,20 @@ fn kind_of(frame: &Frame<'_>) -> CommandKind {
             Request::Touch { .. } => CommandKind::Touch,
             Request::FlushAll { .. } => CommandKind::FlushAll,
             Request::MetaNoop => CommandKind::Meta,
+            Request::Binary(b) => match b.op {
+                BinaryOp::Get => CommandKind::Get,
+                BinaryOp::Gat { .. } => CommandKind::Gat,
+                BinaryOp::Touch { .. } => CommandKind::Touch,
+                BinaryOp::Store { .. } => CommandKind::Set,
+                BinaryOp::Delete => CommandKind::Delete,
+                BinaryOp::Arith { incr: true, .. } => CommandKind::Incr,
+                BinaryOp::Arith { incr: false, .. } => CommandKind::Decr,
+                BinaryOp::Flush { .. } => CommandKind::FlushAll,
+                _ => CommandKind::Other,
+            },
             _ => CommandKind::Other,
         },
-        Frame::Rejected(_) | Frame::Error { .. } => CommandKind::Error,
+        Frame::Rejected(_) | Frame::Error { .. } | Frame::BinaryRefusal(_) => CommandKind::Error,
         Frame::Close => CommandKind::Other,
     }
 }

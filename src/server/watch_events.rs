@@ -9,8 +9,9 @@
 //! watches), which is also where a delete's or an append's size comes from.
 
 use super::Context;
+use super::stats_reply::slab_class;
 use super::watch::{DELETIONS, FETCHERS, FetchStatus, MUTATIONS};
-use crate::item_rules::{StoreMode, slab_class};
+use crate::item_rules::StoreMode;
 use crate::store::{ArithRequest, ItemInfo, Lookup, Step, StoreRequest, StoreResult};
 
 /// memcached's slab class of an item with these sizes.

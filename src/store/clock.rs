@@ -66,6 +66,19 @@ impl Clock {
         }
     }
 
+    /// A manual clock that goes on from another's frame: relative time 0
+    /// is the same unix time, and it reads `now` (a process that kept its
+    /// clock across a restart, as memcached's does).
+    #[cfg(test)]
+    pub fn manual_resumed(process_started: i64, now: u32) -> Self {
+        Clock {
+            inner: Arc::new(Inner {
+                process_started,
+                source: Source::Manual(AtomicU32::new(now)),
+            }),
+        }
+    }
+
     /// Moves a manual clock forward. Does nothing to the system clock.
     pub fn advance(&self, secs: u32) {
         if let Source::Manual(t) = &self.inner.source {

@@ -56,6 +56,21 @@ pub fn header(item: &[u8]) -> Header {
     }
 }
 
+/// Whether `item` is a well-formed encoding: its header bits known and its
+/// key, flags and CAS within its length. For bytes read from outside (a
+/// snapshot), before any other function here touches them.
+pub fn is_well_formed(item: &[u8]) -> bool {
+    if item.len() < 2 || item[1] & !(HAS_FLAGS | HAS_CAS | KEY_BINARY) != 0 {
+        return false;
+    }
+    let has = item[1];
+    let fields = 2
+        + item[0] as usize
+        + if has & HAS_FLAGS != 0 { 4 } else { 0 }
+        + if has & HAS_CAS != 0 { 8 } else { 0 };
+    fields <= item.len()
+}
+
 /// True if the item's key was stored from a base64 key (meta `b` flag).
 pub fn key_binary(item: &[u8]) -> bool {
     item[1] & KEY_BINARY != 0
@@ -177,6 +192,19 @@ mod tests {
             assert_eq!(&b[header(&b).value_start..], &value[..]);
             assert!(!key_binary(&b));
         }
+    }
+
+    #[test]
+    fn well_formed_items_are_told_from_impossible_ones() {
+        let good = make(b"key", 7, 9, b"value");
+        assert!(is_well_formed(&good));
+        for cut in 0..good.len() - 5 {
+            assert!(!is_well_formed(&good[..cut]), "cut at {cut}");
+        }
+        let mut unknown_bit = good.clone();
+        unknown_bit[1] |= 0x80;
+        assert!(!is_well_formed(&unknown_bit));
+        assert!(!is_well_formed(&[3, 0, b'k']), "a key past the end");
     }
 
     #[test]

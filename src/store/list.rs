@@ -66,7 +66,6 @@ impl List {
         }
     }
 
-    #[cfg(test)]
     pub fn head(&self) -> Option<u32> {
         (self.head != NIL).then_some(self.head)
     }

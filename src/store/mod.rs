@@ -20,7 +20,8 @@
 //! record's address, `record.rs` its state, `segment.rs` segment memory and
 //! the record layout, `item.rs` the immutable encoding of one item,
 //! `list.rs` the intrusive list that orders segments, `memory.rs` what
-//! storage costs and the shared budget.
+//! storage costs and the shared budget. `snapshot/` writes the whole store
+//! to a file and loads it back (warm restart, `-e`).
 //!
 //! Concurrency: a request locks one shard, briefly. A small item (at most
 //! 4 KiB) is copied from the request into its shard's newest segment under
@@ -48,6 +49,7 @@ mod room;
 mod segment;
 mod segments;
 mod shard;
+mod snapshot;
 mod write;
 
 use std::hash::BuildHasher;
@@ -55,12 +57,16 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use foldhash::quality::RandomState;
+use foldhash::quality::FixedState;
 
 pub use clock::Clock;
 pub use request::{
     ArithRequest, ArithResult, Counter, DeleteRequest, DeleteResult, GetRequest, Hit, ItemInfo,
     ItemView, Lookup, Step, StoreRequest, StoreResult, Value,
+};
+pub use snapshot::{
+    Invalid, Restore, Saved, WarmStart, check_writable as check_snapshot_writable,
+    discard as discard_snapshot,
 };
 
 use record::NewItem;
@@ -165,7 +171,10 @@ pub struct Store {
     cells: Box<[Cell]>,
     /// log2 of the shard count.
     shard_bits: u32,
-    hasher: RandomState,
+    hasher: FixedState,
+    /// The hasher's seed, random per store, kept by a snapshot: a key's
+    /// shard and bucket follow it.
+    seed: u64,
     memory: memory::Memory,
     /// memcached's `settings.oldest_live` (0: none).
     oldest_live: AtomicU32,
@@ -175,6 +184,8 @@ pub struct Store {
     config: StoreConfig,
     clock: Clock,
     evictions_log: Option<Arc<dyn EvictionLog>>,
+    /// What the snapshot this store was loaded from held, if it was.
+    warm: Option<WarmStart>,
 }
 
 impl std::fmt::Debug for Store {
@@ -190,7 +201,14 @@ impl Store {
     /// `config.shards` is rounded up to a power of two. An empty store
     /// allocates only its shard array (320 bytes a shard: 80 KiB for 256
     /// shards); segments and indexes grow with the items.
-    pub fn new(mut config: StoreConfig, clock: Clock) -> Store {
+    pub fn new(config: StoreConfig, clock: Clock) -> Store {
+        // Seeded per store: clients cannot aim keys at one bucket.
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64);
+        Store::with_seed(config, clock, seed)
+    }
+
+    /// A store whose key hash has this seed (a snapshot's, to load it).
+    fn with_seed(mut config: StoreConfig, clock: Clock, seed: u64) -> Store {
         config.shards = config.shards.max(1).next_power_of_two();
         let cells = (0..config.shards)
             .map(|_| Cell {
@@ -201,8 +219,8 @@ impl Store {
         Store {
             cells,
             shard_bits: config.shards.trailing_zeros(),
-            // Seeded per process: clients cannot aim keys at one bucket.
-            hasher: RandomState::default(),
+            hasher: FixedState::with_seed(seed),
+            seed,
             memory: memory::Memory::new(config.memory_limit),
             oldest_live: AtomicU32::new(0),
             victim: AtomicUsize::new(0),
@@ -210,6 +228,7 @@ impl Store {
             config,
             clock,
             evictions_log: None,
+            warm: None,
         }
     }
 
@@ -303,14 +322,16 @@ impl Store {
             self.oldest_live.store(deadline - 1, Ordering::Relaxed);
             return;
         }
-        // Items of this second stored before the flush are cleared below;
-        // those stored after it (time == now) stay visible.
-        self.oldest_live
-            .store(now.saturating_sub(1), Ordering::Relaxed);
+        // As memcached: items of this second and the last one stored
+        // before the flush are removed below (those stored after it, with
+        // time == now, stay visible); older ones are flushed lazily, so a
+        // read of one counts in get_flushed.
+        let oldest_live = now.saturating_sub(1);
+        self.oldest_live.store(oldest_live, Ordering::Relaxed);
         for i in 0..self.cells.len() {
             let ctx = self.ctx(now);
-            let old = self.lock(i).clear(&ctx);
-            drop(old);
+            let freed = self.lock(i).flush_recent(&ctx);
+            drop(freed);
         }
     }
 

@@ -158,9 +158,12 @@ fn gen_exptime(rng: &mut Rng, clock: &Clock) -> i64 {
     }
 }
 
-fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats {
-    let clock = Clock::manual(UNIX);
-    let s = Store::new(
+/// With `restarts`, the store is now and then saved and loaded again into
+/// a new store whose clock goes on from the old one's after a downtime
+/// (and the model's clock with it), in the middle of the sequence.
+fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool, restarts: bool) -> Stats {
+    let mut clock = Clock::manual(UNIX);
+    let mut s = Store::new(
         StoreConfig {
             memory_limit: limit,
             evictions: true,
@@ -180,6 +183,17 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool) -> Stats
     for op in 0..ops {
         if rng.below(20) == 0 {
             clock.advance(*rng.pick(&[0, 1, 1, 2, 3, 61]));
+        }
+        if restarts && rng.below(500) == 0 {
+            let mut file = Vec::new();
+            s.write_snapshot(&mut file).expect("writes to memory");
+            let downtime = *rng.pick(&[0, 1, 3, 61]);
+            let next = Clock::manual_resumed(clock.process_started(), clock.now() + downtime);
+            s = Store::read_snapshot(s.config().clone(), next.clone(), &mut &file[..])
+                .unwrap_or_else(|e| panic!("seed {seed:#x}, op {op}: {e}"));
+            clock = next;
+            stats.restarts += 1;
+            check(&s);
         }
         let now = clock.now();
         // Under eviction, many more keys than fit.
@@ -412,12 +426,13 @@ struct Stats {
     oom: u64,
     evicted_seen: u64,
     evictions: u64,
+    restarts: u64,
 }
 
 #[test]
 fn agrees_with_the_model_when_nothing_is_evicted() {
     for seed in [1, 0xdead_beef, 0x1234_5678_9abc] {
-        let st = run(seed, 20_000, 64 << 20, 16, true);
+        let st = run(seed, 20_000, 64 << 20, 16, true, false);
         assert_eq!(st.evictions, 0, "{st:?}");
         // The run exercised what it is meant to.
         eprintln!("no eviction, seed {seed:#x}: {st:?}");
@@ -432,10 +447,19 @@ fn agrees_with_the_model_when_nothing_is_evicted() {
 #[test]
 fn never_returns_a_wrong_value_under_eviction() {
     for (seed, shards) in [(7, 1), (0xfeed, 4), (0xabcdef, 16)] {
-        let st = run(seed, 20_000, 96 * 1024, shards, false);
+        let st = run(seed, 20_000, 96 * 1024, shards, false, false);
         eprintln!("eviction, seed {seed:#x}, {shards} shards: {st:?}");
         assert!(st.evictions > 100, "{st:?}");
         assert!(st.hits > 500, "{st:?}");
+    }
+}
+
+#[test]
+fn agrees_with_the_model_across_restarts() {
+    for (seed, limit, exact) in [(3, 64 << 20, true), (0xbeef, 96 * 1024, false)] {
+        let st = run(seed, 20_000, limit, 4, exact, true);
+        eprintln!("restarts, seed {seed:#x}: {st:?}");
+        assert!(st.restarts > 20 && st.hits > 500, "{st:?}");
     }
 }
 

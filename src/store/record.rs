@@ -27,6 +27,8 @@ pub const STALE: u8 = 4;
 pub const WIN: u8 = 8;
 /// Replaced or removed: the space waits for its segment to go.
 pub const DEAD: u8 = 16;
+/// Every state bit; any other is not a record's.
+pub const ALL_BITS: u8 = FETCHED | ACTIVE | STALE | WIN | DEAD;
 
 /// A record's changeable fields, read and written as one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

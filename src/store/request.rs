@@ -279,6 +279,8 @@ pub struct ItemInfo {
 #[derive(Debug, Clone, Copy)]
 pub struct ItemView<'a> {
     pub key: &'a [u8],
+    /// The key was stored from base64 (meta `b`).
+    pub key_binary: bool,
     pub value_len: usize,
     pub flags: u32,
     pub cas: u64,

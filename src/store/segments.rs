@@ -206,7 +206,7 @@ impl Segments {
         self.order.newer(&self.tables, node)
     }
 
-    #[cfg(test)]
+    /// The newest segment.
     pub fn newest(&self) -> Option<u32> {
         self.order.head()
     }

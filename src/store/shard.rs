@@ -20,7 +20,7 @@ use std::hash::BuildHasher;
 use std::mem;
 
 use bytes::Bytes;
-use foldhash::quality::RandomState;
+use foldhash::quality::FixedState;
 use hashbrown::HashTable;
 
 use super::clock;
@@ -40,7 +40,7 @@ pub struct Ctx<'a> {
     /// flushed (0: no flush pending).
     pub oldest_live: u32,
     pub evictions: bool,
-    pub hasher: &'a RandomState,
+    pub hasher: &'a FixedState,
     pub memory: &'a Memory,
     pub layout: Layout,
     /// Told of each eviction (`watch evictions`).
@@ -386,15 +386,34 @@ impl Shard {
         Ok((loc, garbage))
     }
 
-    /// Drops every item and gives back all memory. Returns the old shard
-    /// contents to be freed outside the lock.
-    pub fn clear(&mut self, ctx: &Ctx) -> Shard {
-        ctx.memory.release(self.bytes);
-        let (counters, installs) = (self.counters, self.segs.installs);
-        let old = mem::take(self);
-        self.counters = counters;
-        self.segs.installs = installs;
-        old
+    /// An immediate `flush_all`, as memcached's `item_flush_expired`: the
+    /// items of the flush's second and the one before (time at or after
+    /// `oldest_live`) go now; older ones stay until they are found flushed
+    /// (`get_flushed`) or swept. Returns the freed memory (segments, and
+    /// the old shard when nothing was left), to drop outside the lock.
+    pub fn flush_recent(&mut self, ctx: &Ctx) -> (Vec<Bytes>, Shard) {
+        let mut recent = Vec::new();
+        self.walk_oldest_first(&mut |loc, m| {
+            if m.time >= ctx.oldest_live {
+                recent.push(loc);
+            }
+            true
+        });
+        let mut freed = Vec::new();
+        for loc in recent {
+            let hash = ctx.hash(item::key(self.item(loc)));
+            freed.extend(self.remove(loc, hash, ctx));
+        }
+        let mut old = Shard::new();
+        if self.len == 0 {
+            // Nothing older was left: give back every segment, the head too.
+            ctx.memory.release(self.bytes);
+            let (counters, installs) = (self.counters, self.segs.installs);
+            old = mem::take(self);
+            self.counters = counters;
+            self.segs.installs = installs;
+        }
+        (freed, old)
     }
 
     /// Bytes charged to this shard, and the last store or access refresh
@@ -443,6 +462,7 @@ impl Shard {
             let h = item::header(it);
             f(ItemView {
                 key: item::key(it),
+                key_binary: item::key_binary(it),
                 value_len: it.len() - h.value_start,
                 flags: h.flags,
                 cas: h.cas,
@@ -455,7 +475,7 @@ impl Shard {
 
     /// Checks every structural invariant; for tests.
     #[cfg(test)]
-    pub fn check(&self, hasher: &RandomState) {
+    pub fn check(&self, hasher: &FixedState) {
         let mut live = 0;
         let mut charges = 0;
         let mut at_node = self.segs.newest();

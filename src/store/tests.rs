@@ -701,6 +701,27 @@ fn flush_all_now() {
 }
 
 #[test]
+fn flush_all_now_leaves_older_items_to_be_found_flushed() {
+    let s = store();
+    let c = s.clock().clone();
+    c.advance(100);
+    let now = c.now();
+    set(&s, "old", "v", now - 3);
+    set(&s, "last_second", "v", now - 1);
+    set(&s, "this_second", "v", now);
+    s.flush(0, now);
+    // The last two seconds go at once, as memcached's item_flush_expired;
+    // the older item stays until it is found flushed.
+    assert_eq!(s.stats().curr_items, 1);
+    assert_eq!(get(&s, b"this_second", now), Lookup::Miss);
+    assert_eq!(get(&s, b"last_second", now), Lookup::Miss);
+    assert_eq!(get(&s, b"old", now), Lookup::Flushed);
+    assert_eq!(get(&s, b"old", now), Lookup::Miss);
+    assert_eq!(s.stats().curr_items, 0);
+    check(&s);
+}
+
+#[test]
 fn flush_all_delayed() {
     let s = store();
     let t = 100;

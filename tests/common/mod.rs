@@ -3,11 +3,17 @@
 //! Servers are started by `launch`, which a test file using this module
 //! declares too (`mod launch;`).
 //!
-//! The differential harness (corpus format, runner, normalisation) lives in
-//! the submodules; the integration tests only use this file.
+//! The differential harness (corpus format, runner, normalisation, recorded
+//! reference transcripts, the list of known gaps; the binary protocol's
+//! corpus format and runner) lives in the submodules; the integration tests
+//! only use this file.
 
+pub mod binary_corpus;
+pub mod binary_runner;
 pub mod corpus;
+pub mod gaps;
 pub mod normalise;
+pub mod recorded;
 pub mod runner;
 
 use std::io::{self, Read, Write};

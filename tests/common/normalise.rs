@@ -98,6 +98,9 @@ pub const FERROCACHE_ONLY_STATS: &[&str] = &[
     "hot_keys_top",
     "hot_keys_window",
     "hot_keys_sample",
+    "warm_start",
+    "warm_start_items",
+    "warm_start_seconds",
 ];
 
 /// Normalisation state of one server's side of one session.

@@ -17,7 +17,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 /// How long to wait for a fence reply or for the server to close.
-const WAIT_DEADLINE: Duration = Duration::from_secs(3);
+pub const WAIT_DEADLINE: Duration = Duration::from_secs(3);
 const FENCE: &[u8] = b"mn\r\n";
 
 /// What one server sent in one session, normalised.
@@ -37,8 +37,10 @@ struct Received {
     end: Option<String>,
 }
 
-struct Conn {
-    stream: TcpStream,
+/// One connection of a session, with a thread collecting what it receives
+/// (the binary runner uses it too, with its own fence).
+pub struct Conn {
+    pub stream: TcpStream,
     received: Arc<(Mutex<Received>, Condvar)>,
     reader: Option<JoinHandle<()>>,
     /// Everything written, to count the `mn` lines a sync must wait for.
@@ -46,15 +48,15 @@ struct Conn {
     /// How much of the received bytes is already in the transcript.
     shown: usize,
     /// A write failed, or we shut down our side: send nothing more.
-    write_closed: bool,
+    pub write_closed: bool,
     /// The connection is over: nothing more will be read or shown.
-    done: bool,
+    pub done: bool,
     /// The first failed write, for diagnostics.
     write_error: Option<String>,
 }
 
 impl Conn {
-    fn new(stream: TcpStream) -> Conn {
+    pub fn new(stream: TcpStream) -> Conn {
         let received = Arc::new((Mutex::new(Received::default()), Condvar::new()));
         let mut reading = stream.try_clone().expect("clone stream");
         reading.set_read_timeout(None).expect("set_read_timeout");
@@ -92,7 +94,7 @@ impl Conn {
         }
     }
 
-    fn write(&mut self, bytes: &[u8], bytewise: bool) {
+    pub fn write(&mut self, bytes: &[u8], bytewise: bool) {
         self.sent.extend_from_slice(bytes);
         if self.write_closed {
             return;
@@ -113,7 +115,7 @@ impl Conn {
 
     /// Waits until `done(received)` holds, the server closes, or the
     /// deadline passes. Returns the new bytes and how the wait ended.
-    fn wait(&mut self, done: impl Fn(&[u8]) -> bool) -> (Vec<u8>, Ending) {
+    pub fn wait(&mut self, done: impl Fn(&[u8]) -> bool) -> (Vec<u8>, Ending) {
         let deadline = Instant::now() + WAIT_DEADLINE;
         let (lock, cv) = &*self.received;
         let mut r = lock.lock().unwrap();
@@ -135,6 +137,14 @@ impl Conn {
         (new, ending)
     }
 
+    /// How the reading ended (EOF, an error), if it has.
+    pub fn end(&self) -> Option<String> {
+        let r = self.received.0.lock().unwrap();
+        r.end
+            .as_ref()
+            .map(|e| format!("{e} after {} bytes", r.buf.len()))
+    }
+
     /// Sends the fence and reads up to its reply.
     fn sync(&mut self, bytewise: bool) -> (Vec<u8>, Ending) {
         self.write(FENCE, bytewise);
@@ -143,11 +153,11 @@ impl Conn {
     }
 
     /// Reads until the server closes the connection.
-    fn read_to_close(&mut self) -> (Vec<u8>, Ending) {
+    pub fn read_to_close(&mut self) -> (Vec<u8>, Ending) {
         self.wait(|_| false)
     }
 
-    fn close(&mut self) {
+    pub fn close(&mut self) {
         let _ = self.stream.shutdown(Shutdown::Both);
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
@@ -158,7 +168,7 @@ impl Conn {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Ending {
+pub enum Ending {
     Fence,
     Closed,
     Timeout,

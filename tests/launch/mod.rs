@@ -186,6 +186,9 @@ enum Ready {
     Served,
     /// It accepts a connection; nothing is sent on it.
     Accepting,
+    /// It answers a binary-protocol Noop on its first connection, which
+    /// then speaks binary (for `-B binary`, and binary sessions).
+    ServedBinary,
 }
 
 /// How to start a server: the program, the test's arguments, and when it
@@ -226,6 +229,13 @@ impl Launch {
     /// would fail. The server counts that probe as one failed handshake.
     pub fn ready_on_accept(mut self) -> Launch {
         self.ready = Ready::Accepting;
+        self
+    }
+
+    /// Ready once a binary Noop is answered on the first connection, which
+    /// is left speaking the binary protocol.
+    pub fn ready_binary(mut self) -> Launch {
+        self.ready = Ready::ServedBinary;
         self
     }
 
@@ -297,11 +307,13 @@ impl Launch {
             server.accepted(metrics, deadline)?;
         }
         configure(&conn);
-        if self.ready == Ready::Served {
-            // `mn` moves no counter.
-            round_trip(&conn)
-                .map_err(|e| format!("first connection on port {port} failed: {e}"))?;
-        }
+        let probe = match self.ready {
+            // `mn` moves no counter, nor does a Noop.
+            Ready::Served => round_trip(&conn),
+            Ready::ServedBinary => binary_round_trip(&conn),
+            Ready::Accepting => Ok(()),
+        };
+        probe.map_err(|e| format!("first connection on port {port} failed: {e}"))?;
         Ok((server, conn))
     }
 
@@ -480,6 +492,14 @@ fn round_trip(mut conn: &TcpStream) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+fn binary_round_trip(mut conn: &TcpStream) -> io::Result<()> {
+    let mut noop = [0u8; 24];
+    noop[0] = 0x80;
+    noop[1] = 0x0a;
+    conn.write_all(&noop)?;
+    conn.read_exact(&mut noop)
 }
 
 /// No Nagle (small writes go out at once) and bounded blocking.

@@ -3,7 +3,9 @@
 Everything that differs between a test run, the measurement and a developer's
 laptop comes from the environment:
 
-- CACHE_BACKEND: "pymemcache" (PyMemcacheCache) or "pylibmc" (PyLibMCCache)
+- CACHE_BACKEND: "pymemcache" (PyMemcacheCache), "pylibmc" (PyLibMCCache) or
+  "pylibmc-binary" (PyLibMCCache over the binary protocol with ketama, as
+  Django's documentation configures it)
 - CACHE_LOCATION: "127.0.0.1:11211", or "unix:/path/to.sock" for a socket
 - CACHE_TTL: seconds the cached views live (the tutorial uses 15 minutes)
 - UPSTREAM_URL: the slow external API (the tutorial calls httpbin's /delay/2)
@@ -56,13 +58,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CACHE_BACKENDS = {
     "pymemcache": "django.core.cache.backends.memcached.PyMemcacheCache",
     "pylibmc": "django.core.cache.backends.memcached.PyLibMCCache",
+    "pylibmc-binary": "django.core.cache.backends.memcached.PyLibMCCache",
 }
 
 
 def cache_location(backend: str, location: str) -> str:
     """Django spells a unix socket "unix:/path" for pymemcache and a bare
     "/path" for pylibmc; accept the first form for both."""
-    if backend == "pylibmc" and location.startswith("unix:"):
+    if backend.startswith("pylibmc") and location.startswith("unix:"):
         return location[len("unix:"):]
     return location
 
@@ -71,6 +74,10 @@ def cache_location(backend: str, location: str) -> str:
 CACHE_OPTIONS = {
     "pymemcache": {"connect_timeout": 5, "timeout": 10},
     "pylibmc": {"binary": False, "behaviors": {"connect_timeout": 5000, "_poll_timeout": 10000}},
+    "pylibmc-binary": {
+        "binary": True,
+        "behaviors": {"ketama": True, "connect_timeout": 5000, "_poll_timeout": 10000},
+    },
 }
 
 

@@ -1,5 +1,5 @@
 //! The key listings: `stats cachedump <class> <limit>` and `lru_crawler
-//! metadump`, which memcached-tool reads. Every item is in class 1 (see
+//! metadump|mgdump`, which memcached-tool and meta clients read. Every item is in class 1 (see
 //! `slabs.rs`).
 
 use std::fmt::Write as _;
@@ -8,8 +8,8 @@ use bytes::{BufMut, BytesMut};
 
 use super::Context;
 use super::slabs::CLASS;
-use crate::protocol::ProtocolError;
 use crate::protocol::reply::Reply;
+use crate::protocol::{ProtocolError, base64};
 use crate::server::Replies;
 
 /// memcached's `MAX_NUMBER_OF_SLAB_CLASSES`: `stats cachedump` accepts
@@ -73,37 +73,61 @@ pub(super) fn cachedump(
     out.send(Reply::End);
 }
 
-/// `lru_crawler metadump all`: one line per item, as memcached-tool's
-/// `dump` and `keys` read them: `key=<url-encoded> exp=<unix|-1>
-/// la=<unix> cas=<n> fetch=<yes|no> cls=1 size=<n>`, each ended by a bare
-/// `\n`, then `END\r\n`.
-pub(in crate::server) fn metadump(cx: &mut Context<'_>, out: &mut Replies<'_>) {
+/// `lru_crawler metadump|mgdump`, as memcached 1.6.45 writes them: `OK`,
+/// then one line per item (when `items` is set: the store's one class was
+/// named), then `END` (metadump) or `EN` (mgdump).
+///
+/// metadump's lines are what memcached-tool's `dump` and `keys` read:
+/// `key=<url-encoded> exp=<unix|-1> la=<unix> cas=<n> fetch=<yes|no> cls=1
+/// size=<n> flags=<n> `, each ended by a bare `\n`. mgdump's are `mg <key>`
+/// requests, a key stored from base64 sent in base64 with ` b`.
+pub(in crate::server) fn dump_keys(
+    cx: &mut Context<'_>,
+    out: &mut Replies<'_>,
+    mg: bool,
+    items: bool,
+) {
     let clock = cx.shared.store.clock();
     let limits = cx.shared.config.limits;
     let mut line = BytesMut::new();
-    cx.shared.store.for_each_item(cx.now, |it| {
-        line.clear();
-        line.put_slice(b"key=");
-        url_encode(it.key, &mut line);
-        let exp = if it.deadline == 0 {
-            -1
-        } else {
-            clock.to_unix(it.deadline)
-        };
-        let _ = writeln!(
-            line,
-            " exp={} la={} cas={} fetch={} cls={CLASS} size={}",
-            exp,
-            clock.to_unix(it.time),
-            it.cas,
-            if it.fetched { "yes" } else { "no" },
-            limits.item_total_size(it.key.len(), it.value_len, it.flags),
-        );
-        // memcached ends these lines with a bare newline.
-        out.send(Reply::Raw(&line));
-        true
-    });
-    out.send(Reply::End);
+    out.send(Reply::Line(b"OK"));
+    if items {
+        cx.shared.store.for_each_item(cx.now, |it| {
+            line.clear();
+            if mg {
+                line.put_slice(b"mg ");
+                if it.key_binary {
+                    base64::encode(it.key, &mut line);
+                    line.put_slice(b" b");
+                } else {
+                    line.put_slice(it.key);
+                }
+                out.send(Reply::Line(&line));
+                return true;
+            }
+            line.put_slice(b"key=");
+            url_encode(it.key, &mut line);
+            let exp = if it.deadline == 0 {
+                -1
+            } else {
+                clock.to_unix(it.deadline)
+            };
+            let _ = writeln!(
+                line,
+                " exp={} la={} cas={} fetch={} cls={CLASS} size={} flags={} ",
+                exp,
+                clock.to_unix(it.time),
+                it.cas,
+                if it.fetched { "yes" } else { "no" },
+                limits.item_total_size(it.key.len(), it.value_len, it.flags),
+                it.flags,
+            );
+            // memcached ends these lines with a bare newline.
+            out.send(Reply::Raw(&line));
+            true
+        });
+    }
+    out.send(if mg { Reply::Line(b"EN") } else { Reply::End });
 }
 
 /// Percent-encodes all but RFC 3986's unreserved characters, as memcached's

@@ -90,19 +90,21 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     stat!("hash_power_level", 0);
     stat!("hash_bytes", 0);
     stat!("hash_is_expanding", 0);
+    // memcached 1.6.45's slab mover lines; there are no slabs to move here.
     for name in [
         "slab_reassign_rescues",
         "slab_reassign_chunk_rescues",
-        "slab_reassign_evictions_nomem",
         "slab_reassign_inline_reclaim",
         "slab_reassign_busy_items",
         "slab_reassign_busy_deletes",
-        "slab_reassign_running",
-        "slabs_moved",
+        "slab_reassign_busy_nomem",
     ] {
         out.stat(name, 0);
     }
-    if cfg.lru_crawler {
+    stat!("slab_reassign_last_busy_status", "none");
+    stat!("slab_reassign_running", 0);
+    stat!("slabs_moved", 0);
+    if shared.tunables.lru_crawler.load(Ordering::Relaxed) {
         stat!("lru_crawler_running", 0);
         stat!("lru_crawler_starts", 0);
     }
@@ -157,6 +159,18 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
             out.stat(name, 0);
         }
     }
+    // ferrocache's own, after memcached's and only with -e: how the last
+    // start went.
+    if cfg.memory_file.is_some() {
+        let warm = shared.store.warm_start();
+        stat!("warm_start", u8::from(warm.is_some()));
+        stat!("warm_start_items", warm.map_or(0, |w| w.items));
+        let d = warm.map_or(std::time::Duration::ZERO, |w| w.duration);
+        stat!(
+            "warm_start_seconds",
+            format!("{}.{:06}", d.as_secs(), d.subsec_micros())
+        );
+    }
     out.send(Reply::End);
 }
 
@@ -166,6 +180,8 @@ fn yes_no(b: bool) -> &'static str {
 
 pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let cfg = &cx.shared.config;
+    let t = &cx.shared.tunables;
+    use Ordering::Relaxed;
     let st = cx.shared.store_stats();
     let (domain_socket, umask) = match &cfg.listen {
         Listen::Unix { path, mask } => (path.display().to_string(), format!("{mask:o}")),
@@ -198,7 +214,7 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("reqs_per_event", cfg.reqs_per_event.to_string()),
         ("cas_enabled", yes_no(cfg.store.cas_enabled).into()),
         ("tcp_backlog", cfg.backlog.to_string()),
-        ("binding_protocol", cfg.binding_protocol.into()),
+        ("binding_protocol", cfg.binding_protocol.name().into()),
         ("auth_enabled_sasl", "no".into()),
         // memcached shows the file's path here, not `yes`.
         (
@@ -211,9 +227,15 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("maxconns_fast", "yes".into()),
         ("hashpower_init", "0".into()),
         ("slab_reassign", "no".into()),
-        ("slab_automove", "0".into()),
-        ("slab_automove_ratio", "0.00".into()),
-        ("slab_automove_window", "0".into()),
+        ("slab_automove", t.slab_automove.load(Relaxed).to_string()),
+        (
+            "slab_automove_ratio",
+            format!("{:.2}", t.slab_automove_ratio()),
+        ),
+        (
+            "slab_automove_window",
+            t.slab_automove_window.load(Relaxed).to_string(),
+        ),
         // memcached's default (half a 1 MiB slab page), bounded by -I as
         // memcached requires.
         (
@@ -222,21 +244,30 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ),
         // No crawler thread: expired items are reclaimed on access and by
         // the store's bounded sweep.
-        ("lru_crawler", yes_no(cfg.lru_crawler).into()),
-        ("lru_crawler_sleep", "0".into()),
-        ("lru_crawler_tocrawl", "0".into()),
+        ("lru_crawler", yes_no(t.lru_crawler.load(Relaxed)).into()),
+        (
+            "lru_crawler_sleep",
+            t.lru_crawler_sleep.load(Relaxed).to_string(),
+        ),
+        (
+            "lru_crawler_tocrawl",
+            t.lru_crawler_tocrawl.load(Relaxed).to_string(),
+        ),
         ("tail_repair_time", "0".into()),
         ("flush_enabled", yes_no(cfg.flush_enabled).into()),
         ("dump_enabled", "yes".into()),
         ("hash_algorithm", "foldhash".into()),
         ("lru_maintainer_thread", yes_no(cfg.lru_maintainer).into()),
-        ("lru_segmented", "no".into()),
-        ("hot_lru_pct", "0".into()),
-        ("warm_lru_pct", "0".into()),
-        ("hot_max_factor", "0.00".into()),
-        ("warm_max_factor", "0.00".into()),
-        ("temp_lru", "no".into()),
-        ("temporary_ttl", "0".into()),
+        (
+            "lru_segmented",
+            yes_no(t.lru_segmented.load(Relaxed)).into(),
+        ),
+        ("hot_lru_pct", t.hot_lru_pct.load(Relaxed).to_string()),
+        ("warm_lru_pct", t.warm_lru_pct.load(Relaxed).to_string()),
+        ("hot_max_factor", format!("{:.2}", t.hot_max_factor())),
+        ("warm_max_factor", format!("{:.2}", t.warm_max_factor())),
+        ("temp_lru", yes_no(t.temp_lru.load(Relaxed)).into()),
+        ("temporary_ttl", t.temporary_ttl.load(Relaxed).to_string()),
         (
             "idle_timeout",
             cfg.idle_timeout.map_or(0, |d| d.as_secs()).to_string(),
@@ -245,10 +276,7 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         // memcached's default; there are no per-worker log buffers here.
         ("worker_logbuf_size", "65536".into()),
         ("read_buf_mem_limit", "0".into()),
-        (
-            "track_sizes",
-            yes_no(cx.shared.sizes_enabled.load(Ordering::Relaxed)).into(),
-        ),
+        ("track_sizes", yes_no(cfg.track_sizes).into()),
         ("inline_ascii_response", "no".into()),
         ("ext_item_size", "0".into()),
         ("ext_item_age", "0".into()),
@@ -259,7 +287,10 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("ext_drop_under", "0".into()),
         ("ext_max_sleep", "0".into()),
         ("ext_max_frag", "0.00".into()),
-        ("slab_automove_freeratio", "0.000".into()),
+        (
+            "slab_automove_freeratio",
+            format!("{:.3}", t.slab_automove_freeratio()),
+        ),
         ("ext_drop_unread", "no".into()),
         ("ssl_enabled", yes_no(cfg.tls.is_some()).into()),
         (
@@ -276,7 +307,10 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("ssl_kernel_tls", "no".into()),
         ("ssl_min_version", cfg.tls_options.min_version.clone()),
         ("num_napi_ids", "(null)".into()),
-        ("memory_file", "(null)".into()),
+        // As given to -e; memcached prints its unset pointer as `(null)`.
+        ("memory_file", shown_path(&cfg.memory_file, "(null)")),
+        // The size of the client flags field, in bytes (a 32-bit number).
+        ("client_flags_size", "4".into()),
         // ferrocache's own, after memcached's: the hot-key top-K.
         (
             "hot_keys",

@@ -6,7 +6,7 @@
 //! - `general.rs`: `stats` itself and `stats settings`;
 //! - `slabs.rs`: `stats items`, `slabs` and `sizes`, which emulate
 //!   memcached's slab classes (the store has none: all items show as class 1);
-//! - `dump.rs`: the key listings, `stats cachedump` and `lru_crawler metadump`;
+//! - `dump.rs`: the key listings, `stats cachedump` and `lru_crawler metadump|mgdump`;
 //! - here: the dispatch, `stats conns`, `stats detail` and `stats hotkeys`.
 
 mod dump;
@@ -16,13 +16,13 @@ mod slabs;
 mod tests;
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use bytes::{BufMut, BytesMut};
 
 use dump::cachedump;
-pub(super) use dump::metadump;
+pub(super) use dump::dump_keys;
 use general::{general, settings};
+pub(super) use slabs::slab_class;
 use slabs::{items, sizes, slabs};
 
 use super::Context;
@@ -44,15 +44,8 @@ pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
         Some(b"items") => items(cx, out),
         Some(b"slabs") => slabs(cx, out),
         Some(b"sizes") => sizes(cx, out),
-        // memcached answers these two with the status line only, no END.
-        Some(b"sizes_enable") => {
-            cx.shared.sizes_enabled.store(true, Ordering::Relaxed);
-            out.stat("sizes_status", "enabled");
-        }
-        Some(b"sizes_disable") => {
-            cx.shared.sizes_enabled.store(false, Ordering::Relaxed);
-            out.stat("sizes_status", "disabled");
-        }
+        // (memcached 1.6.45 dropped `sizes_enable` / `sizes_disable`: they
+        // are unknown, and `-o track_sizes` is the one switch.)
         Some(b"conns") => conns(cx, out),
         Some(b"detail") => detail(it.next(), cx, out),
         Some(b"cachedump") => cachedump(it.next(), it.next(), cx, out),
@@ -60,6 +53,54 @@ pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
         Some(b"hotkeys") => hotkeys(cx, out),
         Some(_) => out.send(Reply::Error(ProtocolError::UnknownCommand)),
     }
+}
+
+/// The binary Stat request, whose key names the group. memcached serves
+/// fewer groups in binary than in text, matches some by prefix only, and
+/// answers the others not found; each listing ends with an empty packet.
+pub fn binary(group: &[u8], cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    let named = |name: &'static [u8]| Keys::new(name);
+    let args = match group {
+        b"" => named(b""),
+        // memcached compares these with strncmp: a longer key matches too.
+        g if g.starts_with(b"reset") => named(b"reset"),
+        g if g.starts_with(b"settings") => named(b"settings"),
+        g if g.starts_with(b"detail") => return binary_detail(&g[6..], cx, out),
+        // (1.6.45 answers `sizes_enable` / `sizes_disable` not found, as it
+        // has dropped them from text too.)
+        b"items" | b"slabs" | b"sizes" | b"hotkeys" => Keys::new(group),
+        _ => return out.send(Reply::NotFound),
+    };
+    stats(args, cx, out);
+}
+
+/// Binary `detail on|off|dump`: the dump is one stat, `detailed`, holding
+/// the text listing.
+fn binary_detail(arg: &[u8], cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    let detail = &cx.shared.detail;
+    if arg.starts_with(b" dump") {
+        let mut text = String::new();
+        for (prefix, c) in detail.dump() {
+            let _ = write!(
+                text,
+                "PREFIX {} get {} hit {} set {} del {}\r\n",
+                String::from_utf8_lossy(&prefix),
+                c.get,
+                c.hit,
+                c.set,
+                c.del
+            );
+        }
+        text.push_str("END\r\n");
+        out.stat("detailed", text);
+    } else if arg.starts_with(b" on") {
+        detail.set_enabled(true);
+    } else if arg.starts_with(b" off") {
+        detail.set_enabled(false);
+    } else {
+        return out.send(Reply::NotFound);
+    }
+    out.send(Reply::End);
 }
 
 /// `stats conns`: the listeners, then every open connection, by descriptor.

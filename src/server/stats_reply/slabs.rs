@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 
 use super::Context;
 use crate::protocol::reply::Reply;
@@ -139,12 +138,11 @@ pub(super) fn slabs(cx: &mut Context<'_>, out: &mut Replies<'_>) {
 }
 
 /// `stats sizes`: item counts by memcached's item size (header, key, value
-/// and CRLF), in 32-byte buckets. memcached counts items stored after
-/// `sizes_enable`; here the buckets are computed from every item present
-/// when asked, so nothing is counted while it is on and nothing is missed.
+/// and CRLF), in 32-byte buckets, with `-o track_sizes`; the buckets are
+/// computed from every item present when asked.
 pub(super) fn sizes(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     let shared = cx.shared;
-    if !shared.sizes_enabled.load(Ordering::Relaxed) {
+    if !shared.config.track_sizes {
         out.stat("sizes_status", "disabled");
         out.send(Reply::End);
         return;
@@ -160,4 +158,25 @@ pub(super) fn sizes(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         out.stat(&size.to_string(), n);
     }
     out.send(Reply::End);
+}
+
+/// The slab class memcached would keep an item of `size` bytes in
+/// (`slabs_clsid` over classes from 96 bytes, growth factor 1.25, aligned
+/// to 8, up to half a 1 MiB page); `me` prints it.
+pub(in crate::server) fn slab_class(size: usize) -> u32 {
+    const CHUNK_MAX: usize = 512 * 1024;
+    let mut class_size = 96usize;
+    let mut class = 1;
+    loop {
+        if class_size as f64 >= CHUNK_MAX as f64 / 1.25 {
+            // The largest class holds the rest (larger items are chunked).
+            return class;
+        }
+        class_size = class_size.next_multiple_of(8);
+        if size <= class_size {
+            return class;
+        }
+        class += 1;
+        class_size = (class_size as f64 * 1.25) as usize;
+    }
 }

@@ -14,7 +14,11 @@ use crate::store::{Clock, Store, StoreRequest};
 const UNIX: i64 = 1_700_000_000;
 
 fn shared() -> Arc<Shared> {
-    let config = Cli::try_parse_from(["ferrocache", "-t", "1"])
+    shared_with(&[])
+}
+
+fn shared_with(flags: &[&str]) -> Arc<Shared> {
+    let config = Cli::try_parse_from(["ferrocache", "-t", "1"].iter().chain(flags))
         .unwrap()
         .validate()
         .unwrap();
@@ -62,15 +66,17 @@ fn items_and_slabs_show_one_class() {
 }
 
 #[test]
-fn sizes_are_off_until_enabled_and_enable_has_no_end() {
+fn sizes_are_off_unless_track_sizes() {
     let s = shared();
     set(&s, b"bar", 0, 0, b"x");
-    set(&s, b"foo:1", 5, 0, b"abc");
     assert_eq!(run(&s, "sizes"), "STAT sizes_status disabled\r\nEND\r\n");
-    assert_eq!(run(&s, "sizes_enable"), "STAT sizes_status enabled\r\n");
-    // memcached 1.6.18 puts these two at 64 and 96 (sizes 63 and 71).
+    // memcached 1.6.45 dropped the runtime switches.
+    assert_eq!(run(&s, "sizes_enable"), "ERROR\r\n");
+    let s = shared_with(&["-o", "track_sizes"]);
+    set(&s, b"bar", 0, 0, b"x");
+    set(&s, b"foo:1", 5, 0, b"abc");
+    // memcached puts these two at 64 and 96 (sizes 63 and 71).
     assert_eq!(run(&s, "sizes"), "STAT 64 1\r\nSTAT 96 1\r\nEND\r\n");
-    assert_eq!(run(&s, "sizes_disable"), "STAT sizes_status disabled\r\n");
 }
 
 #[test]
@@ -120,10 +126,13 @@ fn metadump_lines_end_in_a_bare_newline() {
     let text = Session::new(s.clone(), 1).exchange(b"lru_crawler metadump all\r\n");
     let la = UNIX;
     assert!(
-        text.starts_with(&format!("key=a%3Ab%20c exp=-1 la={la} cas=")),
+        text.starts_with(&format!("OK\r\nkey=a%3Ab%20c exp=-1 la={la} cas=")),
         "{text}"
     );
-    assert!(text.ends_with(" fetch=no cls=1 size=65\nEND\r\n"), "{text}");
+    assert!(
+        text.ends_with(" fetch=no cls=1 size=65 flags=0 \nEND\r\n"),
+        "{text}"
+    );
 }
 
 #[test]
