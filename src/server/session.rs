@@ -417,6 +417,47 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::watch::Drained;
+
+    /// Two sessions on one fresh server.
+    fn two_sessions() -> (Session, Session) {
+        use clap::Parser;
+        let config = crate::config::Cli::try_parse_from(["ferrocache"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        let store = crate::store::Store::new(
+            config.store.clone(),
+            crate::store::Clock::manual(1_700_000_000),
+        );
+        let shared = Arc::new(Shared::new(config, store, 1));
+        (Session::new(shared.clone(), 1), Session::new(shared, 2))
+    }
+
+    #[test]
+    fn watch_hands_the_driver_a_watcher_and_takes_no_more_requests() {
+        let (mut watcher, mut client) = two_sessions();
+        watcher.set_fd(7);
+        client.set_fd(9);
+        let mut rbuf = BytesMut::from(&b"watch fetchers\r\nget a\r\n"[..]);
+        let mut wbuf = BytesMut::new();
+        let next = watcher.process(&mut rbuf, &mut wbuf);
+        assert_eq!(next, Next::End(Flow::Watch));
+        assert_eq!(&wbuf[..], b"OK\r\n");
+        // What followed `watch` is not run.
+        assert_eq!(&rbuf[..], b"get a\r\n");
+        let mut w = watcher.take_watcher().expect("a watcher");
+        let mut out = BytesMut::new();
+        assert_eq!(w.drain(&mut out, 1024), Drained::Empty);
+
+        assert_eq!(client.exchange(b"get a\r\n"), "END\r\n");
+        assert_eq!(w.drain(&mut out, 1024), Drained::Lines);
+        let line = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            line.ends_with(" type=item_get key=a status=not_found clsid=0 cfd=9 size=0\n"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn shown_escapes_and_cuts() {
