@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from support import servers
+from support import sasl, servers
 from support.upstream import UpstreamStub
 
 
@@ -74,12 +74,16 @@ def start_server(target):
     also needs ``tls_context`` for the readiness probe."""
     started = []
 
-    def start(extra_args=None, unix=False, mask="0700", tls_context=None):
+    def start(extra_args=None, unix=False, mask="0700", tls_context=None, env=None):
         if unix:
             srv = _start_or_fail(servers.start_unix, target, mask=mask, extra_args=extra_args)
         else:
             srv = _start_or_fail(
-                servers.start_tcp, target, extra_args=extra_args, tls_context=tls_context
+                servers.start_tcp,
+                target,
+                extra_args=extra_args,
+                tls_context=tls_context,
+                env=env,
             )
         started.append(srv)
         return srv
@@ -94,3 +98,18 @@ def upstream():
     stub = UpstreamStub().start()
     yield stub
     stub.stop()
+
+
+@pytest.fixture(scope="session")
+def sasl_credentials():
+    """The one SASL user (``sasl.USER``/``sasl.PASSWORD``) in each server's form."""
+    creds = sasl.Credentials.create()
+    yield creds
+    creds.remove()
+
+
+@pytest.fixture
+def sasl_server(start_server, target, sasl_credentials):
+    """A fresh server of the selected target with ``-S``: binary protocol
+    only, every connection authenticating with SASL PLAIN first."""
+    return start_server(["-S"], env=sasl_credentials.env(target))

@@ -99,7 +99,7 @@ impl AuthFile {
 }
 
 /// Equality whose time depends on the lengths only.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 
 use crate::auth::AuthFile;
+use crate::sasl::Pwdb;
 use crate::tls::{Tls, TlsOptions};
 
 use crate::hotkeys::HotKeysConfig;
@@ -175,7 +176,7 @@ pub struct Cli {
     pub user: Option<String>,
 
     /// Protocol: ascii, binary or auto (each connection picks by its first
-    /// byte) [default: auto; ascii with -Y].
+    /// byte) [default: auto; ascii with -Y; binary with -S].
     #[arg(short = 'B', long = "protocol")]
     pub protocol: Option<String>,
 
@@ -209,6 +210,12 @@ pub struct Cli {
     /// Require ascii authentication against this file of `user:password` lines.
     #[arg(short = 'Y', long = "auth-file")]
     pub auth_file: Option<PathBuf>,
+
+    // SASL (-S).
+    /// Require SASL PLAIN authentication on binary connections, against the
+    /// `user:password` lines of the file named by MEMCACHED_SASL_PWDB.
+    #[arg(short = 'S', long = "enable-sasl")]
+    pub enable_sasl: bool,
 
     /// Serve TLS on every TCP connection (see -o ssl_chain_cert, ssl_key).
     #[arg(short = 'Z', long = "enable-ssl")]
@@ -293,6 +300,8 @@ pub struct Config {
     pub binding_protocol: BindingProtocol,
     /// `-Y`: the credentials every connection must present first.
     pub auth: Option<Arc<AuthFile>>,
+    /// `-S`: the credentials binary connections present by SASL first.
+    pub sasl: Option<Arc<Pwdb>>,
     /// `-Z`: TLS on TCP connections.
     pub tls: Option<Tls>,
     /// The `-o ssl_*` options, shown by `stats settings` even without `-Z`.
@@ -421,6 +430,9 @@ impl Cli {
             // Ascii authentication has no binary form: memcached then
             // serves ascii only, and refuses to be asked for binary.
             None if self.auth_file.is_some() => BindingProtocol::Ascii,
+            // SASL (-S): a text connection could not authenticate, so
+            // memcached serves binary only.
+            None if self.enable_sasl => BindingProtocol::Binary,
             None | Some("auto") => BindingProtocol::Auto,
             Some("ascii") => BindingProtocol::Ascii,
             Some("binary") => BindingProtocol::Binary,
@@ -430,11 +442,23 @@ impl Cli {
                 ));
             }
         };
+        // SASL (-S): memcached refuses any other -B, checking before -Y.
+        if self.enable_sasl
+            && self.protocol.is_some()
+            && binding_protocol != BindingProtocol::Binary
+        {
+            return err("ERROR: You cannot allow the ASCII protocol while using SASL.");
+        }
         if self.auth_file.is_some() && binding_protocol != BindingProtocol::Ascii {
             return err(
                 "ERROR: You cannot allow the BINARY protocol while using ascii authentication tokens.",
             );
         }
+        let sasl = if self.enable_sasl {
+            Some(Arc::new(Pwdb::from_env().map_err(ConfigError)?))
+        } else {
+            None
+        };
         let memory_limit = match self.memory_limit.checked_mul(1024 * 1024) {
             Some(b) if b <= usize::MAX as u64 => b as usize,
             _ => return err("memory limit too large"),
@@ -655,6 +679,7 @@ impl Cli {
             },
             binding_protocol,
             auth,
+            sasl,
             tls,
             tls_options,
             warnings,
@@ -878,6 +903,17 @@ mod tests {
         );
         assert!(cli(&["-e", ""]).is_err());
         assert!(cli(&["-e", "/var/lib/.."]).is_err());
+    }
+
+    #[test]
+    fn sasl_refuses_any_protocol_but_binary_as_memcached_does() {
+        for proto in ["ascii", "auto"] {
+            assert_eq!(
+                cli(&["-S", "-B", proto]).unwrap_err(),
+                "ERROR: You cannot allow the ASCII protocol while using SASL."
+            );
+        }
+        assert!(cli(&[]).unwrap().sasl.is_none());
     }
 
     #[test]

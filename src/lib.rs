@@ -7,6 +7,7 @@
 //! wire format into one write buffer, sent once per batch.
 //!
 //! - [`auth`]: memcached's ascii authentication (`-Y`).
+//! - [`sasl`]: SASL PLAIN for the binary protocol (`-S`), memcached's pwdb file.
 //! - [`config`]: the command line, spelled as memcached's; [`config_file`]: memcached.conf.
 //! - [`hotkeys`]: the sampled top-K of the hottest keys (`stats hotkeys`).
 //! - [`item_rules`]: write modes and item sizes, which protocol and store share.
@@ -27,6 +28,7 @@ pub mod item_rules;
 pub mod metrics;
 pub mod notify;
 pub mod protocol;
+pub mod sasl;
 pub mod server;
 pub mod stats;
 pub mod store;

@@ -182,8 +182,18 @@ fn a_plain_text_client_fails_the_handshake_and_is_counted() {
     // The server closes it (perhaps after a TLS alert); never a text reply.
     let _ = plain.read_to_end(&mut got);
     assert!(!got.starts_with(b"VERSION"), "{got:?}");
-    let after: u64 = c.stat("", "ssl_handshake_errors").parse().unwrap();
-    assert_eq!(after, before + 1);
+    // The socket closes as the handshake fails, a moment before the failure
+    // is counted: look until it is, within a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let after: u64 = c.stat("", "ssl_handshake_errors").parse().unwrap();
+        if after == before + 1 {
+            break;
+        }
+        assert!(after == before, "counted {after} from {before}");
+        assert!(std::time::Instant::now() < deadline, "never counted");
+        std::thread::yield_now();
+    }
 }
 
 #[test]

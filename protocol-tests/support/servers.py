@@ -3,7 +3,8 @@
 Both daemons take memcached's command line, so one launcher serves both:
 TCP on 127.0.0.1 with a port picked at run time, or a unix socket (``-s``).
 Readiness is polled with ``version`` under a bounded deadline (over TLS
-when the server is started with ``tls_context``).
+when the server is started with ``tls_context``; in the binary protocol when
+it serves nothing else, as under ``-S``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import signal
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
 import time
@@ -66,6 +68,8 @@ class Server:
     # For a server started with -Z: the readiness probe and the raw helpers
     # speak TLS with this context.
     tls_context: ssl.SSLContext | None = None
+    # Added to the environment of the process (SASL's files, for one).
+    env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen | None = None
     log_path: str | None = None
     _sock_dir: str | None = None
@@ -110,6 +114,7 @@ class Server:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env={**os.environ, **self.env} if self.env else None,
             )
         try:
             self._wait_ready()
@@ -133,6 +138,37 @@ class Server:
             raise
         return s
 
+    @property
+    def binary_only(self) -> bool:
+        """Whether the server reads every connection as binary protocol."""
+        args = self.extra_args
+        explicit = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "-B"]
+        if explicit:
+            return explicit[-1] == "binary"
+        return "-S" in args and "-Y" not in args
+
+    def _probe(self, s: socket.socket) -> bool:
+        if self.binary_only:
+            # Version: the one request SASL lets through unauthenticated.
+            s.sendall(struct.pack(">BBHBBHIIQ", 0x80, 0x0B, 0, 0, 0, 0, 0, 0, 0))
+            reply = b""
+            while len(reply) < 24:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply[:2] == b"\x81\x0b" and reply[6:8] == b"\0\0"
+        s.sendall(b"version\r\n")
+        reply = b""
+        while not reply.endswith(b"\r\n"):
+            chunk = s.recv(256)
+            if not chunk:
+                break
+            reply += chunk
+        # With -Y every command before authenticating gets
+        # this reply, which also says the server is serving.
+        return reply.startswith(b"VERSION ") or reply == b"CLIENT_ERROR unauthenticated\r\n"
+
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
         delay = 0.005
@@ -145,26 +181,9 @@ class Server:
                 )
             try:
                 with self._connect(1.0) as s:
-                    if self._binary_only():
-                        # A binary Version request; any response packet will do.
-                        s.sendall(b"\x80\x0b" + b"\0" * 22)
-                        if s.recv(256)[:2] == b"\x81\x0b":
-                            return
-                        last_error = ServerStartError("no binary Version response")
-                        time.sleep(delay)
-                        continue
-                    s.sendall(b"version\r\n")
-                    reply = b""
-                    while not reply.endswith(b"\r\n"):
-                        chunk = s.recv(256)
-                        if not chunk:
-                            break
-                        reply += chunk
-                    # With -Y every command before authenticating gets
-                    # this reply, which also says the server is serving.
-                    if reply.startswith(b"VERSION ") or reply == b"CLIENT_ERROR unauthenticated\r\n":
+                    if self._probe(s):
                         return
-                    last_error = ServerStartError(f"unexpected reply {reply!r}")
+                    last_error = ServerStartError("unexpected reply to version")
             except OSError as exc:
                 last_error = exc
             time.sleep(delay)
@@ -173,11 +192,6 @@ class Server:
             f"{self.target} not ready within {READY_TIMEOUT}s ({last_error}): "
             f"{' '.join(self.argv())}\n{self.log_text()}"
         )
-
-    def _binary_only(self) -> bool:
-        """Started with -B binary: text gets no reply."""
-        args = list(self.extra_args)
-        return any(a == "-B" and args[i + 1 : i + 2] == ["binary"] for i, a in enumerate(args))
 
     def log_text(self) -> str:
         if not self.log_path or not os.path.exists(self.log_path):
@@ -226,6 +240,7 @@ def start_tcp(
     target: str,
     extra_args: list[str] | None = None,
     tls_context: ssl.SSLContext | None = None,
+    env: dict[str, str] | None = None,
 ) -> Server:
     """Start a server on a free loopback port, retrying if the port was taken."""
     last: Exception | None = None
@@ -235,6 +250,7 @@ def start_tcp(
             port=free_port(),
             extra_args=list(extra_args or []),
             tls_context=tls_context,
+            env=dict(env or {}),
         )
         try:
             return server.start()

@@ -14,6 +14,7 @@
 //! store calls and never across an `.await`.
 
 mod binary;
+mod sasl;
 
 use std::sync::atomic::Ordering;
 

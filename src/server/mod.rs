@@ -27,6 +27,8 @@ mod execute;
 mod listener;
 #[cfg(test)]
 mod meta_tests;
+#[cfg(test)]
+mod sasl_tests;
 pub mod session;
 mod stats_reply;
 pub mod watch;
@@ -48,6 +50,7 @@ use crate::config::Config;
 use crate::hotkeys::{HotKeys, Sampler};
 use crate::metrics;
 use crate::protocol::reply::{Reply, Wire};
+use crate::sasl::SaslConn;
 use crate::stats::{Conns, Detail, LocalStats, Stats};
 use crate::store::{Store, StoreStats};
 
@@ -89,6 +92,8 @@ pub struct Context<'a> {
     pub fd: i32,
     /// Set by `watch`: the connection's end of its log queue.
     pub watcher: &'a mut Option<watch::Watcher>,
+    /// The connection's SASL state (`-S`).
+    pub sasl: &'a mut SaslConn,
 }
 
 /// Where one request's replies go: each is composed into the write buffer

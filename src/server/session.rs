@@ -49,6 +49,7 @@ use crate::hotkeys::Sampler;
 use crate::protocol::binary::{self, BinaryOp, REQUEST_MAGIC};
 use crate::protocol::codec::{Decode, Decoder};
 use crate::protocol::{Frame, ProtocolError, Request};
+use crate::sasl::SaslConn;
 use crate::stats::{BatchKinds, CommandKind, Latency, LocalStats};
 
 /// Replies are sent early once this much is buffered, so a client pipelining
@@ -105,8 +106,10 @@ impl Framing {
     }
 
     fn binary(shared: &Shared) -> Self {
-        // SASL is not served: its opcodes get memcached's answer without -S.
-        Framing::Binary(binary::decode::Decoder::new(shared.config.limits, false))
+        // With -S the SASL opcodes are requests and nothing else runs
+        // before one succeeds; without, memcached answers them as unknown.
+        let sasl = shared.config.sasl.is_some();
+        Framing::Binary(binary::decode::Decoder::new(shared.config.limits, sasl))
     }
 }
 
@@ -118,6 +121,8 @@ pub struct Session {
     framing: Framing,
     /// With `-Y`, until the client authenticates.
     unauthenticated: Option<(Arc<AuthFile>, auth::Pending)>,
+    /// With `-S`: the binary connection's SASL state.
+    sasl: SaslConn,
     /// Counts not yet added to the shared stats; see [`Session::flush_stats`].
     pub stats: LocalStats,
     latency: Latency,
@@ -144,6 +149,7 @@ impl Session {
             shared,
             id,
             unauthenticated,
+            sasl: SaslConn::default(),
             stats: LocalStats::default(),
             latency: Latency::default(),
             kinds: BatchKinds::default(),
@@ -258,7 +264,17 @@ impl Session {
                     frame: Some(frame),
                 } => {
                     let id = self.id;
-                    tracing::trace!(id, request = %Shown(&rbuf[..consumed]), "request");
+                    if let Frame::Request(Request::Binary(binary::BinaryCommand {
+                        op: BinaryOp::SaslAuth { .. },
+                        ..
+                    })) = frame
+                    {
+                        // The data holds the password: the header only.
+                        let header = &rbuf[..consumed.min(binary::HEADER_LEN)];
+                        tracing::trace!(id, request = %Shown(header), "SASL request, data not shown");
+                    } else {
+                        tracing::trace!(id, request = %Shown(&rbuf[..consumed]), "request");
+                    }
                     if shared.timing {
                         self.kinds.add(kind_of(&frame));
                     }
@@ -287,8 +303,13 @@ impl Session {
                         sampler: &mut self.sampler,
                         fd: self.fd,
                         watcher: &mut self.watcher,
+                        sasl: &mut self.sasl,
                     };
                     let flow = execute_frame(frame, &mut cx, wbuf);
+                    if let Framing::Binary(d) = &mut self.framing {
+                        // What a SASL request did decides what may follow.
+                        d.set_authenticated(self.sasl.is_authenticated());
+                    }
                     self.handled += 1;
                     let reply = &wbuf[reply_start..];
                     observer.reply(reply, shared);

@@ -197,6 +197,8 @@ enum Ready {
 pub struct Launch {
     spec: ServerSpec,
     args: Vec<String>,
+    /// Set in the server's environment (SASL's password file, for one).
+    env: Vec<(String, String)>,
     ready: Ready,
     metrics: bool,
 }
@@ -207,6 +209,7 @@ impl Launch {
         Launch {
             spec: spec.clone(),
             args: Vec::new(),
+            env: Vec::new(),
             ready: Ready::Served,
             metrics: false,
         }
@@ -221,6 +224,12 @@ impl Launch {
     pub fn args<S: AsRef<str>>(mut self, args: impl IntoIterator<Item = S>) -> Launch {
         self.args
             .extend(args.into_iter().map(|a| a.as_ref().to_string()));
+        self
+    }
+
+    /// Sets `name` to `value` in the server's environment.
+    pub fn env(mut self, name: &str, value: &str) -> Launch {
+        self.env.push((name.to_string(), value.to_string()));
         self
     }
 
@@ -335,6 +344,7 @@ impl Launch {
             cmd.args(["--metrics-listen", &metrics]);
         }
         cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -39,6 +39,10 @@ enum State {
     Closed,
 }
 
+/// memcached's `MAX_SASL_MECH_LEN`: a longer mechanism name in a SASL auth
+/// or step is answered "invalid arguments" and its data swallowed.
+const MECH_MAX: usize = 32;
+
 /// Framing state of one binary connection.
 #[derive(Debug)]
 pub struct Decoder {
@@ -46,6 +50,9 @@ pub struct Decoder {
     /// SASL (`-S`) is on: the SASL opcodes become requests. Off, memcached
     /// answers them as unknown commands.
     sasl: bool,
+    /// With SASL, whether the connection's last SASL exchange succeeded;
+    /// the session keeps it up to date.
+    authenticated: bool,
     state: State,
 }
 
@@ -59,8 +66,14 @@ impl Decoder {
         Decoder {
             limits,
             sasl,
+            authenticated: false,
             state: READY,
         }
+    }
+
+    /// Tells the decoder whether the connection is authenticated (`-S`).
+    pub fn set_authenticated(&mut self, authenticated: bool) {
+        self.authenticated = authenticated;
     }
 
     /// True while a value is being read or swallowed.
@@ -146,6 +159,18 @@ impl Decoder {
         };
         if keylen + extlen > bodylen {
             return refused(fixed, refuse(Status::UnknownCommand, true));
+        }
+        // -S: before a successful SASL auth only SASL and Version are run;
+        // anything else gets "auth error" and the connection closed,
+        // whatever its lengths.
+        if self.sasl
+            && !self.authenticated
+            && !matches!(
+                h.opcode,
+                opcode::SASL_LIST_MECHS | opcode::SASL_AUTH | opcode::SASL_STEP | opcode::VERSION
+            )
+        {
+            return refused(fixed, refuse(Status::AuthError, true));
         }
         // 16-bit key lengths, 250-byte keys.
         if keylen > KEY_MAX_LEN {
@@ -333,6 +358,14 @@ impl Decoder {
         let vlen = h.bodylen as usize - key.len();
         if !self.sasl {
             return self.swallow_then(fixed, vlen, unknown);
+        }
+        // memcached's MAX_SASL_MECH_LEN.
+        if key.len() > MECH_MAX {
+            let refusal = Refusal {
+                status: Status::InvalidArguments,
+                ..unknown
+            };
+            return self.swallow_then(fixed, vlen, refusal);
         }
         if self.limits.too_large(key.len(), vlen, 0) {
             let refusal = Refusal {

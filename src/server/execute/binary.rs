@@ -6,9 +6,8 @@
 
 use bytes::BytesMut;
 
-use super::{Context, Flow, Replies, arith, count_miss_kind, flush_all, hot, item, write};
+use super::{Context, Flow, Replies, arith, count_miss_kind, flush_all, hot, item, sasl, write};
 use crate::item_rules::StoreMode;
-use crate::protocol::ProtocolError;
 use crate::protocol::binary::{BinaryCommand, BinaryOp, NO_AUTO_CREATE, Refusal};
 use crate::protocol::reply::{Reply, Wire};
 use crate::server::stats_reply;
@@ -21,6 +20,14 @@ use crate::store::{
 /// Runs one binary request.
 pub(super) fn run(cmd: BinaryCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) -> Flow {
     let key = cmd.key;
+    // SASL's answers are packets of the binary protocol alone.
+    match cmd.op {
+        BinaryOp::SaslListMechs => return sasl::list_mechanisms(cmd.reply_to, cx, buf),
+        BinaryOp::SaslAuth { step, data } => {
+            return sasl::auth(cmd.reply_to, step, key, data, cx, buf);
+        }
+        _ => {}
+    }
     let wire = Wire::Binary {
         to: cmd.reply_to,
         quiet: cmd.quiet,
@@ -87,10 +94,8 @@ pub(super) fn run(cmd: BinaryCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesM
         BinaryOp::Noop => out.send(Reply::Ok),
         BinaryOp::Version => out.send(Reply::Version(crate::VERSION)),
         BinaryOp::Stat => stats_reply::binary(key, cx, out),
-        // Only decoded with SASL on, which is not served: memcached's
-        // answer without -S.
         BinaryOp::SaslListMechs | BinaryOp::SaslAuth { .. } => {
-            out.send(Reply::Error(ProtocolError::UnknownCommand));
+            unreachable!("SASL requests run in sasl.rs")
         }
     }
     Flow::Continue

@@ -215,7 +215,7 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("cas_enabled", yes_no(cfg.store.cas_enabled).into()),
         ("tcp_backlog", cfg.backlog.to_string()),
         ("binding_protocol", cfg.binding_protocol.name().into()),
-        ("auth_enabled_sasl", "no".into()),
+        ("auth_enabled_sasl", yes_no(cfg.sasl.is_some()).into()),
         // memcached shows the file's path here, not `yes`.
         (
             "auth_enabled_ascii",
