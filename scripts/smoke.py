@@ -15,7 +15,10 @@ StateDirectory= provide; here a fresh directory owned by the run's user
 stands in for it, and the snapshot must be there after the stop.
 
 Each must answer `version`, a `set` and its `get` on 127.0.0.1:11211 and
-serve /metrics on 127.0.0.1:9150, then exit 0 on SIGTERM. Started as root,
+serve /metrics on 127.0.0.1:9150, then exit 0 on SIGTERM. The units are
+Type=notify, so their commands are started with NOTIFY_SOCKET naming a
+socket of ours, as systemd does, and must send READY=1 once they serve and
+STOPPING=1 on SIGTERM. Started as root,
 the README's command must not keep running as root.
 
 With the Debian package installed (scripts/deb.sh), two more:
@@ -193,7 +196,31 @@ def euid_of(pid):
     raise AssertionError("no Uid line")
 
 
-def run(name, popen_args, shell=False, not_root=False, user=None, snapshot=None):
+def notify_socket():
+    """A datagram socket standing in for systemd's, and its NOTIFY_SOCKET
+    value: an abstract name, which any user may send to."""
+    name = f"ferrocache-smoke-{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(0.2)
+    return sock, "@" + name
+
+
+def expect_notify(sock, state, proc, timeout):
+    """The next notification, which must hold `state`; waits while the
+    process runs, up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = sock.recv(4096).decode()
+            break
+        except socket.timeout:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(f"no {state} notification (exit {proc.poll()})") from None
+    assert state in got.split("\n"), f"notified {got!r}, not {state}"
+
+
+def run(name, popen_args, shell=False, not_root=False, user=None, snapshot=None, notify=False):
     print(f"smoke: {name}: {popen_args if shell else shlex.join(popen_args)}", flush=True)
     for p in (PORT, METRICS_PORT):
         if port_busy(p):
@@ -202,12 +229,21 @@ def run(name, popen_args, shell=False, not_root=False, user=None, snapshot=None)
     # exec: the shell becomes the command (and `cargo run` execs the daemon),
     # so the pid we signal is the daemon's, as with a service manager.
     cmd = f"exec {popen_args}" if shell else popen_args
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    listener = None
+    if notify:
+        listener, env["NOTIFY_SOCKET"] = notify_socket()
     proc = subprocess.Popen(
         cmd, shell=shell, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-        start_new_session=True,
+        start_new_session=True, env=env,
     )
     try:
-        if not wait_listening(proc, time.monotonic() + START_TIMEOUT):
+        if listener is not None:
+            expect_notify(listener, "READY=1", proc, START_TIMEOUT)
+            # Ready means serving: no waiting for the port.
+            assert port_busy(PORT), "READY=1 before listening"
+        elif not wait_listening(proc, time.monotonic() + START_TIMEOUT):
             raise AssertionError(f"not listening on {PORT} (exit {proc.poll()})")
         version = check_serves()
         if not_root:
@@ -218,11 +254,14 @@ def run(name, popen_args, shell=False, not_root=False, user=None, snapshot=None)
             want = pwd.getpwnam(user).pw_uid
             assert euid_of(proc.pid) == want, f"not running as {user}"
         proc.send_signal(signal.SIGTERM)
+        if listener is not None:
+            expect_notify(listener, "STOPPING=1", proc, STOP_TIMEOUT)
         code = proc.wait(timeout=STOP_TIMEOUT)
         assert code == 0, f"exit code {code} after SIGTERM"
         if snapshot is not None:
             assert os.path.getsize(snapshot) > 0, f"no snapshot saved at {snapshot}"
-        print(f"smoke: {name}: ok ({version}, exit 0 on SIGTERM)", flush=True)
+        told = ", READY=1 and STOPPING=1" if notify else ""
+        print(f"smoke: {name}: ok ({version}, exit 0 on SIGTERM{told})", flush=True)
         return True
     except (AssertionError, OSError, subprocess.TimeoutExpired) as e:
         print(f"smoke: {name}: FAILED: {e}", flush=True)
@@ -234,6 +273,8 @@ def run(name, popen_args, shell=False, not_root=False, user=None, snapshot=None)
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+        if listener is not None:
+            listener.close()
 
 
 def main():
@@ -258,9 +299,9 @@ def main():
         ok &= run("docker", as_user(args, uid, gid), snapshot=snapshot)
     if "systemd" in wanted:
         args, snapshot = with_state_dir(systemd_args(), 65534, 65534)
-        ok &= run("systemd", as_user(args, 65534, 65534), snapshot=snapshot)
+        ok &= run("systemd", as_user(args, 65534, 65534), snapshot=snapshot, notify=True)
     if "installed" in wanted:
-        ok &= run("installed", installed_unit_args(), user="ferrocache")
+        ok &= run("installed", installed_unit_args(), user="ferrocache", notify=True)
     if "memcached-conf" in wanted:
         import shutil
         import tempfile

@@ -24,6 +24,9 @@ use crate::store::StoreConfig;
 /// Where `/metrics` is served unless `--metrics-listen` says otherwise.
 pub const METRICS_DEFAULT: &str = "127.0.0.1:9150";
 
+/// memcached's per-watcher buffer unless `-o watcher_logbuf_size` says (256 KiB).
+const WATCHER_BUF_DEFAULT: usize = 256 * 1024;
+
 /// memcached's lower bound for `-I`.
 const ITEM_SIZE_MIN: usize = 1024;
 /// memcached's upper bound for `-I` (1 GiB).
@@ -53,7 +56,6 @@ const IGNORED_EXTENDED: &[&str] = &[
     "temporary_ttl",
     "modern",
     "no_modern",
-    "watcher_logbuf_size",
     "worker_logbuf_size",
     "no_inline_ascii_resp",
     "inline_ascii_resp",
@@ -147,6 +149,10 @@ pub struct Cli {
     /// Enable the ascii `shutdown` command.
     #[arg(short = 'A', long = "enable-shutdown")]
     pub enable_shutdown: bool,
+
+    /// Disable the `watch` command (live logging).
+    #[arg(short = 'W', long = "disable-watch")]
+    pub disable_watch: bool,
 
     /// Max requests handled per connection before yielding to others.
     #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = 20)]
@@ -297,6 +303,10 @@ pub struct Config {
     pub io_driver: IoDriver,
     pub flush_enabled: bool,
     pub shutdown_enabled: bool,
+    /// `-W` turns `watch` off.
+    pub watch_enabled: bool,
+    /// `-o watcher_logbuf_size`, in bytes: what one watcher may have queued.
+    pub watcher_buf: usize,
     pub pidfile: Option<PathBuf>,
     /// `-d`: fork into the background before serving.
     pub daemon: bool,
@@ -491,6 +501,7 @@ impl Cli {
         }
 
         let mut idle_timeout = None;
+        let mut watcher_buf = WATCHER_BUF_DEFAULT;
         let mut hot_keys = HotKeysConfig::default();
         let (mut lru_crawler, mut lru_maintainer) = (true, true);
         let mut track_sizes = false;
@@ -514,6 +525,13 @@ impl Cli {
                         _ => return err(format!("Invalid idle_timeout: {opt}")),
                     };
                     idle_timeout = (secs > 0).then(|| Duration::from_secs(secs));
+                }
+                "watcher_logbuf_size" => {
+                    // Kilobytes, as memcached reads it.
+                    watcher_buf = match value.map(str::parse::<usize>) {
+                        Some(Ok(kb)) if kb > 0 && kb <= 1024 * 1024 => kb * 1024,
+                        _ => return err(format!("Invalid watcher_logbuf_size: {opt}")),
+                    };
                 }
                 // memcached's background threads. ferrocache has neither (a
                 // sweep reclaims expired items); the flags decide which of
@@ -664,6 +682,8 @@ impl Cli {
             lru_maintainer,
             flush_enabled: !self.disable_flush_all,
             shutdown_enabled: self.enable_shutdown,
+            watch_enabled: !self.disable_watch,
+            watcher_buf,
             pidfile: self.pidfile.clone(),
             daemon: self.daemon,
             user: self.user.clone(),

@@ -17,6 +17,7 @@
 //! - [`stats`]: the counters behind `stats`.
 //! - [`tls`]: TLS (`-Z`) with memcached's `-o ssl_*` options.
 //! - [`metrics`]: Prometheus names and the `/metrics` endpoint, fed from `stats`.
+//! - [`notify`]: systemd readiness (`READY=1`, `STOPPING=1`) over `NOTIFY_SOCKET`.
 //! - `test_rng`: the one pseudo-random generator of tests, fuzz replays and benches.
 
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod config_file;
 pub mod hotkeys;
 pub mod item_rules;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod sasl;
 pub mod server;

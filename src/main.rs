@@ -47,10 +47,13 @@ fn main() -> ExitCode {
 }
 
 /// `-d`, as memcached's `daemonize()`: fork (the parent exits 0), start a
-/// new session, move to `/`, ignore SIGHUP, and unless `keep_stdio` (`-v`)
+/// new session, move to `/`, and unless `keep_stdio` (`-v`)
 /// point stdin, stdout and stderr at /dev/null. Done before the runtime
 /// starts any thread, so the child is a whole process. Binding, the user
 /// change and the pid file (`-P`) follow in the child, as in memcached.
+/// SIGHUP is ignored only until the server installs its handler, which
+/// reloads the TLS certificates, daemon or not, as memcached 1.6.40+ does:
+/// the hang-up of the terminal being left must not end the process first.
 fn daemonize(keep_stdio: bool) -> std::io::Result<()> {
     let last = std::io::Error::last_os_error;
     // SAFETY: no other thread exists yet; the child only makes plain libc
@@ -201,6 +204,21 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
     };
     let shared = Arc::new(Shared::new(config, store, listeners.len()));
     tokio::spawn(stop_on_signal(shared.clone(), signals));
+    // Installed here, before READY=1, so a reload systemd sends at once
+    // finds its handler.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => drop(tokio::spawn(reload_on_hangup(hup, shared.clone()))),
+        Err(e) => tracing::warn!(error = %e, "could not install the SIGHUP handler"),
+    }
+    {
+        // systemd (Type=notify): ready once the listeners accept; stopping
+        // when the drain starts, whatever started it.
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            shared.shutdown.cancelled().await;
+            ferrocache::notify::tell("STOPPING=1");
+        });
+    }
     if let Some(l) = metrics_listener {
         let addr = l.local_addr()?;
         tracing::info!(metrics = %format!("http://{addr}/metrics"), "serving metrics");
@@ -210,6 +228,7 @@ async fn serve(mut config: Config) -> Result<(), ferrocache::Error> {
             shared.shutdown.clone(),
         ));
     }
+    ferrocache::notify::tell("READY=1");
     server::run(listeners, shared.clone(), driver).await?;
     let saved = save_store(shared).await;
     tracing::info!("ferrocache stopped");
@@ -320,6 +339,20 @@ async fn stop_on_signal(shared: Arc<Shared>, signals: Option<StopSignals>) {
         "stopping: no new connections, finishing replies in flight"
     );
     shared.shutdown.cancel();
+}
+
+/// SIGHUP reads the TLS certificate, key and CA files again (memcached
+/// 1.6.40+); a failed reload keeps the old ones and logs why.
+async fn reload_on_hangup(mut hup: tokio::signal::unix::Signal, shared: Arc<Shared>) {
+    while hup.recv().await.is_some() {
+        match &shared.config.tls {
+            None => tracing::info!("SIGHUP: TLS is off, nothing to reload"),
+            Some(tls) => match tls.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificates reloaded"),
+                Err(e) => tracing::error!("Could not reload TLS certificates on SIGHUP: {e}"),
+            },
+        }
+    }
 }
 
 /// The user a root process drops to when no `-u` is given.

@@ -406,6 +406,8 @@ pub enum ConnState {
     ParseCmd = 1,
     /// Waiting for the rest of a data block.
     Nread = 2,
+    /// A log stream (`watch`).
+    Watch = 3,
 }
 
 impl ConnInfo {
@@ -437,6 +439,7 @@ impl ConnInfo {
         match self.state.load(Ordering::Relaxed) {
             1 => "conn_parse_cmd",
             2 => "conn_nread",
+            3 => "conn_watch",
             _ => "conn_waiting",
         }
     }

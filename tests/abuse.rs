@@ -561,3 +561,43 @@ fn sigterm_does_not_wait_forever_for_a_client_that_never_reads() {
     assert!(st.success(), "exit status {st:?}");
     eprintln!("stuck client: exited {:?} after SIGTERM", start.elapsed());
 }
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_closed_after_the_idle_timeout() {
+    let srv = Server::start(&["-o", "idle_timeout=1", "-I", "2m", "-m", "64"]);
+    let mut c = srv.connect();
+    let value = "v".repeat(1024 * 1024);
+    let set = format!("set big 0 0 {}\r\n{value}\r\n", value.len());
+    c.write_all(set.as_bytes()).unwrap();
+    let mut stored = [0u8; 8];
+    std::io::Read::read_exact(&mut c, &mut stored).unwrap();
+    assert_eq!(&stored, b"STORED\r\n");
+    // Pipeline gets of the 1 MiB value and never read: the server's writes
+    // stop making progress once the socket buffers are full.
+    let start = Instant::now();
+    let gets = "get big\r\n".repeat(100);
+    let failed = loop {
+        if let Err(e) = c.write_all(gets.as_bytes()) {
+            break e;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "still accepting requests from a client that reads nothing"
+        );
+    };
+    assert!(
+        matches!(
+            failed.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::BrokenPipe
+        ),
+        "the server should have closed: {failed}"
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "kicked too early: {waited:?}"
+    );
+    let mut other = srv.connect();
+    let stats = launch::ask(&mut other, "stats\r\n", "END\r\n");
+    assert!(stats.contains("STAT idle_kicks 1\r\n"), "{stats}");
+}

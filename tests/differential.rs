@@ -73,6 +73,7 @@ corpus_tests! {
     corpus_limits => "limits.txt",
     corpus_edge_cases => "edge_cases.txt",
     corpus_meta => "meta.txt",
+    corpus_watch => "watch.txt",
 }
 
 macro_rules! binary_corpus_tests {

@@ -273,3 +273,76 @@ fn verify_mode_1_asks_but_does_not_require() {
     let mut c = server.tls(Path::new(&certs.cert()));
     assert!(c.ask("version\r\n", "\r\n").starts_with("VERSION "));
 }
+
+impl Certs {
+    /// Makes a fresh certificate and key and puts them where the server
+    /// reads its own; returns the new certificate's path (a copy).
+    fn replace(&self, name: &str) -> PathBuf {
+        make_cert(&self.0, &format!("{name}-"));
+        let cert = self.0.join(format!("{name}-cert.pem"));
+        std::fs::copy(&cert, self.cert()).unwrap();
+        std::fs::copy(self.0.join(format!("{name}-key.pem")), self.key()).unwrap();
+        cert
+    }
+}
+
+/// Whether a TLS client trusting only `ca` gets a reply from `server`.
+fn trusted(server: &Server, ca: &Path) -> bool {
+    let mut c = server.tls(ca);
+    if c.0.write_all(b"version\r\n").is_err() || c.0.flush().is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(c.0.read(&mut buf), Ok(n) if buf[..n].starts_with(b"VERSION "))
+}
+
+#[test]
+fn refresh_certs_serves_new_connections_with_the_files_as_they_are_now() {
+    let certs = Certs::new("refresh");
+    let first = certs.0.join("first-cert.pem");
+    std::fs::copy(certs.cert(), &first).unwrap();
+    let server = start(&["-Z", "-o", &certs.opts()]);
+    let mut c = server.tls(&first);
+    assert!(c.ask("version\r\n", "\r\n").starts_with("VERSION "));
+
+    let second = certs.replace("second");
+    // Until asked, the server keeps what it read at start.
+    assert!(trusted(&server, &first) && !trusted(&server, &second));
+    assert_eq!(c.ask("refresh_certs\r\n", "\r\n"), "OK\r\n");
+    assert!(
+        trusted(&server, &second),
+        "new connections get the new certificate"
+    );
+    assert!(!trusted(&server, &first));
+    // The connection open across the reload carries on.
+    assert_eq!(c.ask("set k 0 0 1\r\nx\r\n", "\r\n"), "STORED\r\n");
+
+    // A reload that fails keeps the certificate in use and says why, in
+    // memcached's words.
+    std::fs::write(certs.cert(), "not a certificate\n").unwrap();
+    let reply = c.ask("refresh_certs\r\n", "\r\n");
+    let want = format!("Error loading the certificate chain: {} : ", certs.cert());
+    assert!(reply.starts_with(&want), "{reply:?}");
+    assert!(
+        trusted(&server, &second),
+        "a failed reload kept the old files"
+    );
+}
+
+#[test]
+fn sighup_reloads_the_certificates() {
+    let certs = Certs::new("sighup");
+    let server = start(&["-Z", "-o", &certs.opts()]);
+    let second = certs.replace("second");
+    assert!(!trusted(&server, &second));
+    server.signal(libc::SIGHUP);
+    // The signal is handled asynchronously: poll, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !trusted(&server, &second) {
+        assert!(std::time::Instant::now() < deadline, "not reloaded");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // And the process is still the same server.
+    let mut c = server.tls(&second);
+    assert!(c.ask("version\r\n", "\r\n").starts_with("VERSION "));
+}

@@ -277,6 +277,17 @@ impl Expect {
                 Request::Stats { .. } => Expect::Stats,
                 Request::CacheMemlimit { .. } => Expect::AnyLines,
                 Request::MetaNoop => Expect::Line(vec!["MN"]),
+                Request::Watch { .. } => Expect::Line(vec![
+                    "OK",
+                    "ERROR",
+                    "ERROR cannot pipeline other commands before watch",
+                    "CLIENT_ERROR watch commands not allowed",
+                    "WATCHER_TOO_MANY log watcher limit reached",
+                ]),
+                Request::RefreshCerts if shared.config.tls.is_none() => {
+                    Expect::Line(vec!["Error TLS not enabled"])
+                }
+                Request::RefreshCerts => Expect::AnyLines,
                 Request::Meta(_)
                 | Request::LruCrawler { .. }
                 | Request::Slabs { .. }

@@ -120,6 +120,12 @@ pub enum Request<'a> {
         args: Keys<'a>,
         noreply: bool,
     },
+    /// `watch [stream ...]`: the connection becomes a log stream.
+    Watch {
+        args: Keys<'a>,
+    },
+    /// `refresh_certs`: read the TLS certificate and key again.
+    RefreshCerts,
     /// `mn`: the no-op that fences a pipeline.
     MetaNoop,
     /// `mg`, `ms`, `md`, `ma`, `me`.

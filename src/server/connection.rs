@@ -1,21 +1,40 @@
 //! The tokio driver of one connection: read what has arrived, hand it to the
 //! connection's [`Session`], and send all the replies it composed with one
 //! write. Timeouts, shutdown and `stats conns` bookkeeping live here;
-//! everything about requests lives in the session.
+//! everything about requests lives in the session. A connection that
+//! became a watcher (`watch`) is served here as `session.rs` describes.
+//!
+//! `-o idle_timeout` closes a connection that waited that long for a
+//! request, and one whose client has read nothing of our replies for that
+//! long (a write that makes no progress), so a client that pipelines
+//! requests and never reads cannot hold its connection and buffers forever.
 //!
 //! Both buffers live as long as the connection and are reused, so a request
 //! allocates nothing here. Requests borrow the read buffer; the session
 //! advances it only after a request has run.
 
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Sleep;
 
 use super::session::{Next, Session};
+use super::watch::{CONNEVENTS, CloseReason, Drained, Peer, Watcher};
 use super::{Flow, Shared};
 use crate::stats::{ConnInfo, ConnState, LocalStats};
+
+/// How much of a watcher's queue is moved to its write buffer at a time.
+const WATCH_CHUNK: usize = 64 * 1024;
+/// How long a woken watcher lets lines gather before it writes, as
+/// memcached's logger thread polls no more often than every millisecond.
+/// One write per line would fill the socket's buffer with a few hundred
+/// lines (each write costs a buffer's worth of overhead), where batched
+/// writes let it hold thousands.
+const WATCH_BATCH: Duration = Duration::from_millis(1);
 
 /// Starting size of each buffer, and the size a buffer that grew for one large
 /// request is brought back to once it is empty, so idle connections stay small.
@@ -27,6 +46,8 @@ pub(super) trait Socket: AsyncRead + AsyncWrite + Unpin {
     /// The descriptor, the peer's address and the listening address, in
     /// memcached's `tcp:<ip>:<port>` / `unix:<path>` spelling.
     fn describe(&self) -> (i32, String, String);
+    /// The client, as `watch connevents` lines show it.
+    fn peer(&self) -> Peer;
 }
 
 impl Socket for tokio::net::TcpStream {
@@ -40,6 +61,10 @@ impl Socket for tokio::net::TcpStream {
             show(self.local_addr()),
         )
     }
+
+    fn peer(&self) -> Peer {
+        self.peer_addr().map_or(Peer::Unix, Peer::Tcp)
+    }
 }
 
 impl Socket for tokio::net::UnixStream {
@@ -51,11 +76,44 @@ impl Socket for tokio::net::UnixStream {
             .unwrap_or_else(|| "unix:?".into());
         (self.as_raw_fd(), path.clone(), path)
     }
+
+    fn peer(&self) -> Peer {
+        Peer::Unix
+    }
 }
 
 impl Socket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
     fn describe(&self) -> (i32, String, String) {
         self.get_ref().0.describe()
+    }
+
+    fn peer(&self) -> Peer {
+        self.get_ref().0.peer()
+    }
+}
+
+/// Why a connection ended: the log's words and `watch connevents`' reason.
+type End = (&'static str, CloseReason);
+
+/// A write that did not complete.
+enum WriteFailed {
+    /// The client read nothing for `idle_timeout`.
+    Idle,
+    Io,
+}
+
+impl WriteFailed {
+    fn end(self, local: &mut LocalStats) -> End {
+        match self {
+            WriteFailed::Idle => {
+                local.idle_kicks += 1;
+                (
+                    "idle timeout (client not reading)",
+                    CloseReason::IdleTimeout,
+                )
+            }
+            WriteFailed::Io => ("write error", CloseReason::Error),
+        }
     }
 }
 
@@ -88,7 +146,12 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         ConnInfo::new(fd, addr, listen_addr, shared.store.clock().now()),
     );
     tracing::debug!(id, peer = %info.addr, "connection opened");
+    let peer = stream.peer();
+    if shared.watch.wants(CONNEVENTS) {
+        shared.watch.conn_new(peer, fd);
+    }
     let mut session = Session::new(shared.clone(), id);
+    session.set_fd(fd);
     session.stats.total_connections = 1;
     let mut rbuf = BytesMut::with_capacity(BUF_SIZE);
     let mut wbuf = BytesMut::with_capacity(BUF_SIZE);
@@ -105,7 +168,7 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
     // registers once, and its locks are nobody else's.
     let mut shutdown = std::pin::pin!(shared.shutdown.child_token().cancelled_owned());
 
-    let reason = loop {
+    let (reason, close) = loop {
         // A data block being read gets its whole size reserved at once (the
         // decoder bounds it by -I); otherwise grow by doubling.
         let want = session.wanted_len().unwrap_or(0).saturating_sub(rbuf.len());
@@ -130,19 +193,19 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         };
         let n = tokio::select! {
             biased;
-            () = &mut shutdown => break "shutdown",
+            () = &mut shutdown => break ("shutdown", CloseReason::Shutdown),
             r = read => r,
         };
         match n {
             Err(()) => {
                 session.stats.idle_kicks += 1;
-                break "idle timeout";
+                break ("idle timeout", CloseReason::IdleTimeout);
             }
-            Ok(Ok(0)) => break "closed by peer",
+            Ok(Ok(0)) => break ("closed by peer", CloseReason::Normal),
             Ok(Ok(n)) => session.stats.bytes_read += n as u64,
             Ok(Err(e)) => {
                 tracing::debug!(id, error = %e, "read failed");
-                break "read error";
+                break ("read error", CloseReason::Error);
             }
         }
 
@@ -150,24 +213,36 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         info.set(ConnState::ParseCmd, now);
         let flow = loop {
             match session.process(&mut rbuf, &mut wbuf) {
-                Next::Read => break Flow::Continue,
+                Next::Read => break Ok(Flow::Continue),
                 Next::Write => {
-                    if write(&mut stream, &mut wbuf, &mut session.stats)
-                        .await
-                        .is_err()
-                    {
-                        break Flow::Continue;
+                    let sent = write(
+                        &mut stream,
+                        &mut wbuf,
+                        &mut session.stats,
+                        idle,
+                        &mut idle_timer,
+                    );
+                    if let Err(e) = sent.await {
+                        break Err(e);
                     }
                 }
                 Next::Yield => tokio::task::yield_now().await,
-                Next::End(flow) => break flow,
+                Next::End(flow) => break Ok(flow),
             }
         };
-        if write(&mut stream, &mut wbuf, &mut session.stats)
-            .await
-            .is_err()
-        {
-            break "write error";
+        let flow = match flow {
+            Ok(flow) => flow,
+            Err(e) => break e.end(&mut session.stats),
+        };
+        let sent = write(
+            &mut stream,
+            &mut wbuf,
+            &mut session.stats,
+            idle,
+            &mut idle_timer,
+        );
+        if let Err(e) = sent.await {
+            break e.end(&mut session.stats);
         }
         session.flush_stats();
         let waiting = if session.in_data_block() {
@@ -184,33 +259,167 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         }
         match flow {
             Flow::Continue => {}
-            Flow::Close => break "closed by request",
-            Flow::Abort => break "input memcached refuses",
+            Flow::Close => break ("closed by request", CloseReason::Normal),
+            Flow::Abort => break ("input memcached refuses", CloseReason::Error),
             Flow::Shutdown { graceful } => {
                 tracing::info!(graceful, "shutdown requested by a client");
                 shared.shutdown.cancel();
-                break "shutdown command";
+                break ("shutdown command", CloseReason::Normal);
+            }
+            Flow::Watch => {
+                info.set(ConnState::Watch, now);
+                let watcher = session.take_watcher().expect("watch sets the watcher");
+                let mut w = Watching {
+                    stream: &mut stream,
+                    rbuf: &mut rbuf,
+                    wbuf: &mut wbuf,
+                    local: &mut session.stats,
+                    idle,
+                    idle_timer: &mut idle_timer,
+                };
+                break w.serve(watcher, shutdown.as_mut()).await;
             }
         }
     };
     let _ = stream.shutdown().await;
     session.flush_stats();
+    if shared.watch.wants(CONNEVENTS) {
+        shared.watch.conn_close(peer, close, fd);
+    }
     tracing::debug!(id, reason, "connection closed");
 }
 
+/// A connection another driver served until it became a watcher, from
+/// then on served here: the io_uring driver hands its watchers over, since
+/// a watcher waits on its queue, which a task awaits. `OK` has been sent;
+/// the connection is counted open and listed in `stats conns` (ended here),
+/// and `release` gives back the driver's `-c` slot.
+pub(super) async fn serve_watcher<S: Socket>(
+    mut stream: S,
+    shared: Arc<Shared>,
+    id: u64,
+    watcher: Watcher,
+    mut local: LocalStats,
+    release: impl FnOnce(),
+) {
+    let _open = Open {
+        shared: &shared,
+        id,
+    };
+    let (fd, ..) = stream.describe();
+    let peer = stream.peer();
+    let idle = shared.config.idle_timeout;
+    let mut idle_timer = idle.map(|t| Box::pin(tokio::time::sleep(t)));
+    let mut shutdown = std::pin::pin!(shared.shutdown.child_token().cancelled_owned());
+    let (mut rbuf, mut wbuf) = (BytesMut::new(), BytesMut::new());
+    let mut w = Watching {
+        stream: &mut stream,
+        rbuf: &mut rbuf,
+        wbuf: &mut wbuf,
+        local: &mut local,
+        idle,
+        idle_timer: &mut idle_timer,
+    };
+    let (reason, close) = w.serve(watcher, shutdown.as_mut()).await;
+    let _ = stream.shutdown().await;
+    shared.stats.flush(id, &mut local);
+    release();
+    if shared.watch.wants(CONNEVENTS) {
+        shared.watch.conn_close(peer, close, fd);
+    }
+    tracing::debug!(id, reason, "connection closed");
+}
+
+/// A connection that became a watcher, served as `session.rs` describes.
+struct Watching<'a, S> {
+    stream: &'a mut S,
+    rbuf: &'a mut BytesMut,
+    wbuf: &'a mut BytesMut,
+    local: &'a mut LocalStats,
+    idle: Option<Duration>,
+    idle_timer: &'a mut Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: Socket> Watching<'_, S> {
+    async fn serve(
+        &mut self,
+        mut watcher: Watcher,
+        mut shutdown: Pin<&mut impl std::future::Future<Output = ()>>,
+    ) -> End {
+        // Input is read only to see the client go, and dropped.
+        self.rbuf.clear();
+        self.rbuf.reserve(512);
+        loop {
+            match watcher.drain(self.wbuf, WATCH_CHUNK) {
+                Drained::Lines => {
+                    let sent = write(
+                        self.stream,
+                        self.wbuf,
+                        self.local,
+                        self.idle,
+                        self.idle_timer,
+                    );
+                    if let Err(e) = sent.await {
+                        return e.end(self.local);
+                    }
+                    continue;
+                }
+                Drained::InFlight => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                Drained::Empty => {}
+            }
+            tokio::select! {
+                biased;
+                () = shutdown.as_mut() => return ("shutdown", CloseReason::Shutdown),
+                () = watcher.ready() => tokio::time::sleep(WATCH_BATCH).await,
+                r = self.stream.read_buf(self.rbuf) => match r {
+                    Ok(0) => return ("closed by peer", CloseReason::Normal),
+                    Ok(n) => {
+                        self.local.bytes_read += n as u64;
+                        self.rbuf.clear();
+                    }
+                    Err(_) => return ("read error", CloseReason::Error),
+                },
+            }
+        }
+    }
+}
+
+/// Sends all of `wbuf`. With an idle timeout, a client that takes none of
+/// it for that long fails the write: the timer is pushed on at each
+/// write that makes progress, as it is at each read.
 async fn write<S>(
     stream: &mut S,
     wbuf: &mut BytesMut,
     local: &mut LocalStats,
-) -> std::io::Result<()>
+    idle: Option<Duration>,
+    idle_timer: &mut Option<Pin<Box<Sleep>>>,
+) -> Result<(), WriteFailed>
 where
     S: AsyncWrite + Unpin,
 {
-    if wbuf.is_empty() {
-        return Ok(());
+    while !wbuf.is_empty() {
+        let n = match (idle, idle_timer.as_mut()) {
+            (Some(t), Some(timer)) => {
+                timer.as_mut().reset(tokio::time::Instant::now() + t);
+                tokio::select! {
+                    biased;
+                    r = stream.write(wbuf) => r,
+                    () = timer.as_mut() => return Err(WriteFailed::Idle),
+                }
+            }
+            _ => stream.write(wbuf).await,
+        };
+        match n {
+            Ok(0) | Err(_) => return Err(WriteFailed::Io),
+            Ok(n) => {
+                local.bytes_written += n as u64;
+                wbuf.advance(n);
+            }
+        }
     }
-    stream.write_all(wbuf).await?;
-    local.bytes_written += wbuf.len() as u64;
     wbuf.clear();
     Ok(())
 }

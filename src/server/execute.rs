@@ -21,7 +21,8 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 
 use super::stats_reply::slab_class;
-use super::{Context, Flow, Replies, admin, stats_reply};
+use super::watch::{DELETIONS, FETCHERS, MUTATIONS};
+use super::{Context, Flow, Replies, admin, stats_reply, watch, watch_events};
 use crate::item_rules::StoreMode;
 use crate::protocol::meta::long_opaque;
 use crate::protocol::reply::{self, Item, Reply, Wire};
@@ -155,7 +156,7 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
             if cx.shared.detail.enabled() {
                 cx.shared.detail.record_delete(key);
             }
-            delete(DeleteRequest::new(key), cx, out);
+            delete(DeleteRequest::new(key), "delete", cx, out);
         }
         Request::Arith {
             key, delta, incr, ..
@@ -163,6 +164,9 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
         Request::Touch { key, exptime, .. } => {
             cx.stats.cmd_touch += 1;
             hot(cx, key, 0);
+            if cx.shared.watch.wants(FETCHERS) {
+                watch_events::looked_up(cx, key);
+            }
             let deadline = store.clock().deadline(exptime32(exptime), now);
             let hit = store.touch(key, deadline, now);
             if hit {
@@ -208,6 +212,8 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
         Request::LruCrawler { args, .. } => admin::lru_crawler(args, cx, out),
         Request::Slabs { args, .. } => admin::slabs(args, cx, out),
         Request::Lru { args, .. } => admin::lru(args, cx, out),
+        Request::Watch { args } => return start_watch(args, cx, out),
+        Request::RefreshCerts => refresh_certs(cx, out),
         Request::MetaNoop => out.send(Reply::MetaNoop),
         Request::Meta(_) => unreachable!("meta commands run in meta()"),
         Request::Binary(_) => unreachable!("binary commands run in binary::run()"),
@@ -270,6 +276,9 @@ fn get(keys: Keys<'_>, touch: Option<u32>, cx: &mut Context<'_>, out: &mut Repli
         let mut req = GetRequest::new(key);
         req.steps = steps.as_slice();
         let lookup = store.get(req, cx.now);
+        if cx.shared.watch.wants(FETCHERS) {
+            watch_events::fetched(cx, key, &lookup);
+        }
         // Whether it hit, and the bytes of value sent.
         let (hit, sent) = match &lookup {
             Lookup::Hit(hit) => {
@@ -314,7 +323,12 @@ fn count_miss_kind(lookup: &Lookup, cx: &mut Context<'_>) {
 fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     cx.stats.cmd_set += 1;
     hot(cx, req.key, 0);
+    let watched = cx.shared.watch.wants(FETCHERS | MUTATIONS);
+    let old = watched.then(|| watch_events::looked_up(cx, req.key));
     let (result, cas) = cx.shared.store.store(req, cx.now);
+    if watched {
+        watch_events::stored(cx, &req, old.flatten().as_ref(), result);
+    }
     if cas_mode {
         match result {
             StoreResult::Stored => cx.stats.cas_hits += 1,
@@ -335,11 +349,20 @@ fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut 
     });
 }
 
-/// A delete (classic `delete` or `md`).
-fn delete(req: DeleteRequest<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
+/// A delete (classic `delete` or `md`, which `cmd` names for `watch`).
+fn delete(req: DeleteRequest<'_>, cmd: &str, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     hot(cx, req.key, 0);
+    let old = cx
+        .shared
+        .watch
+        .wants(FETCHERS | DELETIONS)
+        .then(|| watch_events::looked_up(cx, req.key))
+        .flatten();
     out.send(match cx.shared.store.delete(req, cx.now) {
         DeleteResult::Deleted => {
+            if let Some(old) = &old {
+                watch_events::deleted(cx, req.key, old, cmd);
+            }
             cx.stats.delete_hits += 1;
             Reply::Deleted
         }
@@ -364,6 +387,9 @@ fn arith(
     late_error: Option<ProtocolError>,
 ) {
     hot(cx, req.key, 0);
+    if cx.shared.watch.wants(FETCHERS) {
+        watch_events::looked_up(cx, req.key);
+    }
     let outcome = cx.shared.store.arith(req, cx.now);
     let (hits, misses) = if req.incr {
         (&mut cx.stats.incr_hits, &mut cx.stats.incr_misses)
@@ -374,6 +400,8 @@ fn arith(
         ArithResult::Done(c) => {
             if !c.created {
                 *hits += 1;
+            } else if cx.shared.watch.wants(FETCHERS | MUTATIONS) {
+                watch_events::counter_created(cx, &req, c.value);
             }
             Reply::Counter(reply::Counter {
                 value: c.value,
@@ -428,6 +456,9 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 steps: &steps[..n],
             };
             let lookup = cx.shared.store.get(req, cx.now);
+            if cx.shared.watch.wants(FETCHERS) {
+                watch_events::fetched(cx, key, &lookup);
+            }
             let sent = match &lookup {
                 Lookup::Hit(h) if flags.has(b'v') && bad.is_none() => h.value.data.len(),
                 _ => 0,
@@ -484,7 +515,7 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 invalidate,
                 deadline: flags.ttl.filter(|_| invalidate).map(|t| deadline(Some(t))),
             };
-            delete(req, cx, out);
+            delete(req, "md", cx, out);
         }
         MetaOp::Arith { incr } => {
             let bad = long_opaque(flags);
@@ -554,4 +585,49 @@ fn debug(key: &[u8], cx: &mut Context<'_>, out: &mut Replies<'_>) {
         class: slab_class(size),
         size,
     }));
+}
+
+/// `watch [streams]`: on success the reply is `OK` and the connection
+/// becomes a log stream ([`Flow::Watch`]).
+fn start_watch(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flow {
+    if !cx.shared.config.watch_enabled {
+        out.send(Reply::Line(b"CLIENT_ERROR watch commands not allowed"));
+        return Flow::Continue;
+    }
+    // memcached hands the connection to its logger thread, which cannot
+    // share it with replies still owed.
+    if out.owes_earlier() {
+        out.send(Reply::Line(
+            b"ERROR cannot pipeline other commands before watch",
+        ));
+        return Flow::Continue;
+    }
+    let Some(streams) = watch::streams(args.iter()) else {
+        out.send(Reply::Error(ProtocolError::UnknownCommand));
+        return Flow::Continue;
+    };
+    match cx.shared.watch.join(streams) {
+        Ok(w) => {
+            *cx.watcher = Some(w);
+            out.send(Reply::Ok);
+            Flow::Watch
+        }
+        Err(watch::JoinError::TooMany) => {
+            out.send(Reply::Line(b"WATCHER_TOO_MANY log watcher limit reached"));
+            Flow::Continue
+        }
+    }
+}
+
+/// `refresh_certs`: the TLS certificate, key and CA read again, as
+/// memcached 1.6.40+ does; on failure the old ones stay and the reply says
+/// why, in memcached's words.
+fn refresh_certs(cx: &mut Context<'_>, out: &mut Replies<'_>) {
+    match &cx.shared.config.tls {
+        None => out.send(Reply::Line(b"Error TLS not enabled")),
+        Some(tls) => match tls.reload() {
+            Ok(()) => out.send(Reply::Ok),
+            Err(e) => out.send(Reply::Line(e.as_bytes())),
+        },
+    }
 }

@@ -110,8 +110,10 @@ pub(super) async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker
                     match stream {
                         Stream::Tcp(s) => match shared.config.tls.as_ref() {
                             Some(tls) => {
-                                let handshake =
-                                    tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(s));
+                                let handshake = tokio::time::timeout(
+                                    HANDSHAKE_TIMEOUT,
+                                    tls.acceptor().accept(s),
+                                );
                                 let handshake = tokio::select! {
                                     _ = shared.shutdown.cancelled() => return,
                                     h = handshake => h,

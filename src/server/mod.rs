@@ -8,6 +8,9 @@
 //!   a worker thread, with fewer system calls (`--io-driver`).
 //! - `session.rs`: sans-IO: one connection's protocol state, turning a read
 //!   buffer into replies in a write buffer (auth, framing, `-R` budget).
+//! - `watch.rs`: `watch`, the live log stream: the watchers' bounded
+//!   queues and memcached's line formats; `watch_events.rs` what the
+//!   executor tells it.
 //! - `execute.rs`: the one executor: a decoded request (classic, meta or
 //!   binary, the last in `execute/binary.rs`)
 //!   against the store, its outcomes reported as typed replies;
@@ -31,6 +34,8 @@ mod sasl_tests;
 pub mod session;
 mod stats_reply;
 mod uring;
+pub mod watch;
+mod watch_events;
 
 use std::fmt;
 use std::os::fd::AsRawFd;
@@ -73,6 +78,9 @@ pub enum Flow {
     Shutdown {
         graceful: bool,
     },
+    /// The connection became a watcher (`watch`): send what is buffered,
+    /// then stream its log lines; see `session.rs`.
+    Watch,
 }
 
 /// The per-connection view the executors work with.
@@ -83,6 +91,10 @@ pub struct Context<'a> {
     pub now: u32,
     /// Which of this connection's requests the hot-key top-K counts.
     pub sampler: &'a mut Sampler,
+    /// The connection's descriptor (`cfd=` in `watch` lines).
+    pub fd: i32,
+    /// Set by `watch`: the connection's end of its log queue.
+    pub watcher: &'a mut Option<watch::Watcher>,
     /// The connection's SASL state (`-S`).
     pub sasl: &'a mut SaslConn,
 }
@@ -140,12 +152,19 @@ pub struct Shared {
     pub tunables: admin::Tunables,
     /// Whether connections time each command (only when /metrics is served).
     pub timing: bool,
+    /// `watch`: the watchers and their queues.
+    pub watch: Arc<watch::Hub>,
     /// The store's counters at the last `stats reset`.
     store_baseline: Mutex<StoreStats>,
 }
 
 impl Shared {
-    pub fn new(config: Config, store: Store, listeners: usize) -> Self {
+    pub fn new(config: Config, mut store: Store, listeners: usize) -> Self {
+        let watch = Arc::new(watch::Hub::new(config.watcher_buf));
+        store.set_eviction_log(Arc::new(EvictionWatch {
+            hub: watch.clone(),
+            limits: config.limits,
+        }));
         let stats = Stats::new(config.threads.max(1) * 4);
         let mut first = crate::stats::LocalStats {
             total_connections: listeners as u64,
@@ -168,6 +187,7 @@ impl Shared {
             tunables: admin::Tunables::new(lru_crawler),
             verbosity: AtomicU8::new(verbose),
             hot: HotKeys::new(hot_keys),
+            watch,
             store_baseline: Mutex::new(StoreStats::default()),
         }
     }
@@ -189,6 +209,28 @@ impl Shared {
         self.stats.reset();
         self.detail.clear();
         *self.store_baseline.lock().expect("baseline lock poisoned") = self.store.stats();
+    }
+}
+
+/// `watch evictions` lines, from the store's evictions.
+struct EvictionWatch {
+    hub: Arc<watch::Hub>,
+    limits: crate::item_rules::Limits,
+}
+
+impl crate::store::EvictionLog for EvictionWatch {
+    fn wanted(&self) -> bool {
+        self.hub.wants(watch::EVICTIONS)
+    }
+
+    fn evicted(&self, e: &crate::store::Evicted<'_>) {
+        let size = self
+            .limits
+            .item_total_size(e.key.len(), e.value_len, e.flags);
+        let ttl = e.ttl.map_or(-1, i64::from);
+        let clsid = stats_reply::slab_class(size);
+        self.hub
+            .eviction(e.key, e.fetched, ttl, e.idle, clsid, e.value_len);
     }
 }
 

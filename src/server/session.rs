@@ -11,6 +11,28 @@
 //! authentication state (`-Y`), the counts not yet added to the shared
 //! stats, and the `-R` budget. It never blocks and never touches a socket;
 //! reads, writes, timeouts, TLS and shutdown are the driver's.
+//!
+//! # Watchers: the driver's contract
+//!
+//! After `watch`, [`Session::process`] returns `Next::End(Flow::Watch)`
+//! with memcached's `OK` in the write buffer, and the connection is a log
+//! stream from then on: it takes no more requests. The driver takes the
+//! [`Watcher`] with [`Session::take_watcher`] and, until it ends the
+//! connection, repeats:
+//!
+//! 1. [`Watcher::drain`] appends whole lines to its write buffer (up to the
+//!    size it asks for) and says what it found:
+//!    - `Lines`: write the buffer out, with the same idle timeout as any
+//!      write, then drain again;
+//!    - `InFlight`: a line is being queued this instant: yield, drain again;
+//!    - `Empty`: wait for [`Watcher::ready`], a future any executor can
+//!      await, together with the socket becoming readable.
+//! 2. Bytes the client sends are read and dropped, as memcached ignores
+//!    them; end of stream or an error ends the watcher. So does shutdown.
+//!
+//! Requests never wait for a watcher: each event goes into a queue bounded
+//! in bytes, and a watcher that falls behind loses lines (`skipped=N`).
+//! Dropping the [`Watcher`] leaves the stream.
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +41,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 
 use super::execute::execute_frame;
+use super::watch::Watcher;
 use super::{Context, Flow, Shared};
 use crate::auth::{self, AuthFile};
 use crate::config::BindingProtocol;
@@ -108,6 +131,10 @@ pub struct Session {
     handled: usize,
     /// Which requests the hot-key top-K counts.
     sampler: Sampler,
+    /// The connection's descriptor, for `watch` lines (`cfd=`); -1 unknown.
+    fd: i32,
+    /// Set once `watch` made this connection a watcher.
+    watcher: Option<Watcher>,
 }
 
 impl Session {
@@ -129,7 +156,20 @@ impl Session {
             handled: 0,
             // Connections start their sampling at different points.
             sampler: Sampler::new(id as u32 ^ (id >> 32) as u32),
+            fd: -1,
+            watcher: None,
         }
+    }
+
+    /// The connection's descriptor, which `watch` lines show as `cfd=`.
+    pub fn set_fd(&mut self, fd: i32) {
+        self.fd = fd;
+    }
+
+    /// After `Next::End(Flow::Watch)`: the watcher the driver now serves
+    /// (see the module documentation).
+    pub fn take_watcher(&mut self) -> Option<Watcher> {
+        self.watcher.take()
     }
 
     /// Handles the complete requests at the front of `rbuf`, advancing it
@@ -261,6 +301,8 @@ impl Session {
                         stats: &mut self.stats,
                         now,
                         sampler: &mut self.sampler,
+                        fd: self.fd,
+                        watcher: &mut self.watcher,
                         sasl: &mut self.sasl,
                     };
                     let flow = execute_frame(frame, &mut cx, wbuf);
@@ -396,6 +438,47 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::watch::Drained;
+
+    /// Two sessions on one fresh server.
+    fn two_sessions() -> (Session, Session) {
+        use clap::Parser;
+        let config = crate::config::Cli::try_parse_from(["ferrocache"])
+            .unwrap()
+            .validate()
+            .unwrap();
+        let store = crate::store::Store::new(
+            config.store.clone(),
+            crate::store::Clock::manual(1_700_000_000),
+        );
+        let shared = Arc::new(Shared::new(config, store, 1));
+        (Session::new(shared.clone(), 1), Session::new(shared, 2))
+    }
+
+    #[test]
+    fn watch_hands_the_driver_a_watcher_and_takes_no_more_requests() {
+        let (mut watcher, mut client) = two_sessions();
+        watcher.set_fd(7);
+        client.set_fd(9);
+        let mut rbuf = BytesMut::from(&b"watch fetchers\r\nget a\r\n"[..]);
+        let mut wbuf = BytesMut::new();
+        let next = watcher.process(&mut rbuf, &mut wbuf);
+        assert_eq!(next, Next::End(Flow::Watch));
+        assert_eq!(&wbuf[..], b"OK\r\n");
+        // What followed `watch` is not run.
+        assert_eq!(&rbuf[..], b"get a\r\n");
+        let mut w = watcher.take_watcher().expect("a watcher");
+        let mut out = BytesMut::new();
+        assert_eq!(w.drain(&mut out, 1024), Drained::Empty);
+
+        assert_eq!(client.exchange(b"get a\r\n"), "END\r\n");
+        assert_eq!(w.drain(&mut out, 1024), Drained::Lines);
+        let line = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            line.ends_with(" type=item_get key=a status=not_found clsid=0 cfd=9 size=0\n"),
+            "{line}"
+        );
+    }
 
     #[test]
     fn shown_escapes_and_cuts() {

@@ -72,7 +72,12 @@ impl Shard {
             };
             match moved {
                 Some(new) => self.relocate(hash, old, new),
-                None => self.drop_record(hash, old, m, dead, ctx),
+                None => {
+                    if !dead {
+                        log_eviction(mem.bytes(this + PREFIX, len - PREFIX), m, ctx);
+                    }
+                    self.drop_record(hash, old, m, dead, ctx);
+                }
             }
         }
         let size = ctx.layout.segment_size;
@@ -117,6 +122,9 @@ impl Shard {
             self.set_meta(Loc::solo(node), spared);
             self.relocate(hash, old, Loc::solo(node));
             return 0;
+        }
+        if !dead {
+            log_eviction(mem.bytes(PREFIX, mem.len() - PREFIX), m, ctx);
         }
         self.drop_record(hash, old, m, dead, ctx);
         self.unreserve(charge, ctx);
@@ -268,4 +276,20 @@ impl Shard {
         }
         reclaimed
     }
+}
+
+/// Tells the eviction log, if anybody listens, of the live `item` evicted.
+fn log_eviction(item: &[u8], m: Meta, ctx: &Ctx) {
+    let Some(log) = ctx.evictions_log.filter(|l| l.wanted()) else {
+        return;
+    };
+    let header = item::header(item);
+    log.evicted(&super::Evicted {
+        key: item::key(item),
+        flags: header.flags,
+        value_len: item.len() - header.value_start,
+        fetched: m.has(FETCHED),
+        ttl: (m.deadline != 0).then(|| m.deadline.wrapping_sub(ctx.now)),
+        idle: ctx.now.saturating_sub(m.time),
+    });
 }

@@ -54,7 +54,7 @@ mod write;
 
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use foldhash::quality::FixedState;
@@ -88,6 +88,28 @@ pub struct StoreConfig {
     /// (`NOT_STORED`), as memcached refuses it. Sized as memcached sizes
     /// items, see [`crate::item_rules::Limits::too_large`].
     pub item_size_max: usize,
+}
+
+/// Told of each live item evicted for room: memcached's `watch evictions`.
+/// The store calls it under a shard lock, so it must not block.
+pub trait EvictionLog: Send + Sync {
+    /// Whether anybody listens; asked before anything is gathered.
+    fn wanted(&self) -> bool;
+    fn evicted(&self, item: &Evicted<'_>);
+}
+
+/// What [`EvictionLog`] is told of an evicted item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Evicted<'a> {
+    pub key: &'a [u8],
+    pub flags: u32,
+    pub value_len: usize,
+    /// Whether it was read after it was stored.
+    pub fetched: bool,
+    /// Seconds it had left; `None` if it had no expiry.
+    pub ttl: Option<u32>,
+    /// Seconds since it was last stored or read.
+    pub idle: u32,
 }
 
 /// Counters the store owns, with memcached's names.
@@ -161,6 +183,7 @@ pub struct Store {
     layout: Layout,
     config: StoreConfig,
     clock: Clock,
+    evictions_log: Option<Arc<dyn EvictionLog>>,
     /// What the snapshot this store was loaded from held, if it was.
     warm: Option<WarmStart>,
 }
@@ -204,8 +227,14 @@ impl Store {
             layout: Layout::for_share(config.memory_limit / config.shards),
             config,
             clock,
+            evictions_log: None,
             warm: None,
         }
+    }
+
+    /// Reports every eviction to `log` from now on.
+    pub fn set_eviction_log(&mut self, log: Arc<dyn EvictionLog>) {
+        self.evictions_log = Some(log);
     }
 
     pub fn clock(&self) -> &Clock {
@@ -268,6 +297,7 @@ impl Store {
             hasher: &self.hasher,
             memory: &self.memory,
             layout: self.layout,
+            evictions_log: self.evictions_log.as_deref(),
         }
     }
 

@@ -43,6 +43,8 @@ pub struct Ctx<'a> {
     pub hasher: &'a FixedState,
     pub memory: &'a Memory,
     pub layout: Layout,
+    /// Told of each eviction (`watch evictions`).
+    pub evictions_log: Option<&'a dyn super::EvictionLog>,
 }
 
 impl Ctx<'_> {

@@ -139,6 +139,10 @@ fn admin<'a>(t: &Tokens<'a>) -> Parsed<'a> {
             args: Keys::new(t.after(0)),
             noreply: t.noreply(),
         }),
+        b"watch" => command(Request::Watch {
+            args: Keys::new(t.after(0)),
+        }),
+        b"refresh_certs" => command(Request::RefreshCerts),
         // An HTTP request sent to the cache port: memcached closes.
         _ if t.words() > 1 && t.last().starts_with(b"HTTP/") => Parsed::Frame(Frame::Close),
         _ => unknown(t),

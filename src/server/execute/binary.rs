@@ -11,6 +11,8 @@ use crate::item_rules::StoreMode;
 use crate::protocol::binary::{BinaryCommand, BinaryOp, NO_AUTO_CREATE, Refusal};
 use crate::protocol::reply::{Reply, Wire};
 use crate::server::stats_reply;
+use crate::server::watch::FETCHERS;
+use crate::server::watch_events;
 use crate::store::{
     ArithRequest, DeleteRequest, DeleteResult, GetRequest, Lookup, Step, StoreRequest,
 };
@@ -115,6 +117,9 @@ fn get(key: &[u8], touch: Option<u32>, cx: &mut Context<'_>, out: &mut Replies<'
     let mut req = GetRequest::new(key);
     req.steps = steps.as_slice();
     let lookup = cx.shared.store.get(req, cx.now);
+    if cx.shared.watch.wants(FETCHERS) {
+        watch_events::fetched(cx, key, &lookup);
+    }
     let (hit, sent) = match &lookup {
         Lookup::Hit(hit) => {
             out.send(Reply::Hit(item(key, hit, cx.now)));
@@ -151,6 +156,10 @@ fn delete(key: &[u8], cas: u64, cx: &mut Context<'_>, out: &mut Replies<'_>) {
         cx.shared.detail.record_delete(key);
     }
     hot(cx, key, 0);
+    // memcached's binary delete logs its lookup, and no deletion line.
+    if cx.shared.watch.wants(FETCHERS) {
+        watch_events::looked_up(cx, key);
+    }
     let mut req = DeleteRequest::new(key);
     req.compare_cas = (cas != 0).then_some(cas);
     out.send(match cx.shared.store.delete(req, cx.now) {

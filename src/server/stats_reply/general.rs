@@ -111,22 +111,21 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     if cfg.lru_maintainer {
         stat!("lru_maintainer_juggles", 0);
     }
-    for name in [
-        "malloc_fails",
-        "log_worker_dropped",
-        "log_worker_written",
-        "log_watcher_skipped",
-        "log_watcher_sent",
-        "log_watchers",
-    ] {
-        out.stat(name, 0);
-    }
+    stat!("malloc_fails", 0);
+    // Events are formatted once, where they happen; none is dropped
+    // before the watchers' queues.
+    let log = shared.watch.stats();
+    stat!("log_worker_dropped", 0);
+    stat!("log_worker_written", log.worker_written);
+    stat!("log_watcher_skipped", log.watcher_skipped);
+    stat!("log_watcher_sent", log.watcher_sent);
+    stat!("log_watchers", log.watchers);
     // memcached shows these only with -Z.
     if let Some(tls) = &shared.config.tls {
         stat!("ssl_handshake_errors", s.ssl_handshake_errors);
         stat!(
             "time_since_server_cert_refresh",
-            tls.loaded.elapsed().as_secs()
+            tls.loaded().elapsed().as_secs()
         );
     }
     stat!("unexpected_napi_ids", 0);
@@ -273,8 +272,9 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
             "idle_timeout",
             cfg.idle_timeout.map_or(0, |d| d.as_secs()).to_string(),
         ),
-        ("watcher_logbuf_size", "0".into()),
-        ("worker_logbuf_size", "0".into()),
+        ("watcher_logbuf_size", cfg.watcher_buf.to_string()),
+        // memcached's default; there are no per-worker log buffers here.
+        ("worker_logbuf_size", "65536".into()),
         ("read_buf_mem_limit", "0".into()),
         ("track_sizes", yes_no(cfg.track_sizes).into()),
         ("inline_ascii_response", "no".into()),

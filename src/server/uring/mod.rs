@@ -1,17 +1,15 @@
 //! The io_uring driver: a thread per worker (`-t`), each with its own ring,
 //! accepting on every listening socket, dealing the connections it accepts
-//! out to the workers in turn, and serving those it is given to the end. It drives each connection's [`Session`] as the
-//! tokio driver (`connection.rs`) does; what differs is the cost: a loop
-//! turn submits every receive re-armed and every reply of the turn, and
-//! waits for the next completions, in one system call, where epoll pays a
-//! `read` and a `write` per request. See `worker.rs`.
+//! out to the workers in turn, and serving those it is given to the end.
+//! It drives each connection's [`Session`] as the tokio driver
+//! (`connection.rs`) does; what differs is the cost: a loop turn submits
+//! every receive re-armed and every reply of the turn, and waits for the
+//! next completions, in one system call, where epoll pays a `read` and a
+//! `write` per request. See `worker.rs`.
 //!
-//! Knows nothing about requests; TLS connections stay on the tokio driver.
-//!
-//! TODO(uring): output without input (a `watch` stream) needs a way for a
-//! session to ask its worker to drive it: e.g. a waker that queues the
-//! connection on the worker's inbox and writes its eventfd, and `drive`
-//! asking the session for pending output when the read buffer is empty.
+//! Knows nothing about requests. TLS connections stay on the tokio driver,
+//! and a connection that becomes a `watch` stream (output without input,
+//! woken by its queue) is handed to a tokio task once its `OK` is sent.
 //!
 //! [`Session`]: crate::server::session::Session
 
@@ -100,6 +98,7 @@ pub async fn serve(listeners: &[Listener], shared: Arc<Shared>) -> io::Result<()
             peers: peers.clone(),
             index,
             stop: stop.clone(),
+            runtime: tokio::runtime::Handle::current(),
         };
         let ready = ready_tx.clone();
         let thread = std::thread::Builder::new()

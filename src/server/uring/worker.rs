@@ -26,7 +26,9 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::bufring::BufRing;
 use crate::protocol::ProtocolError;
+use crate::server::connection::serve_watcher;
 use crate::server::session::{Next, Session};
+use crate::server::watch::{CONNEVENTS, CloseReason, Peer as Client};
 use crate::server::{DRAIN_TIMEOUT, Flow, Shared};
 use crate::stats::{ConnInfo, ConnState, LocalStats};
 
@@ -109,6 +111,8 @@ pub struct Setup {
     pub index: usize,
     /// Set (before the wake-ups) when shutdown starts.
     pub stop: Arc<AtomicBool>,
+    /// Where connections that become watchers are served from then on.
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// An accepted socket on its way to the worker that will serve it, with
@@ -157,12 +161,37 @@ struct Conn {
     /// When data last arrived (only kept with an idle timeout).
     active: Instant,
     open: Arc<AtomicUsize>,
+    /// Accepted from a TCP listener (else a unix socket).
+    tcp: bool,
+    /// It asked to `watch`: once its `OK` is sent and its receive has
+    /// ended, it is handed to a tokio task (see [`Worker::hand_off`]).
+    watching: bool,
+    /// Handed over: the task counts and lists it now, not this.
+    handed_off: bool,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        if self.handed_off {
+            return;
+        }
         self.session.flush_stats();
         let shared = self.session.shared();
+        if shared.watch.wants(CONNEVENTS) {
+            let reason = match self.closing.or(self.ending) {
+                Some("idle timeout" | "idle timeout (client not reading)") => {
+                    CloseReason::IdleTimeout
+                }
+                Some("shutdown") => CloseReason::Shutdown,
+                Some("read error" | "write error" | "input memcached refuses") => {
+                    CloseReason::Error
+                }
+                _ => CloseReason::Normal,
+            };
+            shared
+                .watch
+                .conn_close(client(&self.fd, self.tcp), reason, self.fd.as_raw_fd());
+        }
         shared.stats.connection_closed();
         shared.conns.unregister(self.id);
         self.open.fetch_sub(1, Ordering::Relaxed);
@@ -184,6 +213,7 @@ pub struct Worker {
     /// Which worker gets the next connection accepted here.
     next_peer: usize,
     stop: Arc<AtomicBool>,
+    runtime: tokio::runtime::Handle,
     conns: Vec<Option<Conn>>,
     generations: Vec<u32>,
     free: Vec<u32>,
@@ -229,6 +259,7 @@ impl Worker {
             index: setup.index,
             next_peer: setup.index,
             stop: setup.stop,
+            runtime: setup.runtime,
             conns: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
@@ -437,6 +468,7 @@ impl Worker {
     }
 
     fn sent(&mut self, slot: u32, generation: u32, result: i32) {
+        let (idle, now) = (self.idle.is_some(), self.now);
         let Some(c) = self.conn(slot, generation) else {
             return;
         };
@@ -448,6 +480,10 @@ impl Worker {
         } else {
             c.sent += result as usize;
             c.session.stats.bytes_written += result as u64;
+            if idle && result > 0 {
+                // Progress: a client that reads is not idle.
+                c.active = now;
+            }
             if c.sent < c.wbuf.len() {
                 let entry = send_entry(c, slot);
                 self.queue.push(entry);
@@ -470,6 +506,10 @@ impl Worker {
             return;
         }
         let shared = &*self.shared;
+        if c.watching {
+            // Input after `watch` is read only to see the client go.
+            c.rbuf.clear();
+        }
         if c.closing.is_none() && !c.rbuf.is_empty() {
             let now = self.clock;
             c.info.set(ConnState::ParseCmd, now);
@@ -499,6 +539,10 @@ impl Worker {
                     shared.shutdown.cancel();
                     c.closing = Some("shutdown command");
                 }
+                Flow::Watch => {
+                    c.info.set(ConnState::Watch, now);
+                    c.watching = true;
+                }
             }
         }
         if !c.wbuf.is_empty() {
@@ -514,6 +558,20 @@ impl Worker {
         }
         if c.wbuf.capacity() > BUF_KEEP_MAX {
             c.wbuf = BytesMut::with_capacity(BUF_SIZE);
+        }
+        if c.watching && c.closing.is_none() && c.ending.is_none() {
+            if !c.receiving {
+                self.hand_off(slot);
+            } else if !c.cancelling {
+                c.cancelling = true;
+                let target = user_data(OP_RECV, slot, c.generation);
+                self.queue.push(
+                    opcode::AsyncCancel::new(target)
+                        .build()
+                        .user_data(user_data(OP_CANCEL, slot, c.generation)),
+                );
+            }
+            return;
         }
         if c.closing.is_none() {
             c.closing = c.ending;
@@ -580,6 +638,59 @@ impl Worker {
         drop(c);
         self.free.push(slot);
         self.live -= 1;
+    }
+
+    /// Gives a watcher, its `OK` sent and nothing of it in flight, to a
+    /// tokio task: a watcher waits for lines on its queue, which a task
+    /// awaits, and watchers are few, so the ring does not learn to.
+    fn hand_off(&mut self, slot: u32) {
+        let Some(mut c) = self.conns[slot as usize].take() else {
+            return;
+        };
+        self.free.push(slot);
+        self.live -= 1;
+        // The descriptor goes to the task; the connection closes a
+        // duplicate, so the task's number is the one `watch` lines showed.
+        let dup = match c.fd.try_clone() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(id = c.id, error = %e, "could not hand a watcher over; closing it");
+                return;
+            }
+        };
+        let fd = std::mem::replace(&mut c.fd, dup);
+        let Some(watcher) = c.session.take_watcher() else {
+            return;
+        };
+        c.handed_off = true;
+        let local = std::mem::take(&mut c.session.stats);
+        let (id, tcp, open) = (c.id, c.tcp, c.open.clone());
+        drop(c);
+        let shared = self.shared.clone();
+        let release = move || {
+            open.fetch_sub(1, Ordering::Relaxed);
+        };
+        self.runtime.spawn(async move {
+            if tcp {
+                let std = std::net::TcpStream::from(fd);
+                match std
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpStream::from_std(std))
+                {
+                    Ok(s) => serve_watcher(s, shared, id, watcher, local, release).await,
+                    Err(e) => unserved(&shared, id, &e, release),
+                }
+            } else {
+                let std = std::os::unix::net::UnixStream::from(fd);
+                match std
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::UnixStream::from_std(std))
+                {
+                    Ok(s) => serve_watcher(s, shared, id, watcher, local, release).await,
+                    Err(e) => unserved(&shared, id, &e, release),
+                }
+            }
+        });
     }
 
     fn arm_recv(&mut self, slot: u32) {
@@ -712,7 +823,13 @@ impl Worker {
             ConnInfo::new(fd.as_raw_fd(), addr, local, shared.store.clock().now()),
         );
         tracing::debug!(id, peer = %info.addr, "connection opened");
+        if shared.watch.wants(CONNEVENTS) {
+            shared
+                .watch
+                .conn_new(client(&fd, listening.tcp), fd.as_raw_fd());
+        }
         let mut session = Session::new(shared.clone(), id);
+        session.set_fd(fd.as_raw_fd());
         session.stats.total_connections = 1;
         let slot = match self.free.pop() {
             Some(s) => s,
@@ -741,6 +858,9 @@ impl Worker {
             queued: false,
             active: self.now,
             open: self.open.clone(),
+            tcp: listening.tcp,
+            watching: false,
+            handed_off: false,
         });
         self.live += 1;
         self.arm_recv(slot);
@@ -757,11 +877,20 @@ impl Worker {
             let Some(c) = self.conns[slot as usize].as_mut() else {
                 continue;
             };
-            if c.closing.is_none()
-                && !c.sending
-                && !c.session.in_data_block()
-                && self.now.duration_since(c.active) >= limit
-            {
+            if c.closing.is_some() || self.now.duration_since(c.active) < limit {
+                continue;
+            }
+            if c.sending {
+                // A client that takes none of its replies for that long is
+                // kicked too; the send is cancelled and its completion closes.
+                c.session.stats.idle_kicks += 1;
+                c.closing = Some("idle timeout (client not reading)");
+                self.queue.push(
+                    opcode::AsyncCancel::new(user_data(OP_SEND, slot, c.generation))
+                        .build()
+                        .user_data(user_data(OP_CANCEL, slot, c.generation)),
+                );
+            } else if !c.session.in_data_block() {
                 c.session.stats.idle_kicks += 1;
                 c.closing = Some("idle timeout");
                 self.mark(slot);
@@ -826,6 +955,24 @@ fn set_nodelay(fd: &OwnedFd) {
 }
 
 /// The peer's and our address, in `stats conns`' `tcp:<ip>:<port>` form.
+/// A watcher whose socket tokio would not take: closed, and counted so.
+fn unserved(shared: &Shared, id: u64, e: &io::Error, release: impl FnOnce()) {
+    tracing::warn!(id, error = %e, "could not serve a watcher; closed");
+    shared.stats.connection_closed();
+    shared.conns.unregister(id);
+    release();
+}
+
+/// The client of a connection, as `watch connevents` lines show it.
+fn client(fd: &OwnedFd, tcp: bool) -> Client {
+    if !tcp {
+        return Client::Unix;
+    }
+    // SAFETY: borrowed for one getter; ManuallyDrop keeps it from closing.
+    let stream = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd.as_raw_fd()) });
+    stream.peer_addr().map_or(Client::Unix, Client::Tcp)
+}
+
 fn describe_tcp(fd: &OwnedFd) -> (String, String) {
     // SAFETY: borrowed for two getters; ManuallyDrop keeps it from closing.
     let stream = ManuallyDrop::new(unsafe { std::net::TcpStream::from_raw_fd(fd.as_raw_fd()) });
