@@ -289,6 +289,10 @@ fn scan_flags<'a>(
                 Some(v) => flags.compare_cas = Some(v),
                 None => bad = Some(ProtocolError::BadToken),
             },
+            b'E' => match (!value.is_empty()).then(|| token_u64(value)).flatten() {
+                Some(v) => flags.cas_in = Some(v),
+                None => bad = Some(ProtocolError::BadToken),
+            },
             // The byte after `M`, whatever follows it; a bare `M` has the
             // line's next byte (a space or the line end), an invalid mode.
             b'M' => mode = Some(value.first().copied().unwrap_or(b' ')),
@@ -300,8 +304,8 @@ fn scan_flags<'a>(
                 Some(v) => flags.delta = v,
                 None => bad = Some(ProtocolError::InvalidDeltaValue),
             },
-            b'c' | b'f' | b'h' | b'k' | b'l' | b'q' | b's' | b't' | b'u' | b'v' | b'O' | b'P'
-            | b'L' | b'I' => {}
+            b'c' | b'f' | b'h' | b'k' | b'l' | b'q' | b's' | b't' | b'u' | b'v' | b'x' | b'O'
+            | b'P' | b'L' | b'I' => {}
             _ => return Err(ProtocolError::InvalidFlag),
         }
     }
@@ -650,6 +654,30 @@ mod tests {
         );
         // Flags meant for other commands are accepted by ms.
         assert_eq!(set_header("ms k 1 N5 R5 v s t f h l\r\n").refused, None);
+    }
+
+    /// The flags memcached 1.6.45 added: `E` (a CAS to give the item) on
+    /// every command, `x` (drop the value) accepted by all.
+    #[test]
+    fn newer_flags() {
+        use ProtocolError::*;
+        let m = meta("md k x I T30 E18446744073709551615\r\n");
+        assert!(m.flags.has(b'x') && m.flags.has(b'I'));
+        assert_eq!(m.flags.cas_in, Some(u64::MAX));
+        assert_eq!(meta("mg k E0 v\r\n").flags.cas_in, Some(0));
+        assert_eq!(meta("mg k v\r\n").flags.cas_in, None);
+        assert!(meta("mg k x\r\n").flags.has(b'x'));
+        assert_eq!(meta("ma k E7 N0\r\n").flags.cas_in, Some(7));
+        let h = set_header("ms k 1 E5 s MA N0\r\n");
+        assert_eq!((h.refused, h.command.flags.cas_in), (None, Some(5)));
+        assert!(h.command.flags.has(b's'));
+        for line in ["mg k E\r\n", "mg k Ex\r\n", "md k E-1\r\n", "mg k E+1\r\n"] {
+            assert_eq!(err(line), BadToken, "{line}");
+        }
+        assert_eq!(err("mg k E18446744073709551616\r\n"), BadToken);
+        assert_eq!(err("ma k Ex\r\n"), InvalidOrDuplicateFlag);
+        assert_eq!(err("md k x x\r\n"), DuplicateFlag);
+        assert_eq!(refused("ms k 1 E\r\n"), BadToken);
     }
 
     #[test]

@@ -314,7 +314,8 @@ fn count_miss_kind(lookup: &Lookup, cx: &mut Context<'_>) {
 fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     cx.stats.cmd_set += 1;
     hot(cx, req.key, 0);
-    let (result, cas) = cx.shared.store.store(req, cx.now);
+    let written = cx.shared.store.store_sized(req, cx.now);
+    let (result, cas) = (written.result, written.cas);
     if cas_mode {
         match result {
             StoreResult::Stored => cx.stats.cas_hits += 1,
@@ -324,7 +325,10 @@ fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut 
         }
     }
     out.send(match result {
-        StoreResult::Stored => Reply::Stored { cas },
+        StoreResult::Stored => Reply::Stored {
+            cas,
+            size: written.len,
+        },
         StoreResult::NotStored => Reply::NotStored,
         StoreResult::Exists => Reply::Exists,
         StoreResult::NotFound => Reply::NotFound,
@@ -352,6 +356,7 @@ fn delete(req: DeleteRequest<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
             cx.stats.delete_misses += 1;
             Reply::Exists
         }
+        DeleteResult::OutOfMemory => Reply::Error(ProtocolError::ArithOutOfMemory),
     });
 }
 
@@ -408,6 +413,7 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
         key,
         binary: cmd.key.is_binary(),
         flags: cmd.flags,
+        sent: cmd.value.len(),
     };
     let out = &mut Replies::new(wire, buf);
     let clock = cx.shared.store.clock();
@@ -425,11 +431,19 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 bump: !flags.has(b'u'),
                 tokens: true,
                 unlink_expired: false,
+                cas_in: flags.cas_in,
                 steps: &steps[..n],
             };
             let lookup = cx.shared.store.get(req, cx.now);
+            // A matching `C` leaves the value out.
             let sent = match &lookup {
-                Lookup::Hit(h) if flags.has(b'v') && bad.is_none() => h.value.data.len(),
+                Lookup::Hit(h)
+                    if flags.has(b'v')
+                        && bad.is_none()
+                        && flags.compare_cas != Some(h.value.cas) =>
+                {
+                    h.value.data.len()
+                }
                 _ => 0,
             };
             hot(cx, key, sent);
@@ -461,16 +475,23 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
             out.send(reply);
         }
         MetaOp::Set { mode } => {
+            // `N` makes append and prepend create a missing item, which
+            // takes its TTL from `N`.
+            let vivify =
+                flags.vivify.is_some() && matches!(mode, StoreMode::Append | StoreMode::Prepend);
             let req = StoreRequest {
                 mode,
                 key,
                 key_binary: cmd.key.is_binary(),
                 flags: flags.client_flags,
-                deadline: deadline(flags.ttl),
+                deadline: deadline(if vivify { flags.vivify } else { flags.ttl }),
                 value: cmd.value,
                 compare_cas: flags.compare_cas,
                 invalidate: flags.has(b'I'),
                 oom_deletes: true,
+                vivify,
+                // memcached's text protocol takes `E0` as no `E`.
+                cas_in: flags.cas_in.filter(|&c| c != 0),
             };
             let cas_mode =
                 flags.compare_cas.is_some() && matches!(mode, StoreMode::Set | StoreMode::Replace);
@@ -482,7 +503,10 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 key,
                 compare_cas: flags.compare_cas,
                 invalidate,
-                deadline: flags.ttl.filter(|_| invalidate).map(|t| deadline(Some(t))),
+                deadline: flags.ttl.map(|t| deadline(Some(t))),
+                remove_value: flags.has(b'x'),
+                flags: flags.client_flags,
+                cas_in: flags.cas_in,
             };
             delete(req, cx, out);
         }
@@ -497,6 +521,7 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 compare_cas: flags.compare_cas.unwrap_or(0),
                 vivify: flags.vivify.is_some(),
                 initial: flags.initial,
+                cas_in: flags.cas_in,
                 steps: &steps[..n],
             };
             arith(req, cx, out, bad.map(|_| ProtocolError::OpaqueTooLong));

@@ -47,7 +47,7 @@ impl Store {
             let mut digits = [0u8; 20];
             let ndigits = item::format_counter(n, &mut digits);
             let len = ndigits.max(old_value.len());
-            let cas = self.next_cas(si);
+            let cas = self.cas_for(si, req.cas_in);
             let fill = |d: &mut [u8]| {
                 d[..ndigits].copy_from_slice(&digits[..ndigits]);
                 d[ndigits..].fill(b' ');
@@ -97,7 +97,7 @@ impl Store {
         let key = req.key;
         let mut digits = [0u8; 20];
         let ndigits = item::format_counter(req.initial, &mut digits);
-        let cas = self.next_cas(si);
+        let cas = self.cas_for(si, req.cas_in);
         let fill = |d: &mut [u8]| d.copy_from_slice(&digits[..ndigits]);
         let mut built = NewItem::new(self.layout, key, req.key_binary, 0, cas, ndigits, &fill);
         let outcome = self.with_room(si, now, |shard, ctx| {

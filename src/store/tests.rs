@@ -883,6 +883,7 @@ mod options {
             bump,
             tokens: true,
             unlink_expired: false,
+            cas_in: None,
             steps,
         };
         match s.get(req, s.clock().now()) {
@@ -902,6 +903,8 @@ mod options {
             compare_cas: None,
             invalidate: false,
             oom_deletes: true,
+            vivify: false,
+            cas_in: None,
         };
         let (result, cas) = s.store(req, s.clock().now());
         assert_eq!(result, StoreResult::Stored);
@@ -921,6 +924,9 @@ mod options {
             compare_cas,
             invalidate: invalidate.is_some(),
             deadline: invalidate.flatten(),
+            remove_value: false,
+            flags: 0,
+            cas_in: None,
         };
         s.delete(req, now)
     }
@@ -1041,6 +1047,8 @@ mod options {
             compare_cas: Some(cas - 1),
             invalidate: true,
             oom_deletes: true,
+            vivify: false,
+            cas_in: None,
         };
         let (result, new_cas) = s.store(req, now);
         assert_eq!(result, StoreResult::Stored);
@@ -1107,6 +1115,8 @@ mod options {
             compare_cas,
             invalidate: false,
             oom_deletes: true,
+            vivify: false,
+            cas_in: None,
         };
         assert_eq!(
             s.store(req(StoreMode::Set, b"x", Some(1)), now),
@@ -1160,6 +1170,7 @@ mod options {
             compare_cas,
             vivify,
             initial: 42,
+            cas_in: None,
             steps,
         };
         assert_eq!(ma(&s, b"n", req(false, 0, &[]), now), ArithResult::NotFound);
@@ -1222,6 +1233,7 @@ mod options {
             bump: true,
             tokens: true,
             unlink_expired: false,
+            cas_in: None,
             steps: &[],
         };
         assert_eq!(s.get(req, now + 2), Lookup::Expired);

@@ -163,5 +163,7 @@ fn delete(key: &[u8], cas: u64, cx: &mut Context<'_>, out: &mut Replies<'_>) {
             Reply::NotFound
         }
         DeleteResult::Exists => Reply::Exists,
+        // Only a delete that keeps an empty item (meta `x`) needs memory.
+        DeleteResult::OutOfMemory => Reply::Error(crate::protocol::ProtocolError::OutOfMemory),
     });
 }
