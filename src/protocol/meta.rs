@@ -13,7 +13,8 @@
 //!    `ms`'s length is known nothing can be swallowed, so these errors leave
 //!    the data block to be read as a command line;
 //! 2. a key over 250 bytes (before any base64 decoding) → `bad command line
-//!    format`; more than 20 words → `options flags are too long`;
+//!    format` (from `ms` after its length, so its block is swallowed); more
+//!    than 20 words → `options flags are too long`;
 //! 3. the flag scan (`_meta_flag_preparse`): an unknown flag or a flag seen
 //!    twice stops it at once; a bad value is remembered and the scan goes on,
 //!    so the last such error is the one reported. `ma` reports every scan
@@ -97,18 +98,18 @@ pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
         return error(ProtocolError::BadCommandLineFormat);
     }
     let key = t.get(1);
+    // The tokenizer split the whole line (it stops only after 23 words), so
+    // the raw rest of the line holds exactly the flag tokens.
+    let raw = t.after(first_flag - 1);
+    if is_set {
+        return set(t, key, raw);
+    }
     if key.len() > KEY_MAX_LEN {
         // Found by the flag scan, whose every error `ma` reports alike.
         return error(match op {
             MetaOp::Arith { .. } => ProtocolError::InvalidOrDuplicateFlag,
             _ => ProtocolError::BadCommandLineFormat,
         });
-    }
-    // The tokenizer split the whole line (it stops only after 23 words), so
-    // the raw rest of the line holds exactly the flag tokens.
-    let raw = t.after(first_flag - 1);
-    if is_set {
-        return set(t, key, raw);
     }
     if t.words() > MAX_WORDS {
         return error(match op {
@@ -192,6 +193,10 @@ fn set<'a>(t: &Tokens<'a>, key: &'a [u8], raw: &'a [u8]) -> Parsed<'a> {
             refused: Some(refused),
         })
     };
+    // Found by the flag scan, so after the length: the block is swallowed.
+    if key.len() > KEY_MAX_LEN {
+        return refuse(ProtocolError::BadCommandLineFormat);
+    }
     if t.words() > MAX_WORDS {
         return refuse(ProtocolError::GetFlagsTooLong);
     }
@@ -384,7 +389,6 @@ mod tests {
             (format!("mg {k251} v\r\n"), BadCommandLineFormat),
             (format!("md {k251}\r\n"), BadCommandLineFormat),
             (format!("ma {k251}\r\n"), InvalidOrDuplicateFlag),
-            (format!("ms {k251} 2 Y\r\n"), BadCommandLineFormat),
             // a long key is refused before the word count
             (format!("mg {k251} {f19}\r\n"), BadCommandLineFormat),
             (format!("mg k {f19}\r\n"), GetFlagsTooLong),
@@ -474,6 +478,11 @@ mod tests {
             ("ms k 2 T\r\n".into(), BadToken),
             ("ms k 2 F-1\r\n".into(), BadCommandLineFormat),
             ("ms !!!! 2 b\r\n".into(), KeyDecode),
+            // a long key is found by the flag scan, after the length
+            (
+                format!("ms {} 2 Y\r\n", "k".repeat(251)),
+                BadCommandLineFormat,
+            ),
             (format!("ms k 2 {long_opaque}\r\n"), OpaqueTooLong),
             // the mode is checked before the opaque
             (format!("ms k 2 {long_opaque} MX\r\n"), InvalidSetMode),
