@@ -1239,4 +1239,124 @@ mod options {
         assert_eq!(s.get(req, now + 2), Lookup::Expired);
         assert_eq!(s.peek(b"k", now + 2), None);
     }
+
+    /// Meta `E`: the client's CAS replaces the next one, in every write.
+    #[test]
+    fn a_client_chosen_cas_is_kept() {
+        let s = store();
+        let now = s.clock().now();
+        let chosen = |mode, value: &'static [u8], cas_in| StoreRequest {
+            cas_in,
+            ..StoreRequest::new(mode, b"k", 0, 0, value)
+        };
+        assert_eq!(
+            s.store(chosen(Set, b"1", Some(500)), now),
+            (StoreResult::Stored, 500)
+        );
+        assert_eq!(
+            s.store(chosen(Append, b"2", Some(600)), now),
+            (StoreResult::Stored, 600)
+        );
+        let counter = ArithRequest {
+            cas_in: Some(0),
+            ..ArithRequest::new(b"k", true, 1)
+        };
+        match s.arith(counter, now) {
+            ArithResult::Done(c) => assert_eq!((c.value, c.cas), (13, 0)),
+            other => panic!("{other:?}"),
+        }
+        let invalidate = DeleteRequest {
+            invalidate: true,
+            cas_in: Some(7),
+            ..DeleteRequest::new(b"k")
+        };
+        assert_eq!(s.delete(invalidate, now), DeleteResult::Invalidated);
+        assert_eq!(s.peek(b"k", now).unwrap().cas, 7);
+        // A vivified item takes it too.
+        let vivify = GetRequest {
+            vivify: true,
+            cas_in: Some(42),
+            ..GetRequest::new(b"new")
+        };
+        match s.get(vivify, now) {
+            Lookup::Hit(hit) => assert_eq!((hit.created, hit.value.cas), (true, 42)),
+            other => panic!("{other:?}"),
+        }
+        // Without CAS (-C) every item's CAS stays 0.
+        let off = new_store(64 * MB, true, false, 1);
+        assert_eq!(
+            off.store(chosen(Set, b"1", Some(500)), now),
+            (StoreResult::Stored, 0)
+        );
+    }
+
+    /// Meta `md x`: the key stays, as an empty item with the request's
+    /// flags and deadline, keeping its CAS unless one is chosen.
+    #[test]
+    fn remove_value_keeps_an_empty_item() {
+        let s = store();
+        let now = s.clock().now();
+        let req = StoreRequest::new(Set, b"k", 9, now + 100, b"hello");
+        let (_, cas) = s.store(req, now);
+        let x = |deadline, cas_in, invalidate| DeleteRequest {
+            remove_value: true,
+            flags: 3,
+            deadline,
+            cas_in,
+            invalidate,
+            ..DeleteRequest::new(b"k")
+        };
+        assert_eq!(s.delete(x(None, None, false), now), DeleteResult::Deleted);
+        let info = s.peek(b"k", now).unwrap();
+        assert_eq!(
+            (info.value_len, info.flags, info.deadline, info.cas),
+            (0, 3, 0, cas)
+        );
+        assert_eq!(
+            s.delete(x(Some(now + 50), Some(u64::MAX), false), now),
+            DeleteResult::Deleted
+        );
+        let info = s.peek(b"k", now).unwrap();
+        assert_eq!((info.deadline, info.cas), (now + 50, u64::MAX));
+        // With invalidate: stale, with a new CAS.
+        assert_eq!(
+            s.delete(x(None, None, true), now),
+            DeleteResult::Invalidated
+        );
+        let hit = get(&s, b"k", &[], false, true).unwrap();
+        assert!(hit.stale && hit.won && hit.value.cas != u64::MAX, "{hit:?}");
+        assert_eq!(s.delete(x(None, None, false), now), DeleteResult::Deleted);
+        let missing = DeleteRequest {
+            key: b"nokey",
+            ..x(None, None, false)
+        };
+        assert_eq!(s.delete(missing, now), DeleteResult::NotFound);
+    }
+
+    /// Meta `ms MA N`: append and prepend create a missing item.
+    #[test]
+    fn append_with_vivify_creates_the_item() {
+        let s = store();
+        let now = s.clock().now();
+        let req = |mode, value: &'static [u8]| StoreRequest {
+            vivify: true,
+            compare_cas: Some(5),
+            ..StoreRequest::new(mode, b"k", 7, now + 30, value)
+        };
+        let w = s.store_sized(req(Append, b"ab"), now);
+        assert_eq!((w.result, w.len), (StoreResult::Stored, 2));
+        let w = s.store_sized(
+            StoreRequest {
+                compare_cas: None,
+                ..req(Prepend, b"xyz")
+            },
+            now,
+        );
+        assert_eq!((w.result, w.len), (StoreResult::Stored, 5));
+        let info = s.peek(b"k", now).unwrap();
+        assert_eq!((info.flags, info.deadline), (7, now + 30));
+        // An existing item still checks a CAS; what is sent is reported.
+        let w = s.store_sized(req(Append, b"q"), now);
+        assert_eq!((w.result, w.len), (StoreResult::Exists, 1));
+    }
 }
