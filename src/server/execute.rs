@@ -159,7 +159,13 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
         }
         Request::Arith {
             key, delta, incr, ..
-        } => arith(ArithRequest::new(key, incr, delta), cx, out, None),
+        } => {
+            let req = ArithRequest {
+                held: cx.held.version(key),
+                ..ArithRequest::new(key, incr, delta)
+            };
+            arith(req, cx, out, None)
+        }
         Request::Touch { key, exptime, .. } => {
             cx.stats.cmd_touch += 1;
             hot(cx, key, 0);
@@ -274,6 +280,7 @@ fn get(keys: Keys<'_>, touch: Option<u32>, cx: &mut Context<'_>, out: &mut Repli
         let (hit, sent) = match &lookup {
             Lookup::Hit(hit) => {
                 out.send(Reply::Hit(item(key, hit, cx.now)));
+                cx.held.hit(key, hit.value.cas);
                 (true, hit.value.data.len())
             }
             miss => {
@@ -458,6 +465,7 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                         cx.stats.cmd_get += 1;
                         cx.stats.get_hits += 1;
                     }
+                    cx.held.hit(key, hit.value.cas);
                     Reply::Hit(item(key, hit, cx.now))
                 }
                 miss => {
@@ -522,6 +530,7 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 vivify: flags.vivify.is_some(),
                 initial: flags.initial,
                 cas_in: flags.cas_in,
+                held: cx.held.version(key),
                 steps: &steps[..n],
             };
             arith(req, cx, out, bad.map(|_| ProtocolError::OpaqueTooLong));

@@ -398,3 +398,31 @@ fn mg_c_leaves_out_a_value_the_client_has() {
         ("mg nx C12 v q\r\nmn\r\n", "MN\r\n"),
     ]]);
 }
+
+/// memcached pads a shortened counter in place, except when a reply not
+/// yet sent (a hit earlier in the same batch) holds the item: then the
+/// result is a new item of its own length. Recorded from memcached 1.6.45.
+#[test]
+fn a_counter_held_by_an_unsent_hit_is_not_padded() {
+    check(&[&[
+        ("set n 0 0 3\r\n100\r\n", "STORED\r\n"),
+        (
+            "get n\r\ndecr n 1\r\nget n\r\n",
+            "VALUE n 0 3\r\n100\r\nEND\r\n99\r\nVALUE n 0 2\r\n99\r\nEND\r\n",
+        ),
+        ("set m 0 0 3\r\n100\r\n", "STORED\r\n"),
+        (
+            "decr m 1\r\nget m\r\n",
+            "99\r\nVALUE m 0 3\r\n99 \r\nEND\r\n",
+        ),
+        // A store in between makes a new item, which nothing holds.
+        (
+            "get m\r\nset m 0 0 3\r\n100\r\ndecr m 1\r\nget m\r\n",
+            "VALUE m 0 3\r\n99 \r\nEND\r\nSTORED\r\n99\r\nVALUE m 0 3\r\n99 \r\nEND\r\n",
+        ),
+        (
+            "mg m v\r\nma m MD v\r\nmg m v\r\n",
+            "VA 3\r\n99 \r\nVA 2\r\n98\r\nVA 2\r\n98\r\n",
+        ),
+    ]]);
+}

@@ -12,7 +12,7 @@
 //!   binary, the last in `execute/binary.rs`)
 //!   against the store, its outcomes reported as typed replies;
 //!   `stats_reply/` the `stats` sub-commands; `admin.rs` the slab, LRU and
-//!   crawler admin commands.
+//!   crawler admin commands; `held.rs` the items unsent replies hold.
 //!
 //! [`run`] serves until [`Shared::shutdown`] is cancelled (a signal, or the
 //! `shutdown` command), then waits a bounded time for connections to finish
@@ -23,6 +23,7 @@ mod admin;
 mod binary_tests;
 mod connection;
 mod execute;
+mod held;
 mod listener;
 #[cfg(test)]
 mod meta_tests;
@@ -85,6 +86,8 @@ pub struct Context<'a> {
     pub sampler: &'a mut Sampler,
     /// The connection's SASL state (`-S`).
     pub sasl: &'a mut SaslConn,
+    /// The items this connection's unsent replies hold.
+    pub held: &'a mut held::Held,
 }
 
 /// Where one request's replies go: each is composed into the write buffer

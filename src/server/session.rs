@@ -19,6 +19,7 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 
 use super::execute::execute_frame;
+use super::held::Held;
 use super::{Context, Flow, Shared};
 use crate::auth::{self, AuthFile};
 use crate::config::BindingProtocol;
@@ -108,6 +109,8 @@ pub struct Session {
     handled: usize,
     /// Which requests the hot-key top-K counts.
     sampler: Sampler,
+    /// The items the replies in the write buffer hold.
+    held: Held,
 }
 
 impl Session {
@@ -129,6 +132,7 @@ impl Session {
             handled: 0,
             // Connections start their sampling at different points.
             sampler: Sampler::new(id as u32 ^ (id >> 32) as u32),
+            held: Held::default(),
         }
     }
 
@@ -150,6 +154,8 @@ impl Session {
         // requests it handled, so a pipelined batch pays for two reads.
         let started = self.shared.timing.then(Instant::now);
         let next = self.run(rbuf, wbuf, observer);
+        // The driver writes the replies out before it calls again.
+        self.held.clear();
         if let Some(t) = started {
             let ns = t.elapsed().as_nanos() as u64;
             self.latency.record_batch(&mut self.kinds, ns);
@@ -262,6 +268,7 @@ impl Session {
                         now,
                         sampler: &mut self.sampler,
                         sasl: &mut self.sasl,
+                        held: &mut self.held,
                     };
                     let flow = execute_frame(frame, &mut cx, wbuf);
                     if let Framing::Binary(d) = &mut self.framing {

@@ -205,6 +205,10 @@ pub struct ArithRequest<'a> {
     pub initial: u64,
     /// The CAS the changed or created item gets, instead of the next one.
     pub cas_in: Option<u64>,
+    /// The CAS of a version of the item something else still holds
+    /// (memcached: an unsent reply). If that is the current version, a
+    /// shorter result is stored at its length, not padded in place.
+    pub held: Option<u64>,
     pub steps: &'a [Step],
 }
 
@@ -220,6 +224,7 @@ impl<'a> ArithRequest<'a> {
             vivify: false,
             initial: 0,
             cas_in: None,
+            held: None,
             steps: &[],
         }
     }

@@ -1171,6 +1171,7 @@ mod options {
             vivify,
             initial: 42,
             cas_in: None,
+            held: None,
             steps,
         };
         assert_eq!(ma(&s, b"n", req(false, 0, &[]), now), ArithResult::NotFound);

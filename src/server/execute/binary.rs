@@ -80,6 +80,7 @@ pub(super) fn run(cmd: BinaryCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesM
                 vivify: exptime != NO_AUTO_CREATE,
                 initial,
                 steps: &steps,
+                held: cx.held.version(key),
                 ..ArithRequest::new(key, incr, delta)
             };
             arith(req, cx, out, None);
@@ -118,6 +119,7 @@ fn get(key: &[u8], touch: Option<u32>, cx: &mut Context<'_>, out: &mut Replies<'
     let (hit, sent) = match &lookup {
         Lookup::Hit(hit) => {
             out.send(Reply::Hit(item(key, hit, cx.now)));
+            cx.held.hit(key, hit.value.cas);
             (true, hit.value.data.len())
         }
         miss => {
