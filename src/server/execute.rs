@@ -321,6 +321,8 @@ fn count_miss_kind(lookup: &Lookup, cx: &mut Context<'_>) {
 fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     cx.stats.cmd_set += 1;
     hot(cx, req.key, 0);
+    // A store makes a new item, which no reply holds yet.
+    cx.held.forget(req.key);
     let written = cx.shared.store.store_sized(req, cx.now);
     let (result, cas) = (written.result, written.cas);
     if cas_mode {
@@ -349,6 +351,7 @@ fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut 
 /// A delete (classic `delete` or `md`).
 fn delete(req: DeleteRequest<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     hot(cx, req.key, 0);
+    cx.held.forget(req.key);
     out.send(match cx.shared.store.delete(req, cx.now) {
         DeleteResult::Deleted => {
             cx.stats.delete_hits += 1;
@@ -377,6 +380,8 @@ fn arith(
 ) {
     hot(cx, req.key, 0);
     let outcome = cx.shared.store.arith(req, cx.now);
+    // The counter is a new version now (or was not held).
+    cx.held.forget(req.key);
     let (hits, misses) = if req.incr {
         (&mut cx.stats.incr_hits, &mut cx.stats.incr_misses)
     } else {

@@ -49,6 +49,15 @@ impl Held {
             .map(|&(_, cas)| cas)
     }
 
+    /// `key` was stored or deleted: whatever replaces it is a new item
+    /// (a client-chosen CAS may even repeat the old one's).
+    pub fn forget(&mut self, key: &[u8]) {
+        if !self.hits.is_empty() {
+            let h = hash(key);
+            self.hits.retain(|(k, _)| *k != h);
+        }
+    }
+
     /// The replies were handed out: nothing is held any more.
     pub fn clear(&mut self) {
         self.hits.clear();
@@ -71,6 +80,8 @@ mod tests {
         held.hit(b"j", 6);
         held.hit(b"k", 7);
         assert_eq!((held.version(b"k"), held.version(b"x")), (Some(7), None));
+        held.forget(b"k");
+        assert_eq!((held.version(b"k"), held.version(b"j")), (None, Some(6)));
         held.clear();
         assert_eq!(held.version(b"k"), None);
         for i in 0..MAX_HELD + 10 {
