@@ -13,7 +13,8 @@
 //!    `ms`'s length is known nothing can be swallowed, so these errors leave
 //!    the data block to be read as a command line;
 //! 2. a key over 250 bytes (before any base64 decoding) → `bad command line
-//!    format`; more than 20 words → `options flags are too long`;
+//!    format` (from `ms` after its length, so its block is swallowed); more
+//!    than 20 words → `options flags are too long`;
 //! 3. the flag scan (`_meta_flag_preparse`): an unknown flag or a flag seen
 //!    twice stops it at once; a bad value is remembered and the scan goes on,
 //!    so the last such error is the one reported. `ma` reports every scan
@@ -97,18 +98,18 @@ pub fn parse_line<'a>(t: &Tokens<'a>) -> Parsed<'a> {
         return error(ProtocolError::BadCommandLineFormat);
     }
     let key = t.get(1);
+    // The tokenizer split the whole line (it stops only after 23 words), so
+    // the raw rest of the line holds exactly the flag tokens.
+    let raw = t.after(first_flag - 1);
+    if is_set {
+        return set(t, key, raw);
+    }
     if key.len() > KEY_MAX_LEN {
         // Found by the flag scan, whose every error `ma` reports alike.
         return error(match op {
             MetaOp::Arith { .. } => ProtocolError::InvalidOrDuplicateFlag,
             _ => ProtocolError::BadCommandLineFormat,
         });
-    }
-    // The tokenizer split the whole line (it stops only after 23 words), so
-    // the raw rest of the line holds exactly the flag tokens.
-    let raw = t.after(first_flag - 1);
-    if is_set {
-        return set(t, key, raw);
     }
     if t.words() > MAX_WORDS {
         return error(match op {
@@ -192,6 +193,10 @@ fn set<'a>(t: &Tokens<'a>, key: &'a [u8], raw: &'a [u8]) -> Parsed<'a> {
             refused: Some(refused),
         })
     };
+    // Found by the flag scan, so after the length: the block is swallowed.
+    if key.len() > KEY_MAX_LEN {
+        return refuse(ProtocolError::BadCommandLineFormat);
+    }
     if t.words() > MAX_WORDS {
         return refuse(ProtocolError::GetFlagsTooLong);
     }
@@ -289,6 +294,10 @@ fn scan_flags<'a>(
                 Some(v) => flags.compare_cas = Some(v),
                 None => bad = Some(ProtocolError::BadToken),
             },
+            b'E' => match (!value.is_empty()).then(|| token_u64(value)).flatten() {
+                Some(v) => flags.cas_in = Some(v),
+                None => bad = Some(ProtocolError::BadToken),
+            },
             // The byte after `M`, whatever follows it; a bare `M` has the
             // line's next byte (a space or the line end), an invalid mode.
             b'M' => mode = Some(value.first().copied().unwrap_or(b' ')),
@@ -300,8 +309,8 @@ fn scan_flags<'a>(
                 Some(v) => flags.delta = v,
                 None => bad = Some(ProtocolError::InvalidDeltaValue),
             },
-            b'c' | b'f' | b'h' | b'k' | b'l' | b'q' | b's' | b't' | b'u' | b'v' | b'O' | b'P'
-            | b'L' | b'I' => {}
+            b'c' | b'f' | b'h' | b'k' | b'l' | b'q' | b's' | b't' | b'u' | b'v' | b'x' | b'O'
+            | b'P' | b'L' | b'I' => {}
             _ => return Err(ProtocolError::InvalidFlag),
         }
     }
@@ -380,7 +389,6 @@ mod tests {
             (format!("mg {k251} v\r\n"), BadCommandLineFormat),
             (format!("md {k251}\r\n"), BadCommandLineFormat),
             (format!("ma {k251}\r\n"), InvalidOrDuplicateFlag),
-            (format!("ms {k251} 2 Y\r\n"), BadCommandLineFormat),
             // a long key is refused before the word count
             (format!("mg {k251} {f19}\r\n"), BadCommandLineFormat),
             (format!("mg k {f19}\r\n"), GetFlagsTooLong),
@@ -470,6 +478,11 @@ mod tests {
             ("ms k 2 T\r\n".into(), BadToken),
             ("ms k 2 F-1\r\n".into(), BadCommandLineFormat),
             ("ms !!!! 2 b\r\n".into(), KeyDecode),
+            // a long key is found by the flag scan, after the length
+            (
+                format!("ms {} 2 Y\r\n", "k".repeat(251)),
+                BadCommandLineFormat,
+            ),
             (format!("ms k 2 {long_opaque}\r\n"), OpaqueTooLong),
             // the mode is checked before the opaque
             (format!("ms k 2 {long_opaque} MX\r\n"), InvalidSetMode),
@@ -650,6 +663,30 @@ mod tests {
         );
         // Flags meant for other commands are accepted by ms.
         assert_eq!(set_header("ms k 1 N5 R5 v s t f h l\r\n").refused, None);
+    }
+
+    /// The flags memcached 1.6.45 added: `E` (a CAS to give the item) on
+    /// every command, `x` (drop the value) accepted by all.
+    #[test]
+    fn newer_flags() {
+        use ProtocolError::*;
+        let m = meta("md k x I T30 E18446744073709551615\r\n");
+        assert!(m.flags.has(b'x') && m.flags.has(b'I'));
+        assert_eq!(m.flags.cas_in, Some(u64::MAX));
+        assert_eq!(meta("mg k E0 v\r\n").flags.cas_in, Some(0));
+        assert_eq!(meta("mg k v\r\n").flags.cas_in, None);
+        assert!(meta("mg k x\r\n").flags.has(b'x'));
+        assert_eq!(meta("ma k E7 N0\r\n").flags.cas_in, Some(7));
+        let h = set_header("ms k 1 E5 s MA N0\r\n");
+        assert_eq!((h.refused, h.command.flags.cas_in), (None, Some(5)));
+        assert!(h.command.flags.has(b's'));
+        for line in ["mg k E\r\n", "mg k Ex\r\n", "md k E-1\r\n", "mg k E+1\r\n"] {
+            assert_eq!(err(line), BadToken, "{line}");
+        }
+        assert_eq!(err("mg k E18446744073709551616\r\n"), BadToken);
+        assert_eq!(err("ma k Ex\r\n"), InvalidOrDuplicateFlag);
+        assert_eq!(err("md k x x\r\n"), DuplicateFlag);
+        assert_eq!(refused("ms k 1 E\r\n"), BadToken);
     }
 
     #[test]

@@ -77,9 +77,11 @@ pub struct Debug<'a> {
 /// reports each hit, then [`Reply::End`]).
 #[derive(Clone, Copy)]
 pub enum Reply<'a> {
-    /// A write took effect; `cas` is the item's new CAS value.
+    /// A write took effect; `cas` is the item's new CAS value, `size` the
+    /// length of its value.
     Stored {
         cas: u64,
+        size: usize,
     },
     NotStored,
     /// A CAS compare failed.
@@ -131,6 +133,8 @@ pub enum Wire<'a> {
         /// The key came in base64 (`b`): replies encode it again.
         binary: bool,
         flags: MetaFlags<'a>,
+        /// `ms`: the length of the value sent (its `s` when not stored).
+        sent: usize,
     },
 }
 
@@ -149,7 +153,8 @@ impl Wire<'_> {
                 key,
                 binary,
                 flags,
-            } => meta(*op, key, *binary, flags, reply, out),
+                sent,
+            } => meta(*op, key, *binary, flags, *sent, reply, out),
             Wire::Binary { to, quiet, key } => binary(*to, *quiet, key, reply, out),
         }
     }
@@ -178,7 +183,7 @@ fn binary(to: ReplyTo, quiet: bool, key: &[u8], reply: &Reply<'_>, out: &mut Byt
         {
             return;
         }
-        Reply::Stored { cas } => return compose::success(out, to, *cas, b""),
+        Reply::Stored { cas, .. } => return compose::success(out, to, *cas, b""),
         Reply::Counter(c) => return compose::counter(out, to, c.value, c.cas),
         Reply::Deleted | Reply::Touched | Reply::Ok | Reply::MetaNoop => {
             return compose::success(out, to, 0, b"");
@@ -279,6 +284,7 @@ fn meta(
     key: &[u8],
     binary: bool,
     flags: &MetaFlags<'_>,
+    sent: usize,
     reply: &Reply<'_>,
     out: &mut BytesMut,
 ) {
@@ -292,9 +298,9 @@ fn meta(
             }
             return;
         }
-        Reply::Stored { cas } => {
+        Reply::Stored { cas, size } => {
             if !quiet {
-                short_line(out, b"HD", flags, key, binary, Some(*cas));
+                short_line(out, b"HD", flags, key, binary, Some(*cas), *size);
             }
             return;
         }
@@ -311,9 +317,10 @@ fn meta(
         // The rest are spelled as in the classic protocol.
         other => return classic(other, false, out),
     };
-    // An `ms` that stored nothing still returns `c`, as 0.
+    // An `ms` that stored nothing still returns `c`, as 0, and `s`, the
+    // length it sent.
     let cas = matches!(op, MetaOp::Set { .. }).then_some(0);
-    short_line(out, code, flags, key, binary, cas);
+    short_line(out, code, flags, key, binary, cas, sent);
 }
 
 /// What a meta reply can return for its flags; a flag whose value is not
@@ -381,7 +388,8 @@ fn put_head(out: &mut BytesMut, with_value: bool, len: usize) {
 fn meta_hit(out: &mut BytesMut, key: &[u8], flags: &MetaFlags<'_>, item: &Item<'_>) {
     let data = item.data;
     out.reserve(64 + data.len());
-    let with_value = flags.has(b'v');
+    // `C` with the item's CAS: the client has this value already.
+    let with_value = flags.has(b'v') && flags.compare_cas != Some(item.cas);
     put_head(out, with_value, data.len());
     let returned = Returned {
         cas: Some(item.cas),
@@ -427,7 +435,8 @@ fn meta_counter(out: &mut BytesMut, key: &[u8], binary: bool, flags: &MetaFlags<
     }
 }
 
-/// A reply with no item: its code, `O` and `k`, and for `ms` a `c`.
+/// A reply with no item: its code, `O` and `k`, and for `ms` a `c` and
+/// an `s` (`size`).
 fn short_line(
     out: &mut BytesMut,
     code: &[u8],
@@ -435,9 +444,11 @@ fn short_line(
     key: &[u8],
     binary: bool,
     cas: Option<u64>,
+    size: usize,
 ) {
     let returned = Returned {
         cas,
+        size: cas.map(|_| size),
         ..Returned::default()
     };
     out.put_slice(code);
@@ -584,7 +595,7 @@ mod tests {
                 CLASSIC,
                 &[
                     Reply::Error(ProtocolError::TooLarge),
-                    Reply::Stored { cas: 3 },
+                    Reply::Stored { cas: 3, size: 1 },
                     Reply::Counter(counter),
                     Reply::Stat("pid", &42),
                 ]
@@ -603,7 +614,7 @@ mod tests {
             compose(
                 noreply,
                 &[
-                    Reply::Stored { cas: 1 },
+                    Reply::Stored { cas: 1, size: 1 },
                     Reply::Error(ProtocolError::OutOfMemory)
                 ]
             ),
@@ -633,6 +644,7 @@ mod tests {
             key: b"k",
             binary: false,
             flags,
+            sent: 1,
         };
         compose(wire, replies)
     }
@@ -644,7 +656,7 @@ mod tests {
         };
         assert_eq!(meta(MetaOp::Get, b"q", &[Reply::Miss]), "");
         assert_eq!(meta(MetaOp::Get, b"", &[Reply::Miss]), "EN\r\n");
-        assert_eq!(meta(set, b"q", &[Reply::Stored { cas: 1 }]), "");
+        assert_eq!(meta(set, b"q", &[Reply::Stored { cas: 1, size: 1 }]), "");
         assert_eq!(meta(set, b"q c", &[Reply::NotStored]), "NS c0\r\n");
         assert_eq!(meta(MetaOp::Delete, b"q", &[Reply::Deleted]), "");
         assert_eq!(

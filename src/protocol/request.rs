@@ -211,8 +211,11 @@ pub struct MetaFlags<'a> {
     pub recache: Option<i32>,
     /// `F`: client flags to store (0 without).
     pub client_flags: u32,
-    /// `C`: the CAS value to compare with.
+    /// `C`: the CAS value to compare with (`mg`: the value is left out
+    /// when it matches).
     pub compare_cas: Option<u64>,
+    /// `E`: the CAS value the item gets, instead of the next one.
+    pub cas_in: Option<u64>,
     /// `J`: `ma`'s initial value when it creates the item (0 without).
     pub initial: u64,
     /// `D`: `ma`'s delta (1 without).
@@ -229,6 +232,7 @@ impl<'a> MetaFlags<'a> {
             recache: None,
             client_flags: 0,
             compare_cas: None,
+            cas_in: None,
             initial: 0,
             delta: 1,
         }

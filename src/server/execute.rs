@@ -160,7 +160,13 @@ fn execute(cmd: Request<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) -> Flo
         }
         Request::Arith {
             key, delta, incr, ..
-        } => arith(ArithRequest::new(key, incr, delta), cx, out, None),
+        } => {
+            let req = ArithRequest {
+                held: cx.held.version(key),
+                ..ArithRequest::new(key, incr, delta)
+            };
+            arith(req, cx, out, None)
+        }
         Request::Touch { key, exptime, .. } => {
             cx.stats.cmd_touch += 1;
             hot(cx, key, 0);
@@ -283,6 +289,7 @@ fn get(keys: Keys<'_>, touch: Option<u32>, cx: &mut Context<'_>, out: &mut Repli
         let (hit, sent) = match &lookup {
             Lookup::Hit(hit) => {
                 out.send(Reply::Hit(item(key, hit, cx.now)));
+                cx.held.hit(key, hit.value.cas);
                 (true, hit.value.data.len())
             }
             miss => {
@@ -323,9 +330,12 @@ fn count_miss_kind(lookup: &Lookup, cx: &mut Context<'_>) {
 fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     cx.stats.cmd_set += 1;
     hot(cx, req.key, 0);
+    // A store makes a new item, which no reply holds yet.
+    cx.held.forget(req.key);
     let watched = cx.shared.watch.wants(FETCHERS | MUTATIONS);
     let old = watched.then(|| watch_events::looked_up(cx, req.key));
-    let (result, cas) = cx.shared.store.store(req, cx.now);
+    let written = cx.shared.store.store_sized(req, cx.now);
+    let (result, cas) = (written.result, written.cas);
     if watched {
         watch_events::stored(cx, &req, old.flatten().as_ref(), result);
     }
@@ -338,7 +348,10 @@ fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut 
         }
     }
     out.send(match result {
-        StoreResult::Stored => Reply::Stored { cas },
+        StoreResult::Stored => Reply::Stored {
+            cas,
+            size: written.len,
+        },
         StoreResult::NotStored => Reply::NotStored,
         StoreResult::Exists => Reply::Exists,
         StoreResult::NotFound => Reply::NotFound,
@@ -352,6 +365,7 @@ fn write(req: StoreRequest<'_>, cas_mode: bool, cx: &mut Context<'_>, out: &mut 
 /// A delete (classic `delete` or `md`, which `cmd` names for `watch`).
 fn delete(req: DeleteRequest<'_>, cmd: &str, cx: &mut Context<'_>, out: &mut Replies<'_>) {
     hot(cx, req.key, 0);
+    cx.held.forget(req.key);
     let old = cx
         .shared
         .watch
@@ -375,6 +389,7 @@ fn delete(req: DeleteRequest<'_>, cmd: &str, cx: &mut Context<'_>, out: &mut Rep
             cx.stats.delete_misses += 1;
             Reply::Exists
         }
+        DeleteResult::OutOfMemory => Reply::Error(ProtocolError::ArithOutOfMemory),
     });
 }
 
@@ -391,6 +406,8 @@ fn arith(
         watch_events::looked_up(cx, req.key);
     }
     let outcome = cx.shared.store.arith(req, cx.now);
+    // The counter is a new version now (or was not held).
+    cx.held.forget(req.key);
     let (hits, misses) = if req.incr {
         (&mut cx.stats.incr_hits, &mut cx.stats.incr_misses)
     } else {
@@ -436,6 +453,7 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
         key,
         binary: cmd.key.is_binary(),
         flags: cmd.flags,
+        sent: cmd.value.len(),
     };
     let out = &mut Replies::new(wire, buf);
     let clock = cx.shared.store.clock();
@@ -453,14 +471,22 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 bump: !flags.has(b'u'),
                 tokens: true,
                 unlink_expired: false,
+                cas_in: flags.cas_in,
                 steps: &steps[..n],
             };
             let lookup = cx.shared.store.get(req, cx.now);
             if cx.shared.watch.wants(FETCHERS) {
                 watch_events::fetched(cx, key, &lookup);
             }
+            // A matching `C` leaves the value out.
             let sent = match &lookup {
-                Lookup::Hit(h) if flags.has(b'v') && bad.is_none() => h.value.data.len(),
+                Lookup::Hit(h)
+                    if flags.has(b'v')
+                        && bad.is_none()
+                        && flags.compare_cas != Some(h.value.cas) =>
+                {
+                    h.value.data.len()
+                }
                 _ => 0,
             };
             hot(cx, key, sent);
@@ -475,6 +501,7 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                         cx.stats.cmd_get += 1;
                         cx.stats.get_hits += 1;
                     }
+                    cx.held.hit(key, hit.value.cas);
                     Reply::Hit(item(key, hit, cx.now))
                 }
                 miss => {
@@ -492,16 +519,23 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
             out.send(reply);
         }
         MetaOp::Set { mode } => {
+            // `N` makes append and prepend create a missing item, which
+            // takes its TTL from `N`.
+            let vivify =
+                flags.vivify.is_some() && matches!(mode, StoreMode::Append | StoreMode::Prepend);
             let req = StoreRequest {
                 mode,
                 key,
                 key_binary: cmd.key.is_binary(),
                 flags: flags.client_flags,
-                deadline: deadline(flags.ttl),
+                deadline: deadline(if vivify { flags.vivify } else { flags.ttl }),
                 value: cmd.value,
                 compare_cas: flags.compare_cas,
                 invalidate: flags.has(b'I'),
                 oom_deletes: true,
+                vivify,
+                // memcached's text protocol takes `E0` as no `E`.
+                cas_in: flags.cas_in.filter(|&c| c != 0),
             };
             let cas_mode =
                 flags.compare_cas.is_some() && matches!(mode, StoreMode::Set | StoreMode::Replace);
@@ -513,7 +547,10 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 key,
                 compare_cas: flags.compare_cas,
                 invalidate,
-                deadline: flags.ttl.filter(|_| invalidate).map(|t| deadline(Some(t))),
+                deadline: flags.ttl.map(|t| deadline(Some(t))),
+                remove_value: flags.has(b'x'),
+                flags: flags.client_flags,
+                cas_in: flags.cas_in,
             };
             delete(req, "md", cx, out);
         }
@@ -528,6 +565,8 @@ fn meta(cmd: MetaCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) {
                 compare_cas: flags.compare_cas.unwrap_or(0),
                 vivify: flags.vivify.is_some(),
                 initial: flags.initial,
+                cas_in: flags.cas_in,
+                held: cx.held.version(key),
                 steps: &steps[..n],
             };
             arith(req, cx, out, bad.map(|_| ProtocolError::OpaqueTooLong));

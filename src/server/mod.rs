@@ -15,7 +15,7 @@
 //!   binary, the last in `execute/binary.rs`)
 //!   against the store, its outcomes reported as typed replies;
 //!   `stats_reply/` the `stats` sub-commands; `admin.rs` the slab, LRU and
-//!   crawler admin commands.
+//!   crawler admin commands; `held.rs` the items unsent replies hold.
 //!
 //! [`run`] serves until [`Shared::shutdown`] is cancelled (a signal, or the
 //! `shutdown` command), then waits a bounded time for connections to finish
@@ -26,6 +26,7 @@ mod admin;
 mod binary_tests;
 mod connection;
 mod execute;
+mod held;
 mod listener;
 #[cfg(test)]
 mod meta_tests;
@@ -97,6 +98,8 @@ pub struct Context<'a> {
     pub watcher: &'a mut Option<watch::Watcher>,
     /// The connection's SASL state (`-S`).
     pub sasl: &'a mut SaslConn,
+    /// The items this connection's unsent replies hold.
+    pub held: &'a mut held::Held,
 }
 
 /// Where one request's replies go: each is composed into the write buffer

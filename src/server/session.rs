@@ -42,6 +42,7 @@ use bytes::{Buf, BytesMut};
 
 use super::execute::execute_frame;
 use super::watch::Watcher;
+use super::held::Held;
 use super::{Context, Flow, Shared};
 use crate::auth::{self, AuthFile};
 use crate::config::BindingProtocol;
@@ -135,6 +136,8 @@ pub struct Session {
     fd: i32,
     /// Set once `watch` made this connection a watcher.
     watcher: Option<Watcher>,
+    /// The items the replies in the write buffer hold.
+    held: Held,
 }
 
 impl Session {
@@ -158,6 +161,7 @@ impl Session {
             sampler: Sampler::new(id as u32 ^ (id >> 32) as u32),
             fd: -1,
             watcher: None,
+            held: Held::default(),
         }
     }
 
@@ -190,6 +194,8 @@ impl Session {
         // requests it handled, so a pipelined batch pays for two reads.
         let started = self.shared.timing.then(Instant::now);
         let next = self.run(rbuf, wbuf, observer);
+        // The driver writes the replies out before it calls again.
+        self.held.clear();
         if let Some(t) = started {
             let ns = t.elapsed().as_nanos() as u64;
             self.latency.record_batch(&mut self.kinds, ns);
@@ -304,6 +310,7 @@ impl Session {
                         fd: self.fd,
                         watcher: &mut self.watcher,
                         sasl: &mut self.sasl,
+                        held: &mut self.held,
                     };
                     let flow = execute_frame(frame, &mut cx, wbuf);
                     if let Framing::Binary(d) = &mut self.framing {

@@ -3,8 +3,9 @@
 //! rewrites it in place; with `vivify`, a miss creates the counter.
 //!
 //! PROTOCOL.md section 6: incr wraps at 2^64, decr stops at 0. A result no
-//! longer than the stored text is right-padded with spaces to its length; a
-//! longer one is stored as its digits. Flags and deadline are kept; the CAS
+//! longer than the stored text is right-padded with spaces to its length
+//! (unless the request says that version is held); a longer one is stored as
+//! its digits. Flags and deadline are kept; the CAS
 //! is new.
 
 use super::read::run_steps;
@@ -46,8 +47,12 @@ impl Store {
             };
             let mut digits = [0u8; 20];
             let ndigits = item::format_counter(n, &mut digits);
-            let len = ndigits.max(old_value.len());
-            let cas = self.next_cas(si);
+            // memcached rewrites the number in place (no new item for
+            // total_items), padded to the old length, unless it is longer
+            // than the stored text or something else holds the item.
+            let in_place = ndigits <= old_value.len() && req.held != Some(h.cas);
+            let len = if in_place { old_value.len() } else { ndigits };
+            let cas = self.cas_for(si, req.cas_in);
             let fill = |d: &mut [u8]| {
                 d[..ndigits].copy_from_slice(&digits[..ndigits]);
                 d[ndigits..].fill(b' ');
@@ -55,9 +60,6 @@ impl Store {
             let key_binary = item::key_binary(&old);
             let mut built = NewItem::new(self.layout, key, key_binary, h.flags, cas, len, &fill);
             let mut ttl_at_read = 0;
-            // memcached rewrites the number in place (no new item for
-            // total_items) unless it is longer than the stored text.
-            let in_place = ndigits <= old_value.len();
             let swapped = self.with_room(si, now, |shard, ctx| {
                 let swapped = shard.swap(key, hash, &old, &mut built, ctx, |prev, e| {
                     keep_state(prev, e);
@@ -97,7 +99,7 @@ impl Store {
         let key = req.key;
         let mut digits = [0u8; 20];
         let ndigits = item::format_counter(req.initial, &mut digits);
-        let cas = self.next_cas(si);
+        let cas = self.cas_for(si, req.cas_in);
         let fill = |d: &mut [u8]| d.copy_from_slice(&digits[..ndigits]);
         let mut built = NewItem::new(self.layout, key, req.key_binary, 0, cas, ndigits, &fill);
         let outcome = self.with_room(si, now, |shard, ctx| {

@@ -62,7 +62,7 @@ use foldhash::quality::FixedState;
 pub use clock::Clock;
 pub use request::{
     ArithRequest, ArithResult, Counter, DeleteRequest, DeleteResult, GetRequest, Hit, ItemInfo,
-    ItemView, Lookup, Step, StoreRequest, StoreResult, Value,
+    ItemView, Lookup, Step, StoreRequest, StoreResult, Value, Written,
 };
 pub use snapshot::{
     Invalid, Restore, Saved, WarmStart, check_writable as check_snapshot_writable,
@@ -309,6 +309,15 @@ impl Store {
         }
         let seq = self.cells[shard].cas.fetch_add(1, Ordering::Relaxed);
         (seq << self.shard_bits) | shard as u64
+    }
+
+    /// The CAS a new version gets: `cas_in` if the client chose one (meta
+    /// `E`), else the next one. 0 when CAS is off.
+    fn cas_for(&self, shard: usize, cas_in: Option<u64>) -> u64 {
+        match cas_in {
+            Some(cas) if self.config.cas_enabled => cas,
+            _ => self.next_cas(shard),
+        }
     }
 
     /// flush_all. With a deadline of 0 or not after `now`: every item goes

@@ -161,7 +161,7 @@ impl Store {
                 Err(_) => unreachable!("a lookup that creates nothing needs no memory"),
             };
         }
-        let cas = self.next_cas(si);
+        let cas = self.cas_for(si, req.cas_in);
         let mut fresh = NewItem::new(self.layout, key, req.key_binary, 0, cas, 0, &|_| {});
         let fits = self.fits(&fresh);
         // A retry after a failed insert still holds `fresh`.

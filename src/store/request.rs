@@ -47,6 +47,8 @@ pub struct GetRequest<'a> {
     /// once it is read (classic `gat`); otherwise it expires on its next
     /// access, as after any other deadline.
     pub unlink_expired: bool,
+    /// The CAS an item this request creates gets, instead of the next one.
+    pub cas_in: Option<u64>,
     pub steps: &'a [Step],
 }
 
@@ -60,6 +62,7 @@ impl<'a> GetRequest<'a> {
             bump: true,
             tokens: false,
             unlink_expired: true,
+            cas_in: None,
             steps: &[],
         }
     }
@@ -130,6 +133,22 @@ pub struct StoreRequest<'a> {
     /// leaves no stale data behind: memcached does so for a classic `set`
     /// and for every `ms`.
     pub oom_deletes: bool,
+    /// Append and Prepend on a miss store the value as a new item (with
+    /// `flags` and `deadline`) instead of refusing (meta `N`).
+    pub vivify: bool,
+    /// The CAS the stored item gets, instead of the next one (meta `E`).
+    pub cas_in: Option<u64>,
+}
+
+/// What [`super::Store::store_sized`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub result: StoreResult,
+    /// The item's new CAS; 0 unless stored.
+    pub cas: u64,
+    /// The length of the value stored (after append or prepend, the whole
+    /// value), or of the value sent when nothing was stored.
+    pub len: usize,
 }
 
 impl<'a> StoreRequest<'a> {
@@ -151,6 +170,8 @@ impl<'a> StoreRequest<'a> {
             compare_cas: None,
             invalidate: false,
             oom_deletes: mode == StoreMode::Set,
+            vivify: false,
+            cas_in: None,
         }
     }
 }
@@ -182,6 +203,12 @@ pub struct ArithRequest<'a> {
     /// On a miss, create the item with the value `initial` (meta `N`/`J`).
     pub vivify: bool,
     pub initial: u64,
+    /// The CAS the changed or created item gets, instead of the next one.
+    pub cas_in: Option<u64>,
+    /// The CAS of a version of the item something else still holds
+    /// (memcached: an unsent reply). If that is the current version, a
+    /// shorter result is stored at its length, not padded in place.
+    pub held: Option<u64>,
     pub steps: &'a [Step],
 }
 
@@ -196,6 +223,8 @@ impl<'a> ArithRequest<'a> {
             compare_cas: 0,
             vivify: false,
             initial: 0,
+            cas_in: None,
+            held: None,
             steps: &[],
         }
     }
@@ -234,8 +263,17 @@ pub struct DeleteRequest<'a> {
     /// Keep the item, marked stale with a new CAS, and take its recache
     /// token back (meta `I`).
     pub invalidate: bool,
-    /// With `invalidate`, the item's new deadline (meta `T`).
+    /// With `invalidate` or `remove_value`, the item's new deadline
+    /// (meta `T`; `remove_value` without one: none).
     pub deadline: Option<u32>,
+    /// Keep the key as a new item with an empty value, `flags` and
+    /// `deadline`, the old item's CAS unless `cas_in` (meta `x`).
+    pub remove_value: bool,
+    /// The client flags of the item `remove_value` leaves.
+    pub flags: u32,
+    /// The CAS the kept item gets: with `invalidate` instead of the next
+    /// one, with `remove_value` instead of the old one (meta `E`).
+    pub cas_in: Option<u64>,
 }
 
 impl<'a> DeleteRequest<'a> {
@@ -246,6 +284,9 @@ impl<'a> DeleteRequest<'a> {
             compare_cas: None,
             invalidate: false,
             deadline: None,
+            remove_value: false,
+            flags: 0,
+            cas_in: None,
         }
     }
 }
@@ -259,6 +300,8 @@ pub enum DeleteResult {
     NotFound,
     /// The CAS compare failed.
     Exists,
+    /// No memory for the item `remove_value` leaves.
+    OutOfMemory,
 }
 
 /// An item as [`super::Store::peek`] shows it, without touching it.

@@ -883,6 +883,7 @@ mod options {
             bump,
             tokens: true,
             unlink_expired: false,
+            cas_in: None,
             steps,
         };
         match s.get(req, s.clock().now()) {
@@ -902,6 +903,8 @@ mod options {
             compare_cas: None,
             invalidate: false,
             oom_deletes: true,
+            vivify: false,
+            cas_in: None,
         };
         let (result, cas) = s.store(req, s.clock().now());
         assert_eq!(result, StoreResult::Stored);
@@ -921,6 +924,9 @@ mod options {
             compare_cas,
             invalidate: invalidate.is_some(),
             deadline: invalidate.flatten(),
+            remove_value: false,
+            flags: 0,
+            cas_in: None,
         };
         s.delete(req, now)
     }
@@ -1041,6 +1047,8 @@ mod options {
             compare_cas: Some(cas - 1),
             invalidate: true,
             oom_deletes: true,
+            vivify: false,
+            cas_in: None,
         };
         let (result, new_cas) = s.store(req, now);
         assert_eq!(result, StoreResult::Stored);
@@ -1107,6 +1115,8 @@ mod options {
             compare_cas,
             invalidate: false,
             oom_deletes: true,
+            vivify: false,
+            cas_in: None,
         };
         assert_eq!(
             s.store(req(StoreMode::Set, b"x", Some(1)), now),
@@ -1160,6 +1170,8 @@ mod options {
             compare_cas,
             vivify,
             initial: 42,
+            cas_in: None,
+            held: None,
             steps,
         };
         assert_eq!(ma(&s, b"n", req(false, 0, &[]), now), ArithResult::NotFound);
@@ -1222,9 +1234,130 @@ mod options {
             bump: true,
             tokens: true,
             unlink_expired: false,
+            cas_in: None,
             steps: &[],
         };
         assert_eq!(s.get(req, now + 2), Lookup::Expired);
         assert_eq!(s.peek(b"k", now + 2), None);
+    }
+
+    /// Meta `E`: the client's CAS replaces the next one, in every write.
+    #[test]
+    fn a_client_chosen_cas_is_kept() {
+        let s = store();
+        let now = s.clock().now();
+        let chosen = |mode, value: &'static [u8], cas_in| StoreRequest {
+            cas_in,
+            ..StoreRequest::new(mode, b"k", 0, 0, value)
+        };
+        assert_eq!(
+            s.store(chosen(Set, b"1", Some(500)), now),
+            (StoreResult::Stored, 500)
+        );
+        assert_eq!(
+            s.store(chosen(Append, b"2", Some(600)), now),
+            (StoreResult::Stored, 600)
+        );
+        let counter = ArithRequest {
+            cas_in: Some(0),
+            ..ArithRequest::new(b"k", true, 1)
+        };
+        match s.arith(counter, now) {
+            ArithResult::Done(c) => assert_eq!((c.value, c.cas), (13, 0)),
+            other => panic!("{other:?}"),
+        }
+        let invalidate = DeleteRequest {
+            invalidate: true,
+            cas_in: Some(7),
+            ..DeleteRequest::new(b"k")
+        };
+        assert_eq!(s.delete(invalidate, now), DeleteResult::Invalidated);
+        assert_eq!(s.peek(b"k", now).unwrap().cas, 7);
+        // A vivified item takes it too.
+        let vivify = GetRequest {
+            vivify: true,
+            cas_in: Some(42),
+            ..GetRequest::new(b"new")
+        };
+        match s.get(vivify, now) {
+            Lookup::Hit(hit) => assert_eq!((hit.created, hit.value.cas), (true, 42)),
+            other => panic!("{other:?}"),
+        }
+        // Without CAS (-C) every item's CAS stays 0.
+        let off = new_store(64 * MB, true, false, 1);
+        assert_eq!(
+            off.store(chosen(Set, b"1", Some(500)), now),
+            (StoreResult::Stored, 0)
+        );
+    }
+
+    /// Meta `md x`: the key stays, as an empty item with the request's
+    /// flags and deadline, keeping its CAS unless one is chosen.
+    #[test]
+    fn remove_value_keeps_an_empty_item() {
+        let s = store();
+        let now = s.clock().now();
+        let req = StoreRequest::new(Set, b"k", 9, now + 100, b"hello");
+        let (_, cas) = s.store(req, now);
+        let x = |deadline, cas_in, invalidate| DeleteRequest {
+            remove_value: true,
+            flags: 3,
+            deadline,
+            cas_in,
+            invalidate,
+            ..DeleteRequest::new(b"k")
+        };
+        assert_eq!(s.delete(x(None, None, false), now), DeleteResult::Deleted);
+        let info = s.peek(b"k", now).unwrap();
+        assert_eq!(
+            (info.value_len, info.flags, info.deadline, info.cas),
+            (0, 3, 0, cas)
+        );
+        assert_eq!(
+            s.delete(x(Some(now + 50), Some(u64::MAX), false), now),
+            DeleteResult::Deleted
+        );
+        let info = s.peek(b"k", now).unwrap();
+        assert_eq!((info.deadline, info.cas), (now + 50, u64::MAX));
+        // With invalidate: stale, with a new CAS.
+        assert_eq!(
+            s.delete(x(None, None, true), now),
+            DeleteResult::Invalidated
+        );
+        let hit = get(&s, b"k", &[], false, true).unwrap();
+        assert!(hit.stale && hit.won && hit.value.cas != u64::MAX, "{hit:?}");
+        assert_eq!(s.delete(x(None, None, false), now), DeleteResult::Deleted);
+        let missing = DeleteRequest {
+            key: b"nokey",
+            ..x(None, None, false)
+        };
+        assert_eq!(s.delete(missing, now), DeleteResult::NotFound);
+    }
+
+    /// Meta `ms MA N`: append and prepend create a missing item.
+    #[test]
+    fn append_with_vivify_creates_the_item() {
+        let s = store();
+        let now = s.clock().now();
+        let req = |mode, value: &'static [u8]| StoreRequest {
+            vivify: true,
+            compare_cas: Some(5),
+            ..StoreRequest::new(mode, b"k", 7, now + 30, value)
+        };
+        let w = s.store_sized(req(Append, b"ab"), now);
+        assert_eq!((w.result, w.len), (StoreResult::Stored, 2));
+        let w = s.store_sized(
+            StoreRequest {
+                compare_cas: None,
+                ..req(Prepend, b"xyz")
+            },
+            now,
+        );
+        assert_eq!((w.result, w.len), (StoreResult::Stored, 5));
+        let info = s.peek(b"k", now).unwrap();
+        assert_eq!((info.flags, info.deadline), (7, now + 30));
+        // An existing item still checks a CAS; what is sent is reported.
+        let w = s.store_sized(req(Append, b"q"), now);
+        assert_eq!((w.result, w.len), (StoreResult::Exists, 1));
     }
 }

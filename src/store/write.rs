@@ -10,7 +10,7 @@
 use bytes::Bytes;
 
 use super::record::{ACTIVE, NewItem, STALE, WIN, keep_state};
-use super::request::{DeleteRequest, DeleteResult, StoreRequest, StoreResult};
+use super::request::{DeleteRequest, DeleteResult, StoreRequest, StoreResult, Written};
 use super::shard::{Ctx, Find, Full, Shard};
 use super::{MAX_WRITE_ATTEMPTS, Store, item};
 use crate::item_rules::{Limits, StoreMode};
@@ -86,36 +86,51 @@ impl Shard {
 
 impl Store {
     /// A write in any [`StoreMode`]: returns the outcome and the new item's
-    /// CAS (0 unless stored). A key longer than 255 bytes (the protocol
-    /// allows 250) is not stored. With `req.oom_deletes`, running out of
-    /// memory also deletes the old value.
+    /// CAS (0 unless stored). See [`Store::store_sized`].
     pub fn store(&self, req: StoreRequest<'_>, now: u32) -> (StoreResult, u64) {
+        let w = self.store_sized(req, now);
+        (w.result, w.cas)
+    }
+
+    /// A write in any [`StoreMode`]: the outcome, the new item's CAS and
+    /// the length of the value stored. A key longer than 255 bytes (the
+    /// protocol allows 250) is not stored. With `req.oom_deletes`, running
+    /// out of memory also deletes the old value.
+    pub fn store_sized(&self, req: StoreRequest<'_>, now: u32) -> Written {
         let Some((hash, si)) = self.route(req.key) else {
-            return (StoreResult::NotStored, 0);
+            return Written {
+                result: StoreResult::NotStored,
+                cas: 0,
+                len: req.value.len(),
+            };
         };
-        let result = match req.mode {
+        let (result, cas, len) = match req.mode {
             StoreMode::Append | StoreMode::Prepend => self.concat(&req, hash, si, now),
-            _ => self.replace_whole(&req, hash, si, now),
+            _ => {
+                let (result, cas) = self.replace_whole(&req, req.mode, hash, si, now);
+                (result, cas, req.value.len())
+            }
         };
-        if result.0 == StoreResult::OutOfMemory && req.oom_deletes {
+        if result == StoreResult::OutOfMemory && req.oom_deletes {
             self.delete_routed(DeleteRequest::new(req.key), hash, si, now);
         }
-        result
+        Written { result, cas, len }
     }
 
     /// set / add / replace / cas: the new item is built before the lock.
     fn replace_whole(
         &self,
         req: &StoreRequest<'_>,
+        mode: StoreMode,
         hash: u64,
         si: usize,
         now: u32,
     ) -> (StoreResult, u64) {
-        let mode = match (req.mode, req.compare_cas) {
+        let mode = match (mode, req.compare_cas) {
             (StoreMode::Set | StoreMode::Replace, Some(_)) => StoreMode::Cas,
             (mode, _) => mode,
         };
-        let cas = self.next_cas(si);
+        let cas = self.cas_for(si, req.cas_in);
         let fill = |d: &mut [u8]| d.copy_from_slice(req.value);
         let mut built = NewItem::new(
             self.layout,
@@ -141,7 +156,16 @@ impl Store {
 
     /// append / prepend: flags and deadline are kept, a non-zero
     /// `compare_cas` must match, and a result larger than `-I` is refused.
-    fn concat(&self, req: &StoreRequest<'_>, hash: u64, si: usize, now: u32) -> (StoreResult, u64) {
+    /// With `req.vivify`, a miss stores the value as a new item (no CAS
+    /// compare). Returns the outcome, the CAS and the value's length.
+    fn concat(
+        &self,
+        req: &StoreRequest<'_>,
+        hash: u64,
+        si: usize,
+        now: u32,
+    ) -> (StoreResult, u64, usize) {
+        let sent = req.value.len();
         let limits = Limits {
             item_size_max: self.config.item_size_max,
             cas_enabled: self.config.cas_enabled,
@@ -151,19 +175,26 @@ impl Store {
             let (old, garbage) = self.lock(si).snapshot(req.key, hash, &ctx);
             drop(garbage);
             let Some(old) = old else {
-                return (StoreResult::NotStored, 0);
+                if !req.vivify {
+                    return (StoreResult::NotStored, 0, sent);
+                }
+                match self.replace_whole(req, StoreMode::Add, hash, si, now) {
+                    // There meanwhile: append to it.
+                    (StoreResult::NotStored, _) => continue,
+                    (result, cas) => return (result, cas, sent),
+                }
             };
             let h = item::header(&old);
             if let Some(c) = req.compare_cas.filter(|&c| c != 0)
                 && c != h.cas
             {
-                return (StoreResult::Exists, 0);
+                return (StoreResult::Exists, 0, sent);
             }
             let old_value = &old[h.value_start..];
             if limits.too_large(req.key.len(), old_value.len() + req.value.len(), h.flags) {
-                return (StoreResult::NotStored, 0);
+                return (StoreResult::NotStored, 0, sent);
             }
-            let cas = self.next_cas(si);
+            let cas = self.cas_for(si, req.cas_in);
             let (first, second) = if req.mode == StoreMode::Append {
                 (old_value, req.value)
             } else {
@@ -184,19 +215,19 @@ impl Store {
                 &fill,
             );
             if !self.fits(&built) {
-                return (StoreResult::OutOfMemory, 0);
+                return (StoreResult::OutOfMemory, 0, sent);
             }
             let swapped = self.with_room(si, now, |shard, ctx| {
                 shard.swap(req.key, hash, &old, &mut built, ctx, |_, _| {})
             });
             match swapped {
-                Some(true) => return (StoreResult::Stored, cas),
+                Some(true) => return (StoreResult::Stored, cas, len),
                 // Changed meanwhile: read it again.
                 Some(false) => {}
-                None => return (StoreResult::OutOfMemory, 0),
+                None => return (StoreResult::OutOfMemory, 0, sent),
             }
         }
-        (StoreResult::OutOfMemory, 0)
+        (StoreResult::OutOfMemory, 0, sent)
     }
 
     /// A delete; with `req.compare_cas`, only if the CAS matches; with
@@ -233,7 +264,7 @@ impl Store {
             if req.compare_cas.is_some_and(|c| c != shard.cas(loc)) {
                 return DeleteResult::Exists;
             }
-            if !req.invalidate {
+            if !req.invalidate && !req.remove_value {
                 let removed = shard.remove(loc, hash, &ctx);
                 drop(shard);
                 drop(removed);
@@ -241,43 +272,85 @@ impl Store {
             }
             let old = shard.item_shared(loc);
             drop(shard);
-            // A new CAS means a new version of the item.
             let h = item::header(&old);
-            let value = &old[h.value_start..];
-            let fill = |d: &mut [u8]| d.copy_from_slice(value);
-            let cas = self.next_cas(si);
             let key_binary = item::key_binary(&old);
-            let mut built = NewItem::new(
-                self.layout,
-                key,
-                key_binary,
-                h.flags,
-                cas,
-                value.len(),
-                &fill,
-            );
-            let swapped = self.with_room(si, now, |shard, ctx| {
-                let swapped = shard.swap(key, hash, &old, &mut built, ctx, |prev, e| {
-                    keep_state(prev, e);
-                    if let Some(d) = req.deadline {
-                        e.deadline = d;
+            let swapped = if req.remove_value {
+                self.remove_value(&req, hash, si, now, &old, h.cas)
+            } else {
+                // A new CAS means a new version of the item.
+                let value = &old[h.value_start..];
+                let fill = |d: &mut [u8]| d.copy_from_slice(value);
+                let cas = self.cas_for(si, req.cas_in);
+                let mut built = NewItem::new(
+                    self.layout,
+                    key,
+                    key_binary,
+                    h.flags,
+                    cas,
+                    value.len(),
+                    &fill,
+                );
+                self.with_room(si, now, |shard, ctx| {
+                    let swapped = shard.swap(key, hash, &old, &mut built, ctx, |prev, e| {
+                        keep_state(prev, e);
+                        if let Some(d) = req.deadline {
+                            e.deadline = d;
+                        }
+                        e.set(STALE);
+                        e.clear(WIN);
+                    })?;
+                    if swapped.0 {
+                        // memcached changes the item in place: no new item.
+                        shard.counters.total_items -= 1;
                     }
-                    e.set(STALE);
-                    e.clear(WIN);
-                })?;
-                if swapped.0 {
-                    // memcached changes the item in place: no new item.
-                    shard.counters.total_items -= 1;
-                }
-                Ok(swapped)
-            });
+                    Ok(swapped)
+                })
+            };
             match swapped {
-                Some(true) => return DeleteResult::Invalidated,
+                Some(true) if req.invalidate => return DeleteResult::Invalidated,
+                Some(true) => return DeleteResult::Deleted,
                 // Changed meanwhile: look again.
                 Some(false) => {}
+                None if req.remove_value => return DeleteResult::OutOfMemory,
                 None => return DeleteResult::NotFound,
             }
         }
         DeleteResult::NotFound
+    }
+
+    /// `md x`: the item `old` (whose CAS is `old_cas`) gives way to a new
+    /// one with an empty value, the request's flags and deadline (none
+    /// without one), and its CAS kept unless the request brings one. With
+    /// `req.invalidate` that item is also marked stale with a new CAS.
+    /// `None`: no memory for it.
+    fn remove_value(
+        &self,
+        req: &DeleteRequest<'_>,
+        hash: u64,
+        si: usize,
+        now: u32,
+        old: &Bytes,
+        old_cas: u64,
+    ) -> Option<bool> {
+        let cas = if req.invalidate {
+            self.cas_for(si, req.cas_in)
+        } else if self.config.cas_enabled {
+            req.cas_in.unwrap_or(old_cas)
+        } else {
+            0
+        };
+        // memcached builds the new item from the key alone, so it no
+        // longer remembers that the key came in base64.
+        let fill = |_: &mut [u8]| {};
+        let mut built = NewItem::new(self.layout, req.key, false, req.flags, cas, 0, &fill);
+        let deadline = req.deadline.unwrap_or(0);
+        self.with_room(si, now, |shard, ctx| {
+            shard.swap(req.key, hash, old, &mut built, ctx, |_, e| {
+                e.deadline = deadline;
+                if req.invalidate {
+                    e.set(STALE);
+                }
+            })
+        })
     }
 }

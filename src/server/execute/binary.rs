@@ -82,6 +82,7 @@ pub(super) fn run(cmd: BinaryCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesM
                 vivify: exptime != NO_AUTO_CREATE,
                 initial,
                 steps: &steps,
+                held: cx.held.version(key),
                 ..ArithRequest::new(key, incr, delta)
             };
             arith(req, cx, out, None);
@@ -123,6 +124,7 @@ fn get(key: &[u8], touch: Option<u32>, cx: &mut Context<'_>, out: &mut Replies<'
     let (hit, sent) = match &lookup {
         Lookup::Hit(hit) => {
             out.send(Reply::Hit(item(key, hit, cx.now)));
+            cx.held.hit(key, hit.value.cas);
             (true, hit.value.data.len())
         }
         miss => {
@@ -172,5 +174,7 @@ fn delete(key: &[u8], cas: u64, cx: &mut Context<'_>, out: &mut Replies<'_>) {
             Reply::NotFound
         }
         DeleteResult::Exists => Reply::Exists,
+        // Only a delete that keeps an empty item (meta `x`) needs memory.
+        DeleteResult::OutOfMemory => Reply::Error(crate::protocol::ProtocolError::OutOfMemory),
     });
 }
