@@ -226,6 +226,10 @@ pub struct Worker {
     /// again next turn, after everyone else has had a go.
     yielded: VecDeque<(u32, u32)>,
     completions: Vec<(u64, i32, u32)>,
+    /// Per listening socket: an accept is armed (its last completion not
+    /// yet seen). While one is, the ring holds the listening socket open,
+    /// even past the process's exit, so the worker waits for them all to
+    /// end before it ends: a restart must be able to bind the port again.
     accepting: Vec<bool>,
     /// Shutdown started: when the drain ends.
     draining: Option<Instant>,
@@ -312,7 +316,7 @@ impl Worker {
                 self.kick_idle();
             }
             if let Some(deadline) = self.draining {
-                if self.live == 0 {
+                if self.live == 0 && !self.accepting.contains(&true) {
                     break;
                 }
                 if self.now >= deadline {
@@ -746,8 +750,8 @@ impl Worker {
         }
         self.now = Instant::now();
         self.draining = Some(self.now + DRAIN_TIMEOUT);
-        for (i, accepting) in self.accepting.iter_mut().enumerate() {
-            if std::mem::take(accepting) {
+        for (i, accepting) in self.accepting.iter().enumerate() {
+            if *accepting {
                 self.queue.push(
                     opcode::AsyncCancel::new(user_data(OP_ACCEPT, i as u32, 0))
                         .build()
@@ -766,8 +770,11 @@ impl Worker {
     }
 
     fn accepted(&mut self, index: usize, result: i32, flags: u32) {
-        if !cqueue::more(flags) && self.draining.is_none() {
-            self.arm_accept(index);
+        if !cqueue::more(flags) {
+            self.accepting[index] = false;
+            if self.draining.is_none() {
+                self.arm_accept(index);
+            }
         }
         if result < 0 {
             if -result != libc::ECANCELED {
