@@ -274,7 +274,7 @@ fn times_are_seconds_since_the_last_access_and_left() {
     assert_eq!(say("mg tk t l h v\r\n"), "VA 1 t97 l3 h0\r\nx\r\n");
     assert_eq!(
         say("me tk\r\nmg tk l h\r\n"),
-        "ME tk exp=-97 la=3 cas=1 fetch=yes cls=1 size=62\r\nHD l3 h1\r\n"
+        "ME tk exp=97 la=3 cas=1 fetch=yes cls=1 size=62\r\nHD l3 h1\r\n"
     );
     assert_eq!(say("me nokey\r\n"), "EN\r\n");
 }
