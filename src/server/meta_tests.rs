@@ -72,9 +72,9 @@ fn base64_keys_are_decoded_and_echoed_encoded() {
         // The item remembers its key came in base64.
         ("mg foobar k s\r\n", "HD kZm9vYmFy b s1\r\n"),
         (
-            "me foobar\r\nme Zm9vYmFy b\r\n",
+            "me foobar\r\nme Zm9vYmFy b x\r\nme Zm9vYmFy b\r\n",
             "ME Zm9vYmFy exp=-1 la=0 cas=1 fetch=yes cls=1 size=66\r\n\
-             ME Zm9vYmFy exp=-1 la=0 cas=1 fetch=yes cls=1 size=66\r\n",
+             ME Zm9vYmFy exp=-1 la=0 cas=1 fetch=yes cls=1 size=66\r\nEN\r\n",
         ),
         ("md foobar k\r\n", "HD kfoobar\r\n"),
         (
