@@ -319,7 +319,8 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("ssl_session_cache", "no".into()),
         ("ssl_kernel_tls", "no".into()),
         ("ssl_min_version", cfg.tls_options.min_version.clone()),
-        ("num_napi_ids", "(null)".into()),
+        // `%d` in 1.6.45 (1.6.18 printed `(null)`); no NAPI ids here.
+        ("num_napi_ids", "0".into()),
         // As given to -e; memcached prints its unset pointer as `(null)`.
         ("memory_file", shown_path(&cfg.memory_file, "(null)")),
         // The size of the client flags field, in bytes (a 32-bit number).
