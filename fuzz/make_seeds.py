@@ -81,6 +81,20 @@ BINARY = [
     pkt(0x01, b"k", se(), b"v")[:30],
 ]
 
+# The connection target's SASL mode (selector bit 7, a pwdb naming user with
+# password pass): a valid PLAIN auth first, so that what follows is served;
+# then the binary streams (those with SASL requests of their own only after
+# a plain one: the replay test compares the rest with a plain connection),
+# a bad password, and requests with no auth.
+AUTH = pkt(0x21, b"PLAIN", b"", b"\0user\0pass")
+SASL = [AUTH + s for s in BINARY if not s.startswith(pkt(0x20))] + [
+    AUTH + pkt(0x20) + pkt(0x21, b"PLAIN", b"", b"\0user\0pass") + pkt(0x22, b"PLAIN", b"", b"x") + pkt(0x0A),
+    pkt(0x21, b"PLAIN", b"", b"\0user\0wrong") + pkt(0x00, b"k") + pkt(0x0A),
+    pkt(0x01, b"k", se(), b"v") + pkt(0x0A),
+    pkt(0x0B) + pkt(0x20) + AUTH + pkt(0x01, b"k", se(), b"v") + pkt(0x00, b"k"),
+]
+SASL_SELECTORS = (0x80, 0x81, 0x82, 0x80 | 8, 0x80 | 64 | 1)
+
 here = os.path.dirname(os.path.abspath(__file__))
 for target, selectors, streams in (
     ("decoder", (0, 1, 2), STREAMS),
@@ -96,3 +110,10 @@ for target, selectors, streams in (
         with open(os.path.join(d, "%03d" % n), "wb") as f:
             f.write(bytes([sel, cut & 0xFF, cut >> 8]) + s)
         n += 1
+    if target == "connection":
+        for i, s in enumerate(SASL):
+            sel = SASL_SELECTORS[i % len(SASL_SELECTORS)]
+            cut = (i * 104729) & 0xFFFF
+            with open(os.path.join(d, "%03d" % n), "wb") as f:
+                f.write(bytes([sel, cut & 0xFF, cut >> 8]) + s)
+            n += 1

@@ -11,9 +11,11 @@
 #   the conffile are in place, and systemd-analyze verify accepts the unit;
 # - the installed binary, started as the installed unit starts it, serves,
 #   and so does an unchanged copy of Debian's default /etc/memcached.conf
-#   (scripts/smoke.py);
-# - dpkg -r, then dpkg -P, leave nothing of the package behind but the
-#   ferrocache user, which Debian policy keeps.
+#   (scripts/smoke.py); the installed one saves its warm-restart snapshot
+#   in /var/lib/ferrocache, which the package creates for its user;
+# - dpkg -r keeps the conffile and the snapshot; dpkg -P then leaves
+#   nothing of the package behind but the ferrocache user, which Debian
+#   policy keeps.
 #
 # cargo-deb is installed at a pinned version if it is missing. Needs dpkg,
 # lintian, systemd (for systemd-analyze) and memcached's package (for its
@@ -55,6 +57,12 @@ dpkg-query -W -f='${Conffiles}\n' ferrocache | grep -q '^ */etc/ferrocache.conf 
     || fail "/etc/ferrocache.conf is not a conffile"
 zcat /usr/share/man/man1/ferrocache.1.gz | grep -qF 'config\-file' || fail "no man page"
 systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
+# The warm restart: the configuration's -e file is in a directory the unit's
+# user owns (the unit's StateDirectory=, made by postinst too).
+grep -qx -- '-e /var/lib/ferrocache/cache' /etc/ferrocache.conf || fail "no -e in /etc/ferrocache.conf"
+grep -qx 'StateDirectory=ferrocache' "$unit" || fail "no StateDirectory= in the unit"
+[[ $(stat -c %U /var/lib/ferrocache 2>/dev/null) == ferrocache ]] \
+    || fail "/var/lib/ferrocache is missing or not owned by ferrocache"
 
 echo "deb.sh: the installed binary, started as the unit starts it"
 python3 scripts/smoke.py installed memcached-conf
@@ -63,8 +71,9 @@ echo "deb.sh: dpkg -r, dpkg -P"
 dpkg -r ferrocache >/dev/null
 [[ -e /usr/bin/ferrocache ]] && fail "dpkg -r left /usr/bin/ferrocache"
 [[ -e /etc/ferrocache.conf ]] || fail "dpkg -r removed the conffile (policy keeps it until purge)"
+[[ -d /var/lib/ferrocache ]] || fail "dpkg -r removed the snapshot directory (purge removes it)"
 dpkg -P ferrocache >/dev/null
-left=$(ls -d /etc/ferrocache.conf /usr/share/doc/ferrocache /usr/share/man/man1/ferrocache.1.gz "$unit" 2>/dev/null || true)
+left=$(ls -d /etc/ferrocache.conf /var/lib/ferrocache /usr/share/doc/ferrocache /usr/share/man/man1/ferrocache.1.gz "$unit" 2>/dev/null || true)
 [[ -z "$left" ]] || fail "dpkg -P left: $left"
 getent passwd ferrocache >/dev/null || fail "dpkg -P removed the ferrocache user (policy keeps it)"
 echo "deb.sh: all checks passed"

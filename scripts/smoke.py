@@ -23,7 +23,9 @@ the README's command must not keep running as root.
 
 With the Debian package installed (scripts/deb.sh), two more:
 - installed: the installed unit's ExecStart, as written, reading the
-  installed /etc/ferrocache.conf; it must end up running as `ferrocache`;
+  installed /etc/ferrocache.conf, as the unit's User= (`ferrocache`); the
+  configuration's -e snapshot must be saved in the package's
+  /var/lib/ferrocache at the stop;
 - memcached-conf: /usr/bin/ferrocache --config-file on an unchanged copy of
   Debian's default /etc/memcached.conf (from the memcached package); it must
   end up running as `memcache`.
@@ -131,11 +133,18 @@ def with_state_dir(args, uid, gid):
     return out, snapshot
 
 
-def installed_unit_args():
+def installed_unit():
+    """The installed unit's ExecStart, its User= and the -e file of the
+    installed configuration."""
     for unit in ("/lib/systemd/system/ferrocache.service", "/usr/lib/systemd/system/ferrocache.service"):
         if os.path.exists(unit):
             with open(unit) as f:
-                return shlex.split(re.search(r"^ExecStart=(.*)$", f.read(), re.M).group(1))
+                text = f.read()
+            args = shlex.split(re.search(r"^ExecStart=(.*)$", text, re.M).group(1))
+            user = re.search(r"^User=(.*)$", text, re.M).group(1)
+            with open("/etc/ferrocache.conf") as f:
+                m = re.search(r"^-e\s+(\S+)", f.read(), re.M)
+            return args, user, m and m.group(1)
     sys.exit("smoke: the package's unit is not installed")
 
 
@@ -301,7 +310,16 @@ def main():
         args, snapshot = with_state_dir(systemd_args(), 65534, 65534)
         ok &= run("systemd", as_user(args, 65534, 65534), snapshot=snapshot, notify=True)
     if "installed" in wanted:
-        ok &= run("installed", installed_unit_args(), user="ferrocache", notify=True)
+        import pwd
+
+        args, user, snapshot = installed_unit()
+        pw = pwd.getpwnam(user)
+        if snapshot and os.path.exists(snapshot):
+            os.remove(snapshot)
+        ok &= run(
+            "installed", as_user(args, pw.pw_uid, pw.pw_gid), user=user, snapshot=snapshot,
+            notify=True,
+        )
     if "memcached-conf" in wanted:
         import shutil
         import tempfile

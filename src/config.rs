@@ -2,9 +2,11 @@
 //!
 //! Flags that mean the same as memcached's keep its letters and long names,
 //! so an existing service file or container command line works unchanged.
-//! Values memcached refuses are refused here with the same reasons; tuning
-//! knobs of memcached's slab allocator and LRU threads are accepted with a
-//! warning, because a command line written for memcached must still start.
+//! Values memcached refuses are refused here with the same reasons. Tuning
+//! knobs of memcached's slab allocator and LRU threads are read by
+//! [`Tuning`] for `stats settings`; memcached's other options for parts
+//! ferrocache lacks are accepted with a warning, because a command line
+//! written for memcached must still start.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -20,6 +22,7 @@ use crate::tls::{Tls, TlsOptions};
 use crate::hotkeys::HotKeysConfig;
 use crate::item_rules::Limits;
 use crate::store::StoreConfig;
+use crate::tuning::Tuning;
 
 /// Where `/metrics` is served unless `--metrics-listen` says otherwise.
 pub const METRICS_DEFAULT: &str = "127.0.0.1:9150";
@@ -32,36 +35,14 @@ const ITEM_SIZE_MIN: usize = 1024;
 /// memcached's upper bound for `-I` (1 GiB).
 const ITEM_SIZE_MAX: usize = 1024 * 1024 * 1024;
 
-/// `-o` names of memcached's that tune parts ferrocache does not have
-/// (slab classes, LRU maintainer and crawler threads, hash table growth,
-/// extstore). They are accepted so memcached command lines keep working.
+/// `-o` names of memcached's that tune parts ferrocache does not have and
+/// that `stats settings` does not show as set (extstore, the hash
+/// function, privileges). They are accepted so memcached command lines keep
+/// working; the slab and LRU options are read by [`Tuning`].
 const IGNORED_EXTENDED: &[&str] = &[
-    "maxconns_fast",
-    "no_maxconns_fast",
-    "hashpower",
-    "tail_repair_time",
-    "no_hashexpand",
-    "slab_reassign",
-    "no_slab_reassign",
-    "slab_automove",
-    "slab_automove_ratio",
-    "slab_automove_window",
-    "slab_chunk_max",
-    "lru_crawler_sleep",
-    "lru_crawler_tocrawl",
-    "hot_lru_pct",
-    "warm_lru_pct",
-    "hot_max_factor",
-    "warm_max_factor",
-    "temporary_ttl",
-    "modern",
-    "no_modern",
-    "worker_logbuf_size",
     "no_inline_ascii_resp",
     "inline_ascii_resp",
-    "read_buf_mem_limit",
     "resp_obj_mem_limit",
-    "no_chunked_items",
     "drop_privileges",
     "no_drop_privileges",
     "relaxed_privileges",
@@ -80,7 +61,6 @@ const IGNORED_EXTENDED: &[&str] = &[
     "ext_max_sleep",
     "ext_max_frag",
     "ext_drop_unread",
-    "slab_automove_freeratio",
     "hash_algorithm",
 ];
 
@@ -182,7 +162,8 @@ pub struct Cli {
 
     /// Extended options, comma-separated: idle_timeout=N; hot_keys=on|off,
     /// hot_keys_top=K, hot_keys_window=SECONDS, hot_keys_sample=N;
-    /// memcached's slab and LRU tuning options are accepted and ignored.
+    /// memcached's slab and LRU tuning options (slab_automove=N,
+    /// hot_lru_pct=N, ...) tune nothing but show in `stats settings`.
     #[arg(short = 'o', long = "extended", action = ArgAction::Append)]
     pub extended: Vec<String>,
 
@@ -340,6 +321,11 @@ pub struct Config {
     /// turn off memcached's threads: `stats` then leaves their lines out.
     pub lru_crawler: bool,
     pub lru_maintainer: bool,
+    /// memcached's slab and LRU tuning options, as `stats settings` shows
+    /// them (the admin commands change some at run time).
+    pub tuning: Tuning,
+    /// `stats settings` `slab_chunk_max`, from `-o slab_chunk_max` and `-I`.
+    pub slab_chunk_max: usize,
     /// `-o track_sizes`: `stats sizes` lists item sizes (memcached 1.6.45
     /// has no other way to turn them on).
     pub track_sizes: bool,
@@ -503,7 +489,7 @@ impl Cli {
         let mut idle_timeout = None;
         let mut watcher_buf = WATCHER_BUF_DEFAULT;
         let mut hot_keys = HotKeysConfig::default();
-        let (mut lru_crawler, mut lru_maintainer) = (true, true);
+        let mut tuning = Tuning::default();
         let mut track_sizes = false;
         let mut tls_options = TlsOptions {
             min_version: "tlsv1.2".into(),
@@ -532,13 +518,6 @@ impl Cli {
                         Some(Ok(kb)) if kb > 0 && kb <= 1024 * 1024 => kb * 1024,
                         _ => return err(format!("Invalid watcher_logbuf_size: {opt}")),
                     };
-                }
-                // memcached's background threads. ferrocache has neither (a
-                // sweep reclaims expired items); the flags decide which of
-                // their lines `stats` shows and what `stats settings` says.
-                "lru_crawler" | "no_lru_crawler" => lru_crawler = name == "lru_crawler",
-                "lru_maintainer" | "no_lru_maintainer" => {
-                    lru_maintainer = name == "lru_maintainer";
                 }
                 "track_sizes" => track_sizes = true,
                 "hot_keys" => {
@@ -600,6 +579,11 @@ impl Cli {
                         "-o {name}: OpenSSL tuning option, does not apply; ignored"
                     ));
                 }
+                // memcached's slab allocator and LRU threads. ferrocache has
+                // none of them (a sweep reclaims expired items); the options
+                // decide what `stats settings` shows, and which of the
+                // threads' lines `stats` prints.
+                _ if tuning.apply(name, value).map_err(ConfigError)? => {}
                 _ if IGNORED_EXTENDED.contains(&name) => {
                     warnings.push(format!(
                         "-o {name}: memcached tuning option, does not apply; ignored"
@@ -608,6 +592,9 @@ impl Cli {
                 _ => return err(format!("Illegal suboption \"{opt}\"")),
             }
         }
+
+        tuning.check().map_err(ConfigError)?;
+        let slab_chunk_max = tuning.slab_chunk_max(item_size_max).map_err(ConfigError)?;
 
         let mask = u32::from_str_radix(&self.unix_mask, 8)
             .ok()
@@ -677,9 +664,11 @@ impl Cli {
             io_driver: self.io_driver,
             hot_keys,
             metrics_hot_keys: self.metrics_hot_keys,
-            lru_crawler,
+            lru_crawler: tuning.lru_crawler,
             track_sizes,
-            lru_maintainer,
+            lru_maintainer: tuning.lru_maintainer,
+            tuning,
+            slab_chunk_max,
             flush_enabled: !self.disable_flush_all,
             shutdown_enabled: self.enable_shutdown,
             watch_enabled: !self.disable_watch,
@@ -838,13 +827,29 @@ mod tests {
     fn extended_options_act_or_warn() {
         let c = cli(&[
             "-o",
-            "idle_timeout=5,slab_chunk_max=16384",
+            "idle_timeout=5,hash_algorithm=murmur3",
             "-o",
-            "hashpower=20",
+            "ext_item_size=512",
         ])
         .unwrap();
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(5)));
         assert_eq!(c.warnings.len(), 2);
+        // The slab and LRU options set what stats settings shows, silently.
+        let c = cli(&["-o", "slab_chunk_max=16,hashpower=20,no_slab_reassign"]).unwrap();
+        assert!(c.warnings.is_empty());
+        assert_eq!(c.slab_chunk_max, 16 * 1024);
+        assert_eq!(c.tuning.hashpower_init, 20);
+        assert!(!c.tuning.slab_reassign);
+        assert!(
+            cli(&["-o", "slab_chunk_max=16384"])
+                .unwrap_err()
+                .contains("kilobytes")
+        );
+        assert!(
+            cli(&["-I", "8k", "-o", "slab_chunk_max=16"])
+                .unwrap_err()
+                .contains("cannot be larger than -I")
+        );
         // The LRU threads' switches act (on what stats shows) and so warn of nothing.
         let c = cli(&["-o", "no_lru_crawler,no_lru_maintainer"]).unwrap();
         assert!(c.warnings.is_empty());

@@ -8,7 +8,8 @@
 //!
 //! - [`auth`]: memcached's ascii authentication (`-Y`).
 //! - [`sasl`]: SASL PLAIN for the binary protocol (`-S`), memcached's pwdb file.
-//! - [`config`]: the command line, spelled as memcached's; [`config_file`]: memcached.conf.
+//! - [`config`]: the command line, spelled as memcached's; [`config_file`]: memcached.conf;
+//!   [`tuning`]: memcached's slab and LRU `-o` options, as `stats settings` shows them.
 //! - [`hotkeys`]: the sampled top-K of the hottest keys (`stats hotkeys`).
 //! - [`item_rules`]: write modes and item sizes, which protocol and store share.
 //! - [`protocol`]: requests parsed from bytes, replies composed into bytes; no store, no sockets.
@@ -35,6 +36,7 @@ pub mod store;
 #[doc(hidden)]
 pub mod test_rng;
 pub mod tls;
+pub mod tuning;
 
 /// Error type for start-up failures; they end the process with a message.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

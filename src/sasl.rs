@@ -70,9 +70,11 @@ impl Pwdb {
         Ok(Self::parse(path, &data))
     }
 
-    /// Every line is `user:password`, with anything after a further `:`
-    /// ignored; a line without `:` names no one (memcached skips it too).
-    pub(crate) fn parse(path: &Path, data: &[u8]) -> Self {
+    /// The database in `data`, the contents of the file at `path` (kept
+    /// for messages). Every line is `user:password`, with anything after a
+    /// further `:` ignored; a line without `:` names no one (memcached
+    /// skips it too).
+    pub fn parse(path: &Path, data: &[u8]) -> Self {
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for line in data.split(|&b| b == b'\n') {
             let Some(colon) = line.iter().position(|&b| b == b':') else {

@@ -3,8 +3,15 @@
 //! drives it, with the replies and the store checked after every request.
 //!
 //! Input layout: byte 0 picks the configuration (memory limit, item size,
-//! CAS, `-A`), bytes 1..3 seed how the stream is cut into reads and how the
-//! clock moves between them, the rest is what the client sends.
+//! CAS, `-A`, `-M`, `-F`, a tight store, SASL), bytes 1..3 seed how the
+//! stream is cut into reads and how the clock moves between them, the rest
+//! is what the client sends.
+//!
+//! With SASL (`-S`, bit 7) only SASL requests and Version are served before
+//! an auth succeeds. The password database names [`SASL_USER`] with
+//! [`SASL_PASS`], and the seeds of that mode begin with [`sasl_auth`]'s
+//! packet, so the requests after it run as on any binary connection (and
+//! mutants that break the packet test the refusals).
 //!
 //! After every frame:
 //! - what it appended to the write buffer is a run of well-formed replies of
@@ -17,13 +24,15 @@
 //! - the store's bytes in use stay within its limit, and it never holds more
 //!   items than were ever stored.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, LazyLock};
 
 use bytes::BytesMut;
 use clap::Parser;
-use ferrocache::config::Cli;
+use ferrocache::config::{BindingProtocol, Cli};
 use ferrocache::protocol::binary::{BinaryOp, opcode};
 use ferrocache::protocol::{Frame, ProtocolError, Request};
+use ferrocache::sasl::Pwdb;
 use ferrocache::server::Shared;
 use ferrocache::server::session::{Next, Observer, Session};
 use ferrocache::store::{Clock, Store, StoreConfig};
@@ -31,6 +40,41 @@ use ferrocache::store::{Clock, Store, StoreConfig};
 use crate::Rng;
 
 const UNIX: i64 = 1_700_000_000;
+
+/// The user the SASL configuration knows, and its password.
+pub const SASL_USER: &[u8] = b"user";
+pub const SASL_PASS: &[u8] = b"pass";
+
+/// The SASL configuration's password database, as `MEMCACHED_SASL_PWDB`
+/// would name it (a second user, so that a lookup has more than one line).
+static PWDB: LazyLock<Arc<Pwdb>> = LazyLock::new(|| {
+    let mut lines = [SASL_USER, b":", SASL_PASS, b"\n"].concat();
+    lines.extend_from_slice(b"other:secret\n");
+    Arc::new(Pwdb::parse(Path::new("fuzz-pwdb"), &lines))
+});
+
+/// A binary SASL auth request with the PLAIN mechanism and the known
+/// credentials: what a client sends first on a `-S` server.
+pub fn sasl_auth() -> Vec<u8> {
+    let data = [b"\0", SASL_USER, b"\0", SASL_PASS].concat();
+    packet(opcode::SASL_AUTH, b"PLAIN", &[], &data)
+}
+
+/// A binary request packet, opaque and CAS 0.
+pub fn packet(op: u8, key: &[u8], extras: &[u8], value: &[u8]) -> Vec<u8> {
+    let body = (extras.len() + key.len() + value.len()) as u32;
+    let mut p = vec![0x80, op];
+    p.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    // Extras length, raw data type, no vbucket.
+    p.extend_from_slice(&[extras.len() as u8, 0, 0, 0]);
+    p.extend_from_slice(&body.to_be_bytes());
+    // Opaque and CAS.
+    p.extend_from_slice(&[0; 12]);
+    for part in [extras, key, value] {
+        p.extend_from_slice(part);
+    }
+    p
+}
 
 /// A server configuration as the command line would give it, and a store
 /// on a manual clock.
@@ -56,10 +100,16 @@ pub fn server(selector: u8) -> Arc<Shared> {
     if selector & 32 != 0 {
         args.push("-F");
     }
-    let config = Cli::try_parse_from(&args)
+    let mut config = Cli::try_parse_from(&args)
         .expect("valid flags")
         .validate()
         .expect("valid configuration");
+    if selector & 128 != 0 {
+        // What -S does, with the database read once rather than from the
+        // file MEMCACHED_SASL_PWDB names on every input.
+        config.sasl = Some(PWDB.clone());
+        config.binding_protocol = BindingProtocol::Binary;
+    }
     // A tight byte budget so that evictions (or out-of-memory refusals)
     // happen within one fuzz input.
     let memory_limit = if selector & 64 != 0 {
@@ -79,18 +129,36 @@ pub fn server(selector: u8) -> Arc<Shared> {
 }
 
 pub fn check(data: &[u8]) {
+    served(data);
+}
+
+/// Runs one input as [`check`] does; returns how many binary requests
+/// other than SASL ones were executed (none when the input is too short).
+pub fn served(data: &[u8]) -> usize {
     if data.len() < 3 {
-        return;
+        return 0;
     }
     let shared = server(data[0]);
     let mut rng = Rng::new(u64::from(u16::from_le_bytes([data[1], data[2]])) | 1 << 40);
-    run(&shared, &data[3..], &mut rng);
+    run(&shared, &data[3..], &mut rng)
 }
 
-/// Feeds `stream` through one connection's session, cut into reads.
-pub fn run(shared: &Arc<Shared>, stream: &[u8], rng: &mut Rng) {
+/// Feeds `stream` through one connection's session, cut into reads;
+/// returns how many binary requests other than SASL ones were executed.
+pub fn run(shared: &Arc<Shared>, stream: &[u8], rng: &mut Rng) -> usize {
     let mut session = Session::new(shared.clone(), 1);
     let mut checks = Checks::default();
+    drive(&mut session, shared, stream, rng, &mut checks);
+    checks.served
+}
+
+fn drive(
+    session: &mut Session,
+    shared: &Arc<Shared>,
+    stream: &[u8],
+    rng: &mut Rng,
+    checks: &mut Checks,
+) {
     let mut rbuf = BytesMut::new();
     let mut wbuf = BytesMut::new();
     let mut rest = stream;
@@ -104,7 +172,7 @@ pub fn run(shared: &Arc<Shared>, stream: &[u8], rng: &mut Rng) {
         }
         loop {
             let left = rbuf.len();
-            let next = session.process_observed(&mut rbuf, &mut wbuf, &mut checks);
+            let next = session.process_observed(&mut rbuf, &mut wbuf, checks);
             assert!(rbuf.len() <= left, "the session grew the read buffer");
             match next {
                 Next::Read => break,
@@ -129,10 +197,17 @@ struct Checks {
     expect: Option<Expect>,
     total_before: u64,
     stored_ever: u64,
+    /// Binary requests other than SASL ones that were executed.
+    served: usize,
 }
 
 impl Observer for Checks {
     fn request(&mut self, frame: &Frame<'_>, shared: &Shared) {
+        if let Frame::Request(Request::Binary(cmd)) = frame
+            && !matches!(cmd.op, BinaryOp::SaslAuth { .. } | BinaryOp::SaslListMechs)
+        {
+            self.served += 1;
+        }
         self.expect = Some(Expect::of(frame, shared));
         self.total_before = shared.store.stats().total_items;
     }
@@ -415,7 +490,10 @@ fn check_binary(out: &[u8], op: u8, opaque: u32, quiet: bool, kind: BinaryKind) 
     assert!(packets.len() <= 1, "one response at most: {packets:?}");
     let Some(&(reply_op, status, extlen, _, _)) = packets.first() else {
         // Only a quiet success, or a quiet get's miss, is silent.
-        assert!(quiet || op == opcode::QUITQ, "no reply to a non-quiet request");
+        assert!(
+            quiet || op == opcode::QUITQ,
+            "no reply to a non-quiet request"
+        );
         return;
     };
     assert_eq!(reply_op, op, "the opcode is echoed");
@@ -492,4 +570,32 @@ fn num<T: std::str::FromStr>(b: &[u8]) -> T {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not a number: {:?}", String::from_utf8_lossy(b)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(selector: u8, parts: &[&[u8]]) -> Vec<u8> {
+        [&[selector, 7, 0][..], &parts.concat()].concat()
+    }
+
+    #[test]
+    fn sasl_mode_serves_requests_only_after_a_valid_plain_auth() {
+        let requests = [
+            packet(opcode::SET, b"k", &[0; 8], b"hello"),
+            packet(opcode::GET, b"k", &[], &[]),
+            packet(opcode::NOOP, &[], &[], &[]),
+        ]
+        .concat();
+        let auth = sasl_auth();
+        assert_eq!(served(&input(0x80, &[&auth, &requests])), 3);
+        // Unauthenticated: refused, and the connection closed.
+        assert_eq!(served(&input(0x80, &[&requests])), 0);
+        let mut wrong = auth.clone();
+        *wrong.last_mut().expect("a password") ^= 1;
+        assert_eq!(served(&input(0x80, &[&wrong, &requests])), 0);
+        // Without SASL the same requests run as they are.
+        assert_eq!(served(&input(0, &[&requests])), 3);
+    }
 }

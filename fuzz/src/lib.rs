@@ -159,6 +159,29 @@ mod tests {
         replay("binary_decoder", 20_000, binary_decoder::check);
     }
 
+    /// The SASL seeds start with a valid auth, so what follows it runs as
+    /// on a connection without SASL: as many requests are executed.
+    #[test]
+    fn connection_sasl_seeds_authenticate_and_serve() {
+        let auth = connection::sasl_auth();
+        let sasl: Vec<Vec<u8>> = seeds("connection")
+            .into_iter()
+            .filter(|s| s.len() > 3 && s[0] & 0x80 != 0 && s[3..].starts_with(&auth))
+            // One with SASL requests of its own after the auth, which a
+            // connection without SASL answers as unknown.
+            .filter(|s| s[3 + auth.len()..].first() != Some(&0x80) || s[3 + auth.len() + 1] != 0x20)
+            .collect();
+        assert!(sasl.len() >= 10, "{} SASL seeds", sasl.len());
+        let mut total = 0;
+        for s in &sasl {
+            let plain = [&[s[0] & 0x7f, s[1], s[2]][..], &s[3 + auth.len()..]].concat();
+            let served = connection::served(s);
+            assert_eq!(served, connection::served(&plain), "seed {s:x?}");
+            total += served;
+        }
+        assert!(total >= 40, "only {total} requests served");
+    }
+
     #[test]
     fn connection_seeds_and_mutants() {
         replay("connection", 5_000, connection::check);

@@ -228,14 +228,16 @@ fn set<'a>(t: &Tokens<'a>, key: &'a [u8], raw: &'a [u8]) -> Parsed<'a> {
     })
 }
 
-/// `me <key> [b]`: only a `b` right after the key means anything.
+/// `me <key> [b ...]`: only a `b` right after the key means anything, and
+/// memcached 1.6.45 reads it only when another word follows it (its check
+/// kept 1.6.18's word count, which included the line's end): `me <key> b`
+/// looks up the token itself.
 fn debug<'a>(t: &Tokens<'a>) -> Parsed<'a> {
-    let n = t.count();
     let key = t.get(1);
-    if n < 3 || key.len() > KEY_MAX_LEN {
+    if t.words() < 2 || key.len() > KEY_MAX_LEN {
         return error(ProtocolError::BadCommandLineFormat);
     }
-    let binary = n >= 4 && t.get(2) == b"b";
+    let binary = t.words() >= 4 && t.get(2) == b"b";
     if binary && base64::decode(key, &mut [0; KEY_MAX_LEN]) == 0 {
         return error(ProtocolError::BadCommandLineFormat);
     }
@@ -385,7 +387,7 @@ mod tests {
             (" mg k\r\n".into(), UnknownCommand),
             ("me\r\n".into(), BadCommandLineFormat),
             (format!("me {k251}\r\n"), BadCommandLineFormat),
-            ("me ! b\r\n".into(), BadCommandLineFormat),
+            ("me ! b x\r\n".into(), BadCommandLineFormat),
             (format!("mg {k251} v\r\n"), BadCommandLineFormat),
             (format!("md {k251}\r\n"), BadCommandLineFormat),
             (format!("ma {k251}\r\n"), InvalidOrDuplicateFlag),
@@ -561,8 +563,12 @@ mod tests {
         assert_eq!(meta("mg Zm9vYmFy k b\r\n").key.bytes(&mut buf), b"foobar");
         // Without `b` the token is the key.
         assert_eq!(meta("mg Zm9vYmFy k\r\n").key.bytes(&mut buf), b"Zm9vYmFy");
-        let m = meta("me Zm9v b\r\n");
+        let m = meta("me Zm9v b x\r\n");
         assert_eq!((m.op, m.key.bytes(&mut buf)), (MetaOp::Debug, &b"foo"[..]));
+        // A `b` with no word after it is not read: the token is the key.
+        let m = meta("me Zm9v b\r\n");
+        assert_eq!((m.op, m.key.bytes(&mut buf)), (MetaOp::Debug, &b"Zm9v"[..]));
+        assert_eq!(meta("me ! b\r\n").key.bytes(&mut buf), b"!");
         // me reads `b` only right after the key, and ignores other words.
         let m = meta("me Zm9v x b\r\n");
         assert!(!m.key.is_binary());

@@ -63,7 +63,8 @@ pub struct Counter {
 pub struct Debug<'a> {
     pub key: &'a [u8],
     pub key_binary: bool,
-    /// `current_time - exptime`, as memcached prints it; -1 for none.
+    /// Seconds left before the item expires (`exptime - current_time`, as
+    /// memcached 1.6.45 prints it); -1 for none.
     pub exp: i64,
     /// Seconds since the last access.
     pub last_access: u32,

@@ -5,7 +5,8 @@
 //! ferrocache has no slab classes to rebalance, no segmented LRU and no
 //! crawler thread (expired items are reclaimed on access and by the store's
 //! bounded sweep), so the tuning commands are accepted and only remembered
-//! in [`Tunables`], which `stats settings` shows; the dumps list the store's
+//! in [`Tunables`] (seeded from the `-o` options), which `stats settings`
+//! shows; the dumps list the store's
 //! items. Must not know the wire format: replies are typed.
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU32, AtomicU64, Ordering};
@@ -15,6 +16,7 @@ use super::{Context, Replies};
 use crate::protocol::number::{safe_strtoul, token_i32, token_u32};
 use crate::protocol::reply::Reply;
 use crate::protocol::{Keys, ProtocolError};
+use crate::tuning::Tuning;
 
 /// The settings the admin commands change, shown by `stats settings`.
 #[derive(Debug)]
@@ -38,24 +40,24 @@ pub struct Tunables {
 }
 
 impl Tunables {
-    /// What a fresh ferrocache reports: no machinery, so zeros and `no`;
-    /// the crawler commands as `-o no_lru_crawler` leaves them.
-    pub fn new(lru_crawler: bool) -> Self {
+    /// Seeded from the `-o` options (memcached's defaults where none is
+    /// given), so `stats settings` starts where memcached's would.
+    pub fn new(t: &Tuning) -> Self {
         Tunables {
-            slab_automove: AtomicU8::new(0),
-            slab_automove_ratio: AtomicU64::new(0f64.to_bits()),
-            slab_automove_window: AtomicU32::new(0),
-            slab_automove_freeratio: AtomicU64::new(0f64.to_bits()),
-            lru_crawler: AtomicBool::new(lru_crawler),
-            lru_crawler_sleep: AtomicU32::new(0),
-            lru_crawler_tocrawl: AtomicU32::new(0),
-            lru_segmented: AtomicBool::new(false),
-            hot_lru_pct: AtomicU32::new(0),
-            warm_lru_pct: AtomicU32::new(0),
-            hot_max_factor: AtomicU64::new(0f64.to_bits()),
-            warm_max_factor: AtomicU64::new(0f64.to_bits()),
-            temp_lru: AtomicBool::new(false),
-            temporary_ttl: AtomicI32::new(0),
+            slab_automove: AtomicU8::new(t.slab_automove),
+            slab_automove_ratio: AtomicU64::new(t.slab_automove_ratio.to_bits()),
+            slab_automove_window: AtomicU32::new(t.slab_automove_window),
+            slab_automove_freeratio: AtomicU64::new(t.slab_automove_freeratio.to_bits()),
+            lru_crawler: AtomicBool::new(t.lru_crawler),
+            lru_crawler_sleep: AtomicU32::new(t.lru_crawler_sleep),
+            lru_crawler_tocrawl: AtomicU32::new(t.lru_crawler_tocrawl),
+            lru_segmented: AtomicBool::new(t.lru_segmented),
+            hot_lru_pct: AtomicU32::new(t.hot_lru_pct),
+            warm_lru_pct: AtomicU32::new(t.warm_lru_pct),
+            hot_max_factor: AtomicU64::new(t.hot_max_factor.to_bits()),
+            warm_max_factor: AtomicU64::new(t.warm_max_factor.to_bits()),
+            temp_lru: AtomicBool::new(t.temp_lru),
+            temporary_ttl: AtomicI32::new(t.temporary_ttl),
         }
     }
 

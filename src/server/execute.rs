@@ -612,11 +612,12 @@ fn debug(key: &[u8], cx: &mut Context<'_>, out: &mut Replies<'_>) {
     out.send(Reply::Debug(reply::Debug {
         key,
         key_binary: info.key_binary,
-        // memcached prints the TTL left negated (`current_time - exptime`).
+        // The seconds left, as memcached 1.6.45 prints them (1.6.18 printed
+        // them negated, `current_time - exptime`).
         exp: if info.deadline == 0 {
             -1
         } else {
-            i64::from(cx.now.wrapping_sub(info.deadline) as i32)
+            i64::from(info.deadline.wrapping_sub(cx.now) as i32)
         },
         last_access: cx.now.wrapping_sub(info.time),
         cas: info.cas,

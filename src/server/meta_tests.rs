@@ -72,9 +72,9 @@ fn base64_keys_are_decoded_and_echoed_encoded() {
         // The item remembers its key came in base64.
         ("mg foobar k s\r\n", "HD kZm9vYmFy b s1\r\n"),
         (
-            "me foobar\r\nme Zm9vYmFy b\r\n",
+            "me foobar\r\nme Zm9vYmFy b x\r\nme Zm9vYmFy b\r\n",
             "ME Zm9vYmFy exp=-1 la=0 cas=1 fetch=yes cls=1 size=66\r\n\
-             ME Zm9vYmFy exp=-1 la=0 cas=1 fetch=yes cls=1 size=66\r\n",
+             ME Zm9vYmFy exp=-1 la=0 cas=1 fetch=yes cls=1 size=66\r\nEN\r\n",
         ),
         ("md foobar k\r\n", "HD kfoobar\r\n"),
         (
@@ -274,7 +274,7 @@ fn times_are_seconds_since_the_last_access_and_left() {
     assert_eq!(say("mg tk t l h v\r\n"), "VA 1 t97 l3 h0\r\nx\r\n");
     assert_eq!(
         say("me tk\r\nmg tk l h\r\n"),
-        "ME tk exp=-97 la=3 cas=1 fetch=yes cls=1 size=62\r\nHD l3 h1\r\n"
+        "ME tk exp=97 la=3 cas=1 fetch=yes cls=1 size=62\r\nHD l3 h1\r\n"
     );
     assert_eq!(say("me nokey\r\n"), "EN\r\n");
 }

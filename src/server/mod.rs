@@ -176,7 +176,7 @@ impl Shared {
         stats.flush(0, &mut first);
         let hot_keys = config.hot_keys;
         let verbose = config.verbose;
-        let lru_crawler = config.lru_crawler;
+        let tunables = admin::Tunables::new(&config.tuning);
         Shared {
             store,
             stats,
@@ -187,7 +187,7 @@ impl Shared {
             listening: Mutex::new(Vec::new()),
             conns: Conns::default(),
             detail: Detail::default(),
-            tunables: admin::Tunables::new(lru_crawler),
+            tunables,
             verbosity: AtomicU8::new(verbose),
             hot: HotKeys::new(hot_keys),
             watch,

@@ -13,6 +13,8 @@
 //!   detail of the process: they become `fd1`, `fd2`, ... in order.
 //! - `STAT` lines of ferrocache's own settings ([`FERROCACHE_ONLY_STATS`])
 //!   are dropped: memcached has no such feature to compare with.
+//! - `me` lines (`ME key exp=... la=... cas=...`): the cas is numbered; the
+//!   times are relative and compared.
 //! - `lru_crawler metadump` lines (`key=... exp=... la=... cas=...`): the
 //!   last access time and absolute expiry times are masked, cas numbered.
 //!
@@ -250,6 +252,19 @@ impl Normaliser {
             }
             Some(b"VERSION") if tokens.len() >= 2 => return format!("VERSION <version>{end}"),
             Some(b"STAT") if tokens.len() >= 3 => return self.render_stat(body, end),
+            Some(b"ME") => {
+                let parts: Vec<String> = tokens
+                    .iter()
+                    .map(|t| match t.strip_prefix(b"cas=") {
+                        Some(cas) => self
+                            .cas_token(cas)
+                            .map(|c| format!("cas={c}"))
+                            .unwrap_or_else(|| escape(t)),
+                        None => escape(t),
+                    })
+                    .collect();
+                return format!("{}{end}", parts.join(" "));
+            }
             Some(t) if t.starts_with(b"key=") => {
                 let parts: Vec<String> = tokens
                     .iter()

@@ -42,7 +42,10 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     stat!("max_connections", cfg.conn_limit);
     stat!("curr_connections", curr);
     stat!("total_connections", s.total_connections);
-    stat!("rejected_connections", s.rejected_connections);
+    // memcached counts (and shows) refusals only with maxconns_fast.
+    if cfg.tuning.maxconns_fast {
+        stat!("rejected_connections", s.rejected_connections);
+    }
     stat!("connection_structures", curr + listeners);
     stat!("response_obj_oom", 0);
     stat!("response_obj_count", 0);
@@ -90,20 +93,24 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     stat!("hash_power_level", 0);
     stat!("hash_bytes", 0);
     stat!("hash_is_expanding", 0);
-    // memcached 1.6.45's slab mover lines; there are no slabs to move here.
-    for name in [
-        "slab_reassign_rescues",
-        "slab_reassign_chunk_rescues",
-        "slab_reassign_inline_reclaim",
-        "slab_reassign_busy_items",
-        "slab_reassign_busy_deletes",
-        "slab_reassign_busy_nomem",
-    ] {
-        out.stat(name, 0);
+    // memcached 1.6.45's slab mover lines, shown while `slab_reassign` is
+    // on (`-o no_slab_reassign` leaves them out); there are no slabs to
+    // move here.
+    if cfg.tuning.slab_reassign {
+        for name in [
+            "slab_reassign_rescues",
+            "slab_reassign_chunk_rescues",
+            "slab_reassign_inline_reclaim",
+            "slab_reassign_busy_items",
+            "slab_reassign_busy_deletes",
+            "slab_reassign_busy_nomem",
+        ] {
+            out.stat(name, 0);
+        }
+        stat!("slab_reassign_last_busy_status", "none");
+        stat!("slab_reassign_running", 0);
+        stat!("slabs_moved", 0);
     }
-    stat!("slab_reassign_last_busy_status", "none");
-    stat!("slab_reassign_running", 0);
-    stat!("slabs_moved", 0);
     if shared.tunables.lru_crawler.load(Ordering::Relaxed) {
         stat!("lru_crawler_running", 0);
         stat!("lru_crawler_starts", 0);
@@ -224,9 +231,9 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
                 .map_or_else(|| "no".into(), |a| a.path().display().to_string()),
         ),
         ("item_size_max", cfg.limits.item_size_max.to_string()),
-        ("maxconns_fast", "yes".into()),
-        ("hashpower_init", "0".into()),
-        ("slab_reassign", "no".into()),
+        ("maxconns_fast", yes_no(cfg.tuning.maxconns_fast).into()),
+        ("hashpower_init", cfg.tuning.hashpower_init.to_string()),
+        ("slab_reassign", yes_no(cfg.tuning.slab_reassign).into()),
         ("slab_automove", t.slab_automove.load(Relaxed).to_string()),
         (
             "slab_automove_ratio",
@@ -236,12 +243,7 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
             "slab_automove_window",
             t.slab_automove_window.load(Relaxed).to_string(),
         ),
-        // memcached's default (half a 1 MiB slab page), bounded by -I as
-        // memcached requires.
-        (
-            "slab_chunk_max",
-            cfg.limits.item_size_max.min(512 * 1024).to_string(),
-        ),
+        ("slab_chunk_max", cfg.slab_chunk_max.to_string()),
         // No crawler thread: expired items are reclaimed on access and by
         // the store's bounded sweep.
         ("lru_crawler", yes_no(t.lru_crawler.load(Relaxed)).into()),
@@ -253,7 +255,7 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
             "lru_crawler_tocrawl",
             t.lru_crawler_tocrawl.load(Relaxed).to_string(),
         ),
-        ("tail_repair_time", "0".into()),
+        ("tail_repair_time", cfg.tuning.tail_repair_time.to_string()),
         ("flush_enabled", yes_no(cfg.flush_enabled).into()),
         ("dump_enabled", "yes".into()),
         ("hash_algorithm", "foldhash".into()),
@@ -267,15 +269,26 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("hot_max_factor", format!("{:.2}", t.hot_max_factor())),
         ("warm_max_factor", format!("{:.2}", t.warm_max_factor())),
         ("temp_lru", yes_no(t.temp_lru.load(Relaxed)).into()),
-        ("temporary_ttl", t.temporary_ttl.load(Relaxed).to_string()),
+        // `%u` in memcached: a negative `-o temporary_ttl` shows wrapped.
+        (
+            "temporary_ttl",
+            (t.temporary_ttl.load(Relaxed) as u32).to_string(),
+        ),
         (
             "idle_timeout",
             cfg.idle_timeout.map_or(0, |d| d.as_secs()).to_string(),
         ),
         ("watcher_logbuf_size", cfg.watcher_buf.to_string()),
-        // memcached's default; there are no per-worker log buffers here.
-        ("worker_logbuf_size", "65536".into()),
-        ("read_buf_mem_limit", "0".into()),
+        // Shown as set: there are no per-worker log buffers here, and read
+        // buffers are per connection.
+        (
+            "worker_logbuf_size",
+            cfg.tuning.worker_logbuf_size.to_string(),
+        ),
+        (
+            "read_buf_mem_limit",
+            cfg.tuning.read_buf_mem_limit.to_string(),
+        ),
         ("track_sizes", yes_no(cfg.track_sizes).into()),
         ("inline_ascii_response", "no".into()),
         ("ext_item_size", "0".into()),
@@ -306,7 +319,8 @@ pub(super) fn settings(cx: &mut Context<'_>, out: &mut Replies<'_>) {
         ("ssl_session_cache", "no".into()),
         ("ssl_kernel_tls", "no".into()),
         ("ssl_min_version", cfg.tls_options.min_version.clone()),
-        ("num_napi_ids", "(null)".into()),
+        // `%d` in 1.6.45 (1.6.18 printed `(null)`); no NAPI ids here.
+        ("num_napi_ids", "0".into()),
         // As given to -e; memcached prints its unset pointer as `(null)`.
         ("memory_file", shown_path(&cfg.memory_file, "(null)")),
         // The size of the client flags field, in bytes (a 32-bit number).
