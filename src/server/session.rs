@@ -41,8 +41,8 @@ use std::time::Instant;
 use bytes::{Buf, BytesMut};
 
 use super::execute::execute_frame;
-use super::watch::Watcher;
 use super::held::Held;
+use super::watch::Watcher;
 use super::{Context, Flow, Shared};
 use crate::auth::{self, AuthFile};
 use crate::config::BindingProtocol;
