@@ -82,13 +82,28 @@ impl Decoder {
     /// is buffered of it (`frame: None`), and the call that drops its last
     /// byte returns the [`Frame::Rejected`] with that final chunk.
     pub fn decode<'a>(&mut self, buf: &'a [u8]) -> Decode<'a> {
+        self.decode_admitting(buf, &mut |_| true)
+    }
+
+    /// [`Decoder::decode`], asking `admit` for room before waiting for a
+    /// data block that is not all buffered yet: `admit(n)` is called with
+    /// the bytes the whole request will take (line and block), once per
+    /// block. When it says no, the block is refused with memcached's out of
+    /// memory answer and swallowed as it arrives, never buffered. A block
+    /// admitted is done with when the decoder leaves it
+    /// ([`Decoder::in_data_block`] false after a `Frame`).
+    pub fn decode_admitting<'a>(
+        &mut self,
+        buf: &'a [u8],
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Decode<'a> {
         if buf.is_empty() {
             return Decode::NeedMore;
         }
         match &mut self.state {
             State::Line { scanned } => {
                 let scanned = *scanned;
-                self.decode_line(buf, scanned)
+                self.decode_line(buf, scanned, admit)
             }
             State::Data { need } => {
                 if buf.len() < *need {
@@ -97,7 +112,7 @@ impl Decoder {
                 // The whole request is buffered: parse its line again (it is
                 // short) rather than keep offsets into an older buffer.
                 self.state = State::Line { scanned: 0 };
-                self.decode_line(buf, 0)
+                self.decode_line(buf, 0, &mut |_| true)
             }
             State::Swallow { remaining, .. } => {
                 let take = (*remaining).min(buf.len());
@@ -147,7 +162,12 @@ impl Decoder {
 
     /// Looks for a command line at the front of `buf` (non-empty), the first
     /// `scanned` bytes of which are known to hold no `\n`.
-    fn decode_line<'a>(&mut self, buf: &'a [u8], scanned: usize) -> Decode<'a> {
+    fn decode_line<'a>(
+        &mut self,
+        buf: &'a [u8],
+        scanned: usize,
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Decode<'a> {
         let long_get = buf.len() > LINE_MAX_LEN && starts_long_get(buf);
         let window = buf.len().min(if long_get {
             GET_LINE_MAX_LEN
@@ -192,8 +212,12 @@ impl Decoder {
                 consumed,
                 frame: Some(frame),
             },
-            Parsed::Store(header) => self.decode_store(buf, consumed, DataHeader::Classic(header)),
-            Parsed::MetaSet(header) => self.decode_store(buf, consumed, DataHeader::Meta(header)),
+            Parsed::Store(header) => {
+                self.decode_store(buf, consumed, DataHeader::Classic(header), admit)
+            }
+            Parsed::MetaSet(header) => {
+                self.decode_store(buf, consumed, DataHeader::Meta(header), admit)
+            }
         }
     }
 
@@ -205,32 +229,20 @@ impl Decoder {
         buf: &'a [u8],
         line_len: usize,
         header: DataHeader<'a>,
+        admit: &mut dyn FnMut(usize) -> bool,
     ) -> Decode<'a> {
         // `bytes` is at most i32::MAX - 2, so these sums cannot overflow.
         let bytes = header.bytes();
         let block_len = bytes + 2;
         if let Some(rejected) = header.refusal(&self.limits) {
-            // memcached answers only once the whole block has been dropped,
-            // and never buffers it.
-            let take = block_len.min(buf.len() - line_len);
-            let remaining = block_len - take;
-            if remaining == 0 {
-                return Decode::Frame {
-                    consumed: line_len + take,
-                    frame: Some(Frame::Rejected(rejected)),
-                };
-            }
-            self.state = State::Swallow {
-                remaining,
-                rejected,
-            };
-            return Decode::Frame {
-                consumed: line_len + take,
-                frame: None,
-            };
+            return self.swallow(buf, line_len, block_len, rejected);
         }
         let need = line_len + block_len;
         if buf.len() < need {
+            // memcached allocates the item from -m here, before the data.
+            if !admit(need) {
+                return self.swallow(buf, line_len, block_len, header.out_of_memory());
+            }
             self.state = State::Data { need };
             return Decode::NeedMore;
         }
@@ -248,6 +260,37 @@ impl Decoder {
         Decode::Frame {
             consumed: need,
             frame: Some(frame),
+        }
+    }
+}
+
+impl Decoder {
+    /// Refuses a storage command whose line of `line_len` bytes is
+    /// buffered: its data block is dropped as it arrives and `rejected` is
+    /// answered once it is gone, as memcached answers only then and never
+    /// buffers the block.
+    fn swallow<'a>(
+        &mut self,
+        buf: &[u8],
+        line_len: usize,
+        block_len: usize,
+        rejected: Rejected,
+    ) -> Decode<'a> {
+        let take = block_len.min(buf.len() - line_len);
+        let remaining = block_len - take;
+        if remaining == 0 {
+            return Decode::Frame {
+                consumed: line_len + take,
+                frame: Some(Frame::Rejected(rejected)),
+            };
+        }
+        self.state = State::Swallow {
+            remaining,
+            rejected,
+        };
+        Decode::Frame {
+            consumed: line_len + take,
+            frame: None,
         }
     }
 }
@@ -279,6 +322,29 @@ impl<'a> DataHeader<'a> {
         match self {
             DataHeader::Classic(h) => h.with_value(value),
             DataHeader::Meta(h) => h.with_value(value),
+        }
+    }
+
+    /// The refusal when no memory can be found for the block: memcached's
+    /// "out of memory storing object", which, like "too large", unlinks the
+    /// old value of a `set` (of any `ms`).
+    fn out_of_memory(&self) -> Rejected {
+        let (noreply, unlink_key) = match self {
+            DataHeader::Classic(h) => (
+                h.noreply,
+                (h.mode == StoreMode::Set).then(|| Bytes::copy_from_slice(h.key)),
+            ),
+            DataHeader::Meta(h) => {
+                let mut key_buf = [0; KEY_MAX_LEN];
+                let key = h.command.key.bytes(&mut key_buf);
+                (false, Some(Bytes::copy_from_slice(key)))
+            }
+        };
+        Rejected {
+            error: ProtocolError::OutOfMemory,
+            noreply,
+            unlink_key,
+            counts_as_set: false,
         }
     }
 

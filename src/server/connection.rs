@@ -22,7 +22,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use super::session::{Next, Session};
+use super::session::{Next, Session, fit_read_buffer};
 use super::watch::{CONNEVENTS, CloseReason, Drained, Peer, Watcher};
 use super::{Flow, Shared};
 use crate::stats::{ConnInfo, ConnState, LocalStats};
@@ -170,7 +170,8 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
 
     let (reason, close) = loop {
         // A data block being read gets its whole size reserved at once (the
-        // decoder bounds it by -I); otherwise grow by doubling.
+        // decoder bounds it by -I, the session charges it to -m); otherwise
+        // grow by doubling.
         let want = session.wanted_len().unwrap_or(0).saturating_sub(rbuf.len());
         if want > 0 {
             rbuf.reserve(want);
@@ -254,6 +255,7 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         if rbuf.is_empty() && rbuf.capacity() > BUF_KEEP_MAX {
             rbuf = BytesMut::with_capacity(BUF_SIZE);
         }
+        fit_read_buffer(&mut rbuf, session.wanted_len(), BUF_SIZE, BUF_KEEP_MAX);
         if wbuf.capacity() > BUF_KEEP_MAX {
             wbuf = BytesMut::with_capacity(BUF_SIZE);
         }

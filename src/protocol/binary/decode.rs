@@ -97,6 +97,19 @@ impl Decoder {
     /// decoder, the caller advances `buf` by `consumed` once the frame has
     /// run, and otherwise only appends to it between calls.
     pub fn decode<'a>(&mut self, buf: &'a [u8]) -> Decode<'a> {
+        self.decode_admitting(buf, &mut |_| true)
+    }
+
+    /// [`Decoder::decode`], asking `admit` for room before waiting for a
+    /// value that is not all buffered yet, as the text decoder's
+    /// `decode_admitting` does: `admit(n)` gets the bytes the whole request
+    /// will take. Refused, the value is answered "out of memory" and
+    /// swallowed as it arrives.
+    pub fn decode_admitting<'a>(
+        &mut self,
+        buf: &'a [u8],
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Decode<'a> {
         if buf.is_empty() {
             return Decode::NeedMore;
         }
@@ -137,12 +150,17 @@ impl Decoder {
             return Decode::NeedMore;
         }
         self.state = READY;
-        self.dispatch(&h, buf)
+        self.dispatch(&h, buf, admit)
     }
 
     /// memcached's checks and answers, in its order, for a request whose
     /// header, extras and key are buffered.
-    fn dispatch<'a>(&mut self, h: &Header, buf: &'a [u8]) -> Decode<'a> {
+    fn dispatch<'a>(
+        &mut self,
+        h: &Header,
+        buf: &'a [u8],
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Decode<'a> {
         let keylen = usize::from(h.keylen);
         let extlen = usize::from(h.extlen);
         let bodylen = h.bodylen as usize;
@@ -198,7 +216,7 @@ impl Decoder {
                 };
                 let flags = be32(&extras[..4]);
                 let exptime = be32(&extras[4..]);
-                return self.store(h, buf, key, quiet, mode, flags, exptime);
+                return self.store(h, buf, key, quiet, mode, flags, exptime, admit);
             }
             opcode::GET | opcode::GETK if extlen == 0 && bodylen == keylen && keylen > 0 => {
                 BinaryOp::Get
@@ -220,7 +238,7 @@ impl Decoder {
                 } else {
                     StoreMode::Prepend
                 };
-                return self.store(h, buf, key, quiet, mode, 0, 0);
+                return self.store(h, buf, key, quiet, mode, 0, 0, admit);
             }
             opcode::STAT if extlen == 0 => BinaryOp::Stat,
             opcode::QUIT if no_body => BinaryOp::Quit,
@@ -232,7 +250,8 @@ impl Decoder {
             }
             opcode::SASL_AUTH | opcode::SASL_STEP if extlen == 0 && keylen != 0 => {
                 let step = base == opcode::SASL_STEP;
-                return self.sasl_auth(h, buf, key, step, refuse(Status::UnknownCommand, false));
+                let unknown = refuse(Status::UnknownCommand, false);
+                return self.sasl_auth(h, buf, key, step, unknown, admit);
             }
             opcode::TOUCH if extlen == 4 && keylen != 0 => BinaryOp::Touch {
                 exptime: be32(extras),
@@ -295,6 +314,7 @@ impl Decoder {
         mode: StoreMode,
         flags: u32,
         exptime: u32,
+        admit: &mut dyn FnMut(usize) -> bool,
     ) -> Decode<'a> {
         let fixed = h.fixed_len();
         let reply_to = ReplyTo {
@@ -319,6 +339,18 @@ impl Decoder {
         }
         let total = fixed + vlen;
         if buf.len() < total {
+            // memcached allocates the item from -m here, before the value.
+            if !admit(total) {
+                let refusal = Refusal {
+                    reply_to,
+                    status: Status::OutOfMemory,
+                    close: false,
+                    // Only a (non-quiet) Set unlinks here: memcached
+                    // compares the opcode itself.
+                    unlink_key: (h.opcode == opcode::SET).then(|| Bytes::copy_from_slice(key)),
+                };
+                return self.swallow_then(fixed, vlen, refusal);
+            }
             self.state = State::Ready {
                 need: total,
                 value: true,
@@ -353,6 +385,7 @@ impl Decoder {
         key: &'a [u8],
         step: bool,
         unknown: Refusal,
+        admit: &mut dyn FnMut(usize) -> bool,
     ) -> Decode<'a> {
         let fixed = h.fixed_len();
         let vlen = h.bodylen as usize - key.len();
@@ -376,6 +409,13 @@ impl Decoder {
         }
         let total = fixed + vlen;
         if buf.len() < total {
+            if !admit(total) {
+                let refusal = Refusal {
+                    status: Status::OutOfMemory,
+                    ..unknown
+                };
+                return self.swallow_then(fixed, vlen, refusal);
+            }
             self.state = State::Ready {
                 need: total,
                 value: true,
