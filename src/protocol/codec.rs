@@ -241,7 +241,8 @@ impl Decoder {
         if buf.len() < need {
             // memcached allocates the item from -m here, before the data.
             if !admit(need) {
-                return self.swallow(buf, line_len, block_len, header.out_of_memory());
+                let rejected = header.out_of_memory(&self.limits);
+                return self.swallow(buf, line_len, block_len, rejected);
             }
             self.state = State::Data { need };
             return Decode::NeedMore;
@@ -325,25 +326,32 @@ impl<'a> DataHeader<'a> {
         }
     }
 
-    /// The refusal when no memory can be found for the block: memcached's
-    /// "out of memory storing object", which, like "too large", unlinks the
-    /// old value of a `set` (of any `ms`).
-    fn out_of_memory(&self) -> Rejected {
-        let (noreply, unlink_key) = match self {
-            DataHeader::Classic(h) => (
-                h.noreply,
-                (h.mode == StoreMode::Set).then(|| Bytes::copy_from_slice(h.key)),
-            ),
+    /// The refusal when no memory can be found for the block, as memcached
+    /// words it. An item it would allocate whole gets "out of memory storing
+    /// object", which, like "too large", unlinks the old value of a `set`
+    /// (of any `ms`). One it allocates in chunks as the data arrives fails
+    /// during the read instead: "Out of memory during read", old value kept.
+    fn out_of_memory(&self, limits: &Limits) -> Rejected {
+        let mut key_buf = [0; KEY_MAX_LEN];
+        let (key, flags, noreply, unlinks) = match self {
+            DataHeader::Classic(h) => (h.key, h.flags, h.noreply, h.mode == StoreMode::Set),
             DataHeader::Meta(h) => {
-                let mut key_buf = [0; KEY_MAX_LEN];
                 let key = h.command.key.bytes(&mut key_buf);
-                (false, Some(Bytes::copy_from_slice(key)))
+                (key, h.command.flags.client_flags, false, true)
             }
         };
+        if limits.chunked(key.len(), self.bytes(), flags) {
+            return Rejected {
+                error: ProtocolError::OutOfMemoryDuringRead,
+                noreply,
+                unlink_key: None,
+                counts_as_set: false,
+            };
+        }
         Rejected {
             error: ProtocolError::OutOfMemory,
             noreply,
-            unlink_key,
+            unlink_key: unlinks.then(|| Bytes::copy_from_slice(key)),
             counts_as_set: false,
         }
     }
@@ -760,6 +768,90 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
         let (seen, max_buf) = feed_in_chunks(limits, &stream, 1);
         assert_eq!(seen, vec![Seen::Rejected(rejected(None, true)), Seen::Noop]);
         assert!(max_buf <= 24);
+    }
+
+    /// A frame as [`feed_admitting`] reports it: a rejection's error, the
+    /// key it unlinks and whether it is silent (a store: `BadDataChunk`).
+    type Outcome = (ProtocolError, Option<Bytes>, bool);
+
+    /// Feeds `stream` in `chunk`-byte reads, refusing room to blocks that
+    /// ask for more than `room`; returns the frames (rejections with their
+    /// error), and the sizes asked for.
+    fn feed_admitting(
+        stream: &[u8],
+        chunk: usize,
+        room: usize,
+    ) -> (Vec<Outcome>, Vec<usize>, usize) {
+        let mut d = Decoder::new(Limits::default());
+        let (mut buf, mut out, mut asked, mut max_buf) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        for part in stream.chunks(chunk) {
+            buf.extend_from_slice(part);
+            max_buf = max_buf.max(buf.len());
+            loop {
+                let mut admit = |n: usize| {
+                    asked.push(n);
+                    n <= room
+                };
+                match d.decode_admitting(&buf, &mut admit) {
+                    Decode::NeedMore => break,
+                    Decode::Frame { consumed, frame } => {
+                        match frame {
+                            Some(Frame::Rejected(r)) => {
+                                out.push((r.error, r.unlink_key, r.noreply))
+                            }
+                            Some(Frame::Request(Request::Store { .. })) => {
+                                out.push((ProtocolError::BadDataChunk, None, false));
+                            }
+                            _ => {}
+                        }
+                        buf.drain(..consumed);
+                    }
+                }
+            }
+        }
+        (out, asked, max_buf)
+    }
+
+    #[test]
+    fn a_block_without_room_is_refused_as_memcached_words_it_and_swallowed() {
+        // Whole in the buffer, a block asks for nothing: the store charges it.
+        let (out, asked, _) = feed_admitting(b"set k 0 0 3\r\nabc\r\n", 64, 0);
+        assert_eq!(out.len(), 1);
+        assert!(asked.is_empty());
+        // Arriving, it asks once, for its line and block.
+        let (out, asked, _) = feed_admitting(b"set k 0 0 3\r\nabc\r\n", 14, 100);
+        assert_eq!((out.len(), asked), (1, vec![18]));
+        // An item memcached allocates whole: "out of memory storing object";
+        // a set unlinks the old value, noreply silences it, an add unlinks
+        // nothing, an ms always unlinks.
+        let oom = ProtocolError::OutOfMemory;
+        let k = Some(Bytes::from_static(b"k"));
+        let mut stream = b"set k 0 0 300000 noreply\r\n".to_vec();
+        stream.extend_from_slice(&[b'x'; 300_002]);
+        let (out, _, max_buf) = feed_admitting(&stream, 4096, 1000);
+        assert_eq!(out, vec![(oom, k.clone(), true)]);
+        assert!(max_buf <= 2 * 4096, "buffered {max_buf}");
+        let mut stream = b"add k 0 0 300000\r\n".to_vec();
+        stream.extend_from_slice(&[b'x'; 300_002]);
+        stream.extend_from_slice(b"ms k 300000\r\n");
+        stream.extend_from_slice(&[b'x'; 300_002]);
+        let (out, _, _) = feed_admitting(&stream, 4096, 1000);
+        assert_eq!(out, vec![(oom, None, false), (oom, k, false)]);
+        // One memcached reads in chunks (over 512 KiB): it fails during the
+        // read, and the old value stays.
+        let mut stream = b"set k 0 0 600000\r\n".to_vec();
+        stream.extend_from_slice(&[b'x'; 600_002]);
+        stream.extend_from_slice(b"set k 0 0 1\r\nx\r\n");
+        let (out, _, _) = feed_admitting(&stream, 4096, 1000);
+        let during_read = ProtocolError::OutOfMemoryDuringRead;
+        assert_eq!(
+            out,
+            vec![
+                (during_read, None, false),
+                (ProtocolError::BadDataChunk, None, false)
+            ]
+        );
+        assert_eq!(during_read.wire(), "SERVER_ERROR Out of memory during read");
     }
 
     #[test]

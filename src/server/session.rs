@@ -571,7 +571,7 @@ mod tests {
         rest.extend_from_slice(b"\r\nget b\r\n");
         assert_eq!(
             feed(&mut b, &mut rb, &rest),
-            "SERVER_ERROR out of memory storing object\r\nEND\r\n"
+            "SERVER_ERROR Out of memory during read\r\nEND\r\n"
         );
         // a's block completes and is stored: its charge becomes the item's.
         let mut rest = vec![b'a'; 999_000];
@@ -611,10 +611,11 @@ mod tests {
         rb.extend_from_slice(&vec![0; 1_000_000]);
         while let Next::Write | Next::Yield = b.process(&mut rb, &mut wbuf) {}
         assert!(rb.is_empty());
-        // Status 0x82, "Out of memory", the request's opcode and opaque.
-        assert_eq!(&wbuf[..12], &[0x81, 0x01, 0, 0, 0, 0, 0, 0x82, 0, 0, 0, 13]);
+        // Status 0x82 and memcached's text for a value it reads in chunks,
+        // with the request's opcode and opaque.
+        assert_eq!(&wbuf[..12], &[0x81, 0x01, 0, 0, 0, 0, 0, 0x82, 0, 0, 0, 25]);
         assert_eq!(&wbuf[12..16], &[0, 0, 0, 9]);
-        assert_eq!(&wbuf[24..], b"Out of memory");
+        assert_eq!(&wbuf[24..], b"Out of memory during read");
     }
 
     #[test]

@@ -174,6 +174,7 @@ impl Decoder {
             status,
             close,
             unlink_key: None,
+            text: None,
         };
         if keylen + extlen > bodylen {
             return refused(fixed, refuse(Status::UnknownCommand, true));
@@ -331,6 +332,7 @@ impl Decoder {
                 reply_to,
                 status: Status::TooLarge,
                 close: false,
+                text: None,
                 // A too-large Set unlinks the value it would replace.
                 unlink_key: (mode == StoreMode::Set).then(|| Bytes::copy_from_slice(key)),
             };
@@ -341,13 +343,22 @@ impl Decoder {
         if buf.len() < total {
             // memcached allocates the item from -m here, before the value.
             if !admit(total) {
+                // As the text protocol: an item memcached allocates in
+                // chunks fails during the read and keeps the old value; one
+                // it allocates whole fails at once, and a (non-quiet: it
+                // compares the opcode itself) Set unlinks the old value.
+                let chunked = self.limits.chunked(key.len(), vlen, flags);
                 let refusal = Refusal {
                     reply_to,
                     status: Status::OutOfMemory,
                     close: false,
-                    // Only a (non-quiet) Set unlinks here: memcached
-                    // compares the opcode itself.
-                    unlink_key: (h.opcode == opcode::SET).then(|| Bytes::copy_from_slice(key)),
+                    unlink_key: (!chunked && h.opcode == opcode::SET)
+                        .then(|| Bytes::copy_from_slice(key)),
+                    text: Some(if chunked {
+                        "Out of memory during read"
+                    } else {
+                        "Out of memory allocating item"
+                    }),
                 };
                 return self.swallow_then(fixed, vlen, refusal);
             }
@@ -757,6 +768,55 @@ mod tests {
         assert_eq!(refusal(&frames[1].1), (Status::UnknownCommand, false));
         // The rest is misaligned: its first byte is not a magic.
         assert_eq!(frames[2].1, Some(Frame::Close));
+    }
+
+    #[test]
+    fn a_value_without_room_is_out_of_memory_as_memcached_words_it() {
+        // (opcode, value length) -> (body text, unlinks the old value)
+        let cases: [(u8, u32, &str, bool); 3] = [
+            (opcode::SET, 300_000, "Out of memory allocating item", true),
+            // memcached unlinks on the Set opcode only, not SetQ.
+            (
+                opcode::SETQ,
+                300_000,
+                "Out of memory allocating item",
+                false,
+            ),
+            // Read in chunks (over 512 KiB): it fails during the read.
+            (opcode::SET, 600_000, "Out of memory during read", false),
+        ];
+        for (op, vlen, text, unlinks) in cases {
+            let mut d = decoder();
+            let header = packet(op, b"k", &set_extras(0, 0), b"", Some(9 + vlen));
+            let mut asked = Vec::new();
+            let mut admit = |n: usize| {
+                asked.push(n);
+                false
+            };
+            assert_eq!(
+                d.decode_admitting(&header, &mut admit),
+                Decode::Frame {
+                    consumed: header.len(),
+                    frame: None
+                }
+            );
+            assert_eq!(asked, vec![header.len() + vlen as usize]);
+            assert_eq!(d.wanted_len(), None);
+            let value = vec![0u8; vlen as usize];
+            let Decode::Frame {
+                consumed,
+                frame: Some(Frame::BinaryRefusal(r)),
+            } = d.decode(&value)
+            else {
+                panic!("no refusal for {op:#x} {vlen}");
+            };
+            assert_eq!(consumed, value.len());
+            assert_eq!(
+                (r.status, r.text, r.close),
+                (Status::OutOfMemory, Some(text), false)
+            );
+            assert_eq!(r.unlink_key.is_some(), unlinks, "{op:#x} {vlen}");
+        }
     }
 
     #[test]
