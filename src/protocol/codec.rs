@@ -50,8 +50,14 @@ enum State {
     /// Waiting for a command line; the first `scanned` bytes hold no `\n`.
     Line { scanned: usize },
     /// A storage line has been parsed and left at the front of the buffer;
-    /// the request is complete once `need` bytes are buffered.
-    Data { need: usize },
+    /// the request is complete once `need` bytes are buffered. `growing`:
+    /// the block is charged as it arrives (an item memcached reads in
+    /// chunks), so far `charged` bytes, and refused mid-way as memcached
+    /// refuses it (with `noreply`).
+    Data {
+        need: usize,
+        growing: Option<Growing>,
+    },
     /// Dropping the data block of a refused storage command.
     Swallow {
         remaining: usize,
@@ -59,6 +65,23 @@ enum State {
     },
     /// A [`Frame::Close`] was returned; nothing more is decoded.
     Closed,
+}
+
+/// How far a block charged as it arrives has been charged.
+#[derive(Debug, Clone, Copy)]
+struct Growing {
+    charged: usize,
+    noreply: bool,
+}
+
+/// A block memcached reads in chunks is charged in steps of this many bytes
+/// as it arrives, as memcached allocates its chunks as the data comes.
+pub const CHARGE_STEP: usize = 64 * 1024;
+
+/// What a block of `need` bytes, `have` of them buffered, is charged while
+/// it arrives in steps.
+pub(crate) fn step_charge(have: usize, need: usize) -> usize {
+    (have + 1).next_multiple_of(CHARGE_STEP).min(need)
 }
 
 /// Framing state of one connection.
@@ -86,12 +109,14 @@ impl Decoder {
     }
 
     /// [`Decoder::decode`], asking `admit` for room before waiting for a
-    /// data block that is not all buffered yet: `admit(n)` is called with
-    /// the bytes the whole request will take (line and block), once per
-    /// block. When it says no, the block is refused with memcached's out of
-    /// memory answer and swallowed as it arrives, never buffered. A block
-    /// admitted is done with when the decoder leaves it
-    /// ([`Decoder::in_data_block`] false after a `Frame`).
+    /// data block that is not all buffered yet. `admit(n)` asks that the
+    /// block be charged `n` bytes in all (line and block): as memcached
+    /// allocates items, the whole request at once, or for an item memcached
+    /// reads in chunks, what has arrived, in steps of [`CHARGE_STEP`], asked
+    /// again as it grows. When it says no, the block is refused with
+    /// memcached's out of memory answer and swallowed as it arrives, never
+    /// buffered. The charge is done with when the decoder returns a `Frame`
+    /// after a block was charged (the block completed, or was refused).
     pub fn decode_admitting<'a>(
         &mut self,
         buf: &'a [u8],
@@ -105,9 +130,36 @@ impl Decoder {
                 let scanned = *scanned;
                 self.decode_line(buf, scanned, admit)
             }
-            State::Data { need } => {
-                if buf.len() < *need {
-                    return Decode::NeedMore;
+            State::Data { need, growing } => {
+                let need = *need;
+                if buf.len() < need {
+                    let Some(g) = growing else {
+                        return Decode::NeedMore;
+                    };
+                    let charge = step_charge(buf.len(), need);
+                    if charge <= g.charged {
+                        return Decode::NeedMore;
+                    }
+                    if admit(charge) {
+                        g.charged = charge;
+                        return Decode::NeedMore;
+                    }
+                    // Out of memory part-way: memcached answers once the
+                    // rest is swallowed, and keeps the old value.
+                    let rejected = Rejected {
+                        error: ProtocolError::OutOfMemoryDuringRead,
+                        noreply: g.noreply,
+                        unlink_key: None,
+                        counts_as_set: false,
+                    };
+                    self.state = State::Swallow {
+                        remaining: need - buf.len(),
+                        rejected,
+                    };
+                    return Decode::Frame {
+                        consumed: buf.len(),
+                        frame: None,
+                    };
                 }
                 // The whole request is buffered: parse its line again (it is
                 // short) rather than keep offsets into an older buffer.
@@ -147,7 +199,7 @@ impl Decoder {
     /// plus the command line.
     pub fn wanted_len(&self) -> Option<usize> {
         match self.state {
-            State::Data { need } => Some(need),
+            State::Data { need, .. } => Some(need),
             _ => None,
         }
     }
@@ -239,12 +291,18 @@ impl Decoder {
         }
         let need = line_len + block_len;
         if buf.len() < need {
-            // memcached allocates the item from -m here, before the data.
-            if !admit(need) {
+            // memcached allocates the item from -m here, before the data;
+            // one it reads in chunks, as the data arrives.
+            let growing = header.chunked(&self.limits).then_some(Growing {
+                charged: step_charge(buf.len(), need),
+                noreply: header.noreply_errors(),
+            });
+            let charge = growing.map_or(need, |g| g.charged);
+            if !admit(charge) {
                 let rejected = header.out_of_memory(&self.limits);
                 return self.swallow(buf, line_len, block_len, rejected);
             }
-            self.state = State::Data { need };
+            self.state = State::Data { need, growing };
             return Decode::NeedMore;
         }
         let value = &buf[line_len..line_len + bytes];
@@ -323,6 +381,26 @@ impl<'a> DataHeader<'a> {
         match self {
             DataHeader::Classic(h) => h.with_value(value),
             DataHeader::Meta(h) => h.with_value(value),
+        }
+    }
+
+    /// Whether memcached reads this block's item in chunks.
+    fn chunked(&self, limits: &Limits) -> bool {
+        let mut key_buf = [0; KEY_MAX_LEN];
+        match self {
+            DataHeader::Classic(h) => limits.chunked(h.key.len(), h.bytes, h.flags),
+            DataHeader::Meta(h) => {
+                let key = h.command.key.bytes(&mut key_buf);
+                limits.chunked(key.len(), h.bytes, h.command.flags.client_flags)
+            }
+        }
+    }
+
+    /// Whether its error replies are silent (classic `noreply`).
+    fn noreply_errors(&self) -> bool {
+        match self {
+            DataHeader::Classic(h) => h.noreply,
+            DataHeader::Meta(_) => false,
         }
     }
 
@@ -852,6 +930,26 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
             ]
         );
         assert_eq!(during_read.wire(), "SERVER_ERROR Out of memory during read");
+        // Charged as it arrives, in steps, until there is no more room:
+        // refused part-way, and nothing of it kept.
+        let (out, asked, max_buf) = feed_admitting(&stream, 4096, 300_000);
+        assert_eq!(
+            out,
+            vec![
+                (during_read, None, false),
+                (ProtocolError::BadDataChunk, None, false)
+            ]
+        );
+        let steps: Vec<usize> = (1..=5).map(|i| i * CHARGE_STEP).collect();
+        assert_eq!(asked, steps);
+        assert!(max_buf < 5 * CHARGE_STEP, "buffered {max_buf}");
+        // With room, the same block is charged step by step up to its size.
+        // (Its block ends in "xx", a bad data chunk: only the set after it
+        // is a store.)
+        let (out, asked, _) = feed_admitting(&stream, 4096, usize::MAX);
+        assert_eq!(out.len(), 1);
+        assert_eq!(asked.len(), 10);
+        assert_eq!(asked.last(), Some(&600_020));
     }
 
     #[test]

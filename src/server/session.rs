@@ -268,9 +268,10 @@ impl Session {
             // it is done with, as memcached allocates its item on the line.
             let incoming = &mut self.incoming;
             let mut admit = |n: usize| {
-                let ok = shared.store.reserve_incoming(n, now);
+                let more = n.saturating_sub(*incoming);
+                let ok = shared.store.reserve_incoming(more, now);
                 if ok {
-                    *incoming = n;
+                    *incoming += more;
                 }
                 ok
             };
@@ -555,12 +556,13 @@ mod tests {
         let (mut a, mut b) = two_sessions_with(&["-m", "2"]);
         let mut c = Session::new(a.shared().clone(), 3);
         let (mut ra, mut rb, mut rc) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
-        // a's and c's blocks take most of the two megabytes while they arrive.
+        // a's and c's blocks take most of the two megabytes as they arrive.
         let line = b"set k 0 0 1000000\r\n";
         assert_eq!(feed(&mut a, &mut ra, line), "");
-        assert_eq!(feed(&mut a, &mut ra, &[b'a'; 1000]), "");
+        assert_eq!(feed(&mut a, &mut ra, &[b'a'; 999_000]), "");
         assert!(a.in_data_block());
-        assert_eq!(feed(&mut c, &mut rc, b"set c 0 0 1000000\r\nc"), "");
+        assert_eq!(feed(&mut c, &mut rc, b"set c 0 0 1000000\r\n"), "");
+        assert_eq!(feed(&mut c, &mut rc, &[b'c'; 999_000]), "");
         // b's cannot have room too: refused, and swallowed as it comes
         // (nothing of it stays buffered).
         let bline = b"set b 0 0 1000000\r\n";
@@ -574,7 +576,7 @@ mod tests {
             "SERVER_ERROR Out of memory during read\r\nEND\r\n"
         );
         // a's block completes and is stored: its charge becomes the item's.
-        let mut rest = vec![b'a'; 999_000];
+        let mut rest = vec![b'a'; 1000];
         rest.extend_from_slice(b"\r\n");
         assert_eq!(feed(&mut a, &mut ra, &rest), "STORED\r\n");
         assert!(!a.in_data_block());
@@ -604,11 +606,16 @@ mod tests {
         let mut c = Session::new(a.shared().clone(), 3);
         let (mut ra, mut rc) = (BytesMut::new(), BytesMut::new());
         assert_eq!(feed(&mut a, &mut ra, &packet(0x01, b"k", 1_000_000)), "");
+        assert_eq!(feed(&mut a, &mut ra, &[0; 999_000]), "");
         assert!(a.in_data_block());
         assert_eq!(feed(&mut c, &mut rc, &packet(0x01, b"c", 1_000_000)), "");
+        assert_eq!(feed(&mut c, &mut rc, &[0; 999_000]), "");
         assert_eq!(feed(&mut b, &mut rb, &packet(0x01, b"j", 1_000_000)), "");
+        // Refused part-way, as memcached runs out reading it in chunks.
+        assert_eq!(feed(&mut b, &mut rb, &[0; 300_000]), "");
+        assert!(rb.is_empty());
         let mut wbuf = BytesMut::new();
-        rb.extend_from_slice(&vec![0; 1_000_000]);
+        rb.extend_from_slice(&[0; 700_000]);
         while let Next::Write | Next::Yield = b.process(&mut rb, &mut wbuf) {}
         assert!(rb.is_empty());
         // Status 0x82 and memcached's text for a value it reads in chunks,

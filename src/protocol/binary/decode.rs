@@ -21,7 +21,7 @@ use super::{
     BinaryCommand, BinaryOp, HEADER_LEN, Header, REQUEST_MAGIC, Refusal, ReplyTo, Status, opcode,
 };
 use crate::item_rules::{Limits, StoreMode};
-use crate::protocol::codec::Decode;
+use crate::protocol::codec::{Decode, step_charge};
 use crate::protocol::{Frame, KEY_MAX_LEN, Request};
 
 #[derive(Debug)]
@@ -39,6 +39,10 @@ enum State {
     Closed,
 }
 
+/// The body of memcached's answer when a value it reads in chunks runs out
+/// of memory part-way.
+const OUT_OF_MEMORY_DURING_READ: &str = "Out of memory during read";
+
 /// memcached's `MAX_SASL_MECH_LEN`: a longer mechanism name in a SASL auth
 /// or step is answered "invalid arguments" and its data swallowed.
 const MECH_MAX: usize = 32;
@@ -54,6 +58,9 @@ pub struct Decoder {
     /// the session keeps it up to date.
     authenticated: bool,
     state: State,
+    /// While a value memcached reads in chunks arrives: whom a refusal
+    /// answers, and how much of it has been charged so far.
+    growing: Option<(ReplyTo, usize)>,
 }
 
 const READY: State = State::Ready {
@@ -68,6 +75,7 @@ impl Decoder {
             sasl,
             authenticated: false,
             state: READY,
+            growing: None,
         }
     }
 
@@ -131,9 +139,11 @@ impl Decoder {
             }
             State::Closed => return close(buf),
             State::Ready { need, .. } => {
-                if buf.len() < *need {
-                    return Decode::NeedMore;
+                let need = *need;
+                if buf.len() < need {
+                    return self.grow(buf.len(), need, admit);
                 }
+                self.growing = None;
             }
         }
         if buf[0] != REQUEST_MAGIC {
@@ -341,13 +351,19 @@ impl Decoder {
         }
         let total = fixed + vlen;
         if buf.len() < total {
-            // memcached allocates the item from -m here, before the value.
-            if !admit(total) {
+            // memcached allocates the item from -m here, before the value;
+            // one it reads in chunks, as the value arrives.
+            let chunked = self.limits.chunked(key.len(), vlen, flags);
+            let charge = if chunked {
+                step_charge(buf.len(), total)
+            } else {
+                total
+            };
+            if !admit(charge) {
                 // As the text protocol: an item memcached allocates in
                 // chunks fails during the read and keeps the old value; one
                 // it allocates whole fails at once, and a (non-quiet: it
                 // compares the opcode itself) Set unlinks the old value.
-                let chunked = self.limits.chunked(key.len(), vlen, flags);
                 let refusal = Refusal {
                     reply_to,
                     status: Status::OutOfMemory,
@@ -355,13 +371,14 @@ impl Decoder {
                     unlink_key: (!chunked && h.opcode == opcode::SET)
                         .then(|| Bytes::copy_from_slice(key)),
                     text: Some(if chunked {
-                        "Out of memory during read"
+                        OUT_OF_MEMORY_DURING_READ
                     } else {
                         "Out of memory allocating item"
                     }),
                 };
                 return self.swallow_then(fixed, vlen, refusal);
             }
+            self.growing = chunked.then_some((reply_to, charge));
             self.state = State::Ready {
                 need: total,
                 value: true,
@@ -446,6 +463,44 @@ impl Decoder {
         Decode::Frame {
             consumed: total,
             frame: Some(Frame::Request(Request::Binary(cmd))),
+        }
+    }
+
+    /// More of a value memcached reads in chunks has arrived (`have` of
+    /// `need` bytes): charge it, or, with no room left, refuse it part-way
+    /// as memcached does (answered once the rest is swallowed).
+    fn grow<'a>(
+        &mut self,
+        have: usize,
+        need: usize,
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Decode<'a> {
+        let Some((reply_to, charged)) = self.growing.as_mut() else {
+            return Decode::NeedMore;
+        };
+        let charge = step_charge(have, need);
+        if charge <= *charged {
+            return Decode::NeedMore;
+        }
+        if admit(charge) {
+            *charged = charge;
+            return Decode::NeedMore;
+        }
+        let refusal = Refusal {
+            reply_to: *reply_to,
+            status: Status::OutOfMemory,
+            close: false,
+            unlink_key: None,
+            text: Some(OUT_OF_MEMORY_DURING_READ),
+        };
+        self.growing = None;
+        self.state = State::Swallow {
+            remaining: need - have,
+            refusal: Some(refusal),
+        };
+        Decode::Frame {
+            consumed: have,
+            frame: None,
         }
     }
 
@@ -800,7 +855,13 @@ mod tests {
                     frame: None
                 }
             );
-            assert_eq!(asked, vec![header.len() + vlen as usize]);
+            // An item read in chunks is charged as it arrives.
+            let first = if vlen > 512 * 1024 {
+                crate::protocol::codec::CHARGE_STEP
+            } else {
+                header.len() + vlen as usize
+            };
+            assert_eq!(asked, vec![first]);
             assert_eq!(d.wanted_len(), None);
             let value = vec![0u8; vlen as usize];
             let Decode::Frame {
