@@ -59,9 +59,9 @@ pub const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 /// Sizes a driver's read buffer after [`Session::process`] to what the
 /// connection is charged for. A data block being read (`wanted`, from
-/// [`Session::wanted_len`]) gets its whole size at once: the session has
-/// charged it to `-m`, and growing by doubling as it arrived could take
-/// twice that. A buffer left much larger than that (the capacity of a large
+/// [`Session::read_limit`], else [`Session::wanted_len`]) gets that size at
+/// once: the session has charged it to `-m`, and growing by doubling as it
+/// arrived could take twice that. A buffer left much larger than that (the capacity of a large
 /// block already handled, kept for a short remainder) is replaced by one of
 /// `small` bytes, or as much as it holds.
 pub fn fit_read_buffer(rbuf: &mut BytesMut, wanted: Option<usize>, small: usize, keep_max: usize) {
@@ -402,6 +402,18 @@ impl Session {
             Framing::Text(d) => d.wanted_len(),
             Framing::Binary(d) => d.wanted_len(),
             Framing::Negotiating => None,
+        }
+    }
+
+    /// How many bytes the read buffer may hold before [`Session::process`]
+    /// runs again, when that is bounded: while a data block is charged to
+    /// `-m` as it arrives (an item memcached reads in chunks), what has been
+    /// charged so far, which is always more than is buffered. The driver
+    /// reads no further, so nothing past the charge is held.
+    pub fn read_limit(&self) -> Option<usize> {
+        match self.wanted_len() {
+            Some(wanted) if self.incoming > 0 && self.incoming < wanted => Some(self.incoming),
+            _ => None,
         }
     }
 

@@ -524,7 +524,7 @@ impl Worker {
                 Next::End(flow) => flow,
             };
             c.session.flush_stats();
-            let wanted = c.session.wanted_len();
+            let wanted = c.session.read_limit().or(c.session.wanted_len());
             fit_read_buffer(&mut c.rbuf, wanted, BUF_SIZE, BUF_KEEP_MAX);
             let waiting = if c.session.in_data_block() {
                 ConnState::Nread
