@@ -857,7 +857,7 @@ mod tests {
             );
             // An item read in chunks is charged as it arrives.
             let first = if vlen > 512 * 1024 {
-                crate::protocol::codec::CHARGE_STEP
+                step_charge(header.len(), header.len() + vlen as usize)
             } else {
                 header.len() + vlen as usize
             };
