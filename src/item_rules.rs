@@ -32,6 +32,15 @@ impl Limits {
         header + key_len + 1 + value_len + 2 + flags_len
     }
 
+    /// True when memcached stores the item in chunks: past its
+    /// `slab_chunk_max` (half its 1 MiB slab page) it allocates the item's
+    /// header when the command arrives and each chunk as the data does, so
+    /// running out of memory is found during the read.
+    pub fn chunked(&self, key_len: usize, value_len: usize, flags: u32) -> bool {
+        const SLAB_CHUNK_MAX: usize = 512 * 1024;
+        self.item_total_size(key_len, value_len, flags) > SLAB_CHUNK_MAX
+    }
+
     /// True when memcached would answer `SERVER_ERROR object too large for cache`.
     pub fn too_large(&self, key_len: usize, value_len: usize, flags: u32) -> bool {
         self.item_total_size(key_len, value_len, flags) > self.item_size_max

@@ -50,8 +50,14 @@ enum State {
     /// Waiting for a command line; the first `scanned` bytes hold no `\n`.
     Line { scanned: usize },
     /// A storage line has been parsed and left at the front of the buffer;
-    /// the request is complete once `need` bytes are buffered.
-    Data { need: usize },
+    /// the request is complete once `need` bytes are buffered. `growing`:
+    /// the block is charged as it arrives (an item memcached reads in
+    /// chunks), so far `charged` bytes, and refused mid-way as memcached
+    /// refuses it (with `noreply`).
+    Data {
+        need: usize,
+        growing: Option<Growing>,
+    },
     /// Dropping the data block of a refused storage command.
     Swallow {
         remaining: usize,
@@ -59,6 +65,29 @@ enum State {
     },
     /// A [`Frame::Close`] was returned; nothing more is decoded.
     Closed,
+}
+
+/// How far a block charged as it arrives has been charged.
+#[derive(Debug, Clone, Copy)]
+struct Growing {
+    charged: usize,
+    noreply: bool,
+}
+
+/// A block memcached reads in chunks is charged as it arrives, as memcached
+/// allocates its chunks as the data comes: a little ahead of what is
+/// buffered, at least this much, in pages of this size.
+pub const CHARGE_STEP: usize = 4096;
+
+/// What a block of `need` bytes, `have` of them buffered, is charged while
+/// it arrives: a quarter more than `have` (so a value of 1 MB is charged in
+/// about 25 steps, each bounding one read), and always more than `have`.
+/// A command line alone, the value not yet begun, costs a step, as
+/// memcached allocates only the item's header then.
+pub(crate) fn step_charge(have: usize, need: usize) -> usize {
+    (have + (have / 4).max(CHARGE_STEP))
+        .next_multiple_of(CHARGE_STEP)
+        .min(need)
 }
 
 /// Framing state of one connection.
@@ -82,22 +111,66 @@ impl Decoder {
     /// is buffered of it (`frame: None`), and the call that drops its last
     /// byte returns the [`Frame::Rejected`] with that final chunk.
     pub fn decode<'a>(&mut self, buf: &'a [u8]) -> Decode<'a> {
+        self.decode_admitting(buf, &mut |_| true)
+    }
+
+    /// [`Decoder::decode`], asking `admit` for room before waiting for a
+    /// data block that is not all buffered yet. `admit(n)` asks that the
+    /// block be charged `n` bytes in all (line and block): as memcached
+    /// allocates items, the whole request at once, or for an item memcached
+    /// reads in chunks, what has arrived, in steps of [`CHARGE_STEP`], asked
+    /// again as it grows. When it says no, the block is refused with
+    /// memcached's out of memory answer and swallowed as it arrives, never
+    /// buffered. The charge is done with when the decoder returns a `Frame`
+    /// after a block was charged (the block completed, or was refused).
+    pub fn decode_admitting<'a>(
+        &mut self,
+        buf: &'a [u8],
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Decode<'a> {
         if buf.is_empty() {
             return Decode::NeedMore;
         }
         match &mut self.state {
             State::Line { scanned } => {
                 let scanned = *scanned;
-                self.decode_line(buf, scanned)
+                self.decode_line(buf, scanned, admit)
             }
-            State::Data { need } => {
-                if buf.len() < *need {
-                    return Decode::NeedMore;
+            State::Data { need, growing } => {
+                let need = *need;
+                if buf.len() < need {
+                    let Some(g) = growing else {
+                        return Decode::NeedMore;
+                    };
+                    let charge = step_charge(buf.len(), need);
+                    if charge <= g.charged {
+                        return Decode::NeedMore;
+                    }
+                    if admit(charge) {
+                        g.charged = charge;
+                        return Decode::NeedMore;
+                    }
+                    // Out of memory part-way: memcached answers once the
+                    // rest is swallowed, and keeps the old value.
+                    let rejected = Rejected {
+                        error: ProtocolError::OutOfMemoryDuringRead,
+                        noreply: g.noreply,
+                        unlink_key: None,
+                        counts_as_set: false,
+                    };
+                    self.state = State::Swallow {
+                        remaining: need - buf.len(),
+                        rejected,
+                    };
+                    return Decode::Frame {
+                        consumed: buf.len(),
+                        frame: None,
+                    };
                 }
                 // The whole request is buffered: parse its line again (it is
                 // short) rather than keep offsets into an older buffer.
                 self.state = State::Line { scanned: 0 };
-                self.decode_line(buf, 0)
+                self.decode_line(buf, 0, &mut |_| true)
             }
             State::Swallow { remaining, .. } => {
                 let take = (*remaining).min(buf.len());
@@ -132,7 +205,7 @@ impl Decoder {
     /// plus the command line.
     pub fn wanted_len(&self) -> Option<usize> {
         match self.state {
-            State::Data { need } => Some(need),
+            State::Data { need, .. } => Some(need),
             _ => None,
         }
     }
@@ -147,7 +220,12 @@ impl Decoder {
 
     /// Looks for a command line at the front of `buf` (non-empty), the first
     /// `scanned` bytes of which are known to hold no `\n`.
-    fn decode_line<'a>(&mut self, buf: &'a [u8], scanned: usize) -> Decode<'a> {
+    fn decode_line<'a>(
+        &mut self,
+        buf: &'a [u8],
+        scanned: usize,
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Decode<'a> {
         let long_get = buf.len() > LINE_MAX_LEN && starts_long_get(buf);
         let window = buf.len().min(if long_get {
             GET_LINE_MAX_LEN
@@ -192,8 +270,12 @@ impl Decoder {
                 consumed,
                 frame: Some(frame),
             },
-            Parsed::Store(header) => self.decode_store(buf, consumed, DataHeader::Classic(header)),
-            Parsed::MetaSet(header) => self.decode_store(buf, consumed, DataHeader::Meta(header)),
+            Parsed::Store(header) => {
+                self.decode_store(buf, consumed, DataHeader::Classic(header), admit)
+            }
+            Parsed::MetaSet(header) => {
+                self.decode_store(buf, consumed, DataHeader::Meta(header), admit)
+            }
         }
     }
 
@@ -205,33 +287,28 @@ impl Decoder {
         buf: &'a [u8],
         line_len: usize,
         header: DataHeader<'a>,
+        admit: &mut dyn FnMut(usize) -> bool,
     ) -> Decode<'a> {
         // `bytes` is at most i32::MAX - 2, so these sums cannot overflow.
         let bytes = header.bytes();
         let block_len = bytes + 2;
         if let Some(rejected) = header.refusal(&self.limits) {
-            // memcached answers only once the whole block has been dropped,
-            // and never buffers it.
-            let take = block_len.min(buf.len() - line_len);
-            let remaining = block_len - take;
-            if remaining == 0 {
-                return Decode::Frame {
-                    consumed: line_len + take,
-                    frame: Some(Frame::Rejected(rejected)),
-                };
-            }
-            self.state = State::Swallow {
-                remaining,
-                rejected,
-            };
-            return Decode::Frame {
-                consumed: line_len + take,
-                frame: None,
-            };
+            return self.swallow(buf, line_len, block_len, rejected);
         }
         let need = line_len + block_len;
         if buf.len() < need {
-            self.state = State::Data { need };
+            // memcached allocates the item from -m here, before the data;
+            // one it reads in chunks, as the data arrives.
+            let growing = header.chunked(&self.limits).then_some(Growing {
+                charged: step_charge(buf.len(), need),
+                noreply: header.noreply_errors(),
+            });
+            let charge = growing.map_or(need, |g| g.charged);
+            if !admit(charge) {
+                let rejected = header.out_of_memory(&self.limits);
+                return self.swallow(buf, line_len, block_len, rejected);
+            }
+            self.state = State::Data { need, growing };
             return Decode::NeedMore;
         }
         let value = &buf[line_len..line_len + bytes];
@@ -248,6 +325,37 @@ impl Decoder {
         Decode::Frame {
             consumed: need,
             frame: Some(frame),
+        }
+    }
+}
+
+impl Decoder {
+    /// Refuses a storage command whose line of `line_len` bytes is
+    /// buffered: its data block is dropped as it arrives and `rejected` is
+    /// answered once it is gone, as memcached answers only then and never
+    /// buffers the block.
+    fn swallow<'a>(
+        &mut self,
+        buf: &[u8],
+        line_len: usize,
+        block_len: usize,
+        rejected: Rejected,
+    ) -> Decode<'a> {
+        let take = block_len.min(buf.len() - line_len);
+        let remaining = block_len - take;
+        if remaining == 0 {
+            return Decode::Frame {
+                consumed: line_len + take,
+                frame: Some(Frame::Rejected(rejected)),
+            };
+        }
+        self.state = State::Swallow {
+            remaining,
+            rejected,
+        };
+        Decode::Frame {
+            consumed: line_len + take,
+            frame: None,
         }
     }
 }
@@ -279,6 +387,56 @@ impl<'a> DataHeader<'a> {
         match self {
             DataHeader::Classic(h) => h.with_value(value),
             DataHeader::Meta(h) => h.with_value(value),
+        }
+    }
+
+    /// Whether memcached reads this block's item in chunks.
+    fn chunked(&self, limits: &Limits) -> bool {
+        let mut key_buf = [0; KEY_MAX_LEN];
+        match self {
+            DataHeader::Classic(h) => limits.chunked(h.key.len(), h.bytes, h.flags),
+            DataHeader::Meta(h) => {
+                let key = h.command.key.bytes(&mut key_buf);
+                limits.chunked(key.len(), h.bytes, h.command.flags.client_flags)
+            }
+        }
+    }
+
+    /// Whether its error replies are silent (classic `noreply`).
+    fn noreply_errors(&self) -> bool {
+        match self {
+            DataHeader::Classic(h) => h.noreply,
+            DataHeader::Meta(_) => false,
+        }
+    }
+
+    /// The refusal when no memory can be found for the block, as memcached
+    /// words it. An item it would allocate whole gets "out of memory storing
+    /// object", which, like "too large", unlinks the old value of a `set`
+    /// (of any `ms`). One it allocates in chunks as the data arrives fails
+    /// during the read instead: "Out of memory during read", old value kept.
+    fn out_of_memory(&self, limits: &Limits) -> Rejected {
+        let mut key_buf = [0; KEY_MAX_LEN];
+        let (key, flags, noreply, unlinks) = match self {
+            DataHeader::Classic(h) => (h.key, h.flags, h.noreply, h.mode == StoreMode::Set),
+            DataHeader::Meta(h) => {
+                let key = h.command.key.bytes(&mut key_buf);
+                (key, h.command.flags.client_flags, false, true)
+            }
+        };
+        if limits.chunked(key.len(), self.bytes(), flags) {
+            return Rejected {
+                error: ProtocolError::OutOfMemoryDuringRead,
+                noreply,
+                unlink_key: None,
+                counts_as_set: false,
+            };
+        }
+        Rejected {
+            error: ProtocolError::OutOfMemory,
+            noreply,
+            unlink_key: unlinks.then(|| Bytes::copy_from_slice(key)),
+            counts_as_set: false,
         }
     }
 
@@ -694,6 +852,113 @@ set k 0 0 3\r\nabcde\r\nmn\r\ndelete a 10\r\n\nversion\nset big 0 0 2000000 nore
         let (seen, max_buf) = feed_in_chunks(limits, &stream, 1);
         assert_eq!(seen, vec![Seen::Rejected(rejected(None, true)), Seen::Noop]);
         assert!(max_buf <= 24);
+    }
+
+    /// A frame as [`feed_admitting`] reports it: a rejection's error, the
+    /// key it unlinks and whether it is silent (a store: `BadDataChunk`).
+    type Outcome = (ProtocolError, Option<Bytes>, bool);
+
+    /// Feeds `stream` in `chunk`-byte reads, refusing room to blocks that
+    /// ask for more than `room`; returns the frames (rejections with their
+    /// error), and the sizes asked for.
+    fn feed_admitting(
+        stream: &[u8],
+        chunk: usize,
+        room: usize,
+    ) -> (Vec<Outcome>, Vec<usize>, usize) {
+        let mut d = Decoder::new(Limits::default());
+        let (mut buf, mut out, mut asked, mut max_buf) = (Vec::new(), Vec::new(), Vec::new(), 0);
+        for part in stream.chunks(chunk) {
+            buf.extend_from_slice(part);
+            max_buf = max_buf.max(buf.len());
+            loop {
+                let mut admit = |n: usize| {
+                    asked.push(n);
+                    n <= room
+                };
+                match d.decode_admitting(&buf, &mut admit) {
+                    Decode::NeedMore => break,
+                    Decode::Frame { consumed, frame } => {
+                        match frame {
+                            Some(Frame::Rejected(r)) => {
+                                out.push((r.error, r.unlink_key, r.noreply))
+                            }
+                            Some(Frame::Request(Request::Store { .. })) => {
+                                out.push((ProtocolError::BadDataChunk, None, false));
+                            }
+                            _ => {}
+                        }
+                        buf.drain(..consumed);
+                    }
+                }
+            }
+        }
+        (out, asked, max_buf)
+    }
+
+    #[test]
+    fn a_block_without_room_is_refused_as_memcached_words_it_and_swallowed() {
+        // Whole in the buffer, a block asks for nothing: the store charges it.
+        let (out, asked, _) = feed_admitting(b"set k 0 0 3\r\nabc\r\n", 64, 0);
+        assert_eq!(out.len(), 1);
+        assert!(asked.is_empty());
+        // Arriving, it asks once, for its line and block.
+        let (out, asked, _) = feed_admitting(b"set k 0 0 3\r\nabc\r\n", 14, 100);
+        assert_eq!((out.len(), asked), (1, vec![18]));
+        // An item memcached allocates whole: "out of memory storing object";
+        // a set unlinks the old value, noreply silences it, an add unlinks
+        // nothing, an ms always unlinks.
+        let oom = ProtocolError::OutOfMemory;
+        let k = Some(Bytes::from_static(b"k"));
+        let mut stream = b"set k 0 0 300000 noreply\r\n".to_vec();
+        stream.extend_from_slice(&[b'x'; 300_002]);
+        let (out, _, max_buf) = feed_admitting(&stream, 4096, 1000);
+        assert_eq!(out, vec![(oom, k.clone(), true)]);
+        assert!(max_buf <= 2 * 4096, "buffered {max_buf}");
+        let mut stream = b"add k 0 0 300000\r\n".to_vec();
+        stream.extend_from_slice(&[b'x'; 300_002]);
+        stream.extend_from_slice(b"ms k 300000\r\n");
+        stream.extend_from_slice(&[b'x'; 300_002]);
+        let (out, _, _) = feed_admitting(&stream, 4096, 1000);
+        assert_eq!(out, vec![(oom, None, false), (oom, k, false)]);
+        // One memcached reads in chunks (over 512 KiB): it fails during the
+        // read, and the old value stays.
+        let mut stream = b"set k 0 0 600000\r\n".to_vec();
+        stream.extend_from_slice(&[b'x'; 600_002]);
+        stream.extend_from_slice(b"set k 0 0 1\r\nx\r\n");
+        let (out, _, _) = feed_admitting(&stream, 4096, 1000);
+        let during_read = ProtocolError::OutOfMemoryDuringRead;
+        assert_eq!(
+            out,
+            vec![
+                (during_read, None, false),
+                (ProtocolError::BadDataChunk, None, false)
+            ]
+        );
+        assert_eq!(during_read.wire(), "SERVER_ERROR Out of memory during read");
+        // Charged as it arrives, in steps, until there is no more room:
+        // refused part-way, and nothing of it kept.
+        let (out, asked, max_buf) = feed_admitting(&stream, 4096, 300_000);
+        assert_eq!(
+            out,
+            vec![
+                (during_read, None, false),
+                (ProtocolError::BadDataChunk, None, false)
+            ]
+        );
+        assert_eq!(asked[0], step_charge(18, 600_020));
+        assert!(asked.windows(2).all(|w| w[0] < w[1]), "{asked:?}");
+        let (refused_at, admitted) = asked.split_last().unwrap();
+        assert!(*refused_at > 300_000 && admitted.iter().all(|&n| n <= 300_000));
+        assert!(max_buf < 300_000, "buffered {max_buf}");
+        // With room, the same block is charged step by step up to its size.
+        // (Its block ends in "xx", a bad data chunk: only the set after it
+        // is a store.)
+        let (out, asked, _) = feed_admitting(&stream, 4096, usize::MAX);
+        assert_eq!(out.len(), 1);
+        // (Reads of 4 KiB: each asks; larger reads ask about 25 times.)
+        assert!(asked.len() < 150, "{} steps", asked.len());
+        assert_eq!(asked.last(), Some(&600_020));
     }
 
     #[test]

@@ -97,6 +97,9 @@ pub enum ProtocolError {
     FlushDisabled,
     TooLarge,
     OutOfMemory,
+    /// No memory for a data block whose item memcached allocates in chunks
+    /// as it arrives ([`crate::item_rules::Limits::chunked`]).
+    OutOfMemoryDuringRead,
     MemlimitTooSmall,
     MemlimitAdjustFailed,
     TooManyConnections,
@@ -140,6 +143,7 @@ impl ProtocolError {
             FlushDisabled => "CLIENT_ERROR flush_all not allowed",
             TooLarge => "SERVER_ERROR object too large for cache",
             OutOfMemory => "SERVER_ERROR out of memory storing object",
+            OutOfMemoryDuringRead => "SERVER_ERROR Out of memory during read",
             MemlimitTooSmall => "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m",
             MemlimitAdjustFailed => "MEMLIMIT_ADJUST_FAILED input value is megabytes not bytes",
             TooManyConnections => "ERROR Too many open connections",

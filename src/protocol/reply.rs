@@ -215,7 +215,7 @@ fn binary_status(e: ProtocolError) -> Status {
     use ProtocolError::*;
     match e {
         TooLarge => Status::TooLarge,
-        OutOfMemory | ArithOutOfMemory => Status::OutOfMemory,
+        OutOfMemory | OutOfMemoryDuringRead | ArithOutOfMemory => Status::OutOfMemory,
         NonNumeric => Status::DeltaBadValue,
         // memcached answers a disabled flush as an auth failure.
         FlushDisabled => Status::AuthError,

@@ -18,11 +18,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use super::session::{Next, Session};
+use super::session::{Next, Session, fit_read_buffer};
 use super::watch::{CONNEVENTS, CloseReason, Drained, Peer, Watcher};
 use super::{Flow, Shared};
 use crate::stats::{ConnInfo, ConnState, LocalStats};
@@ -170,8 +170,14 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
 
     let (reason, close) = loop {
         // A data block being read gets its whole size reserved at once (the
-        // decoder bounds it by -I); otherwise grow by doubling.
-        let want = session.wanted_len().unwrap_or(0).saturating_sub(rbuf.len());
+        // decoder bounds it by -I, the session charges it to -m), or while
+        // it is charged as it arrives, what is charged, and no more is read;
+        // otherwise grow by doubling.
+        let limit = session.read_limit();
+        let want = limit
+            .or(session.wanted_len())
+            .unwrap_or(0)
+            .saturating_sub(rbuf.len());
         if want > 0 {
             rbuf.reserve(want);
         } else if rbuf.capacity() - rbuf.len() < BUF_SIZE / 4 {
@@ -188,7 +194,15 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
                         () = timer.as_mut() => Err(()),
                     }
                 }
-                _ => Ok(stream.read_buf(&mut rbuf).await),
+                _ => match limit {
+                    // Never 0, which would read as end of stream: the
+                    // charge is always past what is buffered.
+                    Some(l) => {
+                        let room = l.saturating_sub(rbuf.len()).max(1);
+                        Ok(stream.read_buf(&mut (&mut rbuf).limit(room)).await)
+                    }
+                    None => Ok(stream.read_buf(&mut rbuf).await),
+                },
             }
         };
         let n = tokio::select! {
@@ -254,6 +268,8 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         if rbuf.is_empty() && rbuf.capacity() > BUF_KEEP_MAX {
             rbuf = BytesMut::with_capacity(BUF_SIZE);
         }
+        let wanted = session.read_limit().or(session.wanted_len());
+        fit_read_buffer(&mut rbuf, wanted, BUF_SIZE, BUF_KEEP_MAX);
         if wbuf.capacity() > BUF_KEEP_MAX {
             wbuf = BytesMut::with_capacity(BUF_SIZE);
         }

@@ -57,6 +57,23 @@ use crate::stats::{BatchKinds, CommandKind, Latency, LocalStats};
 /// thousands of gets does not make us hold all their replies at once.
 pub const WRITE_HIGH_WATER: usize = 256 * 1024;
 
+/// Sizes a driver's read buffer after [`Session::process`] to what the
+/// connection is charged for. A data block being read (`wanted`, from
+/// [`Session::read_limit`], else [`Session::wanted_len`]) gets that size at
+/// once: the session has charged it to `-m`, and growing by doubling as it
+/// arrived could take twice that. A buffer left much larger than that (the capacity of a large
+/// block already handled, kept for a short remainder) is replaced by one of
+/// `small` bytes, or as much as it holds.
+pub fn fit_read_buffer(rbuf: &mut BytesMut, wanted: Option<usize>, small: usize, keep_max: usize) {
+    let wanted = wanted.unwrap_or(0);
+    if rbuf.capacity() > 2 * wanted.max(keep_max) {
+        let mut fresh = BytesMut::with_capacity(wanted.max(small).max(rbuf.len()));
+        fresh.extend_from_slice(rbuf);
+        *rbuf = fresh;
+    }
+    rbuf.reserve(wanted.saturating_sub(rbuf.len()));
+}
+
 /// What the driver does after [`Session::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -138,6 +155,10 @@ pub struct Session {
     watcher: Option<Watcher>,
     /// The items the replies in the write buffer hold.
     held: Held,
+    /// Bytes of `-m` reserved for the data block being read (0: none); see
+    /// [`Session::wanted_len`]. Given back when the block is done with or
+    /// the session is dropped.
+    incoming: usize,
 }
 
 impl Session {
@@ -162,6 +183,7 @@ impl Session {
             fd: -1,
             watcher: None,
             held: Held::default(),
+            incoming: 0,
         }
     }
 
@@ -242,9 +264,20 @@ impl Session {
                     }
                 }
             }
+            // A data block not yet all here is charged to -m from now until
+            // it is done with, as memcached allocates its item on the line.
+            let incoming = &mut self.incoming;
+            let mut admit = |n: usize| {
+                let more = n.saturating_sub(*incoming);
+                let ok = shared.store.reserve_incoming(more, now);
+                if ok {
+                    *incoming += more;
+                }
+                ok
+            };
             let decoded = match &mut self.framing {
-                Framing::Text(d) => d.decode(rbuf),
-                Framing::Binary(d) => d.decode(rbuf),
+                Framing::Text(d) => d.decode_admitting(rbuf, &mut admit),
+                Framing::Binary(d) => d.decode_admitting(rbuf, &mut admit),
                 Framing::Negotiating => {
                     let Some(&first) = rbuf.first() else {
                         return Next::Read;
@@ -259,6 +292,13 @@ impl Session {
             };
             // memcached sends what it owes at once after a binary Noop.
             let mut flush = false;
+            if self.incoming > 0 && !matches!(decoded, Decode::NeedMore) {
+                // The block is here: from now on the store charges the item
+                // (or nothing, if it is refused).
+                shared
+                    .store
+                    .release_incoming(std::mem::take(&mut self.incoming));
+            }
             let (consumed, flow) = match decoded {
                 Decode::NeedMore => return Next::Read,
                 Decode::Frame {
@@ -365,10 +405,32 @@ impl Session {
         }
     }
 
+    /// How many bytes the read buffer may hold before [`Session::process`]
+    /// runs again, when that is bounded: while a data block is charged to
+    /// `-m` as it arrives (an item memcached reads in chunks), what has been
+    /// charged so far, which is always more than is buffered. The driver
+    /// reads no further, so nothing past the charge is held.
+    pub fn read_limit(&self) -> Option<usize> {
+        match self.wanted_len() {
+            Some(wanted) if self.incoming > 0 && self.incoming < wanted => Some(self.incoming),
+            _ => None,
+        }
+    }
+
     /// Adds the counts kept since the last call to the shared stats.
     pub fn flush_stats(&mut self) {
         self.shared.stats.flush(self.id, &mut self.stats);
         self.shared.stats.flush_latency(self.id, &mut self.latency);
+    }
+}
+
+impl Drop for Session {
+    /// A connection that ends in the middle of a data block (closed,
+    /// aborted, shut down, or unwound by a panic) gives its charge back.
+    fn drop(&mut self) {
+        if self.incoming > 0 {
+            self.shared.store.release_incoming(self.incoming);
+        }
     }
 }
 
@@ -449,8 +511,13 @@ mod tests {
 
     /// Two sessions on one fresh server.
     fn two_sessions() -> (Session, Session) {
+        two_sessions_with(&[])
+    }
+
+    fn two_sessions_with(args: &[&str]) -> (Session, Session) {
         use clap::Parser;
-        let config = crate::config::Cli::try_parse_from(["ferrocache"])
+        let args = std::iter::once("ferrocache").chain(args.iter().copied());
+        let config = crate::config::Cli::try_parse_from(args)
             .unwrap()
             .validate()
             .unwrap();
@@ -485,6 +552,89 @@ mod tests {
             line.ends_with(" type=item_get key=a status=not_found clsid=0 cfd=9 size=0\n"),
             "{line}"
         );
+    }
+
+    /// Feeds `input` as one read and returns the replies and what is left
+    /// buffered.
+    fn feed(session: &mut Session, rbuf: &mut BytesMut, input: &[u8]) -> String {
+        rbuf.extend_from_slice(input);
+        let mut wbuf = BytesMut::new();
+        while let Next::Write | Next::Yield = session.process(rbuf, &mut wbuf) {}
+        String::from_utf8_lossy(&wbuf).into_owned()
+    }
+
+    #[test]
+    fn a_block_still_arriving_is_charged_and_one_without_room_is_swallowed() {
+        let (mut a, mut b) = two_sessions_with(&["-m", "2"]);
+        let mut c = Session::new(a.shared().clone(), 3);
+        let (mut ra, mut rb, mut rc) = (BytesMut::new(), BytesMut::new(), BytesMut::new());
+        // a's and c's blocks take most of the two megabytes as they arrive.
+        let line = b"set k 0 0 1000000\r\n";
+        assert_eq!(feed(&mut a, &mut ra, line), "");
+        assert_eq!(feed(&mut a, &mut ra, &[b'a'; 999_000]), "");
+        assert!(a.in_data_block());
+        assert_eq!(feed(&mut c, &mut rc, b"set c 0 0 1000000\r\n"), "");
+        assert_eq!(feed(&mut c, &mut rc, &[b'c'; 999_000]), "");
+        // b's cannot have room too: refused, and swallowed as it comes
+        // (nothing of it stays buffered).
+        let bline = b"set b 0 0 1000000\r\n";
+        assert_eq!(feed(&mut b, &mut rb, bline), "");
+        assert_eq!(feed(&mut b, &mut rb, &[b'b'; 300_000]), "");
+        assert!(rb.is_empty());
+        let mut rest = vec![b'b'; 700_000];
+        rest.extend_from_slice(b"\r\nget b\r\n");
+        assert_eq!(
+            feed(&mut b, &mut rb, &rest),
+            "SERVER_ERROR Out of memory during read\r\nEND\r\n"
+        );
+        // a's block completes and is stored: its charge becomes the item's.
+        let mut rest = vec![b'a'; 1000];
+        rest.extend_from_slice(b"\r\n");
+        assert_eq!(feed(&mut a, &mut ra, &rest), "STORED\r\n");
+        assert!(!a.in_data_block());
+        // A block that dies with its connection gives its charge back.
+        drop(c);
+        assert_eq!(feed(&mut b, &mut rb, bline), "");
+        let mut rest = vec![b'c'; 1_000_000];
+        rest.extend_from_slice(b"\r\n");
+        assert_eq!(feed(&mut b, &mut rb, &rest), "STORED\r\n");
+        let stats = b.shared().store.stats();
+        assert!(stats.bytes <= stats.limit_maxbytes, "{stats:?}");
+    }
+
+    #[test]
+    fn a_binary_value_without_room_is_out_of_memory_and_swallowed() {
+        let (mut a, mut b) = two_sessions_with(&["-m", "2", "-B", "binary"]);
+        let mut rb = BytesMut::new();
+        let packet = |op: u8, key: &[u8], vlen: u32| {
+            let mut p = vec![REQUEST_MAGIC, op, 0, key.len() as u8, 8, 0, 0, 0];
+            p.extend_from_slice(&(8 + key.len() as u32 + vlen).to_be_bytes());
+            p.extend_from_slice(&[0, 0, 0, 9]);
+            p.extend_from_slice(&[0; 8]);
+            p.extend_from_slice(&[0; 8]);
+            p.extend_from_slice(key);
+            p
+        };
+        let mut c = Session::new(a.shared().clone(), 3);
+        let (mut ra, mut rc) = (BytesMut::new(), BytesMut::new());
+        assert_eq!(feed(&mut a, &mut ra, &packet(0x01, b"k", 1_000_000)), "");
+        assert_eq!(feed(&mut a, &mut ra, &[0; 999_000]), "");
+        assert!(a.in_data_block());
+        assert_eq!(feed(&mut c, &mut rc, &packet(0x01, b"c", 1_000_000)), "");
+        assert_eq!(feed(&mut c, &mut rc, &[0; 999_000]), "");
+        assert_eq!(feed(&mut b, &mut rb, &packet(0x01, b"j", 1_000_000)), "");
+        // Refused part-way, as memcached runs out reading it in chunks.
+        assert_eq!(feed(&mut b, &mut rb, &[0; 300_000]), "");
+        assert!(rb.is_empty());
+        let mut wbuf = BytesMut::new();
+        rb.extend_from_slice(&[0; 700_000]);
+        while let Next::Write | Next::Yield = b.process(&mut rb, &mut wbuf) {}
+        assert!(rb.is_empty());
+        // Status 0x82 and memcached's text for a value it reads in chunks,
+        // with the request's opcode and opaque.
+        assert_eq!(&wbuf[..12], &[0x81, 0x01, 0, 0, 0, 0, 0, 0x82, 0, 0, 0, 25]);
+        assert_eq!(&wbuf[12..16], &[0, 0, 0, 9]);
+        assert_eq!(&wbuf[24..], b"Out of memory during read");
     }
 
     #[test]

@@ -180,6 +180,9 @@ pub struct Store {
     oldest_live: AtomicU32,
     /// Where the search for a shard to evict from starts next.
     victim: AtomicUsize,
+    /// Of `memory`, what data blocks still arriving hold
+    /// ([`Store::reserve_incoming`]); not items, so not in `bytes`.
+    incoming: AtomicUsize,
     layout: Layout,
     config: StoreConfig,
     clock: Clock,
@@ -224,6 +227,7 @@ impl Store {
             memory: memory::Memory::new(config.memory_limit),
             oldest_live: AtomicU32::new(0),
             victim: AtomicUsize::new(0),
+            incoming: AtomicUsize::new(0),
             layout: Layout::for_share(config.memory_limit / config.shards),
             config,
             clock,
@@ -404,9 +408,38 @@ impl Store {
         None
     }
 
-    /// Frees at least `need` bytes from shards other than `except`, one
-    /// shard at a time (never two locks at once), starting from a rotating
-    /// shard so that no shard bears all of it. True if anything was freed.
+    /// Takes `bytes` of the limit for a data block still arriving (memcached
+    /// allocates the item when its command line arrives), evicting from the
+    /// shards as a write would. False if no room can be made: more than the
+    /// whole limit, or full with evictions off. Give it back with
+    /// [`Store::release_incoming`] once the block is stored or dropped.
+    pub fn reserve_incoming(&self, bytes: usize, now: u32) -> bool {
+        if bytes > self.memory.limit() {
+            return false;
+        }
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            if self.memory.try_reserve(bytes) {
+                self.incoming.fetch_add(bytes, Ordering::Relaxed);
+                return true;
+            }
+            let short = (self.memory.used() + bytes).saturating_sub(self.memory.limit());
+            if !self.evict_elsewhere(usize::MAX, short.max(1), now) {
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Gives back what [`Store::reserve_incoming`] took.
+    pub fn release_incoming(&self, bytes: usize) {
+        self.incoming.fetch_sub(bytes, Ordering::Relaxed);
+        self.memory.release(bytes);
+    }
+
+    /// Frees at least `need` bytes from shards other than `except` (from
+    /// any shard when `except` is none), one shard at a time (never two
+    /// locks at once), starting from a rotating shard so that no shard
+    /// bears all of it. True if anything was freed.
     fn evict_elsewhere(&self, except: usize, need: usize, now: u32) -> bool {
         let n = self.cells.len();
         let start = self.victim.fetch_add(1, Ordering::Relaxed);
@@ -437,7 +470,10 @@ impl Store {
     /// The counters, summed over the shards.
     pub fn stats(&self) -> StoreStats {
         let mut s = StoreStats {
-            bytes: self.memory.used() as u64,
+            bytes: self
+                .memory
+                .used()
+                .saturating_sub(self.incoming.load(Ordering::Relaxed)) as u64,
             limit_maxbytes: self.memory.limit() as u64,
             ..StoreStats::default()
         };

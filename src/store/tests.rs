@@ -625,6 +625,57 @@ fn an_item_larger_than_the_limit_is_refused() {
 }
 
 #[test]
+fn incoming_data_is_charged_and_evicts_to_make_room() {
+    let limit = 512 * 1024;
+    let s = new_store(limit, true, true, 8);
+    for i in 0..3000 {
+        cmd(&s, Set, format!("k{i}").as_bytes(), 0, 0, &[7; 100], 0, 2);
+    }
+    let before = s.stats();
+    assert!(before.bytes > limit as u64 / 2, "{before:?}");
+    // Three blocks of 200 KiB cannot all be held with the items: the
+    // items make room; a fourth finds none left to make.
+    let block = 200 * 1024;
+    for _ in 0..2 {
+        assert!(s.reserve_incoming(block, 2));
+        assert!(s.memory.used() <= limit);
+    }
+    let st = s.stats();
+    assert!(st.evictions > before.evictions, "{st:?}");
+    assert!(st.bytes + 2 * block as u64 <= limit as u64, "{st:?}");
+    assert!(!s.reserve_incoming(limit + 1, 2), "more than the limit");
+    // What is left is intact.
+    let mut left = 0;
+    for i in 0..3000 {
+        if let Some(v) = value(&s, &format!("k{i}"), 2) {
+            assert_eq!(v, "\u{7}".repeat(100));
+            left += 1;
+        }
+    }
+    assert_eq!(left as u64, s.stats().curr_items);
+    s.release_incoming(block);
+    s.release_incoming(block);
+    assert_eq!(s.memory.used() as u64, s.stats().bytes);
+    check(&s);
+}
+
+#[test]
+fn incoming_data_without_evictions_is_refused_when_full() {
+    let s = new_store(room_for(3), false, true, 1);
+    for k in ["k1", "k2", "k3"] {
+        assert_eq!(set(&s, k, "0123456789", 2), StoreResult::Stored);
+    }
+    let free = s.memory.limit() - s.memory.used();
+    assert!(!s.reserve_incoming(free + 1, 2));
+    assert!(s.reserve_incoming(free, 2));
+    assert_eq!(set(&s, "k4", "0123456789", 2), StoreResult::OutOfMemory);
+    s.release_incoming(free);
+    assert_eq!(s.stats().evictions, 0);
+    assert!(value(&s, "k1", 2).is_some());
+    check(&s);
+}
+
+#[test]
 fn lowering_the_limit_evicts_down() {
     let s = new_store(MB, true, true, 8);
     for i in 0..2000 {

@@ -43,7 +43,12 @@ pub fn success(out: &mut BytesMut, to: ReplyTo, cas: u64, body: &[u8]) {
 
 /// An error: the status, and its text as the body.
 pub fn error(out: &mut BytesMut, to: ReplyTo, status: Status) {
-    let text = status.message().as_bytes();
+    error_text(out, to, status, status.message());
+}
+
+/// An error whose body is `text`.
+pub fn error_text(out: &mut BytesMut, to: ReplyTo, status: Status, text: &str) {
+    let text = text.as_bytes();
     header(out, to, status, 0, 0, text.len(), 0);
     out.put_slice(text);
 }

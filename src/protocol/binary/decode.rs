@@ -21,7 +21,7 @@ use super::{
     BinaryCommand, BinaryOp, HEADER_LEN, Header, REQUEST_MAGIC, Refusal, ReplyTo, Status, opcode,
 };
 use crate::item_rules::{Limits, StoreMode};
-use crate::protocol::codec::Decode;
+use crate::protocol::codec::{Decode, step_charge};
 use crate::protocol::{Frame, KEY_MAX_LEN, Request};
 
 #[derive(Debug)]
@@ -39,6 +39,10 @@ enum State {
     Closed,
 }
 
+/// The body of memcached's answer when a value it reads in chunks runs out
+/// of memory part-way.
+const OUT_OF_MEMORY_DURING_READ: &str = "Out of memory during read";
+
 /// memcached's `MAX_SASL_MECH_LEN`: a longer mechanism name in a SASL auth
 /// or step is answered "invalid arguments" and its data swallowed.
 const MECH_MAX: usize = 32;
@@ -54,6 +58,9 @@ pub struct Decoder {
     /// the session keeps it up to date.
     authenticated: bool,
     state: State,
+    /// While a value memcached reads in chunks arrives: whom a refusal
+    /// answers, and how much of it has been charged so far.
+    growing: Option<(ReplyTo, usize)>,
 }
 
 const READY: State = State::Ready {
@@ -68,6 +75,7 @@ impl Decoder {
             sasl,
             authenticated: false,
             state: READY,
+            growing: None,
         }
     }
 
@@ -97,6 +105,19 @@ impl Decoder {
     /// decoder, the caller advances `buf` by `consumed` once the frame has
     /// run, and otherwise only appends to it between calls.
     pub fn decode<'a>(&mut self, buf: &'a [u8]) -> Decode<'a> {
+        self.decode_admitting(buf, &mut |_| true)
+    }
+
+    /// [`Decoder::decode`], asking `admit` for room before waiting for a
+    /// value that is not all buffered yet, as the text decoder's
+    /// `decode_admitting` does: `admit(n)` gets the bytes the whole request
+    /// will take. Refused, the value is answered "out of memory" and
+    /// swallowed as it arrives.
+    pub fn decode_admitting<'a>(
+        &mut self,
+        buf: &'a [u8],
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Decode<'a> {
         if buf.is_empty() {
             return Decode::NeedMore;
         }
@@ -118,9 +139,11 @@ impl Decoder {
             }
             State::Closed => return close(buf),
             State::Ready { need, .. } => {
-                if buf.len() < *need {
-                    return Decode::NeedMore;
+                let need = *need;
+                if buf.len() < need {
+                    return self.grow(buf.len(), need, admit);
                 }
+                self.growing = None;
             }
         }
         if buf[0] != REQUEST_MAGIC {
@@ -137,12 +160,17 @@ impl Decoder {
             return Decode::NeedMore;
         }
         self.state = READY;
-        self.dispatch(&h, buf)
+        self.dispatch(&h, buf, admit)
     }
 
     /// memcached's checks and answers, in its order, for a request whose
     /// header, extras and key are buffered.
-    fn dispatch<'a>(&mut self, h: &Header, buf: &'a [u8]) -> Decode<'a> {
+    fn dispatch<'a>(
+        &mut self,
+        h: &Header,
+        buf: &'a [u8],
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Decode<'a> {
         let keylen = usize::from(h.keylen);
         let extlen = usize::from(h.extlen);
         let bodylen = h.bodylen as usize;
@@ -156,6 +184,7 @@ impl Decoder {
             status,
             close,
             unlink_key: None,
+            text: None,
         };
         if keylen + extlen > bodylen {
             return refused(fixed, refuse(Status::UnknownCommand, true));
@@ -198,7 +227,7 @@ impl Decoder {
                 };
                 let flags = be32(&extras[..4]);
                 let exptime = be32(&extras[4..]);
-                return self.store(h, buf, key, quiet, mode, flags, exptime);
+                return self.store(h, buf, key, quiet, mode, flags, exptime, admit);
             }
             opcode::GET | opcode::GETK if extlen == 0 && bodylen == keylen && keylen > 0 => {
                 BinaryOp::Get
@@ -220,7 +249,7 @@ impl Decoder {
                 } else {
                     StoreMode::Prepend
                 };
-                return self.store(h, buf, key, quiet, mode, 0, 0);
+                return self.store(h, buf, key, quiet, mode, 0, 0, admit);
             }
             opcode::STAT if extlen == 0 => BinaryOp::Stat,
             opcode::QUIT if no_body => BinaryOp::Quit,
@@ -232,7 +261,8 @@ impl Decoder {
             }
             opcode::SASL_AUTH | opcode::SASL_STEP if extlen == 0 && keylen != 0 => {
                 let step = base == opcode::SASL_STEP;
-                return self.sasl_auth(h, buf, key, step, refuse(Status::UnknownCommand, false));
+                let unknown = refuse(Status::UnknownCommand, false);
+                return self.sasl_auth(h, buf, key, step, unknown, admit);
             }
             opcode::TOUCH if extlen == 4 && keylen != 0 => BinaryOp::Touch {
                 exptime: be32(extras),
@@ -295,6 +325,7 @@ impl Decoder {
         mode: StoreMode,
         flags: u32,
         exptime: u32,
+        admit: &mut dyn FnMut(usize) -> bool,
     ) -> Decode<'a> {
         let fixed = h.fixed_len();
         let reply_to = ReplyTo {
@@ -311,6 +342,7 @@ impl Decoder {
                 reply_to,
                 status: Status::TooLarge,
                 close: false,
+                text: None,
                 // A too-large Set unlinks the value it would replace.
                 unlink_key: (mode == StoreMode::Set).then(|| Bytes::copy_from_slice(key)),
             };
@@ -319,6 +351,34 @@ impl Decoder {
         }
         let total = fixed + vlen;
         if buf.len() < total {
+            // memcached allocates the item from -m here, before the value;
+            // one it reads in chunks, as the value arrives.
+            let chunked = self.limits.chunked(key.len(), vlen, flags);
+            let charge = if chunked {
+                step_charge(buf.len(), total)
+            } else {
+                total
+            };
+            if !admit(charge) {
+                // As the text protocol: an item memcached allocates in
+                // chunks fails during the read and keeps the old value; one
+                // it allocates whole fails at once, and a (non-quiet: it
+                // compares the opcode itself) Set unlinks the old value.
+                let refusal = Refusal {
+                    reply_to,
+                    status: Status::OutOfMemory,
+                    close: false,
+                    unlink_key: (!chunked && h.opcode == opcode::SET)
+                        .then(|| Bytes::copy_from_slice(key)),
+                    text: Some(if chunked {
+                        OUT_OF_MEMORY_DURING_READ
+                    } else {
+                        "Out of memory allocating item"
+                    }),
+                };
+                return self.swallow_then(fixed, vlen, refusal);
+            }
+            self.growing = chunked.then_some((reply_to, charge));
             self.state = State::Ready {
                 need: total,
                 value: true,
@@ -353,6 +413,7 @@ impl Decoder {
         key: &'a [u8],
         step: bool,
         unknown: Refusal,
+        admit: &mut dyn FnMut(usize) -> bool,
     ) -> Decode<'a> {
         let fixed = h.fixed_len();
         let vlen = h.bodylen as usize - key.len();
@@ -376,6 +437,13 @@ impl Decoder {
         }
         let total = fixed + vlen;
         if buf.len() < total {
+            if !admit(total) {
+                let refusal = Refusal {
+                    status: Status::OutOfMemory,
+                    ..unknown
+                };
+                return self.swallow_then(fixed, vlen, refusal);
+            }
             self.state = State::Ready {
                 need: total,
                 value: true,
@@ -395,6 +463,44 @@ impl Decoder {
         Decode::Frame {
             consumed: total,
             frame: Some(Frame::Request(Request::Binary(cmd))),
+        }
+    }
+
+    /// More of a value memcached reads in chunks has arrived (`have` of
+    /// `need` bytes): charge it, or, with no room left, refuse it part-way
+    /// as memcached does (answered once the rest is swallowed).
+    fn grow<'a>(
+        &mut self,
+        have: usize,
+        need: usize,
+        admit: &mut dyn FnMut(usize) -> bool,
+    ) -> Decode<'a> {
+        let Some((reply_to, charged)) = self.growing.as_mut() else {
+            return Decode::NeedMore;
+        };
+        let charge = step_charge(have, need);
+        if charge <= *charged {
+            return Decode::NeedMore;
+        }
+        if admit(charge) {
+            *charged = charge;
+            return Decode::NeedMore;
+        }
+        let refusal = Refusal {
+            reply_to: *reply_to,
+            status: Status::OutOfMemory,
+            close: false,
+            unlink_key: None,
+            text: Some(OUT_OF_MEMORY_DURING_READ),
+        };
+        self.growing = None;
+        self.state = State::Swallow {
+            remaining: need - have,
+            refusal: Some(refusal),
+        };
+        Decode::Frame {
+            consumed: have,
+            frame: None,
         }
     }
 
@@ -717,6 +823,61 @@ mod tests {
         assert_eq!(refusal(&frames[1].1), (Status::UnknownCommand, false));
         // The rest is misaligned: its first byte is not a magic.
         assert_eq!(frames[2].1, Some(Frame::Close));
+    }
+
+    #[test]
+    fn a_value_without_room_is_out_of_memory_as_memcached_words_it() {
+        // (opcode, value length) -> (body text, unlinks the old value)
+        let cases: [(u8, u32, &str, bool); 3] = [
+            (opcode::SET, 300_000, "Out of memory allocating item", true),
+            // memcached unlinks on the Set opcode only, not SetQ.
+            (
+                opcode::SETQ,
+                300_000,
+                "Out of memory allocating item",
+                false,
+            ),
+            // Read in chunks (over 512 KiB): it fails during the read.
+            (opcode::SET, 600_000, "Out of memory during read", false),
+        ];
+        for (op, vlen, text, unlinks) in cases {
+            let mut d = decoder();
+            let header = packet(op, b"k", &set_extras(0, 0), b"", Some(9 + vlen));
+            let mut asked = Vec::new();
+            let mut admit = |n: usize| {
+                asked.push(n);
+                false
+            };
+            assert_eq!(
+                d.decode_admitting(&header, &mut admit),
+                Decode::Frame {
+                    consumed: header.len(),
+                    frame: None
+                }
+            );
+            // An item read in chunks is charged as it arrives.
+            let first = if vlen > 512 * 1024 {
+                step_charge(header.len(), header.len() + vlen as usize)
+            } else {
+                header.len() + vlen as usize
+            };
+            assert_eq!(asked, vec![first]);
+            assert_eq!(d.wanted_len(), None);
+            let value = vec![0u8; vlen as usize];
+            let Decode::Frame {
+                consumed,
+                frame: Some(Frame::BinaryRefusal(r)),
+            } = d.decode(&value)
+            else {
+                panic!("no refusal for {op:#x} {vlen}");
+            };
+            assert_eq!(consumed, value.len());
+            assert_eq!(
+                (r.status, r.text, r.close),
+                (Status::OutOfMemory, Some(text), false)
+            );
+            assert_eq!(r.unlink_key.is_some(), unlinks, "{op:#x} {vlen}");
+        }
     }
 
     #[test]

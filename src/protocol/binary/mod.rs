@@ -223,6 +223,8 @@ pub struct Refusal {
     pub status: Status,
     /// Close the connection once the error is sent.
     pub close: bool,
+    /// The error's body when it is not the status's usual text.
+    pub text: Option<&'static str>,
     /// A too-large Set: memcached unlinks the value it would have replaced.
     /// Owned, because the answer waits until the value has been swallowed.
     pub unlink_key: Option<Bytes>,

@@ -108,7 +108,8 @@ pub(super) fn refused(r: Refusal, cx: &mut Context<'_>, buf: &mut BytesMut) -> F
     if let Some(key) = &r.unlink_key {
         cx.shared.store.delete(DeleteRequest::new(key), cx.now);
     }
-    crate::protocol::binary::compose::error(buf, r.reply_to, r.status);
+    let text = r.text.unwrap_or(r.status.message());
+    crate::protocol::binary::compose::error_text(buf, r.reply_to, r.status, text);
     if r.close { Flow::Close } else { Flow::Continue }
 }
 

@@ -27,7 +27,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use super::bufring::BufRing;
 use crate::protocol::ProtocolError;
 use crate::server::connection::serve_watcher;
-use crate::server::session::{Next, Session};
+use crate::server::session::{Next, Session, fit_read_buffer};
 use crate::server::watch::{CONNEVENTS, CloseReason, Peer as Client};
 use crate::server::{DRAIN_TIMEOUT, Flow, Shared};
 use crate::stats::{ConnInfo, ConnState, LocalStats};
@@ -528,6 +528,8 @@ impl Worker {
                 Next::End(flow) => flow,
             };
             c.session.flush_stats();
+            let wanted = c.session.read_limit().or(c.session.wanted_len());
+            fit_read_buffer(&mut c.rbuf, wanted, BUF_SIZE, BUF_KEEP_MAX);
             let waiting = if c.session.in_data_block() {
                 ConnState::Nread
             } else {
