@@ -27,7 +27,7 @@ deploy-check:
 # run fails rather than silently testing one driver twice.
 unit:
 	FERROCACHE_IO_DRIVER=io-uring cargo test --all-targets
-	FERROCACHE_IO_DRIVER=tokio cargo test --test integration --test abuse --test metrics --test differential --test daemon
+	FERROCACHE_IO_DRIVER=tokio cargo test --test integration --test abuse --test metrics --test differential --test daemon --test memory --test watch --test restart
 
 # The fuzz targets' checks over their seeds and pseudo-random mutants, on
 # stable Rust (fuzzing itself needs nightly: see fuzz/README.md).
