@@ -570,12 +570,7 @@ impl Worker {
                 self.hand_off(slot);
             } else if !c.cancelling {
                 c.cancelling = true;
-                let target = user_data(OP_RECV, slot, c.generation);
-                self.queue.push(
-                    opcode::AsyncCancel::new(target)
-                        .build()
-                        .user_data(user_data(OP_CANCEL, slot, c.generation)),
-                );
+                self.queue.push(cancel(OP_RECV, slot, c.generation));
             }
             return;
         }
@@ -605,12 +600,7 @@ impl Worker {
             && c.rbuf.len() > c.session.wanted_len().unwrap_or(0) + RECV_BACKLOG_MAX
         {
             c.cancelling = true;
-            let target = user_data(OP_RECV, slot, c.generation);
-            self.queue.push(
-                opcode::AsyncCancel::new(target)
-                    .build()
-                    .user_data(user_data(OP_CANCEL, slot, c.generation)),
-            );
+            self.queue.push(cancel(OP_RECV, slot, c.generation));
         }
     }
 
@@ -625,12 +615,7 @@ impl Worker {
         if c.receiving {
             if !c.cancelling {
                 c.cancelling = true;
-                let target = user_data(OP_RECV, slot, c.generation);
-                self.queue.push(
-                    opcode::AsyncCancel::new(target)
-                        .build()
-                        .user_data(user_data(OP_CANCEL, slot, c.generation)),
-                );
+                self.queue.push(cancel(OP_RECV, slot, c.generation));
             }
             return;
         }
@@ -894,11 +879,7 @@ impl Worker {
                 // kicked too; the send is cancelled and its completion closes.
                 c.session.stats.idle_kicks += 1;
                 c.closing = Some("idle timeout (client not reading)");
-                self.queue.push(
-                    opcode::AsyncCancel::new(user_data(OP_SEND, slot, c.generation))
-                        .build()
-                        .user_data(user_data(OP_CANCEL, slot, c.generation)),
-                );
+                self.queue.push(cancel(OP_SEND, slot, c.generation));
             } else if !c.session.in_data_block() {
                 c.session.stats.idle_kicks += 1;
                 c.closing = Some("idle timeout");
@@ -912,6 +893,13 @@ impl Worker {
             self.drive(slot);
         }
     }
+}
+
+/// Cancels the `op` request in flight for the connection in `slot`.
+fn cancel(op: u64, slot: u32, generation: u32) -> squeue::Entry {
+    opcode::AsyncCancel::new(user_data(op, slot, generation))
+        .build()
+        .user_data(user_data(OP_CANCEL, slot, generation))
 }
 
 fn send_entry(c: &Conn, slot: u32) -> squeue::Entry {
