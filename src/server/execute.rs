@@ -28,6 +28,7 @@ use crate::protocol::meta::long_opaque;
 use crate::protocol::reply::{self, Item, Reply, Wire};
 use crate::protocol::request::{KeyBuf, MetaCommand, MetaFlags, MetaOp};
 use crate::protocol::{Frame, KEY_MAX_LEN, Keys, ProtocolError, Rejected, Request, ShutdownMode};
+use crate::stats::Detail;
 use crate::store::{
     ArithRequest, ArithResult, DeleteRequest, DeleteResult, GetRequest, Hit, Lookup, Step,
     StoreRequest, StoreResult,
@@ -273,47 +274,61 @@ fn ttl_left(deadline: u32, now: u32) -> Option<u32> {
 
 /// get/gets/gat/gats: hits in request order, then `END`.
 fn get(keys: Keys<'_>, touch: Option<u32>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
-    let store = &cx.shared.store;
     // Read per request, so `stats detail on` applies from the next one, as
     // in memcached.
     let detail = cx.shared.detail.enabled().then_some(&cx.shared.detail);
-    let steps = touch.map(Step::Ttl);
     for key in keys.iter() {
-        let mut req = GetRequest::new(key);
-        req.steps = steps.as_slice();
-        let lookup = store.get(req, cx.now);
-        if cx.shared.watch.wants(FETCHERS) {
-            watch_events::fetched(cx, key, &lookup);
-        }
-        // Whether it hit, and the bytes of value sent.
-        let (hit, sent) = match &lookup {
-            Lookup::Hit(hit) => {
-                out.send(Reply::Hit(item(key, hit, cx.now)));
-                cx.held.hit(key, hit.value.cas);
-                (true, hit.value.data.len())
-            }
-            miss => {
-                count_miss_kind(miss, cx);
-                (false, 0)
-            }
-        };
-        hot(cx, key, sent);
-        if let Some(detail) = detail {
-            detail.record_get(key, hit);
-        }
-        match (touch.is_some(), hit) {
-            (false, true) => cx.stats.get_hits += 1,
-            (false, false) => cx.stats.get_misses += 1,
-            (true, true) => cx.stats.touch_hits += 1,
-            (true, false) => cx.stats.touch_misses += 1,
-        }
-        if touch.is_some() {
-            cx.stats.cmd_touch += 1;
-        } else {
-            cx.stats.cmd_get += 1;
-        }
+        get_key(key, touch, detail, cx, out);
     }
     out.send(Reply::End);
+}
+
+/// One key of a get or touch, text or binary: looks it up (with `touch`,
+/// sets its TTL), sends a hit and counts the outcome; whether it hit. A
+/// miss sends nothing: text ends a whole get with `END`, binary answers
+/// each key.
+pub(super) fn get_key(
+    key: &[u8],
+    touch: Option<u32>,
+    detail: Option<&Detail>,
+    cx: &mut Context<'_>,
+    out: &mut Replies<'_>,
+) -> bool {
+    let steps = touch.map(Step::Ttl);
+    let mut req = GetRequest::new(key);
+    req.steps = steps.as_slice();
+    let lookup = cx.shared.store.get(req, cx.now);
+    if cx.shared.watch.wants(FETCHERS) {
+        watch_events::fetched(cx, key, &lookup);
+    }
+    // Whether it hit, and the bytes of value sent.
+    let (hit, sent) = match &lookup {
+        Lookup::Hit(hit) => {
+            out.send(Reply::Hit(item(key, hit, cx.now)));
+            cx.held.hit(key, hit.value.cas);
+            (true, hit.value.data.len())
+        }
+        miss => {
+            count_miss_kind(miss, cx);
+            (false, 0)
+        }
+    };
+    hot(cx, key, sent);
+    if let Some(detail) = detail {
+        detail.record_get(key, hit);
+    }
+    match (touch.is_some(), hit) {
+        (false, true) => cx.stats.get_hits += 1,
+        (false, false) => cx.stats.get_misses += 1,
+        (true, true) => cx.stats.touch_hits += 1,
+        (true, false) => cx.stats.touch_misses += 1,
+    }
+    if touch.is_some() {
+        cx.stats.cmd_touch += 1;
+    } else {
+        cx.stats.cmd_get += 1;
+    }
+    hit
 }
 
 /// memcached's `get_expired` and `get_flushed`.

@@ -6,16 +6,14 @@
 
 use bytes::BytesMut;
 
-use super::{Context, Flow, Replies, arith, count_miss_kind, flush_all, hot, item, sasl, write};
+use super::{Context, Flow, Replies, arith, flush_all, get_key, hot, sasl, write};
 use crate::item_rules::StoreMode;
 use crate::protocol::binary::{BinaryCommand, BinaryOp, NO_AUTO_CREATE, Refusal};
 use crate::protocol::reply::{Reply, Wire};
 use crate::server::stats_reply;
 use crate::server::watch::FETCHERS;
 use crate::server::watch_events;
-use crate::store::{
-    ArithRequest, DeleteRequest, DeleteResult, GetRequest, Lookup, Step, StoreRequest,
-};
+use crate::store::{ArithRequest, DeleteRequest, DeleteResult, Step, StoreRequest};
 
 /// Runs one binary request.
 pub(super) fn run(cmd: BinaryCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) -> Flow {
@@ -113,42 +111,12 @@ pub(super) fn refused(r: Refusal, cx: &mut Context<'_>, buf: &mut BytesMut) -> F
     if r.close { Flow::Close } else { Flow::Continue }
 }
 
-/// Get, GetK and their quiet forms; with `touch`, Touch and GAT.
+/// Get, GetK and their quiet forms; with `touch`, Touch and GAT: one key
+/// as text gets take each, and a miss answered.
 fn get(key: &[u8], touch: Option<u32>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
-    let steps = touch.map(Step::Ttl);
-    let mut req = GetRequest::new(key);
-    req.steps = steps.as_slice();
-    let lookup = cx.shared.store.get(req, cx.now);
-    if cx.shared.watch.wants(FETCHERS) {
-        watch_events::fetched(cx, key, &lookup);
-    }
-    let (hit, sent) = match &lookup {
-        Lookup::Hit(hit) => {
-            out.send(Reply::Hit(item(key, hit, cx.now)));
-            cx.held.hit(key, hit.value.cas);
-            (true, hit.value.data.len())
-        }
-        miss => {
-            count_miss_kind(miss, cx);
-            out.send(Reply::Miss);
-            (false, 0)
-        }
-    };
-    hot(cx, key, sent);
-    if cx.shared.detail.enabled() {
-        cx.shared.detail.record_get(key, hit);
-    }
-    let s = &mut *cx.stats;
-    match (touch.is_some(), hit) {
-        (false, true) => s.get_hits += 1,
-        (false, false) => s.get_misses += 1,
-        (true, true) => s.touch_hits += 1,
-        (true, false) => s.touch_misses += 1,
-    }
-    if touch.is_some() {
-        s.cmd_touch += 1;
-    } else {
-        s.cmd_get += 1;
+    let detail = cx.shared.detail.enabled().then_some(&cx.shared.detail);
+    if !get_key(key, touch, detail, cx, out) {
+        out.send(Reply::Miss);
     }
 }
 
