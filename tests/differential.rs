@@ -48,19 +48,22 @@ use launch::{Kind, Launch, ServerSpec};
 use std::path::PathBuf;
 use std::thread;
 
+/// One test per corpus file, each running `$run` on it, and `$files`
+/// listing them (checked against the files on disk below).
 macro_rules! corpus_tests {
-    ($($test:ident => $file:literal,)*) => {
+    ($run:ident, $files:ident; $($test:ident => $file:literal,)*) => {
         $(
             #[test]
             fn $test() {
-                run_corpus_file($file);
+                $run($file);
             }
         )*
-        const CORPUS_FILES: &[&str] = &[$($file),*];
+        const $files: &[&str] = &[$($file),*];
     };
 }
 
 corpus_tests! {
+    run_corpus_file, CORPUS_FILES;
     corpus_framing => "framing.txt",
     corpus_storage => "storage.txt",
     corpus_retrieval => "retrieval.txt",
@@ -76,19 +79,8 @@ corpus_tests! {
     corpus_watch => "watch.txt",
 }
 
-macro_rules! binary_corpus_tests {
-    ($($test:ident => $file:literal,)*) => {
-        $(
-            #[test]
-            fn $test() {
-                run_binary_corpus_file($file);
-            }
-        )*
-        const BINARY_CORPUS_FILES: &[&str] = &[$($file),*];
-    };
-}
-
-binary_corpus_tests! {
+corpus_tests! {
+    run_binary_corpus_file, BINARY_CORPUS_FILES;
     binary_corpus_commands => "commands.txt",
     binary_corpus_quiet => "quiet.txt",
     binary_corpus_errors => "errors.txt",
@@ -587,17 +579,28 @@ fn every_listed_gap_is_a_corpus_session() {
     }
 }
 
-#[test]
-fn every_corpus_file_has_a_test() {
-    let mut on_disk: Vec<String> = std::fs::read_dir(corpus_dir())
-        .expect("read tests/corpus")
+/// The `.txt` files in `dir` are exactly those `listed` in a
+/// `corpus_tests!`.
+fn assert_listed(dir: &std::path::Path, listed: &[&str]) {
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".txt"))
         .collect();
     on_disk.sort();
-    let mut listed: Vec<String> = CORPUS_FILES.iter().map(|s| s.to_string()).collect();
+    let mut listed: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
     listed.sort();
-    assert_eq!(on_disk, listed, "add new corpus files to corpus_tests!");
+    assert_eq!(
+        on_disk,
+        listed,
+        "add new files of {} to their corpus_tests!",
+        dir.display()
+    );
+}
+
+#[test]
+fn every_corpus_file_has_a_test() {
+    assert_listed(&corpus_dir(), CORPUS_FILES);
 }
 
 #[test]
@@ -609,18 +612,7 @@ fn every_corpus_file_parses() {
 
 #[test]
 fn every_binary_corpus_file_has_a_test_and_parses() {
-    let mut on_disk: Vec<String> = std::fs::read_dir(binary_corpus_dir())
-        .expect("read tests/corpus/binary")
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".txt"))
-        .collect();
-    on_disk.sort();
-    let mut listed: Vec<String> = BINARY_CORPUS_FILES.iter().map(|s| s.to_string()).collect();
-    listed.sort();
-    assert_eq!(
-        on_disk, listed,
-        "add new binary corpus files to binary_corpus_tests!"
-    );
+    assert_listed(&binary_corpus_dir(), BINARY_CORPUS_FILES);
     for file in BINARY_CORPUS_FILES {
         let c =
             binary_corpus::load(&binary_corpus_dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
