@@ -17,17 +17,6 @@ mod launch;
 use launch::{IO_TIMEOUT, Server};
 
 impl Server {
-    /// Resident memory of the server process, in KiB.
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .expect("the server's /proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
-    }
-
     /// A quick request on a fresh connection: the server still serves others.
     fn healthy(&self) {
         let mut c = self.connect();

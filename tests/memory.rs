@@ -27,16 +27,6 @@ const STALLED: usize = 200;
 const BLOCK: usize = 1_000_000;
 const SENT: usize = BLOCK - 1000;
 
-fn rss_kib(srv: &Server) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", srv.pid()))
-        .expect("the server's /proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
-
 fn read_until(c: &mut TcpStream, suffix: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = [0u8; 64 * 1024];
@@ -129,7 +119,7 @@ fn wait_read(control: &mut TcpStream, bytes: u64) {
 fn stalled_data_blocks_are_charged_to_the_memory_limit() {
     let srv = Server::start(&["-m", "64", "-c", "1024"]);
     let mut control = srv.connect();
-    let base = rss_kib(&srv);
+    let base = srv.rss_kib();
     let mut sent = fill(&mut control);
     let filled = stat(&stats(&mut control), "curr_items");
     assert_eq!(filled, FILL_ITEMS as u64, "the fill was evicted already");
@@ -146,7 +136,7 @@ fn stalled_data_blocks_are_charged_to_the_memory_limit() {
     }
     // (The polls' own requests only add to what the server has read.)
     wait_read(&mut control, sent as u64);
-    let rss = rss_kib(&srv);
+    let rss = srv.rss_kib();
     let limit_kib = LIMIT_MIB << 10;
     eprintln!(
         "{STALLED} stalled 1 MB blocks at -m {LIMIT_MIB}: RSS {base} KiB at start, {rss} KiB stalled"
