@@ -203,6 +203,13 @@ def test_noreply_and_no_block(server, proxy):
     wanted = re.compile(rb"set nb199 \d+ 0 3 noreply\r\n199\r\n.*delete nb1 noreply\r\n", re.S)
     assert wanted.search(proxy.wait_for(wanted)), proxy.sent[-300:]
     check = make_client(server.hostport)
+    # The proxy has seen the bytes, not the server run them: they go on
+    # another connection, which another worker may serve later than this
+    # one. Once its last command (the delete) has run, all before it have.
+    deadline = time.monotonic() + 5
+    while check.get("nb1") is not None:
+        assert time.monotonic() < deadline, "the noreply delete never ran"
+        time.sleep(0.01)
     got = check.get_multi([f"nb{i}" for i in range(200)] + ["nb-added"])
     assert got["nb0"] == "replaced" and "nb1" not in got and got["nb199"] == 199
     assert got["nb-added"] == "a" and len(got) == 200
