@@ -590,3 +590,33 @@ fn a_client_that_never_reads_its_replies_is_closed_after_the_idle_timeout() {
     let stats = launch::ask(&mut other, "stats\r\n", "END\r\n");
     assert!(stats.contains("STAT idle_kicks 1\r\n"), "{stats}");
 }
+
+#[test]
+fn requests_left_by_the_r_budget_still_run_when_the_client_has_closed() {
+    // A client pipelines more than -R requests and closes at once: the
+    // server yields after -R of them, sees the end of input, and must still
+    // run the rest before it closes.
+    let srv = Server::start(&["-R", "2"]);
+    for round in 0..20 {
+        let mut c = srv.connect();
+        let mut batch = Vec::new();
+        for i in 0..50 {
+            batch.extend_from_slice(format!("set r{round}k{i} 0 0 1 noreply\r\nx\r\n").as_bytes());
+        }
+        batch.extend_from_slice(format!("delete r{round}k0 noreply\r\n").as_bytes());
+        send(&mut c, &batch);
+        c.shutdown(Shutdown::Write).unwrap();
+        let (_, closed) = read_to_close(&mut c);
+        assert!(closed);
+        let mut check = srv.connect();
+        send(
+            &mut check,
+            format!("get r{round}k0 r{round}k49\r\n").as_bytes(),
+        );
+        assert_eq!(
+            read_until(&mut check, b"END\r\n"),
+            format!("VALUE r{round}k49 0 1\r\nx\r\nEND\r\n").as_bytes(),
+            "round {round}: the requests after the -R budget were dropped"
+        );
+    }
+}

@@ -514,6 +514,9 @@ impl Worker {
             // Input after `watch` is read only to see the client go.
             c.rbuf.clear();
         }
+        // Used its `-R` budget with requests left: driven again next turn,
+        // which also closes it if the peer has gone (not before they ran).
+        let mut yielded = false;
         if c.closing.is_none() && !c.rbuf.is_empty() {
             let now = self.clock;
             c.info.set(ConnState::ParseCmd, now);
@@ -523,6 +526,7 @@ impl Worker {
                 Next::Read | Next::Write => Flow::Continue,
                 Next::Yield => {
                     self.yielded.push_back((slot, c.generation));
+                    yielded = true;
                     Flow::Continue
                 }
                 Next::End(flow) => flow,
@@ -564,6 +568,9 @@ impl Worker {
         }
         if c.wbuf.capacity() > BUF_KEEP_MAX {
             c.wbuf = BytesMut::with_capacity(BUF_SIZE);
+        }
+        if yielded && c.closing.is_none() {
+            return;
         }
         if c.watching && c.closing.is_none() && c.ending.is_none() {
             if !c.receiving {
