@@ -5,7 +5,9 @@
 //! workloads, so it always knows the exact version a `get` must return
 //! (a server handles one connection's requests in order). The cache-aside
 //! workload shares keys between connections; its values never change, so
-//! every hit is checked exactly as well.
+//! every hit is checked exactly as well. Its one-hit wonders (scan keys)
+//! come from a range of ids above the Zipf keys that no request repeats, so
+//! a hit on one is an error.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -41,11 +43,22 @@ pub enum Workload {
     /// Get keys `start..start + count` (as set by `Fill`); misses allowed.
     Scan { start: u64, count: u64 },
     /// Cache-aside over Zipf(`s`) keys in `0..keys`: get, and on a miss set
-    /// the key's (never changing) value.
-    CacheAside { keys: u64, s: f64 },
+    /// the key's (never changing) value. With `scan_pct` > 0, that share of
+    /// requests instead gets (a sure miss) and then sets a one-hit wonder: a
+    /// key from `scan_start..` (at or above `keys`) that no connection ever
+    /// uses again.
+    CacheAside {
+        keys: u64,
+        s: f64,
+        scan_pct: u32,
+        scan_start: u64,
+    },
 }
 
-/// When a connection issues requests and which of them count.
+/// When a connection issues requests and which of them count. The counts
+/// are of requests, except in cache-aside, where they are of gets only, so
+/// that two servers see the same gets in warm-up and measurement whatever
+/// their hit ratios (each miss adds a set).
 #[derive(Clone, Copy, Debug)]
 pub struct Plan {
     /// Requests before this many (per connection) are warm-up.
@@ -72,6 +85,9 @@ pub struct Stats {
     /// Misses over the whole run, warm-up and preload included.
     pub all_misses: u64,
     pub sets: u64,
+    /// Measured gets of one-hit-wonder keys (not in `gets`, `hits` or
+    /// `misses`: each is a miss by construction).
+    pub scan_gets: u64,
     /// Sets refused for lack of memory, over the whole run.
     pub refused: u64,
     pub first_send: Option<Instant>,
@@ -90,6 +106,7 @@ impl Stats {
         self.all_misses += o.all_misses;
         self.refused += o.refused;
         self.sets += o.sets;
+        self.scan_gets += o.scan_gets;
         self.first_send = match (self.first_send, o.first_send) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -110,6 +127,8 @@ enum Kind {
     Set,
     Get {
         n: u8,
+        /// A one-hit-wonder key: never set before, so it must miss.
+        scan: bool,
         keys: [(u64, u32); MAX_MULTI],
     },
 }
@@ -144,6 +163,9 @@ enum GenKind {
     },
     CacheAside {
         zipf: Zipf,
+        scan_pct: u32,
+        /// The next one-hit wonder is `scan_next`; then `scan_next + conns`.
+        scan_next: u64,
     },
 }
 
@@ -167,9 +189,23 @@ impl Generator {
                 end: start + count,
                 get: matches!(workload, Workload::Scan { .. }),
             },
-            Workload::CacheAside { keys, s } => GenKind::CacheAside {
-                zipf: Zipf::new(keys, s),
-            },
+            Workload::CacheAside {
+                keys,
+                s,
+                scan_pct,
+                scan_start,
+            } => {
+                assert!(
+                    scan_pct == 0 || scan_start >= keys,
+                    "one-hit wonders must not overlap the Zipf keys"
+                );
+                GenKind::CacheAside {
+                    zipf: Zipf::new(keys, s),
+                    scan_pct: scan_pct.min(100),
+                    // Connections take turns: ids ≡ conn (mod conns).
+                    scan_next: scan_start + conn,
+                }
+            }
         };
         Generator {
             conn,
@@ -201,6 +237,12 @@ impl Generator {
         })
     }
 
+    /// Whether `kind` counts towards the plan's request counts: in
+    /// cache-aside only gets do, the sets after misses ride along.
+    fn counts(&self, kind: &Kind) -> bool {
+        !matches!((&self.kind, kind), (GenKind::CacheAside { .. }, Kind::Set))
+    }
+
     /// True when a fill or scan has issued all its keys.
     pub fn is_exhausted(&self) -> bool {
         matches!(self.kind, GenKind::Scan { next, end, .. } if next >= end)
@@ -224,16 +266,27 @@ impl Generator {
                 let id = *next;
                 *next += self.conns;
                 if *get {
-                    Some(get_kind(out, &[(id, 0)]))
+                    Some(get_kind(out, &[(id, 0)], false))
                 } else {
                     proto::push_set(out, &self.values, id, 0);
                     Some(Kind::Set)
                 }
             }
-            GenKind::CacheAside { zipf } => {
+            GenKind::CacheAside {
+                zipf,
+                scan_pct,
+                scan_next,
+            } => {
+                // No draw without scans, so plain cache-aside keeps the key
+                // sequence it always had for a seed.
+                if *scan_pct > 0 && self.rng.below(100) < u64::from(*scan_pct) {
+                    let id = *scan_next;
+                    *scan_next += self.conns;
+                    return Some(get_kind(out, &[(id, 0)], true));
+                }
                 // Rank 1 is the hottest; ranks map to ids 0..keys.
                 let id = zipf.sample(&mut self.rng) - 1;
-                Some(get_kind(out, &[(id, 0)]))
+                Some(get_kind(out, &[(id, 0)], false))
             }
             GenKind::Mixed {
                 versions,
@@ -260,7 +313,7 @@ impl Generator {
                             n += 1;
                         }
                     }
-                    Some(get_kind(out, &keys[..n]))
+                    Some(get_kind(out, &keys[..n], false))
                 } else {
                     let j = self.rng.below(owned as u64) as usize;
                     versions[j] = versions[j].wrapping_add(1);
@@ -282,7 +335,7 @@ impl Generator {
     }
 }
 
-fn get_kind(out: &mut Vec<u8>, keys: &[(u64, u32)]) -> Kind {
+fn get_kind(out: &mut Vec<u8>, keys: &[(u64, u32)], scan: bool) -> Kind {
     let mut ids = [0u64; MAX_MULTI];
     let mut arr = [(0u64, 0u32); MAX_MULTI];
     for (i, &k) in keys.iter().enumerate() {
@@ -292,6 +345,7 @@ fn get_kind(out: &mut Vec<u8>, keys: &[(u64, u32)]) -> Kind {
     proto::push_get(out, &ids[..keys.len()]);
     Kind::Get {
         n: keys.len() as u8,
+        scan,
         keys: arr,
     }
 }
@@ -364,7 +418,7 @@ impl Conn {
                         measured,
                         kind,
                     });
-                    issued += 1;
+                    issued += u64::from(generator.counts(&kind));
                     if issued >= plan.max_ops {
                         issuing = false;
                     }
@@ -422,9 +476,15 @@ impl Conn {
                             (used, 0, None)
                         }
                     },
-                    Kind::Get { n, keys } => {
+                    Kind::Get { n, scan, keys } => {
                         match proto::parse_get(buf, &keys[..*n as usize], &generator.values)? {
                             Parsed::Incomplete => break,
+                            Parsed::Done(_, o) if *scan && o.hits > 0 => {
+                                return Err(format!(
+                                    "get of one-hit-wonder key {} hit, though it was never set",
+                                    keys[0].0
+                                ));
+                            }
                             Parsed::Done(used, o) => (used, *n as u64, Some(o)),
                         }
                     }
@@ -432,13 +492,18 @@ impl Conn {
                 pos += used;
                 let p = inflight.pop_front().expect("front exists");
                 if let Some(o) = outcome {
-                    stats.all_misses += u64::from(o.misses);
-                    if p.measured {
+                    let scan = matches!(p.kind, Kind::Get { scan: true, .. });
+                    if p.measured && scan {
+                        stats.scan_gets += keys;
+                    } else if p.measured {
                         stats.gets += keys;
                         stats.hits += u64::from(o.hits);
                         stats.misses += u64::from(o.misses);
                     }
-                    if let Kind::Get { n, keys } = &p.kind {
+                    if !scan {
+                        stats.all_misses += u64::from(o.misses);
+                    }
+                    if let Kind::Get { n, keys, .. } = &p.kind {
                         generator.on_get(&keys[..*n as usize], o);
                     }
                 } else if p.measured {
@@ -458,6 +523,132 @@ impl Conn {
                 self.rbuf.copy_within(pos..self.filled, 0);
                 self.filled -= pos;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn cache_aside(keys: u64, scan_pct: u32, scan_start: u64) -> Workload {
+        Workload::CacheAside {
+            keys,
+            s: 0.99,
+            scan_pct,
+            scan_start,
+        }
+    }
+
+    /// What one generator asks for: (is a get, one-hit wonder, key id) per
+    /// request, every get answered as a miss (so every get is followed by
+    /// its set, as against an empty cache).
+    fn requests(
+        workload: &Workload,
+        conn: u64,
+        conns: u64,
+        seed: u64,
+        n: usize,
+    ) -> Vec<(bool, bool, u64)> {
+        let mut generator = Generator::new(workload, conn, conns, seed, Values::new(100));
+        let mut out = Vec::new();
+        let mut seen = Vec::new();
+        for _ in 0..n {
+            out.clear();
+            match generator.next(&mut out).expect("cache-aside never ends") {
+                Kind::Get { n, scan, keys } => {
+                    assert_eq!(n, 1);
+                    seen.push((true, scan, keys[0].0));
+                    generator.on_get(&keys[..1], GetOutcome { hits: 0, misses: 1 });
+                }
+                Kind::Set => {
+                    let text = std::str::from_utf8(&out[..out.len().min(40)]).unwrap_or("");
+                    let id = text
+                        .strip_prefix("set key:")
+                        .and_then(|t| t.split(' ').next())
+                        .and_then(|t| t.parse().ok())
+                        .expect("a set of key:<id>");
+                    seen.push((false, false, id));
+                }
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn one_hit_wonders_never_overlap_the_zipf_keys_nor_repeat() {
+        let keys = 10_000;
+        let conns = 7;
+        let workload = cache_aside(keys, 20, keys);
+        let mut scan_ids = HashSet::new();
+        let mut scan_gets = 0;
+        let mut zipf_gets = 0;
+        for conn in 0..conns {
+            let reqs = requests(&workload, conn, conns, 1, 20_000);
+            for w in reqs.windows(2) {
+                // Each miss is followed by the set of the same key.
+                if w[0].0 {
+                    assert_eq!(w[1], (false, false, w[0].2));
+                }
+            }
+            for (get, scan, id) in reqs {
+                if !get {
+                    continue;
+                }
+                if scan {
+                    scan_gets += 1;
+                    assert!(id >= keys, "one-hit wonder {id} inside the Zipf keys");
+                    assert!(scan_ids.insert(id), "one-hit wonder {id} used twice");
+                } else {
+                    zipf_gets += 1;
+                    assert!(id < keys, "Zipf key {id} outside 0..{keys}");
+                }
+            }
+        }
+        // About 20% of the gets (70,000 in all) are one-hit wonders.
+        let share = scan_gets as f64 / (scan_gets + zipf_gets) as f64;
+        assert!((0.19..0.21).contains(&share), "share {share}");
+    }
+
+    #[test]
+    fn one_hit_wonders_start_where_told() {
+        let reqs = requests(&cache_aside(100, 50, 1 << 40), 3, 4, 9, 1000);
+        let scans: Vec<u64> = reqs.iter().filter(|r| r.1).map(|r| r.2).collect();
+        assert!(scans.len() > 100);
+        for (j, id) in scans.iter().enumerate() {
+            assert_eq!(*id, (1 << 40) + 3 + 4 * j as u64);
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "must not overlap")]
+    fn one_hit_wonders_inside_the_zipf_keys_are_refused() {
+        let _ = Generator::new(&cache_aside(100, 10, 99), 0, 1, 1, Values::new(100));
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_requests() {
+        let workload = cache_aside(1000, 20, 1000);
+        assert_eq!(
+            requests(&workload, 2, 5, 3, 5000),
+            requests(&workload, 2, 5, 3, 5000)
+        );
+        assert_ne!(
+            requests(&workload, 2, 5, 3, 5000),
+            requests(&workload, 2, 5, 4, 5000)
+        );
+    }
+
+    #[test]
+    fn without_scans_cache_aside_only_draws_zipf_keys() {
+        let reqs = requests(&cache_aside(1000, 0, 0), 0, 1, 1, 5000);
+        assert!(reqs.iter().all(|&(_, scan, id)| !scan && id < 1000));
+        // The key sequence is the plain Zipf one for this connection's seed.
+        let zipf = Zipf::new(1000, 0.99);
+        let mut rng = Rng::new(1u64.wrapping_mul(1_000_003));
+        for (_, _, id) in reqs.iter().filter(|r| r.0) {
+            assert_eq!(*id, zipf.sample(&mut rng) - 1);
         }
     }
 }

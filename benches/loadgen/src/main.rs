@@ -77,22 +77,35 @@ pub struct RunArgs {
     /// First key id (fill and scan).
     #[arg(long, default_value_t = 0)]
     start: u64,
-    /// Value size in bytes.
+    /// Value size in bytes (with --value-max: the smallest).
     #[arg(long, default_value_t = 100)]
     value_size: usize,
+    /// Mixed value sizes: each key's value has a fixed size in
+    /// --value-size..=--value-max, a function of the key.
+    #[arg(long)]
+    value_max: Option<usize>,
     /// Zipf exponent (cache-aside).
     #[arg(long, default_value_t = 0.99)]
     zipf: f64,
+    /// Cache-aside: percentage of requests that get and then set a
+    /// one-hit wonder, a key no request uses again, instead of a Zipf key.
+    #[arg(long, default_value_t = 0)]
+    scan_pct: u32,
+    /// Cache-aside: the first one-hit-wonder id (default: --keys, just past
+    /// the Zipf keys; must not be below it).
+    #[arg(long)]
+    scan_start: Option<u64>,
     /// Warm-up seconds (not measured).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
     /// Measured seconds; for fill, scan and --ops runs, a time limit.
     #[arg(long, default_value_t = 3.0)]
     duration: f64,
-    /// Warm-up requests in total (instead of time).
+    /// Warm-up requests in total (instead of time); in cache-aside, gets.
     #[arg(long)]
     warmup_ops: Option<u64>,
-    /// Measured requests in total (instead of time).
+    /// Measured requests in total (instead of time); in cache-aside, gets
+    /// (the sets after misses come on top).
     #[arg(long)]
     ops: Option<u64>,
     /// Client threads (1: a single-threaded runtime).
@@ -128,6 +141,8 @@ pub struct RunResult {
     pub hits: u64,
     pub misses: u64,
     pub sets: u64,
+    /// Gets of one-hit-wonder keys (not in `gets`).
+    pub scan_gets: u64,
     pub refused: u64,
     pub errors: u64,
     /// The server's CPU seconds over the measured window (--server-pid).
@@ -167,7 +182,7 @@ impl RunResult {
 
     fn line(&self) -> String {
         let mut line = format!(
-            "RESULT ops={} requests={} seconds={:.6} ops_per_sec={:.1} p50_us={:.1} p99_us={:.1} p999_us={:.1} gets={} hits={} misses={} sets={} refused={} errors={}",
+            "RESULT ops={} requests={} seconds={:.6} ops_per_sec={:.1} p50_us={:.1} p99_us={:.1} p999_us={:.1} gets={} hits={} misses={} sets={} scan_gets={} refused={} errors={}",
             self.ops,
             self.requests,
             self.seconds,
@@ -179,6 +194,7 @@ impl RunResult {
             self.hits,
             self.misses,
             self.sets,
+            self.scan_gets,
             self.refused,
             self.errors
         );
@@ -210,6 +226,7 @@ impl RunResult {
                 "hits" => r.hits = int()?,
                 "misses" => r.misses = int()?,
                 "sets" => r.sets = int()?,
+                "scan_gets" => r.scan_gets = int()?,
                 "refused" => r.refused = int()?,
                 "errors" => r.errors = int()?,
                 "server_cpu_s" => r.server_cpu_s = Some(float()?),
@@ -255,11 +272,22 @@ fn run(args: &RunArgs) -> Result<(Stats, RunResult), String> {
             args.addr
         ));
     }
-    if args.value_size < proto::MIN_VALUE_SIZE || args.value_size > 1024 * 1024 {
+    let value_max = args.value_max.unwrap_or(args.value_size);
+    if args.value_size < proto::MIN_VALUE_SIZE
+        || value_max > 1024 * 1024
+        || value_max < args.value_size
+    {
         return Err(format!(
-            "--value-size must be {}..=1048576",
+            "--value-size must be {}..=1048576, and --value-max at least --value-size and at most 1048576",
             proto::MIN_VALUE_SIZE
         ));
+    }
+    let scan_start = args.scan_start.unwrap_or(args.keys);
+    if args.scan_pct > 100 || (args.scan_pct > 0 && scan_start < args.keys) {
+        return Err(
+            "--scan-pct must be at most 100, and --scan-start at least --keys (one-hit wonders lie outside the Zipf keys)"
+                .into(),
+        );
     }
     if args.conns == 0 || args.conns > 10_000 {
         return Err("--conns must be 1..=10000".into());
@@ -284,6 +312,8 @@ fn run(args: &RunArgs) -> Result<(Stats, RunResult), String> {
         WorkloadKind::CacheAside => Workload::CacheAside {
             keys: args.keys.max(1),
             s: args.zipf,
+            scan_pct: args.scan_pct,
+            scan_start: scan_start.max(args.keys.max(1)),
         },
     };
     let runtime = if args.threads <= 1 {
@@ -323,6 +353,7 @@ fn run(args: &RunArgs) -> Result<(Stats, RunResult), String> {
         hits: stats.hits,
         misses: stats.misses,
         sets: stats.sets,
+        scan_gets: stats.scan_gets,
         refused: stats.refused,
         errors,
         server_cpu_s: server.cpu_s,
@@ -368,7 +399,10 @@ fn watch_server(
 }
 
 async fn run_load(args: &RunArgs, workload: Workload) -> Result<(Stats, ServerCost), String> {
-    let values = Values::new(args.value_size);
+    let values = match args.value_max {
+        Some(max) => Values::mixed(args.value_size, max),
+        None => Values::new(args.value_size),
+    };
     // Connect everyone and preload (mixed workloads) before the clock starts.
     let mut tasks = Vec::new();
     for c in 0..args.conns {
@@ -471,6 +505,7 @@ mod tests {
             hits: 3,
             misses: 1,
             sets: 1,
+            scan_gets: 6,
             refused: 2,
             errors: 0,
             server_cpu_s: Some(0.5),
@@ -481,6 +516,7 @@ mod tests {
         assert_eq!(back.ops_per_sec(), 5.0);
         assert_eq!(back.p999_us, 300.0);
         assert_eq!(back.refused, 2);
+        assert_eq!(back.scan_gets, 6);
         assert_eq!(back.hit_ratio(), 0.75);
         assert_eq!(back.cpu_us_per_request(), Some(100_000.0));
         assert_eq!(back.syscalls_per_request(), Some(2.0));

@@ -3,6 +3,8 @@
 //!
 //! A value is a function of (key id, version): `"<id>:<version>:"` followed
 //! by a filler pattern whose phase depends on both, padded to the value size.
+//! The size is fixed, or (mixed sizes) a function of the key id alone, so a
+//! key's value never changes size and a reply's length is checked too.
 //! A reply is checked byte for byte against the value the client last set
 //! for that key, so a wrong key, a stale or torn value, a wrong length or
 //! wrong flags all show up as errors, not just as "a reply came back".
@@ -46,30 +48,55 @@ pub fn flags_of(id: u64) -> u32 {
     (id.wrapping_mul(2_654_435_761) >> 16) as u32
 }
 
-/// Builds and checks values of one size.
+/// splitmix64's finalizer: spreads consecutive ids over all 64 bits, so a
+/// size drawn from it does not follow the key order (or the Zipf rank).
+fn mix(id: u64) -> u64 {
+    let mut z = id.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Builds and checks values of one size, or of sizes in `min..=max` that
+/// depend on the key id alone.
 #[derive(Clone, Debug)]
 pub struct Values {
-    size: usize,
+    min: usize,
+    max: usize,
     pattern: Vec<u8>,
 }
 
 impl Values {
+    /// Values of `size` bytes each.
     pub fn new(size: usize) -> Values {
+        Values::mixed(size, size)
+    }
+
+    /// Values of `min..=max` bytes, the size a fixed function of the key
+    /// id ([`Values::size_of`]), spread about evenly over the range.
+    pub fn mixed(min: usize, max: usize) -> Values {
         assert!(
-            size >= MIN_VALUE_SIZE,
+            min >= MIN_VALUE_SIZE,
             "values must be at least {MIN_VALUE_SIZE} bytes"
         );
+        assert!(min <= max, "value sizes: {min} is above {max}");
         let pattern = ALPHABET
             .iter()
             .copied()
             .cycle()
-            .take(size + ALPHABET.len())
+            .take(max + ALPHABET.len())
             .collect();
-        Values { size, pattern }
+        Values { min, max, pattern }
     }
 
-    pub fn size(&self) -> usize {
-        self.size
+    /// The size of key `id`'s value: the same on every call, in
+    /// `min..=max`.
+    pub fn size_of(&self, id: u64) -> usize {
+        if self.min == self.max {
+            return self.min;
+        }
+        let span = (self.max - self.min + 1) as u64;
+        self.min + (mix(id) % span) as usize
     }
 
     fn header(id: u64, version: u32, buf: &mut [u8; 48]) -> usize {
@@ -96,15 +123,16 @@ impl Values {
         let mut h = [0; 48];
         let n = Self::header(id, version, &mut h);
         out.extend_from_slice(&h[..n]);
-        out.extend_from_slice(self.filler(id, version, self.size - n));
+        out.extend_from_slice(self.filler(id, version, self.size_of(id) - n));
     }
 
     pub fn matches(&self, data: &[u8], id: u64, version: u32) -> bool {
         let mut h = [0; 48];
         let n = Self::header(id, version, &mut h);
-        data.len() == self.size
+        let size = self.size_of(id);
+        data.len() == size
             && data[..n] == h[..n]
-            && data[n..] == *self.filler(id, version, self.size - n)
+            && data[n..] == *self.filler(id, version, size - n)
     }
 }
 
@@ -115,7 +143,7 @@ pub fn push_set(out: &mut Vec<u8>, values: &Values, id: u64, version: u32) {
     out.push(b' ');
     out.extend_from_slice(decimal(flags_of(id).into(), &mut [0; 20]));
     out.extend_from_slice(b" 0 ");
-    out.extend_from_slice(decimal(values.size() as u64, &mut [0; 20]));
+    out.extend_from_slice(decimal(values.size_of(id) as u64, &mut [0; 20]));
     out.extend_from_slice(b"\r\n");
     values.push(out, id, version);
     out.extend_from_slice(b"\r\n");
@@ -246,8 +274,11 @@ pub fn parse_get(
         };
         let start = pos + l.len() + 2;
         let len = len as usize;
-        if len != values.size() {
-            return fail(format!("key {id}: length {len}, want {}", values.size()));
+        if len != values.size_of(id) {
+            return fail(format!(
+                "key {id}: length {len}, want {}",
+                values.size_of(id)
+            ));
         }
         if buf.len() < start + len + 2 {
             return Ok(Parsed::Incomplete);
@@ -315,6 +346,80 @@ mod tests {
         let mut torn = a.clone();
         torn[40] ^= 1;
         assert!(!values.matches(&torn, 5, 1));
+    }
+
+    #[test]
+    fn mixed_sizes_are_a_fixed_function_of_the_key_within_bounds() {
+        let values = Values::mixed(100, 2000);
+        let again = Values::mixed(100, 2000);
+        let mut seen_low = false;
+        let mut seen_high = false;
+        let mut total = 0u64;
+        let n = 100_000u64;
+        for id in 0..n {
+            let size = values.size_of(id);
+            assert!((100..=2000).contains(&size), "key {id}: {size}");
+            assert_eq!(size, values.size_of(id), "key {id} changed size");
+            assert_eq!(
+                size,
+                again.size_of(id),
+                "key {id}: another instance disagrees"
+            );
+            seen_low |= size < 150;
+            seen_high |= size > 1950;
+            total += size as u64;
+        }
+        assert!(seen_low && seen_high, "sizes do not cover the range");
+        // Uniform over 100..=2000: mean 1050, sd 549, so the mean of 10^5
+        // draws is within a few bytes of it.
+        let mean = total as f64 / n as f64;
+        assert!((mean - 1050.0).abs() < 15.0, "mean {mean}");
+        // Neighbouring keys (and so the hottest Zipf ranks) differ in size.
+        assert!(
+            (0..10)
+                .map(|id| values.size_of(id))
+                .any(|s| s != values.size_of(0))
+        );
+    }
+
+    #[test]
+    fn fixed_sizes_ignore_the_key() {
+        let values = Values::new(1000);
+        assert!((0..1000).all(|id| values.size_of(id) == 1000));
+    }
+
+    #[test]
+    fn mixed_values_round_trip_and_reject_other_lengths() {
+        let values = Values::mixed(100, 2000);
+        for id in [0u64, 1, 7, 12_345, u64::from(u32::MAX) + 3] {
+            let mut v = Vec::new();
+            values.push(&mut v, id, 2);
+            assert_eq!(v.len(), values.size_of(id));
+            assert!(values.matches(&v, id, 2));
+            assert!(!values.matches(&v[..v.len() - 1], id, 2));
+            let mut set = Vec::new();
+            push_set(&mut set, &values, id, 2);
+            let head = format!("set key:{id} {} 0 {}\r\n", flags_of(id), v.len());
+            assert!(set.starts_with(head.as_bytes()));
+            assert_eq!(set.len(), head.len() + v.len() + 2);
+            let mut reply = value_block(&values, id, 2);
+            reply.extend_from_slice(b"END\r\n");
+            assert_eq!(
+                parse_get(&reply, &[(id, 2)], &values),
+                Ok(Parsed::Done(reply.len(), GetOutcome { hits: 1, misses: 0 }))
+            );
+        }
+        // A value of another key's size is rejected by its length.
+        let (a, b) = (0..100u64)
+            .flat_map(|a| (0..100u64).map(move |b| (a, b)))
+            .find(|&(a, b)| values.size_of(a) != values.size_of(b))
+            .expect("two keys of different sizes");
+        let mut v = Vec::new();
+        values.push(&mut v, b, 0);
+        let mut reply = format!("VALUE key:{a} {} {}\r\n", flags_of(a), v.len()).into_bytes();
+        reply.extend_from_slice(&v);
+        reply.extend_from_slice(b"\r\nEND\r\n");
+        assert!(parse_get(&reply, &[(a, 0)], &values).is_err());
     }
 
     #[test]

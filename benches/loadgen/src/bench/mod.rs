@@ -2,6 +2,12 @@
 //! fresh instances per scenario, measured alternately by the same client
 //! (this binary's `run`, in a child process so it can be pinned), with a
 //! markdown report on stdout. Progress goes to stderr.
+//!
+//! The memory (e) and hit-ratio (f) scenarios are groups of workloads, in
+//! `memory.rs` and `hit_ratio.rs`; the throughput ones (a-d) are here.
+
+mod hit_ratio;
+mod memory;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -24,7 +30,11 @@ pub struct BenchArgs {
     /// Run memcached on both sides (ratio ~1.0: the noise level).
     #[arg(long)]
     both_memcached: bool,
-    /// Scenarios to run, comma-separated: a, b, c, d, e, f.
+    /// Scenarios to run, comma-separated: a, b, c, d, e (memory: e1 100 B,
+    /// e2 1000 B, e3 100-1000 B mixed), f (hit ratio: f1 Zipf 0.99 1000 B,
+    /// f2 Zipf 0.99 100-2000 B, f3 Zipf 0.8 1000 B, f4 Zipf 0.8 100-2000 B,
+    /// f5 Zipf 0.99 100 B, f6 as f1 with one-hit wonders). A group's letter
+    /// runs all its workloads.
     #[arg(long, default_value = "a,b,c,d,e,f")]
     scenarios: String,
     /// Rounds per server in the throughput scenarios (a-d).
@@ -60,15 +70,22 @@ pub struct BenchArgs {
     /// Memory scenario: bytes of values written, as a multiple of -m.
     #[arg(long, default_value_t = 3.0)]
     fill_factor: f64,
-    /// Hit-ratio scenario: warm-up requests.
-    #[arg(long, default_value_t = 1_500_000)]
-    hit_warmup_ops: u64,
-    /// Hit-ratio scenario: measured requests.
+    /// Hit-ratio scenarios: warm-up gets (not measured), as a multiple of
+    /// the workload's key count.
+    #[arg(long, default_value_t = 1.0)]
+    hit_warmup: f64,
+    /// Hit-ratio scenarios: measured gets per workload and round (the sets
+    /// after misses come on top).
     #[arg(long, default_value_t = 1_000_000)]
     hit_ops: u64,
-    /// Hit-ratio scenario: rounds per server.
+    /// Hit-ratio scenarios: rounds per server (the servers are kept, each
+    /// round with the next seed; the table shows medians).
     #[arg(long, default_value_t = 1)]
     hit_rounds: usize,
+    /// Hit-ratio scenario f6: percentage of gets that are of one-hit
+    /// wonders (a key never used before or after: a sure miss, then a set).
+    #[arg(long, default_value_t = 20)]
+    scan_pct: u32,
     /// Count each server's system calls in the throughput scenarios
     /// (`perf stat -e raw_syscalls:sys_enter`; needs Debian's linux-perf).
     #[arg(long)]
@@ -423,6 +440,8 @@ struct Ctx<'a> {
     args: &'a BenchArgs,
     sides: [Side; 2],
     cpus: usize,
+    /// `<commit> · <machine>`, for the heading of each table.
+    provenance: String,
     logdir: PathBuf,
     failures: Vec<String>,
     report: String,
@@ -450,6 +469,17 @@ impl Ctx<'_> {
             Server::start(&self.sides[0], s, &self.logdir)?,
             Server::start(&self.sides[1], s, &self.logdir)?,
         ])
+    }
+
+    /// The line under a group's heading: when, on what commit and
+    /// machine, and the load average before and after it ran.
+    fn stamp(&self, load_before: &str) -> String {
+        let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+        format!(
+            "_{date} · {} · load average {load_before} → {}_",
+            self.provenance,
+            load_average()
+        )
     }
 
     fn fail(&mut self, scenario: &str, e: String) {
@@ -594,188 +624,6 @@ impl Ctx<'_> {
             );
         }
     }
-
-    fn memory(&mut self, value_size: usize) -> Option<String> {
-        let a = self.args;
-        let settings = Settings {
-            threads: self.server_threads(),
-            mem_mb: a.small_mem,
-            conn_limit: a.conn_limit,
-            pin: None,
-        };
-        let count = (a.fill_factor * (a.small_mem << 20) as f64 / value_size as f64).ceil() as u64;
-        let name = format!("{value_size} B values");
-        eprintln!(
-            "== memory: {count} sets of {name} ({})",
-            settings.describe()
-        );
-        let check = (count / 10).clamp(1, 20_000);
-        let mut fill_args: Vec<String> = Vec::new();
-        for (k, v) in [
-            ("--workload", "fill".to_string()),
-            ("--keys", count.to_string()),
-            ("--value-size", value_size.to_string()),
-            ("--conns", a.conns.to_string()),
-            ("--depth", "16".into()),
-            ("--warmup", "0".into()),
-            ("--duration", "600".into()),
-            ("--threads", self.client_threads().to_string()),
-        ] {
-            fill_args.push(k.into());
-            fill_args.push(v);
-        }
-        let mut scan_args = fill_args.clone();
-        scan_args[1] = "scan".into();
-        scan_args[3] = check.to_string();
-        scan_args.extend(["--start".into(), (count - check).to_string()]);
-        let outcome = (|| -> Result<Vec<String>, String> {
-            let mut servers = self.start_both(&settings)?;
-            let mut rows = Vec::new();
-            let mut measured = Vec::new();
-            for i in [1, 0] {
-                let fill = run_client(&mut servers[i], None, &fill_args, Duration::from_secs(660))?;
-                let scan = run_client(&mut servers[i], None, &scan_args, Duration::from_secs(660))?;
-                let stats = servers[i].stats()?;
-                let items = servers[i].stat(&stats, "curr_items")?;
-                let evictions = servers[i].stat(&stats, "evictions")?;
-                let rss = servers[i].rss_kib()?;
-                eprintln!(
-                    "   {:<16} {} sets in {:.1} s: {items} items, {evictions} evictions, RSS {} MiB",
-                    servers[i].label,
-                    fill.ops,
-                    fill.seconds,
-                    rss / 1024
-                );
-                measured.push((i, items, evictions, rss, scan.hit_ratio(), fill.refused));
-            }
-            let reference = measured
-                .iter()
-                .find(|m| m.0 == 1)
-                .copied()
-                .expect("reference measured");
-            for (i, items, evictions, rss, recent, refused) in measured {
-                let (r_items, r_rss) = if i == 0 {
-                    (
-                        format!("**{}**", ratio(items as f64, reference.1 as f64)),
-                        ratio(rss as f64, reference.3 as f64),
-                    )
-                } else {
-                    (String::new(), String::new())
-                };
-                rows.push(format!(
-                    "| {} | {} | {} | {} | {} | {} | {:.1} MiB | {:.0} | {:.1}% | {} | {} |",
-                    if i == 1 { name.as_str() } else { "" },
-                    self.sides[i].label,
-                    thousands(count as f64),
-                    thousands(refused as f64),
-                    thousands(items as f64),
-                    thousands(evictions as f64),
-                    rss as f64 / 1024.0,
-                    if items > 0 {
-                        rss as f64 * 1024.0 / items as f64
-                    } else {
-                        0.0
-                    },
-                    recent * 100.0,
-                    r_items,
-                    r_rss
-                ));
-            }
-            Ok(rows)
-        })();
-        match outcome {
-            Ok(rows) => Some(rows.join("\n")),
-            Err(e) => {
-                self.fail(&format!("e ({name})"), e);
-                Some(format!(
-                    "| {name} | | FAILED: wrong replies or a crash, see the log | | | | | | | | |"
-                ))
-            }
-        }
-    }
-
-    fn hit_ratio(&mut self) -> String {
-        let a = self.args;
-        let value_size = 100usize;
-        let settings = Settings {
-            threads: self.server_threads(),
-            mem_mb: a.small_mem,
-            conn_limit: a.conn_limit,
-            pin: None,
-        };
-        let keys = 4 * (a.small_mem << 20) / value_size as u64;
-        eprintln!(
-            "== hit ratio: cache-aside, Zipf 0.99 over {keys} keys ({})",
-            settings.describe()
-        );
-        let mut args: Vec<String> = Vec::new();
-        for (k, v) in [
-            ("--workload", "cache-aside".to_string()),
-            ("--keys", keys.to_string()),
-            ("--zipf", "0.99".into()),
-            ("--value-size", value_size.to_string()),
-            ("--conns", a.conns.to_string()),
-            ("--depth", "1".into()),
-            ("--warmup-ops", a.hit_warmup_ops.to_string()),
-            ("--ops", a.hit_ops.to_string()),
-            ("--warmup", "0".into()),
-            ("--duration", "900".into()),
-            ("--threads", self.client_threads().to_string()),
-        ] {
-            args.push(k.into());
-            args.push(v);
-        }
-        let outcome = (|| -> Result<[Vec<RunResult>; 2], String> {
-            let mut servers = self.start_both(&settings)?;
-            let mut results: [Vec<RunResult>; 2] = [Vec::new(), Vec::new()];
-            for round in 0..a.hit_rounds {
-                let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-                for i in order {
-                    let r = run_client(&mut servers[i], None, &args, Duration::from_secs(960))?;
-                    eprintln!(
-                        "   round {} {:<16} hit ratio {:.2}%  {} ops/s",
-                        round + 1,
-                        servers[i].label,
-                        r.hit_ratio() * 100.0,
-                        thousands(r.ops_per_sec())
-                    );
-                    results[i].push(r);
-                }
-            }
-            Ok(results)
-        })();
-        let results = match outcome {
-            Ok(r) => r,
-            Err(e) => {
-                self.fail("f", e);
-                return "| FAILED: wrong replies or a crash, see the log | | | | | |".into();
-            }
-        };
-        let med = |rs: &[RunResult], f: fn(&RunResult) -> f64| {
-            median(&mut rs.iter().map(f).collect::<Vec<_>>())
-        };
-        let hr = [
-            med(&results[0], RunResult::hit_ratio),
-            med(&results[1], RunResult::hit_ratio),
-        ];
-        let mut rows = Vec::new();
-        for i in [1, 0] {
-            rows.push(format!(
-                "| {} | {} | {:.2}% | {} | {} | {} |",
-                self.sides[i].label,
-                thousands(results[i].iter().map(|r| r.gets as f64).sum()),
-                hr[i] * 100.0,
-                thousands(med(&results[i], RunResult::ops_per_sec)),
-                micros(med(&results[i], |r| r.p99_us)),
-                if i == 0 {
-                    format!("**{}**", ratio(hr[0], hr[1]))
-                } else {
-                    String::new()
-                }
-            ));
-        }
-        rows.join("\n")
-    }
 }
 
 fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
@@ -821,6 +669,13 @@ pub fn main(args: &BenchArgs) -> ExitCode {
     }
 }
 
+/// A name `--scenarios` accepts: a group's letter or one of its workloads.
+fn known_scenario(name: &str) -> bool {
+    ["a", "b", "c", "d", "e", "f"].contains(&name)
+        || memory::MEMORY_WORKLOADS.iter().any(|w| w.id == name)
+        || hit_ratio::HIT_WORKLOADS.iter().any(|w| w.id == name)
+}
+
 fn bench(args: &BenchArgs) -> Result<usize, String> {
     let wanted: Vec<String> = args
         .scenarios
@@ -828,8 +683,10 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
         .map(|s| s.trim().to_lowercase())
         .collect();
     for w in &wanted {
-        if !["a", "b", "c", "d", "e", "f"].contains(&w.as_str()) {
-            return Err(format!("unknown scenario {w:?}: use a, b, c, d, e, f"));
+        if !known_scenario(w) {
+            return Err(format!(
+                "unknown scenario {w:?}: use a, b, c, d, e (or e1-e3), f (or f1-f6)"
+            ));
         }
     }
     if !(args.rounds >= 1 && args.rounds <= 50 && args.hit_rounds >= 1 && args.hit_rounds <= 10) {
@@ -838,7 +695,17 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
     if !(args.fill_factor > 1.0 && args.fill_factor <= 20.0) {
         return Err("--fill-factor must be above 1 (to evict) and at most 20".into());
     }
+    if !(0.0..=100.0).contains(&args.hit_warmup)
+        || !(1..=1_000_000_000).contains(&args.hit_ops)
+        || args.scan_pct > 100
+    {
+        return Err(
+            "--hit-warmup must be 0..=100, --hit-ops 1..=10^9 and --scan-pct 0..=100".into(),
+        );
+    }
     let want = |s: &str| wanted.iter().any(|w| w == s);
+    // A workload of a group runs when named or when its group's letter is.
+    let want_in = |id: &str| want(id) || want(&id[..1]);
     let candidate = if args.both_memcached {
         Side {
             label: "memcached (B)".into(),
@@ -887,10 +754,17 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
         );
     }
     let started = Instant::now();
+    let nproc = command_output("nproc", &[]).unwrap_or_else(|| cpus.to_string());
+    let rev = command_output("git", &["rev-parse", "--short", "HEAD"]);
     let mut ctx = Ctx {
         args,
         sides: [candidate, reference],
         cpus,
+        provenance: format!(
+            "commit {} · {} ({nproc} cores)",
+            rev.as_deref().unwrap_or("unknown"),
+            cpu_model()
+        ),
         logdir,
         failures: Vec::new(),
         report: String::new(),
@@ -971,47 +845,59 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
             std::mem::take(&mut ctx.report)
         ));
     }
-    if want("e") {
-        let rows: Vec<String> = [100, 1024]
-            .into_iter()
-            .filter_map(|v| ctx.memory(v))
-            .collect();
+    let memory: Vec<_> = memory::MEMORY_WORKLOADS
+        .iter()
+        .filter(|w| want_in(w.id))
+        .collect();
+    if !memory.is_empty() {
+        let load_before = load_average();
+        let rows: Vec<String> = memory.iter().map(|w| ctx.memory(w)).collect();
         sections.push(format!(
-            "### Memory\n\n\
+            "### Memory\n\n{}\n\n\
              `-m {}`, {}× that much value data written once per key (pipelined sets, {} connections \
              × 16 in flight), then `curr_items` and `evictions` from `stats` and VmRSS of the process. \
-             \"Refused\": sets answered `SERVER_ERROR out of memory storing object`. \"Recent kept\": \
-             share of the last 10% of keys written (at most 20,000) that a get still finds. \
-             Ratio: {c} / {m}.\n\n\
-             | values | server | sets | refused | items held | evictions | RSS | RSS bytes/item | recent kept | ratio items | ratio RSS |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}\n",
+             Mixed sizes: each key's value has a fixed size spread evenly over the range (a function \
+             of the key). \"Refused\": sets answered `SERVER_ERROR out of memory storing object`. \
+             \"Recent kept\": share of the last 10% of keys written (at most 20,000) that a get still \
+             finds. Ratios: {c} / {m}; RSS / -m: resident memory over the `-m` limit.\n\n{}\n{}\n",
+            ctx.stamp(&load_before),
             args.small_mem,
             args.fill_factor,
             args.conns,
+            memory::table_head(&c, &m),
             rows.join("\n")
         ));
     }
-    if want("f") {
-        let rows = ctx.hit_ratio();
-        let keys = 4 * (args.small_mem << 20) / 100;
+    let hits: Vec<_> = hit_ratio::HIT_WORKLOADS
+        .iter()
+        .filter(|w| want_in(w.id))
+        .collect();
+    if !hits.is_empty() {
+        let load_before = load_average();
+        let rows: Vec<String> = hits.iter().map(|w| ctx.hit_ratio(w)).collect();
         sections.push(format!(
-            "### Hit ratio\n\n\
-             Cache-aside (get; on a miss, set), Zipf(0.99) over {} keys of 100 B values \
-             (4× `-m {}`), {} connections; {} warm-up requests, then {} measured. Ratio: {c} / {m}.\n\n\
-             | server | gets | hit ratio | ops/s | p99 | ratio hit ratio |\n\
-             |---|---:|---:|---:|---:|---:|\n{}\n",
-            thousands(keys as f64),
+            "### Hit ratio\n\n{}\n\n\
+             Cache-aside (get; on a miss, set the key's value), `-m {}`, Zipf keys over a key space \
+             holding 4× `-m` of values (keys = 4 × `-m` / mean value size), {} connections, one \
+             request in flight each. Mixed sizes: each key's value has a fixed size spread evenly over \
+             the range. One-hit wonders (f6): {}% of the gets are of keys from a range above the Zipf \
+             keys that no request uses twice (a sure miss, then a set); its hit ratio is of the Zipf \
+             gets only. Per workload: fresh servers, {}× the key count of warm-up gets (not counted), \
+             then {} measured gets, {} round(s) (medians); both servers get the same seeds and so the \
+             same gets. Difference: {c} − {m}, in percentage points.\n\n{}\n{}\n",
+            ctx.stamp(&load_before),
             args.small_mem,
             args.conns,
-            thousands(args.hit_warmup_ops as f64),
+            args.scan_pct,
+            args.hit_warmup,
             thousands(args.hit_ops as f64),
-            rows
+            args.hit_rounds,
+            hit_ratio::table_head(&c, &m),
+            rows.join("\n")
         ));
     }
 
     let date = command_output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
-    let nproc = command_output("nproc", &[]).unwrap_or_else(|| cpus.to_string());
-    let rev = command_output("git", &["rev-parse", "--short", "HEAD"]);
     let versions: Vec<String> = ctx
         .sides
         .iter()
@@ -1094,5 +980,15 @@ mod tests {
         assert_eq!(micros(250.0), "250 µs");
         assert_eq!(micros(12_345.0), "12.3 ms");
         assert_eq!(ratio(3.0, 2.0), "1.50");
+    }
+
+    #[test]
+    fn scenario_names_are_groups_and_their_workloads() {
+        for ok in ["a", "b", "d", "e", "e1", "e3", "f", "f1", "f6"] {
+            assert!(known_scenario(ok), "{ok}");
+        }
+        for bad in ["", "g", "e0", "e4", "f0", "f7", "ff", "b1"] {
+            assert!(!known_scenario(bad), "{bad}");
+        }
     }
 }
