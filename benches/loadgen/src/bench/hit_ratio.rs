@@ -70,19 +70,30 @@ pub const HIT_WORKLOADS: [HitWorkload; 6] = [
     },
 ];
 
-/// Rounds against the same servers take their one-hit wonders this far
-/// apart, so that no round repeats a key an earlier one set.
-const SCAN_ROUND_STRIDE: u64 = 1 << 40;
+/// Client runs against the same servers (warm-up and measurement, round
+/// after round) take their one-hit wonders this far apart, so that none
+/// repeats a key an earlier one set.
+const SCAN_RUN_STRIDE: u64 = 1 << 40;
+
+/// Requests in flight per connection during warm-up: it only has to fill
+/// the cache, and pipelined it does so several times faster.
+const WARMUP_DEPTH: usize = 16;
 
 /// The Zipf key space: 4× `mem_mb` of values of mean size `mean`.
 pub fn key_space(mem_mb: u64, mean: f64) -> u64 {
     (4.0 * (mem_mb << 20) as f64 / mean).floor() as u64
 }
 
-/// Where round `round`'s one-hit wonders start: past the `keys` Zipf keys
-/// and past every earlier round's.
-pub fn scan_start(keys: u64, round: usize) -> u64 {
-    keys + round as u64 * SCAN_ROUND_STRIDE
+/// Where the one-hit wonders of client run `run` (0, 1, ... against the same
+/// servers) start: past the `keys` Zipf keys and past every earlier run's.
+pub fn scan_start(keys: u64, run: usize) -> u64 {
+    keys + run as u64 * SCAN_RUN_STRIDE
+}
+
+/// The seed of a round's warm-up (`measured` false) or measurement: the
+/// same for both servers, different for each run.
+pub fn seed(round: usize, measured: bool) -> u64 {
+    2 * round as u64 + 1 + u64::from(measured)
 }
 
 /// The table's column headings; `c` is the candidate, `m` the reference.
@@ -149,9 +160,7 @@ impl Ctx<'_> {
                 if w.scan { a.scan_pct } else { 0 }.to_string(),
             ),
             ("--conns", a.conns.to_string()),
-            ("--depth", "1".into()),
-            ("--warmup-ops", warmup.to_string()),
-            ("--ops", a.hit_ops.to_string()),
+            ("--warmup-ops", "0".into()),
             ("--warmup", "0".into()),
             ("--duration", "900".into()),
             ("--threads", self.client_threads().to_string()),
@@ -163,17 +172,49 @@ impl Ctx<'_> {
             let mut servers = self.start_both(&settings)?;
             let mut results: [Vec<RunResult>; 2] = [Vec::new(), Vec::new()];
             for round in 0..a.hit_rounds {
-                // Both servers get the same seed, and so the same gets.
-                let mut args = base.clone();
-                args.extend([
-                    "--seed".into(),
-                    (round + 1).to_string(),
-                    "--scan-start".into(),
-                    scan_start(keys, round).to_string(),
-                ]);
+                // Both servers get the same seeds, and so the same gets:
+                // first the warm-up's (pipelined, not counted), then the
+                // measured ones, one at a time per connection.
+                let run_args = |measured: bool| {
+                    let mut args = base.clone();
+                    for (k, v) in [
+                        ("--seed", seed(round, measured)),
+                        (
+                            "--scan-start",
+                            scan_start(keys, 2 * round + usize::from(measured)),
+                        ),
+                        ("--ops", if measured { a.hit_ops } else { warmup }),
+                        ("--depth", if measured { 1 } else { WARMUP_DEPTH as u64 }),
+                    ] {
+                        args.push(k.into());
+                        args.push(v.to_string());
+                    }
+                    args
+                };
                 let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
                 for i in order {
-                    let r = run_client(&mut servers[i], None, &args, Duration::from_secs(960))?;
+                    if warmup > 0 {
+                        let w = run_client(
+                            &mut servers[i],
+                            None,
+                            &run_args(false),
+                            Duration::from_secs(960),
+                        )?;
+                        eprintln!(
+                            "   round {} {:<16} warm-up: {} gets, hit ratio {:.2}%, {:.1} s",
+                            round + 1,
+                            servers[i].label,
+                            w.gets,
+                            w.hit_ratio() * 100.0,
+                            w.seconds
+                        );
+                    }
+                    let r = run_client(
+                        &mut servers[i],
+                        None,
+                        &run_args(true),
+                        Duration::from_secs(960),
+                    )?;
                     eprintln!(
                         "   round {} {:<16} hit ratio {:.2}% of {} gets ({} one-hit wonders)  {} ops/s",
                         round + 1,
@@ -247,13 +288,20 @@ mod tests {
     }
 
     #[test]
-    fn rounds_never_share_one_hit_wonders() {
+    fn client_runs_never_share_one_hit_wonders_nor_seeds() {
         let keys = key_space(64, 100.0);
         assert_eq!(scan_start(keys, 0), keys);
-        // A round issues far fewer than the stride of them.
-        for r in 0..10 {
+        // A run issues far fewer than the stride of them (--hit-ops is at
+        // most 10^9, warm-up at most 100 × the keys).
+        for r in 0..20 {
             assert!(scan_start(keys, r + 1) - scan_start(keys, r) >= 1 << 40);
         }
+        let mut seeds: Vec<u64> = (0..10)
+            .flat_map(|r| [seed(r, false), seed(r, true)])
+            .collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        assert_eq!(seeds.len(), 20);
     }
 
     #[test]

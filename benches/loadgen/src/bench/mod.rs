@@ -70,9 +70,9 @@ pub struct BenchArgs {
     /// Memory scenario: bytes of values written, as a multiple of -m.
     #[arg(long, default_value_t = 3.0)]
     fill_factor: f64,
-    /// Hit-ratio scenarios: warm-up gets (not measured), as a multiple of
-    /// the workload's key count.
-    #[arg(long, default_value_t = 1.0)]
+    /// Hit-ratio scenarios: warm-up gets (not measured, 16 in flight per
+    /// connection), as a multiple of the workload's key count.
+    #[arg(long, default_value_t = 4.0)]
     hit_warmup: f64,
     /// Hit-ratio scenarios: measured gets per workload and round (the sets
     /// after misses come on top).
@@ -882,8 +882,9 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
              request in flight each. Mixed sizes: each key's value has a fixed size spread evenly over \
              the range. One-hit wonders (f6): {}% of the gets are of keys from a range above the Zipf \
              keys that no request uses twice (a sure miss, then a set); its hit ratio is of the Zipf \
-             gets only. Per workload: fresh servers, {}× the key count of warm-up gets (not counted), \
-             then {} measured gets, {} round(s) (medians); both servers get the same seeds and so the \
+             gets only. Per workload: fresh servers, {}× the key count of warm-up gets (not counted; \
+             16 in flight per connection, to fill the cache sooner), then {} measured gets (one in \
+             flight), {} round(s) (medians); both servers get the same seeds and so the \
              same gets. Difference: {c} − {m}, in percentage points.\n\n{}\n{}\n",
             ctx.stamp(&load_before),
             args.small_mem,
