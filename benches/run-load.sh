@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Load benchmark: ferrocache against Debian's memcached, side by side.
 #
-#   benches/run-load.sh                   # all scenarios, about 5-8 minutes
+#   benches/run-load.sh                   # all scenarios, about 10 minutes
 #   benches/run-load.sh --both-memcached  # memcached on both sides: the noise level
 #   benches/run-load.sh --scenarios a,d --rounds 5 --duration 5
+#   benches/run-load.sh --scenarios e,f   # memory and hit ratio only, about 5 minutes
 #
 # Builds ferrocache and the load generator in release mode, then runs
 # `loadgen bench` (see `target/release/loadgen bench --help` for every
