@@ -640,6 +640,153 @@ mod tests {
         );
     }
 
+    /// A minimal text-protocol server on loopback: `get` and `set` of one
+    /// key, holding at most `capacity` items (the oldest set goes first).
+    async fn toy_server(capacity: usize) -> SocketAddr {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Blocks as a get returns them, by key; keys in the order set.
+        type Items = (HashMap<Vec<u8>, Vec<u8>>, VecDeque<Vec<u8>>);
+        let items: Arc<Mutex<Items>> = Arc::default();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let items = items.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        let mut out = Vec::new();
+                        while let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") {
+                            let line = String::from_utf8_lossy(&buf[..eol]).into_owned();
+                            let words: Vec<&str> = line.split(' ').collect();
+                            let mut used = eol + 2;
+                            if words[0] == "get" {
+                                let items = items.lock().unwrap();
+                                if let Some(v) = items.0.get(words[1].as_bytes()) {
+                                    out.extend_from_slice(v);
+                                }
+                                out.extend_from_slice(b"END\r\n");
+                            } else {
+                                let len: usize = words[4].parse().unwrap();
+                                if buf.len() < used + len + 2 {
+                                    break;
+                                }
+                                let mut block =
+                                    format!("VALUE {} {} {len}\r\n", words[1], words[2])
+                                        .into_bytes();
+                                block.extend_from_slice(&buf[used..used + len + 2]);
+                                used += len + 2;
+                                let mut items = items.lock().unwrap();
+                                let key = words[1].as_bytes().to_vec();
+                                if items.0.insert(key.clone(), block).is_none() {
+                                    items.1.push_back(key);
+                                }
+                                while items.1.len() > capacity {
+                                    let old = items.1.pop_front().unwrap();
+                                    items.0.remove(&old);
+                                }
+                                out.extend_from_slice(b"STORED\r\n");
+                            }
+                            buf.drain(..used);
+                        }
+                        if sock.write_all(&out).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Cache-aside against a server: warm-up then measured gets, as `run`.
+    async fn measure(addr: SocketAddr, workload: &Workload, conns: u64) -> Stats {
+        let far = Instant::now() + Duration::from_secs(60);
+        let plan = Plan {
+            warmup_ops: 300,
+            warmup_until: Instant::now(),
+            max_ops: 300 + 500,
+            until: far,
+        };
+        let mut total = Stats::default();
+        for c in 0..conns {
+            let mut generator = Generator::new(workload, c, conns, 7, Values::mixed(100, 300));
+            let mut conn = Conn::connect(addr).await.unwrap();
+            let mut stats = Stats::default();
+            conn.drive(&mut generator, &plan, 4, &mut stats).await;
+            total.merge(&stats);
+        }
+        total
+    }
+
+    #[test]
+    fn cache_aside_measures_the_same_gets_whatever_the_hit_ratio() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let workload = cache_aside(2000, 20, 2000);
+            // One server holds nearly nothing, the other everything.
+            let small = measure(toy_server(10).await, &workload, 3).await;
+            let large = measure(toy_server(1_000_000).await, &workload, 3).await;
+            for s in [&small, &large] {
+                assert!(s.errors.is_empty(), "{:?}", s.errors);
+                // 500 measured gets a connection, of Zipf keys or one-hit
+                // wonders; the sets after misses come on top.
+                assert_eq!(s.gets + s.scan_gets, 3 * 500);
+            }
+            assert_eq!(small.gets, large.gets);
+            assert_eq!(small.scan_gets, large.scan_gets);
+            assert!(small.sets > large.sets);
+            assert!(
+                small.hits * 4 < large.hits,
+                "{} vs {}",
+                small.hits,
+                large.hits
+            );
+        });
+    }
+
+    #[test]
+    fn a_hit_on_a_one_hit_wonder_fails_the_run() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let addr = toy_server(1_000_000).await;
+            // Someone else set the keys the one-hit wonders will use.
+            let fill = Workload::Fill {
+                start: 2000,
+                count: 100,
+            };
+            let mut generator = Generator::new(&fill, 0, 1, 1, Values::mixed(100, 300));
+            let mut conn = Conn::connect(addr).await.unwrap();
+            let mut stats = Stats::default();
+            let plan = Plan {
+                warmup_ops: 0,
+                warmup_until: Instant::now(),
+                max_ops: u64::MAX,
+                until: Instant::now() + Duration::from_secs(60),
+            };
+            conn.drive(&mut generator, &plan, 4, &mut stats).await;
+            assert!(stats.errors.is_empty(), "{:?}", stats.errors);
+            let stats = measure(addr, &cache_aside(2000, 50, 2000), 1).await;
+            assert_eq!(stats.errors.len(), 1);
+            assert!(stats.errors[0].contains("never set"), "{:?}", stats.errors);
+        });
+    }
+
     #[test]
     fn without_scans_cache_aside_only_draws_zipf_keys() {
         let reqs = requests(&cache_aside(1000, 0, 0), 0, 1, 1, 5000);
