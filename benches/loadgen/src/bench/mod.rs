@@ -823,11 +823,12 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
     }
     let mut sections = Vec::new();
     if !throughput.is_empty() {
+        let load_before = load_average();
         for t in &throughput {
             ctx.mixed(t);
         }
         sections.push(format!(
-            "### Throughput and latency\n\n\
+            "### Throughput and latency\n\n{}\n\n\
              Medians of {} round(s) per server ({} s warm-up + {} s measured each, servers alternating), \
              {} keys (all fit: any miss fails the run), keys uniform, {} connections; \
              ops are keys (a 16-key multi-get is 16), latency is per request. \
@@ -837,6 +838,7 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
              Ratio: {c} / {m}.\n\n\
              | scenario | server | ops/s | ops/s range | p50 | p99 | p99.9 | CPU/req | syscalls/req | ratio ops/s | ratio p99 | ratio CPU/req |\n\
              |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}",
+            ctx.stamp(&load_before),
             args.rounds,
             args.warmup,
             args.duration,
