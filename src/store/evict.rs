@@ -1,29 +1,36 @@
 //! Eviction and the sweep: which records leave a shard when memory runs
 //! out, and the background reclaiming of dead ones.
 //!
-//! When memory runs out the oldest segment goes, whole. Its live records
-//! are evicted, except those read since they were written (the ACTIVE bit,
-//! memcached's second chance for items in its segmented LRU), which are
-//! copied forward into the newest segment, up to half a segment's worth per
-//! eviction. So a hot item stays while it is read, a cold one leaves in
-//! write order, and the shard never frees item by item: no per-item
-//! allocation, no per-item LRU links. With evictions off (`-M`), running
-//! out of memory compacts instead: the oldest segment with dead space is
-//! rewritten without it, and a write is refused only when no segment has
-//! any. Nothing here knows requests or the budget's other shards.
+//! Segments are in two FIFO queues (S3-FIFO, SOSP'23; see `segments.rs`).
+//! When memory runs out, the oldest segment of the small queue goes while
+//! that queue holds a tenth of the shard or more, else the oldest of the
+//! main queue; either way a whole segment, no per-item allocation or LRU
+//! links. Its live records that were read since written or last spared
+//! (the ACTIVE bit) are copied forward into the main queue's head: all of
+//! them from the small queue (promotion), up to 7/8 of a segment's worth
+//! from the main queue (another chance: a record read twice since it was
+//! last spared, HOT, is spared twice). The others are evicted, and those leaving the small queue are
+//! remembered in the ghost set, so that a key written again soon after
+//! goes straight to the main queue. So a one-hit wonder costs the small
+//! queue a slot for a while, not the working set its place. With evictions
+//! off (`-M`), running out of memory compacts instead: the oldest segment
+//! with dead space is rewritten without it, and a write is refused only
+//! when no segment has any. Nothing here knows requests or the budget's
+//! other shards.
 
 use super::item;
 use super::loc::{Loc, SHARED_IDS, is_solo};
 use super::memory;
 use super::record::{ACTIVE, DEAD, FETCHED, Meta};
 use super::segment::{PREFIX, SegMem};
+use super::segments::Queue;
 use super::shard::{Ctx, Shard, table_hash};
 
 impl Shard {
-    /// Frees one segment from the cold end. With evictions on, the oldest:
-    /// its dead records go, its live ones are evicted except ACTIVE ones,
-    /// which are copied forward (up to half a segment's worth). With them
-    /// off, the oldest segment with dead space is compacted. Returns the
+    /// Frees one segment from the cold end. With evictions on, the oldest
+    /// of the queue [`Shard::victim`] picks: its dead records go, its live
+    /// ones are evicted except ACTIVE ones, which are copied forward to the
+    /// main queue (see the module's comment for how many). With them off, the oldest segment with dead space is compacted. Returns the
     /// bytes given back, or `None` if there was nothing to free. With
     /// `park`, the victim may become the shard's spare segment instead of
     /// being given back (for a write here that wants a new segment).
@@ -35,18 +42,23 @@ impl Shard {
             return Some(charge);
         }
         let victim = if ctx.evictions {
-            self.segs.oldest()?
+            self.victim()?
         } else {
             self.compactable(ctx)?
         };
+        let on_probation = self.segs.get(victim).queue == Queue::Small;
         let (mem, charge, used) = self.segs.detach(victim);
         if is_solo(victim) {
-            return Some(self.evict_solo(victim, mem, charge, protect, ctx));
+            return Some(self.evict_solo(victim, mem, charge, protect, on_probation, ctx));
         }
         // The victim's charge pays for the segment its survivors move to.
         let mut budget = charge;
-        let mut keep_max = if ctx.evictions {
-            ctx.layout.segment_size / 2
+        // Main-queue survivors may fill 7/8 of a segment, so that each
+        // eviction frees at least an eighth of one: a write needs a bounded
+        // number. (Sparing only half, as before, cost 2 points of hit ratio
+        // on Zipf traffic, where most of the main queue is read.)
+        let mut keep_max = if ctx.evictions && !on_probation {
+            ctx.layout.segment_size * 7 / 8
         } else {
             usize::MAX
         };
@@ -75,6 +87,9 @@ impl Shard {
                 None => {
                     if !dead {
                         log_eviction(mem.bytes(this + PREFIX, len - PREFIX), m, ctx);
+                        if on_probation {
+                            self.ghost.insert(hash);
+                        }
                     }
                     self.drop_record(hash, old, m, dead, ctx);
                 }
@@ -95,14 +110,31 @@ impl Shard {
         Some(budget)
     }
 
+    /// The segment to evict: the small queue's oldest while that queue
+    /// holds a tenth of the shard's segments or more (or the main queue is
+    /// empty), else the main queue's oldest.
+    fn victim(&self) -> Option<u32> {
+        let small = self.segs.queue_bytes(Queue::Small);
+        let main = self.segs.queue_bytes(Queue::Main);
+        match (
+            self.segs.oldest_in(Queue::Small),
+            self.segs.oldest_in(Queue::Main),
+        ) {
+            (Some(s), Some(m)) => Some(if small * 10 >= small + main { s } else { m }),
+            (s, m) => s.or(m),
+        }
+    }
+
     /// [`Shard::evict_segment`] for a large record's own segment: kept (the
-    /// same memory back as the newest segment, no copy) or dropped.
+    /// same memory back as the newest segment of the main queue, no copy)
+    /// or dropped.
     pub(super) fn evict_solo(
         &mut self,
         victim: u32,
         mem: SegMem,
         charge: usize,
         protect: Option<Loc>,
+        on_probation: bool,
         ctx: &Ctx,
     ) -> usize {
         let m = Meta::read(&mem, 0);
@@ -112,19 +144,22 @@ impl Shard {
         let keep = !dead && (!ctx.evictions || Some(old) == protect || m.has(ACTIVE));
         if keep && let Some(node) = self.segs.take_node(true) {
             let len = mem.len();
-            self.segs.install(node, mem, charge);
+            self.segs.install(node, mem, charge, Queue::Main);
             let seg = self.segs.get_mut(node);
             seg.used = len;
             seg.live = 1;
             seg.live_bytes = len;
             let mut spared = m;
-            spared.clear(ACTIVE);
+            spared.spare();
             self.set_meta(Loc::solo(node), spared);
             self.relocate(hash, old, Loc::solo(node));
             return 0;
         }
         if !dead {
             log_eviction(mem.bytes(PREFIX, mem.len() - PREFIX), m, ctx);
+            if on_probation {
+                self.ghost.insert(hash);
+            }
         }
         self.drop_record(hash, old, m, dead, ctx);
         self.unreserve(charge, ctx);
@@ -173,7 +208,7 @@ impl Shard {
             let found = if is_solo(node) {
                 ctx.dead(Meta::read(seg.mem(), 0)).is_some()
             } else {
-                seg.used - seg.live_bytes >= worth && self.segs.head != Some(node)
+                seg.used - seg.live_bytes >= worth && !self.segs.is_head(node)
             };
             if found {
                 return Some(node);
@@ -184,8 +219,8 @@ impl Shard {
     }
 
     /// Copies the live record at `at` of a detached shared segment to the
-    /// newest segment, paying for a new segment out of `budget`. `None` if
-    /// there is no room for it.
+    /// main queue's head, paying for a new segment out of `budget`. `None`
+    /// if there is no room for it.
     pub(super) fn copy_forward(
         &mut self,
         from: &SegMem,
@@ -194,7 +229,8 @@ impl Shard {
         budget: &mut usize,
         ctx: &Ctx,
     ) -> Option<Loc> {
-        let loc = match self.segs.append_to_head(len, ctx.layout.segment_size) {
+        let main = Queue::Main;
+        let loc = match self.segs.append_to_head(main, len, ctx.layout.segment_size) {
             Some(loc) => loc,
             None => {
                 if !self.segs.can_open() {
@@ -212,8 +248,9 @@ impl Shard {
                         (SegMem::new(size), charge)
                     }
                 };
-                self.open_head(mem, charge, ctx);
-                self.segs.append_to_head(len, ctx.layout.segment_size)?
+                self.open_head(mem, charge, main, ctx);
+                self.segs
+                    .append_to_head(main, len, ctx.layout.segment_size)?
             }
         };
         let (node, to) = (loc.node(), loc.offset());
@@ -222,7 +259,9 @@ impl Shard {
         seg.live_bytes += len;
         let mem = seg.mem_mut();
         let m = Meta::read(from, at);
-        let state = m.bits() & !ACTIVE;
+        let mut spared = m;
+        spared.spare();
+        let state = spared.bits();
         mem.write_prefix(to, state, m.deadline, m.time, len - PREFIX);
         mem.bytes_mut(to + PREFIX, len - PREFIX)
             .copy_from_slice(from.bytes(at + PREFIX, len - PREFIX));

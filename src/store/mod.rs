@@ -38,6 +38,7 @@
 pub mod clock;
 mod counter;
 mod evict;
+mod ghost;
 mod item;
 mod list;
 mod loc;

@@ -27,8 +27,11 @@ pub const STALE: u8 = 4;
 pub const WIN: u8 = 8;
 /// Replaced or removed: the space waits for its segment to go.
 pub const DEAD: u8 = 16;
+/// Read again while ACTIVE: with ACTIVE, a two-bit count of reads since
+/// stored or last spared, so eviction spares a record read twice two times.
+pub const HOT: u8 = 32;
 /// Every state bit; any other is not a record's.
-pub const ALL_BITS: u8 = FETCHED | ACTIVE | STALE | WIN | DEAD;
+pub const ALL_BITS: u8 = FETCHED | ACTIVE | STALE | WIN | DEAD | HOT;
 
 /// A record's changeable fields, read and written as one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +59,12 @@ impl Meta {
         mem.set_time(at, self.time);
     }
 
-    /// A hit: fetched and active, and the access time refreshed if due.
+    /// A hit: fetched and active (hot if it was active), and the access
+    /// time refreshed if due.
     pub fn bump(&mut self, now: u32) {
+        if self.has(ACTIVE) {
+            self.set(HOT);
+        }
         self.set(FETCHED | ACTIVE);
         if now >= self.time.saturating_add(UPDATE_INTERVAL) {
             self.time = now;
@@ -79,6 +86,15 @@ impl Meta {
     pub fn bits(&self) -> u8 {
         self.state
     }
+
+    /// Spared by eviction: one read fewer to its credit.
+    pub fn spare(&mut self) {
+        if self.has(HOT) {
+            self.clear(HOT);
+        } else {
+            self.clear(ACTIVE);
+        }
+    }
 }
 
 /// What a new version written in place of `prev` keeps, as if memcached
@@ -86,7 +102,7 @@ impl Meta {
 /// stale and token bits.
 pub fn keep_state(prev: Meta, new: &mut Meta) {
     new.time = prev.time;
-    new.set(prev.bits() & (FETCHED | ACTIVE | STALE | WIN));
+    new.set(prev.bits() & (FETCHED | ACTIVE | HOT | STALE | WIN));
 }
 
 /// An item about to be stored: what it holds, and for a large one its
@@ -140,5 +156,32 @@ impl<'a> NewItem<'a> {
         item::write(dst, self.key, self.key_binary, self.flags, self.cas, |d| {
             (self.fill)(d)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_count_to_two_and_each_spare_takes_one() {
+        let mut m = Meta {
+            deadline: 0,
+            time: 5,
+            state: 0,
+        };
+        m.bump(5);
+        assert!(m.has(FETCHED) && m.has(ACTIVE) && !m.has(HOT));
+        m.spare();
+        assert!(!m.has(ACTIVE) && m.has(FETCHED), "one read, one spare");
+        m.bump(6);
+        m.bump(7);
+        m.bump(8);
+        assert!(m.has(ACTIVE) && m.has(HOT), "the count stops at two");
+        m.spare();
+        assert!(m.has(ACTIVE) && !m.has(HOT));
+        m.spare();
+        assert!(!m.has(ACTIVE) && !m.has(HOT) && m.has(FETCHED));
+        assert_eq!(m.time, 5, "hits within the update interval keep the time");
     }
 }

@@ -12,6 +12,7 @@ use super::loc::{Loc, is_solo};
 use super::memory;
 use super::record::NewItem;
 use super::segment::{PREFIX, SegMem};
+use super::segments::Queue;
 use super::shard::{Ctx, Full, Shard, table_hash};
 
 /// How many evictions one write may run before it gives up (only reached
@@ -76,27 +77,31 @@ impl Shard {
         self.bytes -= charge;
     }
 
-    /// Opens `mem` (its charge taken) as the head; check [`Shard::can_open`]
-    /// first. The old head is sealed, and freed if nothing in it lives.
-    pub(super) fn open_head(&mut self, mem: SegMem, charge: usize, ctx: &Ctx) {
+    /// Opens `mem` (its charge taken) as queue `q`'s head; check
+    /// [`Segments::can_open`] first. The old head is sealed, and freed if
+    /// nothing in it lives.
+    pub(super) fn open_head(&mut self, mem: SegMem, charge: usize, q: Queue, ctx: &Ctx) {
         let node = self.segs.take_node(false).expect("checked by can_open");
-        if let Some(old) = self.segs.head.take()
-            && self.segs.get(old).live == 0
-        {
-            let garbage = self.free_segment(old, ctx);
-            self.garbage.extend(garbage);
+        if let Some(old) = self.segs.head(q) {
+            self.segs.set_head(q, None);
+            if self.segs.get(old).live == 0 {
+                let garbage = self.free_segment(old, ctx);
+                self.garbage.extend(garbage);
+            }
         }
-        self.segs.install(node, mem, charge);
-        self.segs.head = Some(node);
+        self.segs.install(node, mem, charge, q);
+        self.segs.set_head(q, Some(node));
     }
 
-    /// Finds room for a record and writes it, state clear, access time
-    /// now. Returns where it is; it is not yet in the index or counted.
+    /// Finds room for a record in queue `q` and writes it, state clear,
+    /// access time now. Returns where it is; it is not yet in the index or
+    /// counted.
     pub(super) fn place(
         &mut self,
         new: &mut NewItem,
         deadline: u32,
         protect: Option<Loc>,
+        q: Queue,
         ctx: &Ctx,
     ) -> Result<Loc, Full> {
         let len = new.record_len();
@@ -108,10 +113,10 @@ impl Shard {
                 return Err(Full::NoMemory);
             };
             let mem = new.solo.take().expect("checked above");
-            self.segs.install(node, mem, charge);
+            self.segs.install(node, mem, charge, q);
             self.segs.get_mut(node).used = len;
             Loc::solo(node)
-        } else if let Some(loc) = self.segs.append_to_head(len, ctx.layout.segment_size) {
+        } else if let Some(loc) = self.segs.append_to_head(q, len, ctx.layout.segment_size) {
             loc
         } else {
             if !self.segs.can_open() {
@@ -122,7 +127,7 @@ impl Shard {
             let reserved = self.make_room(charge, protect, true, ctx)?;
             // Eviction may have opened a head (to copy items forward into)
             // with room to spare.
-            if let Some(loc) = self.segs.append_to_head(len, ctx.layout.segment_size) {
+            if let Some(loc) = self.segs.append_to_head(q, len, ctx.layout.segment_size) {
                 if reserved {
                     self.unreserve(charge, ctx);
                 }
@@ -133,9 +138,9 @@ impl Shard {
                 } else {
                     self.spare.take().expect("make_room found a spare")
                 };
-                self.open_head(mem, charge, ctx);
+                self.open_head(mem, charge, q, ctx);
                 self.segs
-                    .append_to_head(len, ctx.layout.segment_size)
+                    .append_to_head(q, len, ctx.layout.segment_size)
                     .expect("a new segment takes any shared record")
             }
         };
@@ -170,6 +175,13 @@ impl Shard {
         self.index.reserve(1, |&l| {
             table_hash(hasher.hash_one(item::key(segs.item(Loc(l)))))
         });
+        self.fit_ghost();
         Ok(())
+    }
+
+    /// Sizes the ghost set by the index, as its charge assumes.
+    pub(super) fn fit_ghost(&mut self) {
+        self.ghost
+            .resize(memory::index_buckets(self.index.capacity()));
     }
 }

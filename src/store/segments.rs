@@ -1,8 +1,9 @@
 //! A shard's segment table: how segments are sized ([`Layout`]), which ids
-//! are in use and which are free, their order from newest to oldest, and
-//! the head, the shared segment appends go to.
+//! are in use and which are free, their order from newest to oldest, the
+//! two queues a segment belongs to ([`Queue`]), and each queue's head, the
+//! shared segment its appends go to.
 //!
-//! It hands out and takes back ids and memory and keeps the age order; it
+//! It hands out and takes back ids and memory and keeps the orders; it
 //! does not decide what to evict, charge the budget, or know the index.
 
 use super::list::{self, Links, List, Nodes};
@@ -52,6 +53,17 @@ impl Layout {
     }
 }
 
+/// Which of a shard's two FIFO queues a segment is in (S3-FIFO, SOSP'23):
+/// new keys go to the small probation queue, and only those read while
+/// there, or seen again soon after leaving it (the ghost set), reach the
+/// main queue. One-hit wonders and scans then pass through a tenth of the
+/// memory instead of pushing the working set out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queue {
+    Small = 0,
+    Main = 1,
+}
+
 /// One segment: a shared one receiving appends or sealed, or a large
 /// record's own. A vacant entry has no memory and chains its table's free
 /// list through `links.next`.
@@ -68,7 +80,11 @@ pub struct Segment {
     /// Which use of its node this is, so a sweep that stopped inside it
     /// can tell whether it is still the segment it was walking.
     pub epoch: u32,
+    pub queue: Queue,
+    /// Place in the shard's age order.
     pub links: Links,
+    /// Place in its queue's order.
+    qlinks: Links,
 }
 
 impl Segment {
@@ -82,7 +98,9 @@ impl Segment {
             live_bytes: 0,
             charge: 0,
             epoch: 0,
+            queue: Queue::Main,
             links,
+            qlinks: Links::detached(),
         }
     }
 
@@ -130,6 +148,18 @@ impl Nodes for Tables {
     }
 }
 
+/// The same table seen through the queue links.
+struct QueueNodes<'a>(&'a mut Tables);
+
+impl Nodes for QueueNodes<'_> {
+    fn links(&self, i: u32) -> &Links {
+        &self.0.get(i).qlinks
+    }
+    fn links_mut(&mut self, i: u32) -> &mut Links {
+        &mut self.0.get_mut(i).qlinks
+    }
+}
+
 /// The segment table of one shard.
 #[derive(Debug)]
 pub struct Segments {
@@ -138,8 +168,11 @@ pub struct Segments {
     free_solo: u32,
     /// Segments from the newest (head of the list) to the oldest.
     order: List,
-    /// The shared segment appends go to.
-    pub head: Option<u32>,
+    /// Each queue's segments, newest to oldest, and their charges.
+    queues: [List; 2],
+    queue_bytes: [usize; 2],
+    /// Each queue's shared segment that appends go to.
+    heads: [Option<u32>; 2],
     /// Segments installed so far, for their epochs.
     pub installs: u32,
 }
@@ -161,7 +194,9 @@ impl Segments {
             free_shared: list::NIL,
             free_solo: list::NIL,
             order: List::new(),
-            head: None,
+            queues: [List::new(), List::new()],
+            queue_bytes: [0, 0],
+            heads: [None, None],
             installs: 0,
         }
     }
@@ -211,6 +246,37 @@ impl Segments {
         self.order.head()
     }
 
+    /// The oldest segment of a queue.
+    pub fn oldest_in(&self, q: Queue) -> Option<u32> {
+        self.queues[q as usize].tail()
+    }
+
+    /// The segment next newer than `node` in its queue.
+    #[cfg(test)]
+    pub fn newer_in(&self, node: u32) -> Option<u32> {
+        let p = self.get(node).qlinks.prev();
+        (p != list::NIL).then_some(p)
+    }
+
+    /// What a queue's segments are charged.
+    pub fn queue_bytes(&self, q: Queue) -> usize {
+        self.queue_bytes[q as usize]
+    }
+
+    /// The segment a queue's appends go to.
+    pub fn head(&self, q: Queue) -> Option<u32> {
+        self.heads[q as usize]
+    }
+
+    pub fn set_head(&mut self, q: Queue, node: Option<u32>) {
+        self.heads[q as usize] = node;
+    }
+
+    /// Whether appends go to this segment.
+    pub fn is_head(&self, node: u32) -> bool {
+        self.heads.contains(&Some(node))
+    }
+
     /// Whether a new shared segment could be given a node.
     pub fn can_open(&self) -> bool {
         self.free_shared != list::NIL || self.tables.shared.len() < SHARED_IDS as usize
@@ -220,8 +286,11 @@ impl Segments {
     /// memory, its charge (still on the books) and how much of it is written.
     pub fn detach(&mut self, node: u32) -> (SegMem, usize, usize) {
         self.order.unlink(&mut self.tables, node);
-        if self.head == Some(node) {
-            self.head = None;
+        let q = self.get(node).queue as usize;
+        self.queues[q].unlink(&mut QueueNodes(&mut self.tables), node);
+        self.queue_bytes[q] -= self.get(node).charge;
+        if self.heads[q] == Some(node) {
+            self.heads[q] = None;
         }
         let free = if is_solo(node) {
             &mut self.free_solo
@@ -265,8 +334,9 @@ impl Segments {
         Some(node)
     }
 
-    /// Puts memory in a node as the newest segment.
-    pub fn install(&mut self, node: u32, mem: SegMem, charge: usize) {
+    /// Puts memory in a node as the newest segment, and the newest of
+    /// queue `q`.
+    pub fn install(&mut self, node: u32, mem: SegMem, charge: usize, queue: Queue) {
         self.installs = self.installs.wrapping_add(1);
         let seg = self.tables.get_mut(node);
         *seg = Segment {
@@ -276,14 +346,18 @@ impl Segments {
             live_bytes: 0,
             charge,
             epoch: self.installs,
+            queue,
             links: Links::detached(),
+            qlinks: Links::detached(),
         };
         self.order.push_front(&mut self.tables, node);
+        self.queues[queue as usize].push_front(&mut QueueNodes(&mut self.tables), node);
+        self.queue_bytes[queue as usize] += charge;
     }
 
-    /// Space for `len` bytes at the end of the head segment, if it has it.
-    pub fn append_to_head(&mut self, len: usize, segment_size: usize) -> Option<Loc> {
-        let h = self.head?;
+    /// Space for `len` bytes at the end of queue `q`'s head, if it has it.
+    pub fn append_to_head(&mut self, q: Queue, len: usize, segment_size: usize) -> Option<Loc> {
+        let h = self.heads[q as usize]?;
         let seg = self.get_mut(h);
         if seg.used + len > segment_size {
             return None;

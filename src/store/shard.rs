@@ -24,13 +24,14 @@ use foldhash::quality::FixedState;
 use hashbrown::HashTable;
 
 use super::clock;
+use super::ghost::Ghost;
 use super::item;
 use super::loc::Loc;
 use super::memory::Memory;
 use super::record::{DEAD, FETCHED, Meta, NewItem};
 use super::request::{ItemView, Lookup};
 use super::segment::{PREFIX, SegMem};
-use super::segments::{Layout, Segments};
+use super::segments::{Layout, Queue, Segments};
 
 /// What a shard operation needs from the store.
 pub struct Ctx<'a> {
@@ -133,6 +134,9 @@ pub struct Shard {
     /// page faults) for every 64 KiB written. Freed first when memory is
     /// wanted for anything else.
     pub(super) spare: Option<(SegMem, usize)>,
+    /// Keys lately evicted unread from the small queue (charged with the
+    /// index, sized by it).
+    pub(super) ghost: Ghost,
     pub counters: Counters,
 }
 
@@ -155,6 +159,7 @@ impl Shard {
             moves: 0,
             garbage: Vec::new(),
             spare: None,
+            ghost: Ghost::new(),
             counters: Counters {
                 total_items: 0,
                 evictions: 0,
@@ -258,7 +263,7 @@ impl Shard {
         mem.set_state(at, state | DEAD);
         seg.live -= 1;
         seg.live_bytes -= len;
-        if seg.live == 0 && self.segs.head != Some(node) {
+        if seg.live == 0 && !self.segs.is_head(node) {
             self.free_segment(node, ctx)
         } else {
             None
@@ -347,8 +352,17 @@ impl Shard {
         if at.is_none() {
             self.index_room(ctx)?;
         }
+        // A new version stays in its queue; a new key is on probation
+        // unless it was evicted from probation lately. With evictions off
+        // nothing is evicted, so nothing needs to be on probation.
+        let queue = match at {
+            _ if !ctx.evictions => Queue::Main,
+            Some(at) => self.segs.get(at.node()).queue,
+            None if self.ghost.take(hash) => Queue::Main,
+            None => Queue::Small,
+        };
         let moves = self.moves;
-        let loc = self.place(new, deadline, at, ctx)?;
+        let loc = self.place(new, deadline, at, queue, ctx)?;
         self.counters.total_items += 1;
         let old = match at {
             None => None,
@@ -478,6 +492,7 @@ impl Shard {
     pub fn check(&self, hasher: &FixedState) {
         let mut live = 0;
         let mut charges = 0;
+        let mut queues = [0; 2];
         let mut at_node = self.segs.newest();
         let mut prev = super::list::NIL;
         while let Some(node) = at_node {
@@ -499,14 +514,29 @@ impl Shard {
             assert_eq!(at, seg.used, "records fill segment {node} exactly");
             assert_eq!((n, bytes), (seg.live, seg.live_bytes), "segment {node}");
             assert!(
-                n > 0 || self.segs.head == Some(node),
+                n > 0 || self.segs.is_head(node),
                 "empty sealed segment {node}"
             );
+            if let Some(h) = self.segs.head(seg.queue) {
+                assert_eq!(self.segs.get(h).queue, seg.queue, "head of the wrong queue");
+            }
+            queues[seg.queue as usize] += seg.charge;
             live += n;
             prev = node;
             at_node = (seg.links.next() != super::list::NIL).then_some(seg.links.next());
         }
         assert_eq!(self.segs.oldest().unwrap_or(super::list::NIL), prev);
+        for q in [Queue::Small, Queue::Main] {
+            assert_eq!(self.segs.queue_bytes(q), queues[q as usize], "{q:?} bytes");
+            let mut n = 0;
+            let mut at = self.segs.oldest_in(q);
+            while let Some(node) = at {
+                assert_eq!(self.segs.get(node).queue, q);
+                n += self.segs.get(node).charge;
+                at = self.segs.newer_in(node);
+            }
+            assert_eq!(n, queues[q as usize], "{q:?} list");
+        }
         assert_eq!(live, self.len);
         assert_eq!(self.index.len(), self.len as usize);
         let spare = self.spare.as_ref().map_or(0, |(_, charge)| *charge);

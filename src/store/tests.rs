@@ -503,6 +503,73 @@ fn eviction_spares_items_read_since_they_were_stored() {
     check(&s);
 }
 
+/// Writes `n` keys `{prefix}{i}` of 100-byte values, never read.
+fn scan(s: &Store, prefix: &str, n: usize, now: u32) {
+    for i in 0..n {
+        let key = format!("{prefix}{i}");
+        assert_eq!(
+            cmd(s, Set, key.as_bytes(), 0, 0, &[b'x'; 100], 0, now),
+            StoreResult::Stored
+        );
+    }
+}
+
+#[test]
+fn a_scan_does_not_push_out_items_read_before_it() {
+    // 256 KiB in one shard: 4 KiB segments of about 30 such items, about
+    // 1,900 items in all.
+    let s = new_store(256 * 1024, true, true, 1);
+    let now = 2;
+    scan(&s, "hot", 200, now);
+    for i in 0..200 {
+        assert!(value(&s, &format!("hot{i}"), now).is_some());
+    }
+    // Ten times the memory of keys written once and never read: they pass
+    // through the small queue; the hot keys, read once, moved to the main
+    // queue when their segments left the small one, and stay.
+    scan(&s, "scan", 20_000, now);
+    assert!(s.stats().evictions > 17_000, "{:?}", s.stats().evictions);
+    for i in 0..200 {
+        assert!(
+            value(&s, &format!("hot{i}"), now).is_some(),
+            "hot{i} was evicted"
+        );
+    }
+    check(&s);
+}
+
+#[test]
+fn a_key_written_again_soon_after_its_eviction_is_kept() {
+    let s = new_store(256 * 1024, true, true, 1);
+    let now = 2;
+    let queue_of = |key: &[u8]| {
+        let shard = s.lock(0);
+        let loc = shard.find(key, s.hasher.hash_one(key)).expect("stored");
+        shard.segs.get(loc.node()).queue
+    };
+    // Without reading it, which would mark it for the main queue.
+    let present = |key: &[u8]| s.lock(0).find(key, s.hasher.hash_one(key)).is_some();
+    set(&s, "again", "0123456789", now);
+    assert_eq!(queue_of(b"again"), segments::Queue::Small);
+    // Evicted unread, from the small queue: a ghost.
+    let mut i = 0;
+    while present(b"again") {
+        scan(&s, &format!("fill{i}-"), 10, now);
+        i += 1;
+    }
+    set(&s, "again", "0123456789", now);
+    assert_eq!(queue_of(b"again"), segments::Queue::Main);
+    // In the main queue it outlives a scan without being read.
+    scan(&s, "scan", 20_000, now);
+    assert_eq!(value(&s, "again", now).as_deref(), Some("0123456789"));
+    // A key never evicted before starts on probation, and a scan takes it.
+    set(&s, "new", "0123456789", now);
+    assert_eq!(queue_of(b"new"), segments::Queue::Small);
+    scan(&s, "scan2-", 20_000, now);
+    assert_eq!(get(&s, b"new", now), Lookup::Miss);
+    check(&s);
+}
+
 #[test]
 fn add_on_existing_bumps() {
     let s = new_store(room_for(2), true, true, 1);
@@ -810,8 +877,8 @@ fn delayed_flush_reaches_unread_items_by_sweep() {
 #[test]
 fn accounting_per_item() {
     // A 10-byte key and a 100-byte value with flags and CAS: an 11-byte
-    // prefix, 2 + 10 + 4 + 8 + 100 = 124 item bytes, 8 of index.
-    assert_eq!(Store::item_overhead(10, 100), 143);
+    // prefix, 2 + 10 + 4 + 8 + 100 = 124 item bytes, 9 of index and ghost.
+    assert_eq!(Store::item_overhead(10, 100), 144);
     // The first item opens a segment (1 MiB over one shard: 16 KiB ones)
     // and the index; the next ones fill them.
     let s = new_store(MB, true, true, 1);
@@ -839,7 +906,7 @@ fn accounting_per_item() {
 
 #[test]
 fn an_empty_store_is_small() {
-    assert!(size_of::<Cell>() <= 320, "{}", size_of::<Cell>());
+    assert!(size_of::<Cell>() <= 384, "{}", size_of::<Cell>());
     let s = new_store(64 * MB, true, true, 256);
     assert_eq!(s.stats().bytes, 0);
     assert_eq!(s.config().shards, 256);

@@ -41,6 +41,7 @@ use format::{Counted, FileHeader, Fingerprint, SegmentHeader, ShardHeader, Trail
 use super::loc::Loc;
 use super::record::{ALL_BITS, DEAD, Meta};
 use super::segment::{PREFIX, SegMem};
+use super::segments::Queue;
 use super::shard::{Shard, table_hash};
 use super::{Clock, Store, StoreConfig, clock, item, memory};
 
@@ -539,7 +540,9 @@ impl ShardLoad<'_, '_> {
                     "more segments than a shard can have".into(),
                 ));
             };
-            self.shard.segs.install(node, mem, charge);
+            // Which queue a segment was in is not kept: all come back in
+            // the main queue, as a warm cache's survivors.
+            self.shard.segs.install(node, mem, charge, Queue::Main);
             self.shard.segs.get_mut(node).used = used;
             self.adopt(node, solo, used)?;
         }
@@ -549,11 +552,12 @@ impl ShardLoad<'_, '_> {
             self.reserve(grown - self.shard.index_charge)?;
             self.shard.index_charge = grown;
         }
+        self.shard.fit_ghost();
         // Appends go on in the newest segment if it is a shared one.
         if let Some(node) = self.shard.segs.newest()
             && !super::loc::is_solo(node)
         {
-            self.shard.segs.head = Some(node);
+            self.shard.segs.set_head(Queue::Main, Some(node));
         }
         Ok(())
     }
