@@ -39,9 +39,10 @@ impl Shard {
         } else {
             self.compactable(ctx)?
         };
+        let cas_base = self.segs.get(victim).cas_base;
         let (mem, charge, used) = self.segs.detach(victim);
         if is_solo(victim) {
-            return Some(self.evict_solo(victim, mem, charge, protect, ctx));
+            return Some(self.evict_solo(victim, (mem, cas_base), charge, protect, ctx));
         }
         // The victim's charge pays for the segment its survivors move to.
         let mut budget = charge;
@@ -66,7 +67,7 @@ impl Shard {
                 && (!ctx.evictions || Some(old) == protect || (m.has(ACTIVE) && len <= keep_max));
             let moved = if keep {
                 keep_max = keep_max.saturating_sub(len);
-                self.copy_forward(&mem, this, len, &mut budget, ctx)
+                self.copy_forward((&mem, cas_base), this, len, &mut budget, ctx)
             } else {
                 None
             };
@@ -96,11 +97,12 @@ impl Shard {
     }
 
     /// [`Shard::evict_segment`] for a large record's own segment: kept (the
-    /// same memory back as the newest segment, no copy) or dropped.
+    /// same memory back as the newest segment, no copy, its CAS numbering
+    /// kept) or dropped.
     pub(super) fn evict_solo(
         &mut self,
         victim: u32,
-        mem: SegMem,
+        (mem, cas_base): (SegMem, u64),
         charge: usize,
         protect: Option<Loc>,
         ctx: &Ctx,
@@ -112,7 +114,7 @@ impl Shard {
         let keep = !dead && (!ctx.evictions || Some(old) == protect || m.has(ACTIVE));
         if keep && let Some(node) = self.segs.take_node(true) {
             let len = mem.len();
-            self.segs.install(node, mem, charge);
+            self.segs.install(node, mem, charge, cas_base);
             let seg = self.segs.get_mut(node);
             seg.used = len;
             seg.live = 1;
@@ -163,8 +165,9 @@ impl Shard {
     }
 
     /// With evictions off: the oldest segment worth compacting, one whose
-    /// dead space could hold any shared record (so its live records fit in
-    /// one new segment), or a large record's own segment whose item is dead.
+    /// dead space could hold any shared record and the CAS each live record
+    /// may have to carry once moved (so its live records fit in one new
+    /// segment), or a large record's own segment whose item is dead.
     pub(super) fn compactable(&self, ctx: &Ctx) -> Option<u32> {
         let worth = ctx.layout.shared_max.max(1);
         let mut at = self.segs.oldest();
@@ -173,7 +176,8 @@ impl Shard {
             let found = if is_solo(node) {
                 ctx.dead(Meta::read(seg.mem(), 0)).is_some()
             } else {
-                seg.used - seg.live_bytes >= worth && self.segs.head != Some(node)
+                seg.used - seg.live_bytes >= worth + item::CAS_LEN * seg.live as usize
+                    && self.segs.head != Some(node)
             };
             if found {
                 return Some(node);
@@ -183,17 +187,22 @@ impl Shard {
         None
     }
 
-    /// Copies the live record at `at` of a detached shared segment to the
-    /// newest segment, paying for a new segment out of `budget`. `None` if
-    /// there is no room for it.
+    /// Copies the live record at `at` (`len` bytes) of a detached shared
+    /// segment (its memory and CAS base) to the newest segment, paying for
+    /// a new segment out of `budget`; the copy carries the CAS its place
+    /// gave it. `None` if there is no room for it.
     pub(super) fn copy_forward(
         &mut self,
-        from: &SegMem,
+        (from, cas_base): (&SegMem, u64),
         at: usize,
         len: usize,
         budget: &mut usize,
         ctx: &Ctx,
     ) -> Option<Loc> {
+        let item = from.bytes(at + PREFIX, len - PREFIX);
+        let carry = (self.cas_rule.on && item::header(item).cas.is_none())
+            .then(|| self.cas_rule.value(cas_base + at as u64));
+        let len = len + carry.map_or(0, |_| item::CAS_LEN);
         let loc = match self.segs.append_to_head(len, ctx.layout.segment_size) {
             Some(loc) => loc,
             None => {
@@ -224,8 +233,11 @@ impl Shard {
         let m = Meta::read(from, at);
         let state = m.bits() & !ACTIVE;
         mem.write_prefix(to, state, m.deadline, m.time, len - PREFIX);
-        mem.bytes_mut(to + PREFIX, len - PREFIX)
-            .copy_from_slice(from.bytes(at + PREFIX, len - PREFIX));
+        let dst = mem.bytes_mut(to + PREFIX, len - PREFIX);
+        match carry {
+            Some(cas) => item::write_carrying(dst, item, cas),
+            None => dst.copy_from_slice(item),
+        }
         Some(loc)
     }
 

@@ -95,7 +95,9 @@ pub struct NewItem<'a> {
     key: &'a [u8],
     key_binary: bool,
     flags: u32,
-    cas: u64,
+    /// A CAS it must carry (kept, or chosen by the client); `None`: the
+    /// next one, which its place gives it.
+    cas: Option<u64>,
     fill: &'a dyn Fn(&mut [u8]),
     pub(super) item_len: usize,
     /// A large record's own segment, until it is placed.
@@ -105,12 +107,13 @@ pub struct NewItem<'a> {
 impl<'a> NewItem<'a> {
     /// `fill` writes the value; it may run more than once (a write that
     /// has to retry). Large items are written here, outside any lock.
+    /// `cas`: one the item must have, or `None` for a new one.
     pub fn new(
         layout: Layout,
         key: &'a [u8],
         key_binary: bool,
         flags: u32,
-        cas: u64,
+        cas: Option<u64>,
         value_len: usize,
         fill: &'a dyn Fn(&mut [u8]),
     ) -> NewItem<'a> {
@@ -134,6 +137,19 @@ impl<'a> NewItem<'a> {
 
     pub fn record_len(&self) -> usize {
         PREFIX + self.item_len
+    }
+
+    /// Whether the item takes the CAS its place gives it.
+    pub(super) fn takes_new_cas(&self) -> bool {
+        self.cas.is_none()
+    }
+
+    /// Makes a shared item carry `cas` instead of taking its place's (for
+    /// a place whose CAS would not be newer than every one handed out).
+    pub(super) fn carry_cas(&mut self, cas: u64) {
+        debug_assert!(self.solo.is_none() && self.cas.is_none());
+        self.cas = Some(cas);
+        self.item_len += item::CAS_LEN;
     }
 
     pub(super) fn write_item(&self, dst: &mut [u8]) {

@@ -86,12 +86,14 @@ impl Shard {
             let garbage = self.free_segment(old, ctx);
             self.garbage.extend(garbage);
         }
-        self.segs.install(node, mem, charge);
+        // Records appended here take the numbers from `cas_next` on.
+        self.segs.install(node, mem, charge, self.cas_next);
         self.segs.head = Some(node);
     }
 
     /// Finds room for a record and writes it, state clear, access time
-    /// now. Returns where it is; it is not yet in the index or counted.
+    /// now; one that takes a new CAS takes it here. Returns where it is;
+    /// it is not yet in the index or counted.
     pub(super) fn place(
         &mut self,
         new: &mut NewItem,
@@ -99,6 +101,21 @@ impl Shard {
         protect: Option<Loc>,
         ctx: &Ctx,
     ) -> Result<Loc, Full> {
+        if new.takes_new_cas()
+            && new.solo.is_none()
+            && self.cas_rule.on
+            && let Some(h) = self.segs.head
+        {
+            // Large records numbered since the head's last append (each
+            // takes one number, an append one per byte of the record before
+            // it) can leave the head's next place behind `cas_next`: rare,
+            // and then the item carries a new CAS instead.
+            let seg = self.segs.get(h);
+            if seg.cas_base + (seg.used as u64) < self.cas_next {
+                let cas = self.issue_cas();
+                new.carry_cas(cas);
+            }
+        }
         let len = new.record_len();
         let loc = if new.solo.is_some() {
             let charge = memory::segment_cost(len);
@@ -108,7 +125,7 @@ impl Shard {
                 return Err(Full::NoMemory);
             };
             let mem = new.solo.take().expect("checked above");
-            self.segs.install(node, mem, charge);
+            self.segs.install(node, mem, charge, self.cas_next);
             self.segs.get_mut(node).used = len;
             Loc::solo(node)
         } else if let Some(loc) = self.segs.append_to_head(len, ctx.layout.segment_size) {
@@ -139,6 +156,11 @@ impl Shard {
                     .expect("a new segment takes any shared record")
             }
         };
+        if new.takes_new_cas() && self.cas_rule.on {
+            let seq = self.placed_seq(loc);
+            debug_assert!(seq >= self.cas_next, "a place whose CAS was handed out");
+            self.cas_next = seq + 1;
+        }
         let (node, at) = (loc.node(), loc.offset());
         let seg = self.segs.get_mut(node);
         seg.live += 1;

@@ -68,6 +68,9 @@ pub struct Segment {
     /// Which use of its node this is, so a sweep that stopped inside it
     /// can tell whether it is still the segment it was walking.
     pub epoch: u32,
+    /// The CAS sequence number of a record at offset 0: a record that
+    /// carries no CAS of its own has this plus its offset (see `Shard::cas`).
+    pub cas_base: u64,
     pub links: Links,
 }
 
@@ -82,6 +85,7 @@ impl Segment {
             live_bytes: 0,
             charge: 0,
             epoch: 0,
+            cas_base: 0,
             links,
         }
     }
@@ -265,8 +269,9 @@ impl Segments {
         Some(node)
     }
 
-    /// Puts memory in a node as the newest segment.
-    pub fn install(&mut self, node: u32, mem: SegMem, charge: usize) {
+    /// Puts memory in a node as the newest segment, its records' CAS
+    /// numbered from `cas_base`.
+    pub fn install(&mut self, node: u32, mem: SegMem, charge: usize, cas_base: u64) {
         self.installs = self.installs.wrapping_add(1);
         let seg = self.tables.get_mut(node);
         *seg = Segment {
@@ -276,6 +281,7 @@ impl Segments {
             live_bytes: 0,
             charge,
             epoch: self.installs,
+            cas_base,
             links: Links::detached(),
         };
         self.order.push_front(&mut self.tables, node);

@@ -318,6 +318,104 @@ fn cas_rules() {
 }
 
 #[test]
+fn a_cas_handed_out_still_matches_after_eviction_moves_the_item() {
+    // One shard of 4 MiB: 64 KiB segments, small records share them.
+    let s = new_store(4 * MB, true, true, 1);
+    let now = 2;
+    set(&s, "hot", "v", now);
+    let cas = hit(get(&s, b"hot", now)).cas;
+    let mut newest = cas;
+    for i in 0..60_000 {
+        let (r, c) = s.store(
+            StoreRequest::new(Set, format!("k{i}").as_bytes(), 0, 0, &[1; 100]),
+            now,
+        );
+        assert_eq!(r, StoreResult::Stored);
+        assert!(c > newest, "CAS {c} after {newest}");
+        newest = c;
+        if i % 1000 == 0 {
+            // Read, so that eviction moves it rather than dropping it.
+            assert_eq!(hit(get(&s, b"hot", now)).cas, cas, "after {i} sets");
+        }
+    }
+    assert!(s.stats().evictions > 0 && s.lock(0).moves > 0);
+    assert_eq!(s.peek(b"hot", now).unwrap().cas, cas);
+    assert_eq!(
+        cmd(&s, Cas, b"hot", 0, 0, b"w", cas, now),
+        StoreResult::Stored
+    );
+    assert!(hit(get(&s, b"hot", now)).cas > newest);
+    check(&s);
+}
+
+#[test]
+fn large_and_small_writes_interleaved_keep_cas_values_new_and_unique() {
+    // Large records take a number each between the appends of small ones,
+    // up to more than a small record's length: those then carry theirs.
+    let s = new_store(64 * MB, true, true, 1);
+    let now = 2;
+    let big = vec![7u8; 5000];
+    let mut newest = 0;
+    let mut seen = std::collections::HashSet::new();
+    for round in 0..40 {
+        for i in 0..round {
+            let key = format!("big{round}.{i}");
+            let (r, c) = s.store(StoreRequest::new(Set, key.as_bytes(), 0, 0, &big), now);
+            assert!(r == StoreResult::Stored && c > newest, "{c} after {newest}");
+            newest = c;
+        }
+        for key in ["a", "b"] {
+            let (r, c) = s.store(StoreRequest::new(Set, key.as_bytes(), 1, 0, b"small"), now);
+            assert!(r == StoreResult::Stored && c > newest, "{c} after {newest}");
+            newest = c;
+        }
+    }
+    s.for_each_item(now, |it| {
+        assert!(seen.insert(it.cas), "CAS {} twice", it.cas);
+        true
+    });
+    assert_eq!(seen.len(), s.stats().curr_items as usize);
+    check(&s);
+}
+
+#[test]
+fn compaction_without_evictions_keeps_every_cas() {
+    let s = new_store(2 * MB, false, true, 1);
+    let now = 2;
+    let mut cas = std::collections::HashMap::new();
+    let mut i = 0;
+    // Fill, delete every other item, fill again: the second fill needs
+    // the dead space, so segments are compacted and their records moved.
+    for round in 0..2 {
+        loop {
+            let key = format!("k{i}");
+            let (r, c) = s.store(StoreRequest::new(Set, key.as_bytes(), 0, 0, &[3; 200]), now);
+            if r != StoreResult::Stored {
+                break;
+            }
+            cas.insert(key, c);
+            i += 1;
+            if round == 1 && s.lock(0).moves > 0 && i % 500 == 0 {
+                break;
+            }
+        }
+        if round == 0 {
+            for j in (0..i).step_by(2) {
+                let key = format!("k{j}");
+                assert!(remove(&s, key.as_bytes(), now));
+                cas.remove(&key);
+            }
+        }
+    }
+    assert!(s.lock(0).moves > 0, "nothing was compacted");
+    assert_eq!(s.stats().evictions, 0);
+    for (key, c) in &cas {
+        assert_eq!(hit(get(&s, key.as_bytes(), now)).cas, *c, "{key}");
+    }
+    check(&s);
+}
+
+#[test]
 fn cas_off_is_zero_everywhere() {
     let s = new_store(MB, true, false, 4);
     set(&s, "k", "v", 2);
@@ -471,7 +569,7 @@ fn delete() {
 /// Room for exactly `n` items like `set(s, "kN", "0123456789")` (so
 /// small a limit that each has a segment of its own) and their index.
 fn room_for(n: usize) -> usize {
-    let record = segment::PREFIX + item::encoded_len(2, 10, 0, 1);
+    let record = segment::PREFIX + item::encoded_len(2, 10, 0, None);
     n * memory::segment_cost(record) + memory::index_cost(n)
 }
 
@@ -809,9 +907,10 @@ fn delayed_flush_reaches_unread_items_by_sweep() {
 
 #[test]
 fn accounting_per_item() {
-    // A 10-byte key and a 100-byte value with flags and CAS: an 11-byte
-    // prefix, 2 + 10 + 4 + 8 + 100 = 124 item bytes, 8 of index.
-    assert_eq!(Store::item_overhead(10, 100), 143);
+    // A 10-byte key and a 100-byte value with flags: an 11-byte prefix,
+    // 2 + 10 + 4 + 100 = 116 item bytes (the CAS comes from the record's
+    // place), 8 of index.
+    assert_eq!(Store::item_overhead(10, 100), 135);
     // The first item opens a segment (1 MiB over one shard: 16 KiB ones)
     // and the index; the next ones fill them.
     let s = new_store(MB, true, true, 1);
@@ -820,8 +919,9 @@ fn accounting_per_item() {
     assert_eq!(s.stats().bytes, first as u64);
     cmd(&s, Set, b"0123456780", 0, 0, &[0; 100], 0, 2);
     assert_eq!(s.stats().bytes, first as u64);
-    // One past the segment's records opens another.
-    for i in 0..16 * 1024 / 131 {
+    // One past the segment's records (11 + 2 + 10 + 100 bytes, no flags)
+    // opens another.
+    for i in 0..16 * 1024 / 123 {
         cmd(
             &s,
             Set,
