@@ -156,7 +156,7 @@ impl Shard {
                     .expect("a new segment takes any shared record")
             }
         };
-        if new.takes_new_cas() && self.cas_rule.on {
+        if new.derives_cas() && self.cas_rule.on {
             let seq = self.placed_seq(loc);
             debug_assert!(seq >= self.cas_next, "a place whose CAS was handed out");
             self.cas_next = seq + 1;
