@@ -230,7 +230,15 @@ fn counters_are_created_with_their_initial_value_unless_told_not_to() {
         incr(INCREMENT, b"t", 1, 0, 0),
     ]
     .concat();
-    let got = responses(&exchange(&mut s, &input));
+    let mut got = responses(&exchange(&mut s, &input));
+    // Each new version's CAS is newer than the last; which numbers they
+    // are is the store's choice, so the nth one reads as n below.
+    let (mut last, mut nth) = (0, 0);
+    for r in got.iter_mut().filter(|r| r.cas != 0) {
+        assert!(r.cas > last, "CAS {} after {last}", r.cas);
+        (last, nth) = (r.cas, nth + 1);
+        r.cas = nth;
+    }
     let counter = |v: u64, cas| Response {
         value: v.to_be_bytes().to_vec(),
         ..ok(INCREMENT, cas)

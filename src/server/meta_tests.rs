@@ -13,8 +13,9 @@ use crate::server::session::Session;
 use crate::stats::LocalStats;
 use crate::store::{Clock, Store};
 
-/// A session on a server with one shard (so CAS values count up from
-/// 1, as memcached's do) and a clock that moves only when told.
+/// A session on a server with one shard (so CAS values grow with each
+/// write, as memcached's do, though not one by one) and a clock that moves
+/// only when told.
 fn session() -> Session {
     let mut config = Cli::try_parse_from(["ferrocache"])
         .unwrap()
@@ -96,7 +97,7 @@ fn stale_items_and_recache_tokens() {
             ("ms s2 1\r\nx\r\nms s1 1 T100\r\na\r\n", "HD\r\nHD\r\n"),
             // C0 is no CAS to invalidate with; a newer CAS is refused.
             ("ms s1 1 I C0 T0\r\nb\r\n", "EX\r\n"),
-            ("ms s1 1 I C3 T0\r\nb\r\n", "EX\r\n"),
+            ("ms s1 1 I C999999 T0\r\nb\r\n", "EX\r\n"),
             ("ms s1 1 I C1 T0\r\nb\r\n", "HD\r\n"),
             ("mg s1 v t\r\n", "VA 1 t100 X W\r\nb\r\n"),
             ("mg s1 t\r\n", "HD t100 Z X\r\n"),

@@ -26,14 +26,14 @@ impl Store {
             let ctx = self.ctx(now);
             let (old, garbage) = self.lock(si).snapshot(key, hash, &ctx);
             drop(garbage);
-            let Some(old) = old else {
+            let Some((old, old_cas)) = old else {
                 if !req.vivify {
                     return ArithResult::NotFound;
                 }
                 return self.vivify_counter(&req, hash, si, now);
             };
             let h = item::header(&old);
-            if req.compare_cas != 0 && req.compare_cas != h.cas {
+            if req.compare_cas != 0 && req.compare_cas != old_cas {
                 return ArithResult::Exists;
             }
             let old_value = &old[h.value_start..];
@@ -50,9 +50,9 @@ impl Store {
             // memcached rewrites the number in place (no new item for
             // total_items), padded to the old length, unless it is longer
             // than the stored text or something else holds the item.
-            let in_place = ndigits <= old_value.len() && req.held != Some(h.cas);
+            let in_place = ndigits <= old_value.len() && req.held != Some(old_cas);
             let len = if in_place { old_value.len() } else { ndigits };
-            let cas = self.cas_for(si, req.cas_in);
+            let cas = self.cas_for(req.cas_in);
             let fill = |d: &mut [u8]| {
                 d[..ndigits].copy_from_slice(&digits[..ndigits]);
                 d[ndigits..].fill(b' ');
@@ -65,13 +65,13 @@ impl Store {
                     keep_state(prev, e);
                     ttl_at_read = run_steps(e, req.steps, false).ttl;
                 })?;
-                if swapped.0 && in_place {
+                if swapped.0.is_some() && in_place {
                     shard.counters.total_items -= 1;
                 }
                 Ok(swapped)
             });
             match swapped {
-                Some(true) => {
+                Some(Some(cas)) => {
                     return ArithResult::Done(Counter {
                         value: n,
                         cas,
@@ -80,7 +80,7 @@ impl Store {
                     });
                 }
                 // Changed meanwhile: read it again.
-                Some(false) => {}
+                Some(None) => {}
                 None => return ArithResult::OutOfMemory,
             }
         }
@@ -99,7 +99,7 @@ impl Store {
         let key = req.key;
         let mut digits = [0u8; 20];
         let ndigits = item::format_counter(req.initial, &mut digits);
-        let cas = self.cas_for(si, req.cas_in);
+        let cas = self.cas_for(req.cas_in);
         let fill = |d: &mut [u8]| d.copy_from_slice(&digits[..ndigits]);
         let mut built = NewItem::new(self.layout, key, req.key_binary, 0, cas, ndigits, &fill);
         let outcome = self.with_room(si, now, |shard, ctx| {
@@ -112,10 +112,10 @@ impl Store {
             let mut e = shard.meta(loc);
             let ttl = run_steps(&mut e, req.steps, true).ttl;
             shard.set_meta(loc, e);
-            Ok((Some(ttl), more.or(garbage)))
+            Ok((Some((ttl, shard.cas(loc))), more.or(garbage)))
         });
         match outcome {
-            Some(Some(ttl_at_read)) => ArithResult::Done(Counter {
+            Some(Some((ttl_at_read, cas))) => ArithResult::Done(Counter {
                 value: req.initial,
                 cas,
                 ttl_at_read,

@@ -46,10 +46,16 @@ impl Shard {
         } else {
             self.compactable(ctx)?
         };
+        Some(self.evict_victim(victim, protect, park, ctx))
+    }
+
+    /// [`Shard::evict_segment`] of a chosen victim: the bytes given back.
+    fn evict_victim(&mut self, victim: u32, protect: Option<Loc>, park: bool, ctx: &Ctx) -> usize {
         let on_probation = self.segs.get(victim).queue == Queue::Small;
+        let cas_base = self.segs.get(victim).cas_base;
         let (mem, charge, used) = self.segs.detach(victim);
         if is_solo(victim) {
-            return Some(self.evict_solo(victim, mem, charge, protect, on_probation, ctx));
+            return self.evict_solo(victim, (mem, cas_base), charge, protect, on_probation, ctx);
         }
         // The victim's charge pays for the segment its survivors move to.
         let mut budget = charge;
@@ -74,11 +80,17 @@ impl Shard {
             let old = Loc::shared(victim, this);
             let hash = ctx.hash(item::key(mem.bytes(this + PREFIX, len - PREFIX)));
             let dead = ctx.dead(m).is_some();
+            // What the record takes where it goes: a moved record carries
+            // its CAS.
+            let moved_len = len + self.carries_cas(mem.bytes(this + PREFIX, len - PREFIX));
             let keep = !dead
-                && (!ctx.evictions || Some(old) == protect || (m.has(ACTIVE) && len <= keep_max));
+                && (!ctx.evictions
+                    || Some(old) == protect
+                    || (m.has(ACTIVE) && moved_len <= keep_max));
             let moved = if keep {
-                keep_max = keep_max.saturating_sub(len);
-                self.copy_forward(&mem, this, len, &mut budget, ctx)
+                keep_max = keep_max.saturating_sub(moved_len);
+                let from = (&mem, cas_base);
+                self.copy_forward(from, this, len, &mut budget, ctx)
             } else {
                 None
             };
@@ -107,7 +119,7 @@ impl Shard {
             self.garbage.push(mem.into_bytes());
         }
         self.unreserve(budget, ctx);
-        Some(budget)
+        budget
     }
 
     /// The segment to evict: the small queue's oldest while that queue
@@ -126,12 +138,12 @@ impl Shard {
     }
 
     /// [`Shard::evict_segment`] for a large record's own segment: kept (the
-    /// same memory back as the newest segment of the main queue, no copy)
-    /// or dropped.
+    /// same memory back as the newest segment of the main queue, no copy,
+    /// its CAS numbering kept) or dropped.
     pub(super) fn evict_solo(
         &mut self,
         victim: u32,
-        mem: SegMem,
+        (mem, cas_base): (SegMem, u64),
         charge: usize,
         protect: Option<Loc>,
         on_probation: bool,
@@ -144,7 +156,7 @@ impl Shard {
         let keep = !dead && (!ctx.evictions || Some(old) == protect || m.has(ACTIVE));
         if keep && let Some(node) = self.segs.take_node(true) {
             let len = mem.len();
-            self.segs.install(node, mem, charge, Queue::Main);
+            self.segs.install(node, mem, charge, Queue::Main, cas_base);
             let seg = self.segs.get_mut(node);
             seg.used = len;
             seg.live = 1;
@@ -198,8 +210,9 @@ impl Shard {
     }
 
     /// With evictions off: the oldest segment worth compacting, one whose
-    /// dead space could hold any shared record (so its live records fit in
-    /// one new segment), or a large record's own segment whose item is dead.
+    /// dead space could hold any shared record and the CAS each live record
+    /// may have to carry once moved (so its live records fit in one new
+    /// segment), or a large record's own segment whose item is dead.
     pub(super) fn compactable(&self, ctx: &Ctx) -> Option<u32> {
         let worth = ctx.layout.shared_max.max(1);
         let mut at = self.segs.oldest();
@@ -208,7 +221,8 @@ impl Shard {
             let found = if is_solo(node) {
                 ctx.dead(Meta::read(seg.mem(), 0)).is_some()
             } else {
-                seg.used - seg.live_bytes >= worth && !self.segs.is_head(node)
+                seg.used - seg.live_bytes >= worth + item::CAS_LEN * seg.live as usize
+                    && !self.segs.is_head(node)
             };
             if found {
                 return Some(node);
@@ -218,17 +232,27 @@ impl Shard {
         None
     }
 
-    /// Copies the live record at `at` of a detached shared segment to the
-    /// main queue's head, paying for a new segment out of `budget`. `None`
-    /// if there is no room for it.
+    /// Copies the live record at `at` (`len` bytes) of a detached shared
+    /// segment (its memory and CAS base) to the main queue's head, paying
+    /// for a new segment out of `budget`; the copy carries the CAS its
+    /// place gave it. `None` if there is no room for it.
+    ///
+    /// Promotions from the small queue are not capped, and the CAS each
+    /// carries can make them outgrow the victim's segment when nearly all
+    /// of it was read: the last ones are then evicted, as ghosts, so a
+    /// write of them goes straight to the main queue.
     pub(super) fn copy_forward(
         &mut self,
-        from: &SegMem,
+        (from, cas_base): (&SegMem, u64),
         at: usize,
         len: usize,
         budget: &mut usize,
         ctx: &Ctx,
     ) -> Option<Loc> {
+        let item = from.bytes(at + PREFIX, len - PREFIX);
+        let carry =
+            (self.carries_cas(item) != 0).then(|| self.cas_rule.value(cas_base + at as u64));
+        let len = len + carry.map_or(0, |_| item::CAS_LEN);
         let main = Queue::Main;
         let loc = match self.segs.append_to_head(main, len, ctx.layout.segment_size) {
             Some(loc) => loc,
@@ -263,9 +287,22 @@ impl Shard {
         spared.spare();
         let state = spared.bits();
         mem.write_prefix(to, state, m.deadline, m.time, len - PREFIX);
-        mem.bytes_mut(to + PREFIX, len - PREFIX)
-            .copy_from_slice(from.bytes(at + PREFIX, len - PREFIX));
+        let dst = mem.bytes_mut(to + PREFIX, len - PREFIX);
+        match carry {
+            Some(cas) => item::write_carrying(dst, item, cas),
+            None => dst.copy_from_slice(item),
+        }
         Some(loc)
+    }
+
+    /// The bytes a record's item grows by when it moves: its CAS, if it
+    /// took the one its place gave it.
+    fn carries_cas(&self, item: &[u8]) -> usize {
+        if self.cas_rule.on && item::header(item).cas.is_none() {
+            item::CAS_LEN
+        } else {
+            0
+        }
     }
 
     /// Reclaims dead records, looking at up to `budget` records from where

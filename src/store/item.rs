@@ -3,10 +3,13 @@
 //! hands out a slice of it.
 //!
 //! Layout: `[key_len u8][has u8][key][flags u32 LE if has&FLAGS][cas u64 LE if has&CAS][value]`.
-//! Flags and CAS are left out when they are 0 (memcached also drops zero
-//! flags). Everything here is fixed for the life of a record: a new CAS
-//! means a new record. What changes in place (deadline, access time, the
-//! fetched and active bits) lives in the record's prefix, which this
+//! Flags are left out when they are 0 (memcached also drops zero flags).
+//! Most items carry no CAS: theirs follows from where their record is (see
+//! `Shard::cas`). An item carries one only when that would be wrong: a
+//! record moved by eviction keeps the CAS it had, and a client may choose
+//! one (meta `E`). Everything here is fixed for the life of a record: a new
+//! CAS means a new record. What changes in place (deadline, access time,
+//! the fetched and active bits) lives in the record's prefix, which this
 //! module does not know, nor where the item is kept.
 
 /// Longest key an item can hold (its length is one byte).
@@ -17,16 +20,23 @@ const HAS_CAS: u8 = 2;
 /// The key was sent in base64 (the meta `b` flag): replies show it encoded.
 const KEY_BINARY: u8 = 4;
 
-/// Bytes the encoding adds to a key and value.
-pub fn encoded_len(key_len: usize, value_len: usize, flags: u32, cas: u64) -> usize {
-    2 + key_len + if flags != 0 { 4 } else { 0 } + if cas != 0 { 8 } else { 0 } + value_len
+/// Bytes an item takes: a key and value, flags, and a CAS if it carries one.
+pub fn encoded_len(key_len: usize, value_len: usize, flags: u32, cas: Option<u64>) -> usize {
+    2 + key_len
+        + if flags != 0 { 4 } else { 0 }
+        + if cas.is_some() { CAS_LEN } else { 0 }
+        + value_len
 }
+
+/// What carrying its own CAS adds to an item.
+pub const CAS_LEN: usize = 8;
 
 /// The immutable fields of an encoded item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub flags: u32,
-    pub cas: u64,
+    /// The CAS the item carries, if it carries one.
+    pub cas: Option<u64>,
     /// Where the value starts in the item.
     pub value_start: usize,
 }
@@ -40,13 +50,15 @@ pub fn header(item: &[u8]) -> Header {
     let has = item[1];
     let mut at = 2 + item[0] as usize;
     let mut flags = 0;
-    let mut cas = 0;
+    let mut cas = None;
     if has & HAS_FLAGS != 0 {
         flags = u32::from_le_bytes(item[at..at + 4].try_into().expect("4 bytes"));
         at += 4;
     }
     if has & HAS_CAS != 0 {
-        cas = u64::from_le_bytes(item[at..at + 8].try_into().expect("8 bytes"));
+        cas = Some(u64::from_le_bytes(
+            item[at..at + 8].try_into().expect("8 bytes"),
+        ));
         at += 8;
     }
     Header {
@@ -77,7 +89,7 @@ pub fn key_binary(item: &[u8]) -> bool {
 }
 
 /// Writes an item of `dst.len()` bytes (its [`encoded_len`]) whose value
-/// `fill` writes.
+/// `fill` writes; it carries `cas` if that is given.
 ///
 /// Panics if the key is longer than [`KEY_MAX`]; the store checks first.
 pub fn write(
@@ -85,7 +97,7 @@ pub fn write(
     key: &[u8],
     key_binary: bool,
     flags: u32,
-    cas: u64,
+    cas: Option<u64>,
     fill: impl FnOnce(&mut [u8]),
 ) {
     assert!(key.len() <= KEY_MAX, "key longer than {KEY_MAX} bytes");
@@ -98,12 +110,26 @@ pub fn write(
         dst[at..at + 4].copy_from_slice(&flags.to_le_bytes());
         at += 4;
     }
-    if cas != 0 {
+    if let Some(cas) = cas {
         dst[1] |= HAS_CAS;
         dst[at..at + 8].copy_from_slice(&cas.to_le_bytes());
         at += 8;
     }
     fill(&mut dst[at..]);
+}
+
+/// Writes `src`, an item that carries no CAS, into `dst` (8 bytes longer)
+/// as the same item carrying `cas`.
+pub fn write_carrying(dst: &mut [u8], src: &[u8], cas: u64) {
+    debug_assert!(src[1] & HAS_CAS == 0 && dst.len() == src.len() + CAS_LEN);
+    let mut at = 2 + src[0] as usize;
+    if src[1] & HAS_FLAGS != 0 {
+        at += 4;
+    }
+    dst[..at].copy_from_slice(&src[..at]);
+    dst[1] |= HAS_CAS;
+    dst[at..at + CAS_LEN].copy_from_slice(&cas.to_le_bytes());
+    dst[at + CAS_LEN..].copy_from_slice(&src[at..]);
 }
 
 /// Reads a stored value as incr/decr must: memcached's `safe_strtoull`, i.e.
@@ -166,7 +192,7 @@ pub fn format_counter(n: u64, buf: &mut [u8; 20]) -> usize {
 mod tests {
     use super::*;
 
-    fn make(key: &[u8], flags: u32, cas: u64, value: &[u8]) -> Vec<u8> {
+    fn make(key: &[u8], flags: u32, cas: Option<u64>, value: &[u8]) -> Vec<u8> {
         let mut b = vec![0; encoded_len(key.len(), value.len(), flags, cas)];
         write(&mut b, key, false, flags, cas, |d| d.copy_from_slice(value));
         b
@@ -174,7 +200,13 @@ mod tests {
 
     #[test]
     fn round_trip_every_header_shape() {
-        for (flags, cas) in [(0, 0), (7, 0), (0, 9), (u32::MAX, u64::MAX)] {
+        for (flags, cas) in [
+            (0, None),
+            (7, None),
+            (0, Some(9)),
+            (0, Some(0)),
+            (u32::MAX, Some(u64::MAX)),
+        ] {
             let b = make(b"key", flags, cas, b"value");
             assert_eq!(b.len(), encoded_len(3, 5, flags, cas));
             assert_eq!(key(&b), b"key");
@@ -185,10 +217,20 @@ mod tests {
     }
 
     #[test]
+    fn an_item_made_to_carry_a_cas_keeps_everything_else() {
+        for flags in [0, 7] {
+            let src = make(b"key", flags, None, b"value");
+            let mut dst = vec![0; src.len() + CAS_LEN];
+            write_carrying(&mut dst, &src, 42);
+            assert_eq!(dst, make(b"key", flags, Some(42), b"value"));
+        }
+    }
+
+    #[test]
     fn values_of_any_length() {
         for vlen in [0, 1, 13, 100, 4096, 300_000] {
             let value: Vec<u8> = (0..vlen).map(|i| i as u8).collect();
-            let b = make(b"k", 0, 0, &value);
+            let b = make(b"k", 0, None, &value);
             assert_eq!(&b[header(&b).value_start..], &value[..]);
             assert!(!key_binary(&b));
         }
@@ -196,7 +238,7 @@ mod tests {
 
     #[test]
     fn well_formed_items_are_told_from_impossible_ones() {
-        let good = make(b"key", 7, 9, b"value");
+        let good = make(b"key", 7, Some(9), b"value");
         assert!(is_well_formed(&good));
         for cut in 0..good.len() - 5 {
             assert!(!is_well_formed(&good[..cut]), "cut at {cut}");
@@ -210,7 +252,7 @@ mod tests {
     #[test]
     fn longest_key() {
         let k = vec![b'k'; KEY_MAX];
-        let b = make(&k, 1, 2, b"v");
+        let b = make(&k, 1, Some(2), b"v");
         assert_eq!(key(&b), &k[..]);
     }
 

@@ -11,9 +11,9 @@
 //! It imports neither `protocol` nor `server`.
 //!
 //! Layout: [`Store`] (here) hashes a key to a shard, each behind its own
-//! mutex, and owns what spans shards: CAS numbering, the byte budget, the
-//! flush cutoff, and [`Store::with_room`], the one loop by which every write
-//! finds memory. The requests are `read.rs` (lookups), `write.rs` (stores
+//! mutex, and owns what spans shards: the byte budget, the flush cutoff,
+//! and [`Store::with_room`], the one loop by which every write finds
+//! memory. Each shard numbers its own CAS values (`Shard::cas`). The requests are `read.rs` (lookups), `write.rs` (stores
 //! and deletes) and `counter.rs` (incr/decr). Inside a shard: `shard.rs`
 //! the index and a record's lifecycle, `room.rs` where a new record goes,
 //! `evict.rs` what leaves, `segments.rs` the segment table, `loc.rs` a
@@ -54,7 +54,7 @@ mod snapshot;
 mod write;
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -72,7 +72,7 @@ pub use snapshot::{
 
 use record::NewItem;
 use segments::Layout;
-use shard::{Ctx, Full, Shard};
+use shard::{CasRule, Ctx, Full, Shard};
 
 /// What the store needs from the configuration.
 #[derive(Debug, Clone)]
@@ -131,13 +131,11 @@ pub struct StoreStats {
 /// with out of memory (only under heavy contention).
 const MAX_WRITE_ATTEMPTS: usize = 16;
 
-/// One shard and its CAS counter, on a cache line of their own.
+/// One shard, on a cache line of its own. It numbers its own CAS values,
+/// under its lock, so a CAS value costs no global atomic.
 #[repr(align(64))]
 struct Cell {
     shard: Mutex<Shard>,
-    /// The next CAS sequence number; taken before the lock, so a CAS value
-    /// costs no global atomic.
-    cas: AtomicU64,
 }
 
 /// A locked shard. Unlocking frees the segment memory the shard let go
@@ -214,15 +212,23 @@ impl Store {
     /// A store whose key hash has this seed (a snapshot's, to load it).
     fn with_seed(mut config: StoreConfig, clock: Clock, seed: u64) -> Store {
         config.shards = config.shards.max(1).next_power_of_two();
+        let shard_bits = config.shards.trailing_zeros();
         let cells = (0..config.shards)
-            .map(|_| Cell {
-                shard: Mutex::new(Shard::new()),
-                cas: AtomicU64::new(1),
+            .map(|i| {
+                let mut shard = Shard::new();
+                shard.cas_rule = CasRule {
+                    on: config.cas_enabled,
+                    shard_bits: shard_bits as u8,
+                    shard: u16::try_from(i).expect("at most 65536 shards"),
+                };
+                Cell {
+                    shard: Mutex::new(shard),
+                }
             })
             .collect();
         Store {
             cells,
-            shard_bits: config.shards.trailing_zeros(),
+            shard_bits,
             hasher: FixedState::with_seed(seed),
             seed,
             memory: memory::Memory::new(config.memory_limit),
@@ -252,11 +258,12 @@ impl Store {
 
     /// What one item takes, in bytes, once its segment is full: its record
     /// (an 11-byte prefix holding state, deadline and access time; the item
-    /// header of 2 bytes + 4 for non-zero flags + 8 for CAS; key; value) and
-    /// its share of the hash index. This is the figure for non-zero flags
-    /// with CAS on. For a 10-byte key and a 100-byte value: 143 bytes.
+    /// header of 2 bytes + 4 for non-zero flags; key; value) and its share
+    /// of the hash index. This is the figure for non-zero flags; an item
+    /// moved by eviction, or given its CAS by the client, carries its CAS:
+    /// 8 more. For a 10-byte key and a 100-byte value: 135 bytes.
     pub fn item_overhead(key_len: usize, value_len: usize) -> usize {
-        segment::PREFIX + item::encoded_len(key_len, value_len, 1, 1) + memory::INDEX_SHARE
+        segment::PREFIX + item::encoded_len(key_len, value_len, 1, None) + memory::INDEX_SHARE
     }
 
     /// Whether an item could ever fit under the limit.
@@ -306,23 +313,11 @@ impl Store {
         }
     }
 
-    /// A CAS value unique across shards: the shard's sequence number with
-    /// the shard index in the low bits. Never 0; 0 when CAS is off.
-    fn next_cas(&self, shard: usize) -> u64 {
-        if !self.config.cas_enabled {
-            return 0;
-        }
-        let seq = self.cells[shard].cas.fetch_add(1, Ordering::Relaxed);
-        (seq << self.shard_bits) | shard as u64
-    }
-
-    /// The CAS a new version gets: `cas_in` if the client chose one (meta
-    /// `E`), else the next one. 0 when CAS is off.
-    fn cas_for(&self, shard: usize, cas_in: Option<u64>) -> u64 {
-        match cas_in {
-            Some(cas) if self.config.cas_enabled => cas,
-            _ => self.next_cas(shard),
-        }
+    /// The CAS a new version must carry: `cas_in` if the client chose one
+    /// (meta `E`) and CAS is on; else `None`, and its shard gives it the
+    /// next one as it stores it (see `Shard::cas`).
+    fn cas_for(&self, cas_in: Option<u64>) -> Option<u64> {
+        cas_in.filter(|_| self.config.cas_enabled)
     }
 
     /// flush_all. With a deadline of 0 or not after `now`: every item goes

@@ -81,7 +81,7 @@ impl Shard {
         let value = Value {
             data: it.slice(h.value_start..),
             flags: h.flags,
-            cas: h.cas,
+            cas: self.cas_of(loc, &h),
         };
         let mut e = self.meta(loc);
         let fetched = e.has(FETCHED);
@@ -161,7 +161,7 @@ impl Store {
                 Err(_) => unreachable!("a lookup that creates nothing needs no memory"),
             };
         }
-        let cas = self.cas_for(si, req.cas_in);
+        let cas = self.cas_for(req.cas_in);
         let mut fresh = NewItem::new(self.layout, key, req.key_binary, 0, cas, 0, &|_| {});
         let fits = self.fits(&fresh);
         // A retry after a failed insert still holds `fresh`.
@@ -196,7 +196,7 @@ impl Store {
                     key_binary: item::key_binary(it),
                     deadline: e.deadline,
                     time: e.time,
-                    cas: h.cas,
+                    cas: shard.cas_of(loc, &h),
                     fetched: e.has(FETCHED),
                     flags: h.flags,
                     value_len: it.len() - h.value_start,

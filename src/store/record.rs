@@ -111,7 +111,11 @@ pub struct NewItem<'a> {
     key: &'a [u8],
     key_binary: bool,
     flags: u32,
-    cas: u64,
+    /// A CAS it must carry (kept, or chosen by the client); `None`: the
+    /// next one, which its place gives it.
+    cas: Option<u64>,
+    /// `cas` is a new one given by [`NewItem::carry_cas`], for one attempt.
+    cas_issued: bool,
     fill: &'a dyn Fn(&mut [u8]),
     pub(super) item_len: usize,
     /// A large record's own segment, until it is placed.
@@ -121,12 +125,13 @@ pub struct NewItem<'a> {
 impl<'a> NewItem<'a> {
     /// `fill` writes the value; it may run more than once (a write that
     /// has to retry). Large items are written here, outside any lock.
+    /// `cas`: one the item must have, or `None` for a new one.
     pub fn new(
         layout: Layout,
         key: &'a [u8],
         key_binary: bool,
         flags: u32,
-        cas: u64,
+        cas: Option<u64>,
         value_len: usize,
         fill: &'a dyn Fn(&mut [u8]),
     ) -> NewItem<'a> {
@@ -136,6 +141,7 @@ impl<'a> NewItem<'a> {
             key_binary,
             flags,
             cas,
+            cas_issued: false,
             fill,
             item_len,
             solo: None,
@@ -150,6 +156,33 @@ impl<'a> NewItem<'a> {
 
     pub fn record_len(&self) -> usize {
         PREFIX + self.item_len
+    }
+
+    /// Whether the item takes a new CAS when it is placed: from its place,
+    /// or carried (see [`NewItem::carry_cas`]). A new attempt to place it
+    /// takes a new one, so that it is newer than any stored meanwhile.
+    pub(super) fn takes_new_cas(&mut self) -> bool {
+        if self.cas_issued {
+            self.cas_issued = false;
+            self.cas = None;
+            self.item_len -= item::CAS_LEN;
+        }
+        self.cas.is_none()
+    }
+
+    /// Whether the item is to have the CAS its place gives it.
+    pub(super) fn derives_cas(&self) -> bool {
+        self.cas.is_none()
+    }
+
+    /// Makes a shared item carry `cas`, just issued, instead of taking its
+    /// place's (for a place whose CAS would not be newer than every one
+    /// handed out).
+    pub(super) fn carry_cas(&mut self, cas: u64) {
+        debug_assert!(self.solo.is_none() && self.cas.is_none());
+        self.cas = Some(cas);
+        self.cas_issued = true;
+        self.item_len += item::CAS_LEN;
     }
 
     pub(super) fn write_item(&self, dst: &mut [u8]) {

@@ -89,13 +89,17 @@ impl Shard {
                 self.garbage.extend(garbage);
             }
         }
-        self.segs.install(node, mem, charge, q);
+        // Records appended here take the sequence numbers of their
+        // offsets, a range no other segment is given.
+        let base = self.cas_next;
+        self.cas_next += mem.len() as u64;
+        self.segs.install(node, mem, charge, q, base);
         self.segs.set_head(q, Some(node));
     }
 
     /// Finds room for a record in queue `q` and writes it, state clear,
-    /// access time now. Returns where it is; it is not yet in the index or
-    /// counted.
+    /// access time now; one that takes a new CAS takes it here. Returns
+    /// where it is; it is not yet in the index or counted.
     pub(super) fn place(
         &mut self,
         new: &mut NewItem,
@@ -104,6 +108,26 @@ impl Shard {
         q: Queue,
         ctx: &Ctx,
     ) -> Result<Loc, Full> {
+        if new.takes_new_cas()
+            && new.solo.is_none()
+            && self.cas_rule.on
+            && let Some(h) = self.segs.head(q)
+            && let Some(old) = protect
+        {
+            // A new version must show a newer CAS than the one it replaces,
+            // which may sit in a segment opened after this head (a record
+            // moved by eviction carries its CAS to the main queue's head,
+            // the other queue's head may be newer): then the item carries a
+            // new CAS instead of its place's.
+            let seg = self.segs.get(h);
+            let len = new.record_len();
+            if seg.used + len <= ctx.layout.segment_size
+                && self.cas_rule.value(seg.cas_base + seg.used as u64) <= self.cas(old)
+            {
+                let cas = self.issue_cas();
+                new.carry_cas(cas);
+            }
+        }
         let len = new.record_len();
         let loc = if new.solo.is_some() {
             let charge = memory::segment_cost(len);
@@ -113,7 +137,8 @@ impl Shard {
                 return Err(Full::NoMemory);
             };
             let mem = new.solo.take().expect("checked above");
-            self.segs.install(node, mem, charge, q);
+            self.segs.install(node, mem, charge, q, self.cas_next);
+            self.cas_next += 1;
             self.segs.get_mut(node).used = len;
             Loc::solo(node)
         } else if let Some(loc) = self.segs.append_to_head(q, len, ctx.layout.segment_size) {
@@ -144,6 +169,10 @@ impl Shard {
                     .expect("a new segment takes any shared record")
             }
         };
+        debug_assert!(
+            !(new.derives_cas() && self.cas_rule.on) || self.placed_seq(loc) < self.cas_next,
+            "a place outside the numbers given out"
+        );
         let (node, at) = (loc.node(), loc.offset());
         let seg = self.segs.get_mut(node);
         seg.live += 1;

@@ -81,6 +81,9 @@ pub struct Segment {
     /// can tell whether it is still the segment it was walking.
     pub epoch: u32,
     pub queue: Queue,
+    /// The CAS sequence number of a record at offset 0: a record that
+    /// carries no CAS of its own has this plus its offset (see `Shard::cas`).
+    pub cas_base: u64,
     /// Place in the shard's age order.
     pub links: Links,
     /// Place in its queue's order.
@@ -99,6 +102,7 @@ impl Segment {
             charge: 0,
             epoch: 0,
             queue: Queue::Main,
+            cas_base: 0,
             links,
             qlinks: Links::detached(),
         }
@@ -335,8 +339,8 @@ impl Segments {
     }
 
     /// Puts memory in a node as the newest segment, and the newest of
-    /// queue `q`.
-    pub fn install(&mut self, node: u32, mem: SegMem, charge: usize, queue: Queue) {
+    /// queue `queue`, its records' CAS numbered from `cas_base`.
+    pub fn install(&mut self, node: u32, mem: SegMem, charge: usize, queue: Queue, cas_base: u64) {
         self.installs = self.installs.wrapping_add(1);
         let seg = self.tables.get_mut(node);
         *seg = Segment {
@@ -347,6 +351,7 @@ impl Segments {
             charge,
             epoch: self.installs,
             queue,
+            cas_base,
             links: Links::detached(),
             qlinks: Links::detached(),
         };

@@ -95,6 +95,27 @@ pub struct Counters {
     pub last_evicted_age: u32,
 }
 
+/// How a shard turns its CAS sequence numbers into CAS values: the shard's
+/// index in the low bits keeps them unique across shards; 0 when CAS is
+/// off (`-C`). Four bytes, so that a shard with its lock stays within
+/// five cache lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CasRule {
+    pub on: bool,
+    pub shard_bits: u8,
+    pub shard: u16,
+}
+
+impl CasRule {
+    pub(super) fn value(self, seq: u64) -> u64 {
+        if self.on {
+            (seq << self.shard_bits) | u64::from(self.shard)
+        } else {
+            0
+        }
+    }
+}
+
 /// Why a write could not get the memory it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Full {
@@ -138,6 +159,10 @@ pub struct Shard {
     /// index, sized by it).
     pub(super) ghost: Ghost,
     pub counters: Counters,
+    pub(super) cas_rule: CasRule,
+    /// The next CAS sequence number: every one below it has been handed
+    /// out or passed over. Never 0.
+    pub(super) cas_next: u64,
 }
 
 impl Default for Shard {
@@ -170,6 +195,12 @@ impl Shard {
                 last_evicted_at: 0,
                 last_evicted_age: 0,
             },
+            cas_rule: CasRule {
+                on: true,
+                shard_bits: 0,
+                shard: 0,
+            },
+            cas_next: 1,
         }
     }
 
@@ -270,21 +301,54 @@ impl Shard {
         }
     }
 
-    /// The CAS value of a record.
+    /// The CAS value of a record: the one it carries, else the one its
+    /// place gives it. Every reader of a CAS comes here (or to
+    /// [`Shard::cas_of`]).
+    ///
+    /// A record that carries none took the sequence number of its place,
+    /// its segment's `cas_base` plus its offset, when it was written, and
+    /// only if that number was not below `cas_next` (else it carries one;
+    /// see `room.rs`). Records never change, and a record moved keeps its
+    /// CAS by carrying it, so a CAS handed out stays its record's; and as
+    /// `cas_next` only grows, a new version's CAS is newer than any before.
     pub(super) fn cas(&self, loc: Loc) -> u64 {
-        item::header(self.item(loc)).cas
+        self.cas_of(loc, &item::header(self.item(loc)))
     }
 
-    /// The current version of a live item, for a read-modify-write done
-    /// outside the lock (append, prepend, incr, decr).
+    /// [`Shard::cas`] given the record's item header.
+    pub(super) fn cas_of(&self, loc: Loc, h: &item::Header) -> u64 {
+        if !self.cas_rule.on {
+            return 0;
+        }
+        match h.cas {
+            Some(cas) => cas,
+            None => self.cas_rule.value(self.placed_seq(loc)),
+        }
+    }
+
+    /// The sequence number a record's place gives it.
+    pub(super) fn placed_seq(&self, loc: Loc) -> u64 {
+        self.segs.get(loc.node()).cas_base + loc.offset() as u64
+    }
+
+    /// A new CAS for an item that must carry it.
+    pub(super) fn issue_cas(&mut self) -> u64 {
+        let seq = self.cas_next;
+        self.cas_next += 1;
+        self.cas_rule.value(seq)
+    }
+
+    /// The current version of a live item and its CAS, for a
+    /// read-modify-write done outside the lock (append, prepend, incr,
+    /// decr).
     pub(super) fn snapshot(
         &mut self,
         key: &[u8],
         hash: u64,
         ctx: &Ctx,
-    ) -> (Option<Bytes>, Option<Bytes>) {
+    ) -> (Option<(Bytes, u64)>, Option<Bytes>) {
         match self.find_live(key, hash, ctx) {
-            Find::Live(loc) => (Some(self.item_shared(loc)), None),
+            Find::Live(loc) => (Some((self.item_shared(loc), self.cas(loc))), None),
             Find::Dead(_, garbage) => (None, garbage),
             Find::Missing => (None, None),
         }
@@ -303,8 +367,9 @@ impl Shard {
 
     /// Replaces the version `old` (from [`Shard::snapshot`]) of an item
     /// with `new`, keeping its deadline; `then` adjusts the new record's
-    /// state, given the old one's. `Ok(false)` if the item changed
-    /// meanwhile: the caller reads it again.
+    /// state, given the old one's. `Ok(Some(cas))`: swapped, and the new
+    /// version's CAS; `Ok(None)` if the item changed meanwhile: the caller
+    /// reads it again.
     pub(super) fn swap(
         &mut self,
         key: &[u8],
@@ -313,21 +378,21 @@ impl Shard {
         new: &mut NewItem,
         ctx: &Ctx,
         then: impl FnOnce(Meta, &mut Meta),
-    ) -> Result<(bool, Option<Bytes>), Full> {
+    ) -> Result<(Option<u64>, Option<Bytes>), Full> {
         let loc = match self.find_live(key, hash, ctx) {
             Find::Live(loc) => loc,
-            Find::Dead(_, garbage) => return Ok((false, garbage)),
-            Find::Missing => return Ok((false, None)),
+            Find::Dead(_, garbage) => return Ok((None, garbage)),
+            Find::Missing => return Ok((None, None)),
         };
         if !self.is_version(loc, old) {
-            return Ok((false, None));
+            return Ok((None, None));
         }
         let prev = self.meta(loc);
         let (at, garbage) = self.commit(key, hash, Some(loc), new, prev.deadline, ctx)?;
         let mut e = self.meta(at);
         then(prev, &mut e);
         self.set_meta(at, e);
-        Ok((true, garbage))
+        Ok((Some(self.cas(at)), garbage))
     }
 
     /// True if the record at `loc` is the version `old` was read from.
@@ -423,9 +488,13 @@ impl Shard {
             // Nothing older was left: give back every segment, the head too.
             ctx.memory.release(self.bytes);
             let (counters, installs) = (self.counters, self.segs.installs);
+            let (cas_rule, cas_next) = (self.cas_rule, self.cas_next);
             old = mem::take(self);
             self.counters = counters;
             self.segs.installs = installs;
+            // CAS values handed out before stay unique.
+            self.cas_rule = cas_rule;
+            self.cas_next = cas_next;
         }
         (freed, old)
     }
@@ -479,7 +548,7 @@ impl Shard {
                 key_binary: item::key_binary(it),
                 value_len: it.len() - h.value_start,
                 flags: h.flags,
-                cas: h.cas,
+                cas: self.cas_of(loc, &h),
                 deadline: m.deadline,
                 time: m.time,
                 fetched: m.has(FETCHED),

@@ -18,6 +18,7 @@ use crate::item_rules::{Limits, StoreMode};
 impl Shard {
     /// set / add / replace / cas (`mode`, the request's mode with a CAS
     /// compare folded in). Append and prepend go through [`Shard::swap`].
+    /// Returns the outcome and, if stored, the new item's CAS.
     pub(super) fn store(
         &mut self,
         req: &StoreRequest<'_>,
@@ -25,7 +26,7 @@ impl Shard {
         hash: u64,
         new: &mut NewItem,
         ctx: &Ctx,
-    ) -> Result<(StoreResult, Option<Bytes>), Full> {
+    ) -> Result<((StoreResult, u64), Option<Bytes>), Full> {
         let key = req.key;
         let (at, garbage) = match self.find_live(key, hash, ctx) {
             Find::Live(loc) => (Some(loc), None),
@@ -40,12 +41,12 @@ impl Shard {
                 let mut m = self.meta(loc);
                 m.set(ACTIVE);
                 self.set_meta(loc, m);
-                return Ok((StoreResult::NotStored, garbage));
+                return Ok(((StoreResult::NotStored, 0), garbage));
             }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => {
-                return Ok((StoreResult::NotStored, garbage));
+                return Ok(((StoreResult::NotStored, 0), garbage));
             }
-            (StoreMode::Cas, None) => return Ok((StoreResult::NotFound, garbage)),
+            (StoreMode::Cas, None) => return Ok(((StoreResult::NotFound, 0), garbage)),
             (StoreMode::Cas, Some(loc)) => {
                 let (compare, cur) = (req.compare_cas.unwrap_or(0), self.cas(loc));
                 if req.invalidate {
@@ -54,7 +55,7 @@ impl Shard {
                     // 1.6.18 treats C0 as no CAS to invalidate with.
                     if compare != cur {
                         if compare > cur || compare == 0 {
-                            return Ok((StoreResult::Exists, garbage));
+                            return Ok(((StoreResult::Exists, 0), garbage));
                         }
                         let prev = self.meta(loc);
                         deadline = prev.deadline;
@@ -63,7 +64,7 @@ impl Shard {
                 } else if compare == 0 || compare != cur {
                     // A cas of 0 never matches, also when -C leaves every
                     // item's CAS at 0 (memcached answers EXISTS there too).
-                    return Ok((StoreResult::Exists, garbage));
+                    return Ok(((StoreResult::Exists, 0), garbage));
                 }
             }
             (StoreMode::Append | StoreMode::Prepend, Some(_)) => {
@@ -80,7 +81,7 @@ impl Shard {
             }
             self.set_meta(loc, e);
         }
-        Ok((StoreResult::Stored, old.or(garbage)))
+        Ok(((StoreResult::Stored, self.cas(loc)), old.or(garbage)))
     }
 }
 
@@ -130,7 +131,7 @@ impl Store {
             (StoreMode::Set | StoreMode::Replace, Some(_)) => StoreMode::Cas,
             (mode, _) => mode,
         };
-        let cas = self.cas_for(si, req.cas_in);
+        let cas = self.cas_for(req.cas_in);
         let fill = |d: &mut [u8]| d.copy_from_slice(req.value);
         let mut built = NewItem::new(
             self.layout,
@@ -147,11 +148,7 @@ impl Store {
         let stored = self.with_room(si, now, |shard, ctx| {
             shard.store(req, mode, hash, &mut built, ctx)
         });
-        match stored {
-            Some(StoreResult::Stored) => (StoreResult::Stored, cas),
-            Some(other) => (other, 0),
-            None => (StoreResult::OutOfMemory, 0),
-        }
+        stored.unwrap_or((StoreResult::OutOfMemory, 0))
     }
 
     /// append / prepend: flags and deadline are kept, a non-zero
@@ -174,7 +171,7 @@ impl Store {
             let ctx = self.ctx(now);
             let (old, garbage) = self.lock(si).snapshot(req.key, hash, &ctx);
             drop(garbage);
-            let Some(old) = old else {
+            let Some((old, old_cas)) = old else {
                 if !req.vivify {
                     return (StoreResult::NotStored, 0, sent);
                 }
@@ -186,7 +183,7 @@ impl Store {
             };
             let h = item::header(&old);
             if let Some(c) = req.compare_cas.filter(|&c| c != 0)
-                && c != h.cas
+                && c != old_cas
             {
                 return (StoreResult::Exists, 0, sent);
             }
@@ -194,7 +191,7 @@ impl Store {
             if limits.too_large(req.key.len(), old_value.len() + req.value.len(), h.flags) {
                 return (StoreResult::NotStored, 0, sent);
             }
-            let cas = self.cas_for(si, req.cas_in);
+            let cas = self.cas_for(req.cas_in);
             let (first, second) = if req.mode == StoreMode::Append {
                 (old_value, req.value)
             } else {
@@ -221,9 +218,9 @@ impl Store {
                 shard.swap(req.key, hash, &old, &mut built, ctx, |_, _| {})
             });
             match swapped {
-                Some(true) => return (StoreResult::Stored, cas, len),
+                Some(Some(cas)) => return (StoreResult::Stored, cas, len),
                 // Changed meanwhile: read it again.
-                Some(false) => {}
+                Some(None) => {}
                 None => return (StoreResult::OutOfMemory, 0, sent),
             }
         }
@@ -271,16 +268,17 @@ impl Store {
                 return DeleteResult::Deleted;
             }
             let old = shard.item_shared(loc);
+            let old_cas = shard.cas(loc);
             drop(shard);
             let h = item::header(&old);
             let key_binary = item::key_binary(&old);
             let swapped = if req.remove_value {
-                self.remove_value(&req, hash, si, now, &old, h.cas)
+                self.remove_value(&req, hash, si, now, &old, old_cas)
             } else {
                 // A new CAS means a new version of the item.
                 let value = &old[h.value_start..];
                 let fill = |d: &mut [u8]| d.copy_from_slice(value);
-                let cas = self.cas_for(si, req.cas_in);
+                let cas = self.cas_for(req.cas_in);
                 let mut built = NewItem::new(
                     self.layout,
                     key,
@@ -299,7 +297,7 @@ impl Store {
                         e.set(STALE);
                         e.clear(WIN);
                     })?;
-                    if swapped.0 {
+                    if swapped.0.is_some() {
                         // memcached changes the item in place: no new item.
                         shard.counters.total_items -= 1;
                     }
@@ -307,10 +305,10 @@ impl Store {
                 })
             };
             match swapped {
-                Some(true) if req.invalidate => return DeleteResult::Invalidated,
-                Some(true) => return DeleteResult::Deleted,
+                Some(Some(_)) if req.invalidate => return DeleteResult::Invalidated,
+                Some(Some(_)) => return DeleteResult::Deleted,
                 // Changed meanwhile: look again.
-                Some(false) => {}
+                Some(None) => {}
                 None if req.remove_value => return DeleteResult::OutOfMemory,
                 None => return DeleteResult::NotFound,
             }
@@ -322,7 +320,7 @@ impl Store {
     /// one with an empty value, the request's flags and deadline (none
     /// without one), and its CAS kept unless the request brings one. With
     /// `req.invalidate` that item is also marked stale with a new CAS.
-    /// `None`: no memory for it.
+    /// `None`: no memory for it; else what [`Shard::swap`] returned.
     fn remove_value(
         &self,
         req: &DeleteRequest<'_>,
@@ -331,13 +329,11 @@ impl Store {
         now: u32,
         old: &Bytes,
         old_cas: u64,
-    ) -> Option<bool> {
+    ) -> Option<Option<u64>> {
         let cas = if req.invalidate {
-            self.cas_for(si, req.cas_in)
-        } else if self.config.cas_enabled {
-            req.cas_in.unwrap_or(old_cas)
+            self.cas_for(req.cas_in)
         } else {
-            0
+            self.cas_for(Some(req.cas_in.unwrap_or(old_cas)))
         };
         // memcached builds the new item from the key alone, so it no
         // longer remembers that the key came in base64.

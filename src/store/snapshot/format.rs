@@ -10,8 +10,9 @@
 //!               flush_all's oldest_live; CRC
 //! per shard     shard index, next CAS sequence, segment count, live items;
 //!   header      CRC
-//! per segment   kind (shared or a large record's own), bytes used, the
-//!   header      body's CRC; CRC
+//! per segment   kind (shared or a large record's own), bytes used, its
+//!   header      CAS base (the sequence number a record at offset 0 that
+//!               carries no CAS has), the body's CRC; CRC
 //!   body        the segment's bytes as the store keeps them
 //! trailer       magic "FERROEND", segments and live items in the file; CRC
 //! ```
@@ -31,8 +32,9 @@ pub const MAGIC: [u8; 8] = *b"FERROSNP";
 /// The last block's tag.
 pub const END_MAGIC: [u8; 8] = *b"FERROEND";
 /// The format this build writes and reads. A file of another version is
-/// refused: its layout cannot be assumed.
-pub const VERSION: u32 = 1;
+/// refused: its layout cannot be assumed. Version 2: most items carry no
+/// CAS, segments carry a CAS base.
+pub const VERSION: u32 = 2;
 
 /// Segment kinds.
 pub const SHARED: u8 = 0;
@@ -188,7 +190,7 @@ pub struct FileHeader {
 /// Bytes of each header, CRC included.
 pub const FILE_HEADER_LEN: usize = 8 + 4 + 8 + 8 + 4 + 4 + 4 + 4 + 8 + 8 + 8 + 4 + 4;
 pub const SHARD_HEADER_LEN: usize = 4 + 8 + 4 + 4 + 4;
-pub const SEGMENT_HEADER_LEN: usize = 1 + 3 + 4 + 4 + 4;
+pub const SEGMENT_HEADER_LEN: usize = 1 + 3 + 4 + 8 + 4 + 4;
 pub const TRAILER_LEN: usize = 8 + 8 + 8 + 4;
 
 /// One shard's header.
@@ -208,6 +210,7 @@ pub struct ShardHeader {
 pub struct SegmentHeader {
     pub kind: u8,
     pub used: u32,
+    pub cas_base: u64,
     pub body_crc: u32,
 }
 
@@ -392,6 +395,7 @@ impl SegmentHeader {
         let block: [u8; SEGMENT_HEADER_LEN] = Put::new()
             .bytes(&[self.kind, 0, 0, 0])
             .u32(self.used)
+            .u64(self.cas_base)
             .u32(self.body_crc)
             .seal();
         w.write_all(&block)
@@ -408,6 +412,7 @@ impl SegmentHeader {
         Ok(SegmentHeader {
             kind,
             used: t.u32(),
+            cas_base: t.u64(),
             body_crc: t.u32(),
         })
     }
@@ -519,6 +524,7 @@ mod tests {
         let g = SegmentHeader {
             kind: SOLO,
             used: 10,
+            cas_base: 1 << 40,
             body_crc: 77,
         };
         g.write(&mut out).unwrap();
@@ -555,12 +561,14 @@ mod tests {
             assert_eq!(read(&out[..cut]), "the file is truncated", "cut at {cut}");
         }
         assert_eq!(read(b"VALUE x 0 1\r\n"), "not a ferrocache snapshot");
-        let mut newer = out.clone();
-        newer[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(
-            read(&newer),
-            "format version 2; this build reads version 1 only"
-        );
+        for other in [1u32, 3] {
+            let mut file = out.clone();
+            file[8..12].copy_from_slice(&other.to_le_bytes());
+            assert_eq!(
+                read(&file),
+                format!("format version {other}; this build reads version 2 only")
+            );
+        }
     }
 
     #[test]

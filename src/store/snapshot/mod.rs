@@ -206,7 +206,7 @@ impl Store {
         .write(w, fingerprint.shards)?;
         let (mut segments, mut items) = (0u64, 0u64);
         let mut nodes = Vec::new();
-        for (i, cell) in self.cells.iter().enumerate() {
+        for i in 0..self.cells.len() {
             let shard = self.lock(i);
             nodes.clear();
             let mut at = shard.segs.oldest();
@@ -218,7 +218,7 @@ impl Store {
             }
             ShardHeader {
                 index: i as u32,
-                cas_next: cell.cas.load(Ordering::Relaxed),
+                cas_next: shard.cas_next,
                 segments: nodes.len() as u32,
                 items: shard.len,
             }
@@ -233,6 +233,7 @@ impl Store {
                         format::SHARED
                     },
                     used: seg.used as u32,
+                    cas_base: seg.cas_base,
                     body_crc: crc32fast::hash(body),
                 }
                 .write(w)?;
@@ -349,9 +350,17 @@ const SECTIONS_IN_FLIGHT: usize = 4;
 struct Section {
     index: usize,
     header: ShardHeader,
-    /// Each segment's memory (its charge taken), bytes used, and whether it
-    /// holds one large record.
-    segments: Vec<(SegMem, usize, bool)>,
+    segments: Vec<ReadSegment>,
+}
+
+/// A segment read and checked.
+struct ReadSegment {
+    /// Its memory, its charge taken.
+    mem: SegMem,
+    used: usize,
+    /// Whether it holds one large record.
+    solo: bool,
+    cas_base: u64,
 }
 
 /// Reads every shard's section, checking headers, lengths and checksums,
@@ -373,7 +382,6 @@ fn read_sections(
         if header.cas_next == 0 {
             return Err(Invalid::Malformed("a CAS counter of 0".into()));
         }
-        store.cells[i].cas.store(header.cas_next, Ordering::Relaxed);
         // Not sized by the header's count: each segment is charged first.
         let mut section = Section {
             index: i,
@@ -394,7 +402,7 @@ fn read_sections(
 
 /// Reads one segment: its header, its length against the layout, its
 /// memory charged to the budget before it is allocated, its checksum.
-fn read_segment(store: &Store, r: &mut impl Read) -> Result<(SegMem, usize, bool), Invalid> {
+fn read_segment(store: &Store, r: &mut impl Read) -> Result<ReadSegment, Invalid> {
     let h = SegmentHeader::read(r)?;
     let layout = store.layout;
     let used = h.used as usize;
@@ -419,7 +427,12 @@ fn read_segment(store: &Store, r: &mut impl Read) -> Result<(SegMem, usize, bool
     let mut mem = SegMem::new(size);
     r.read_exact(mem.bytes_mut(0, used))?;
     h.check_body(mem.bytes(0, used))?;
-    Ok((mem, used, solo))
+    Ok(ReadSegment {
+        mem,
+        used,
+        solo,
+        cas_base: h.cas_base,
+    })
 }
 
 impl super::Cell {
@@ -529,7 +542,14 @@ impl ShardLoad<'_, '_> {
         index.reserve(hint, |&l| {
             table_hash(hasher.hash_one(item::key(segs.item(Loc(l)))))
         });
-        for (mem, used, solo) in section.segments {
+        self.shard.cas_next = section.header.cas_next;
+        for ReadSegment {
+            mem,
+            used,
+            solo,
+            cas_base,
+        } in section.segments
+        {
             // Charged by the reader.
             let charge = memory::segment_cost(mem.len());
             self.shard.bytes += charge;
@@ -542,7 +562,9 @@ impl ShardLoad<'_, '_> {
             };
             // Which queue a segment was in is not kept: all come back in
             // the main queue, as a warm cache's survivors.
-            self.shard.segs.install(node, mem, charge, Queue::Main);
+            self.shard
+                .segs
+                .install(node, mem, charge, Queue::Main, cas_base);
             self.shard.segs.get_mut(node).used = used;
             self.adopt(node, solo, used)?;
         }
@@ -566,8 +588,13 @@ impl ShardLoad<'_, '_> {
     /// those dead by now; frees the segment if none is left.
     fn adopt(&mut self, node: u32, solo: bool, used: usize) -> Result<(), Invalid> {
         let hasher = &self.store.hasher;
+        let cas_on = self.store.config.cas_enabled;
         let Shard {
-            index, segs, len, ..
+            index,
+            segs,
+            len,
+            cas_next,
+            ..
         } = &mut *self.shard;
         let (mut live, mut live_bytes) = (0u32, 0usize);
         let mut at = 0;
@@ -591,6 +618,15 @@ impl ShardLoad<'_, '_> {
             let item = mem.bytes(at + PREFIX, rec_len - PREFIX);
             if !item::is_well_formed(item) {
                 return Err(Invalid::Malformed("an impossible item header".into()));
+            }
+            // A CAS taken from the record's place was handed out before
+            // the counter's next one.
+            let cas_base = segs.get(node).cas_base;
+            if cas_on
+                && item::header(item).cas.is_none()
+                && cas_base.saturating_add(at as u64) >= *cas_next
+            {
+                return Err(Invalid::Malformed("a CAS not yet handed out".into()));
             }
             let m = Meta::read(mem, at);
             if m.bits() & !ALL_BITS != 0 {
