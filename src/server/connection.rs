@@ -223,10 +223,10 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
             }
         }
 
-        let now = shared.store.clock().now();
+        let mut now = shared.store.clock().now();
         info.set(ConnState::ParseCmd, now);
         let flow = loop {
-            match session.process(&mut rbuf, &mut wbuf) {
+            match session.process_at(&mut rbuf, &mut wbuf, now) {
                 Next::Read => break Ok(Flow::Continue),
                 Next::Write => {
                     let sent = write(
@@ -240,7 +240,10 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
                         break Err(e);
                     }
                 }
-                Next::Yield => tokio::task::yield_now().await,
+                Next::Yield => {
+                    tokio::task::yield_now().await;
+                    now = shared.store.clock().now();
+                }
                 Next::End(flow) => break Ok(flow),
             }
         };
