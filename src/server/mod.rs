@@ -33,6 +33,7 @@ mod meta_tests;
 #[cfg(test)]
 mod sasl_tests;
 pub mod session;
+mod shutdown_wait;
 mod stats_reply;
 mod uring;
 pub mod watch;
