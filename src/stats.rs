@@ -16,6 +16,24 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// `Slot::add`'s body: counters four at a time, then the rest one by one.
+macro_rules! add_by_fours {
+    ($slot:ident, $l:ident; $a:ident, $b:ident, $c:ident, $d:ident $(, $rest:ident)*) => {
+        if ($l.$a | $l.$b | $l.$c | $l.$d) != 0 {
+            add_by_fours!($slot, $l; $a);
+            add_by_fours!($slot, $l; $b);
+            add_by_fours!($slot, $l; $c);
+            add_by_fours!($slot, $l; $d);
+        }
+        add_by_fours!($slot, $l; $($rest),*);
+    };
+    ($slot:ident, $l:ident; $($name:ident),*) => {
+        $(if $l.$name != 0 {
+            $slot.$name.fetch_add($l.$name, Ordering::Relaxed);
+        })*
+    };
+}
+
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
         /// Per-connection counts for one batch; plain integers.
@@ -31,10 +49,11 @@ macro_rules! counters {
         }
 
         impl Slot {
+            /// Adds the non-zero counts. A batch changes a handful of
+            /// counters, so four at a time are tested together before any
+            /// is looked at alone.
             fn add(&self, l: &LocalStats) {
-                $(if l.$name != 0 {
-                    self.$name.fetch_add(l.$name, Ordering::Relaxed);
-                })*
+                add_by_fours!(self, l; $($name),*);
             }
 
             fn read_into(&self, out: &mut LocalStats) {
@@ -60,19 +79,25 @@ macro_rules! counters {
 }
 
 counters!(
-    total_connections,
-    rejected_connections,
+    // What nearly every request changes comes first: `Slot::add` tests
+    // counters four at a time and skips each group of zeroes at once.
     cmd_get,
-    cmd_set,
-    cmd_flush,
-    cmd_touch,
-    cmd_meta,
     get_hits,
     get_misses,
+    bytes_read,
+    bytes_written,
+    cmd_set,
+    cmd_touch,
+    touch_hits,
+    touch_misses,
+    delete_hits,
+    delete_misses,
+    cmd_meta,
+    total_connections,
+    rejected_connections,
+    cmd_flush,
     get_expired,
     get_flushed,
-    delete_misses,
-    delete_hits,
     incr_misses,
     incr_hits,
     decr_misses,
@@ -80,16 +105,12 @@ counters!(
     cas_misses,
     cas_hits,
     cas_badval,
-    touch_hits,
-    touch_misses,
     store_too_large,
     store_no_memory,
     auth_cmds,
     auth_errors,
     ssl_handshake_errors,
     idle_kicks,
-    bytes_read,
-    bytes_written,
     conn_yields,
 );
 
@@ -266,9 +287,6 @@ impl Stats {
 
     /// Adds a batch's counts and zeroes them for the next batch.
     pub fn flush(&self, conn_id: u64, local: &mut LocalStats) {
-        if local.is_zero() {
-            return;
-        }
         self.slot(conn_id).counters.add(local);
         *local = LocalStats::default();
     }
