@@ -773,10 +773,8 @@ mod tests {
     #[test]
     fn histogram_is_cumulative_and_ends_at_inf() {
         let shared = Figures::new();
-        let mut lat = crate::stats::Latency::default();
-        lat.record(CommandKind::Get, 500);
-        lat.record(CommandKind::Get, 3_000);
-        shared.stats.flush_latency(1, &mut lat);
+        shared.stats.record_latency(1, CommandKind::Get, 500);
+        shared.stats.record_latency(1, CommandKind::Get, 3_000);
         let mut text = String::new();
         write_latency(&mut text, &shared.stats);
         let b = |le: &str| {

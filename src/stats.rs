@@ -1,10 +1,12 @@
 //! The counters behind `stats`, with memcached's names, and the per-command
 //! processing-time histogram behind `/metrics`.
 //!
-//! A connection counts into a plain [`LocalStats`] (and [`Latency`]) while it
-//! works through a batch of requests and adds them into the shared [`Stats`]
-//! once per batch, so the request path touches no shared cache line. The
-//! shared side is spread over a few padded slots, summed when someone asks.
+//! A connection counts into a plain [`LocalStats`] while it works through a
+//! batch of requests and adds them into the shared [`Stats`] once per batch,
+//! so the request path touches no shared cache line; a batch's processing
+//! time goes straight into the shared histogram ([`Stats::record_batch`]).
+//! The shared side is spread over a few padded slots, summed when someone
+//! asks.
 //!
 //! `stats` and `/metrics` read the same slots, so the two views cannot drift:
 //! `/metrics` exports the totals since start (Prometheus counters must not go
@@ -13,6 +15,24 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// `Slot::add`'s body: counters four at a time, then the rest one by one.
+macro_rules! add_by_fours {
+    ($slot:ident, $l:ident; $a:ident, $b:ident, $c:ident, $d:ident $(, $rest:ident)*) => {
+        if ($l.$a | $l.$b | $l.$c | $l.$d) != 0 {
+            add_by_fours!($slot, $l; $a);
+            add_by_fours!($slot, $l; $b);
+            add_by_fours!($slot, $l; $c);
+            add_by_fours!($slot, $l; $d);
+        }
+        add_by_fours!($slot, $l; $($rest),*);
+    };
+    ($slot:ident, $l:ident; $($name:ident),*) => {
+        $(if $l.$name != 0 {
+            $slot.$name.fetch_add($l.$name, Ordering::Relaxed);
+        })*
+    };
+}
 
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
@@ -29,10 +49,11 @@ macro_rules! counters {
         }
 
         impl Slot {
+            /// Adds the non-zero counts. A batch changes a handful of
+            /// counters, so four at a time are tested together before any
+            /// is looked at alone.
             fn add(&self, l: &LocalStats) {
-                $(if l.$name != 0 {
-                    self.$name.fetch_add(l.$name, Ordering::Relaxed);
-                })*
+                add_by_fours!(self, l; $($name),*);
             }
 
             fn read_into(&self, out: &mut LocalStats) {
@@ -58,19 +79,25 @@ macro_rules! counters {
 }
 
 counters!(
-    total_connections,
-    rejected_connections,
+    // What nearly every request changes comes first: `Slot::add` tests
+    // counters four at a time and skips each group of zeroes at once.
     cmd_get,
-    cmd_set,
-    cmd_flush,
-    cmd_touch,
-    cmd_meta,
     get_hits,
     get_misses,
+    bytes_read,
+    bytes_written,
+    cmd_set,
+    cmd_touch,
+    touch_hits,
+    touch_misses,
+    delete_hits,
+    delete_misses,
+    cmd_meta,
+    total_connections,
+    rejected_connections,
+    cmd_flush,
     get_expired,
     get_flushed,
-    delete_misses,
-    delete_hits,
     incr_misses,
     incr_hits,
     decr_misses,
@@ -78,16 +105,12 @@ counters!(
     cas_misses,
     cas_hits,
     cas_badval,
-    touch_hits,
-    touch_misses,
     store_too_large,
     store_no_memory,
     auth_cmds,
     auth_errors,
     ssl_handshake_errors,
     idle_kicks,
-    bytes_read,
-    bytes_written,
     conn_yields,
 );
 
@@ -170,60 +193,12 @@ impl CommandKind {
 
 const KINDS: usize = CommandKind::ALL.len();
 
-/// Per-connection processing times for one batch: bucket counts and sums.
-#[derive(Debug, Clone)]
-pub struct Latency {
-    buckets: [[u64; LATENCY_BUCKETS]; KINDS],
-    sum_ns: [u64; KINDS],
-    /// Bit k set: kind k has counts to flush.
-    touched: u32,
-}
-
-impl Default for Latency {
-    fn default() -> Self {
-        Latency {
-            buckets: [[0; LATENCY_BUCKETS]; KINDS],
-            sum_ns: [0; KINDS],
-            touched: 0,
-        }
-    }
-}
-
-impl Latency {
-    /// Counts one command that took `ns` nanoseconds.
-    pub fn record(&mut self, kind: CommandKind, ns: u64) {
-        self.record_n(kind, ns, 1);
-    }
-
-    /// Counts `n` commands of one kind that took `ns` nanoseconds each.
-    fn record_n(&mut self, kind: CommandKind, ns: u64, n: u64) {
-        let k = kind as usize;
-        let b = LATENCY_BOUNDS_NS
-            .iter()
-            .position(|&bound| ns <= bound)
-            .unwrap_or(LATENCY_BOUNDS_NS.len());
-        self.buckets[k][b] += n;
-        self.sum_ns[k] = self.sum_ns[k].wrapping_add(ns.wrapping_mul(n));
-        self.touched |= 1 << k;
-    }
-
-    /// Counts a batch that took `ns` nanoseconds to process, sharing the
-    /// time evenly among its commands, and clears `batch`. Two clock reads
-    /// per batch instead of one per command: a clock read costs about as
-    /// much as a pipelined get.
-    pub fn record_batch(&mut self, batch: &mut BatchKinds, ns: u64) {
-        if batch.total == 0 {
-            return;
-        }
-        let each = ns / u64::from(batch.total);
-        for kind in CommandKind::ALL {
-            let n = batch.counts[kind as usize];
-            if n != 0 {
-                self.record_n(kind, each, u64::from(n));
-            }
-        }
-        *batch = BatchKinds::default();
-    }
+/// The bucket that holds a command that took `ns` nanoseconds.
+fn bucket_of(ns: u64) -> usize {
+    LATENCY_BOUNDS_NS
+        .iter()
+        .position(|&bound| ns <= bound)
+        .unwrap_or(LATENCY_BOUNDS_NS.len())
 }
 
 /// How many commands of each kind one batch ran.
@@ -231,11 +206,21 @@ impl Latency {
 pub struct BatchKinds {
     counts: [u32; KINDS],
     total: u32,
+    /// The kind of the first command, and whether any other kind followed:
+    /// a batch of one kind (nearly all) is recorded without a scan.
+    first: u8,
+    mixed: bool,
 }
 
 impl BatchKinds {
     #[inline]
     pub fn add(&mut self, kind: CommandKind) {
+        let k = kind as u8;
+        if self.total == 0 {
+            self.first = k;
+        } else if self.first != k {
+            self.mixed = true;
+        }
         self.counts[kind as usize] += 1;
         self.total += 1;
     }
@@ -302,33 +287,45 @@ impl Stats {
 
     /// Adds a batch's counts and zeroes them for the next batch.
     pub fn flush(&self, conn_id: u64, local: &mut LocalStats) {
-        if local.is_zero() {
-            return;
-        }
         self.slot(conn_id).counters.add(local);
         *local = LocalStats::default();
     }
 
-    /// Adds a batch's processing times and zeroes them.
-    pub fn flush_latency(&self, conn_id: u64, local: &mut Latency) {
-        if local.touched == 0 {
+    /// Counts one command that took `ns` nanoseconds.
+    pub fn record_latency(&self, conn_id: u64, kind: CommandKind, ns: u64) {
+        self.record_latency_n(conn_id, kind, ns, 1);
+    }
+
+    /// Counts `n` commands of one kind that took `ns` nanoseconds each.
+    fn record_latency_n(&self, conn_id: u64, kind: CommandKind, ns: u64, n: u64) {
+        let slot = &self.slot(conn_id).latency;
+        let k = kind as usize;
+        slot.buckets[k][bucket_of(ns)].fetch_add(n, Ordering::Relaxed);
+        slot.sum_ns[k].fetch_add(ns.wrapping_mul(n), Ordering::Relaxed);
+    }
+
+    /// Counts a batch that took `ns` nanoseconds to process, sharing the
+    /// time evenly among its commands, and clears `batch`. Two clock reads
+    /// per batch instead of one per command, and the shared counts are
+    /// added to at once: a connection keeps no histogram of its own to
+    /// fold in later, which cost more than the two atomic additions.
+    pub fn record_batch(&self, conn_id: u64, batch: &mut BatchKinds, ns: u64) {
+        if batch.total == 0 {
             return;
         }
-        let slot = &self.slot(conn_id).latency;
-        for k in 0..KINDS {
-            if local.touched & (1 << k) == 0 {
-                continue;
-            }
-            for (b, n) in local.buckets[k].iter_mut().enumerate() {
-                if *n != 0 {
-                    slot.buckets[k][b].fetch_add(*n, Ordering::Relaxed);
-                    *n = 0;
+        let each = ns / u64::from(batch.total);
+        if !batch.mixed {
+            let kind = CommandKind::ALL[usize::from(batch.first)];
+            self.record_latency_n(conn_id, kind, each, u64::from(batch.total));
+        } else {
+            for kind in CommandKind::ALL {
+                let n = batch.counts[kind as usize];
+                if n != 0 {
+                    self.record_latency_n(conn_id, kind, each, u64::from(n));
                 }
             }
-            slot.sum_ns[k].fetch_add(local.sum_ns[k], Ordering::Relaxed);
-            local.sum_ns[k] = 0;
         }
-        local.touched = 0;
+        *batch = BatchKinds::default();
     }
 
     /// Totals since start, never reset: what `/metrics` exports.
@@ -610,13 +607,10 @@ mod tests {
     #[test]
     fn latency_lands_in_the_first_bucket_that_holds_it() {
         let s = Stats::new(2);
-        let mut l = Latency::default();
-        l.record(CommandKind::Get, 800);
-        l.record(CommandKind::Get, 1_000);
-        l.record(CommandKind::Get, 1_001);
-        l.record(CommandKind::Set, 5_000_000_000);
-        s.flush_latency(1, &mut l);
-        assert_eq!(l.touched, 0);
+        s.record_latency(1, CommandKind::Get, 800);
+        s.record_latency(1, CommandKind::Get, 1_000);
+        s.record_latency(2, CommandKind::Get, 1_001);
+        s.record_latency(1, CommandKind::Set, 5_000_000_000);
         let snap = s.latency();
         let get = CommandKind::Get as usize;
         let set = CommandKind::Set as usize;
@@ -632,19 +626,41 @@ mod tests {
 
     #[test]
     fn a_batch_shares_its_time_among_its_commands() {
-        let mut l = Latency::default();
+        let s = Stats::new(2);
         let mut b = BatchKinds::default();
         b.add(CommandKind::Get);
         b.add(CommandKind::Get);
         b.add(CommandKind::Set);
-        l.record_batch(&mut b, 6_000);
+        s.record_batch(1, &mut b, 6_000);
         assert_eq!(b.total, 0);
         let get = CommandKind::Get as usize;
         let set = CommandKind::Set as usize;
-        assert_eq!(l.buckets[get][1], 2); // 2 µs each: the 2.5 µs bucket
-        assert_eq!(l.sum_ns[get], 4_000);
-        assert_eq!(l.buckets[set][1], 1);
-        assert_eq!(l.sum_ns[set], 2_000);
+        let snap = s.latency();
+        assert_eq!(snap.buckets[get][1], 2); // 2 µs each: the 2.5 µs bucket
+        assert_eq!(snap.sum_ns[get], 4_000);
+        assert_eq!(snap.buckets[set][1], 1);
+        assert_eq!(snap.sum_ns[set], 2_000);
+        assert_eq!(snap.buckets.iter().flatten().sum::<u64>(), 3);
+    }
+
+    #[test]
+    fn a_batch_of_one_kind_counts_each_command() {
+        let s = Stats::new(2);
+        let mut b = BatchKinds::default();
+        for _ in 0..4 {
+            b.add(CommandKind::Delete);
+        }
+        s.record_batch(1, &mut b, 40_000);
+        let del = CommandKind::Delete as usize;
+        let snap = s.latency();
+        assert_eq!(snap.buckets[del][3], 4); // 10 µs each
+        assert_eq!(snap.sum_ns[del], 40_000);
+        assert_eq!(snap.buckets.iter().flatten().sum::<u64>(), 4);
+        // The next batch starts afresh: one get is not taken for a delete.
+        b.add(CommandKind::Get);
+        s.record_batch(1, &mut b, 500);
+        assert_eq!(s.latency().buckets[CommandKind::Get as usize][0], 1);
+        assert_eq!(s.latency().buckets[del][3], 4);
     }
 
     #[test]

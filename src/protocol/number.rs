@@ -29,6 +29,14 @@ fn is_c_space(b: u8) -> bool {
 /// `none_of`, `satisfy`) step over a matched byte above 0x7f by the UTF-8
 /// length of the character it maps to, which runs past the end of a token.
 fn c_number(token: &[u8]) -> IResult<&[u8], (bool, u64)> {
+    // Nearly every number a client sends is plain digits: read them
+    // directly. Up to 19 digits cannot overflow 64 bits.
+    if (1..=19).contains(&token.len()) && token.iter().all(u8::is_ascii_digit) {
+        let value = token
+            .iter()
+            .fold(0u64, |v, &d| v * 10 + u64::from(d - b'0'));
+        return Ok((&token[token.len()..], (false, value)));
+    }
     let (rest, (_, sign, magnitude, _)) = (
         take_while(is_c_space),
         opt(alt((tag("+"), tag("-")))),
@@ -133,8 +141,13 @@ mod tests {
             (b"+5", Some(5)),
             (b"0100", Some(100)),
             (b"-0", Some(0)),
+            // The longest plain digits read directly, and the shortest
+            // that go through the full reader.
+            (b"9999999999999999999", Some(9_999_999_999_999_999_999)),
+            (b"0000000000000000007", Some(7)),
             (b"18446744073709551615", Some(u64::MAX)),
             (b"18446744073709551616", None),
+            (b"99999999999999999999", None),
             (b"-1", None),
             (b"-18446744073709551615", Some(1)),
             (b"-9223372036854775808", None),

@@ -18,20 +18,23 @@ const MAX_WORDS: usize = MAX_TOKENS - 1;
 #[derive(Debug, Clone, Copy)]
 pub struct Tokens<'a> {
     line: &'a [u8],
-    /// `(start, end)` of each word in `line`.
-    spans: [(usize, usize); MAX_WORDS],
+    /// `(start, end)` of each word in `line`; 32 bits keep the array (which
+    /// every line fills in and copies) small, and no line is that long.
+    spans: [(u32, u32); MAX_WORDS],
     words: usize,
 }
 
 impl<'a> Tokens<'a> {
     pub fn new(line: &'a [u8]) -> Self {
+        // The codec cuts lines at a few MiB; this only keeps the spans exact.
+        let line = &line[..line.len().min(u32::MAX as usize)];
         let mut spans = [(0, 0); MAX_WORDS];
         let mut words = 0;
         let mut start = 0;
         for (i, &b) in line.iter().enumerate() {
             if b == b' ' {
                 if start != i {
-                    spans[words] = (start, i);
+                    spans[words] = (start as u32, i as u32);
                     words += 1;
                     if words == MAX_WORDS {
                         // Like memcached: stop here and leave the rest of the
@@ -43,7 +46,7 @@ impl<'a> Tokens<'a> {
             }
         }
         if start < line.len() {
-            spans[words] = (start, line.len());
+            spans[words] = (start as u32, line.len() as u32);
             words += 1;
         }
         Tokens { line, spans, words }
@@ -58,7 +61,7 @@ impl<'a> Tokens<'a> {
     pub fn get(&self, i: usize) -> &'a [u8] {
         if i < self.words {
             let (s, e) = self.spans[i];
-            &self.line[s..e]
+            &self.line[s as usize..e as usize]
         } else {
             &[]
         }
@@ -72,7 +75,7 @@ impl<'a> Tokens<'a> {
     /// The raw line after word `i`, for commands that read many arguments.
     pub fn after(&self, i: usize) -> &'a [u8] {
         let end = if i < self.words {
-            self.spans[i].1
+            self.spans[i].1 as usize
         } else {
             self.line.len()
         };

@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
 use super::session::{Next, Session, fit_read_buffer};
+use super::shutdown_wait::ShutdownWait;
 use super::watch::{CONNEVENTS, CloseReason, Drained, Peer, Watcher};
 use super::{Flow, Shared};
 use crate::stats::{ConnInfo, ConnState, LocalStats};
@@ -165,8 +166,9 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
     // would lock the token and the waiter list that every connection
     // shares to register and again to deregister; the connection's own
     // child token, awaited through one future for its whole life,
-    // registers once, and its locks are nobody else's.
-    let mut shutdown = std::pin::pin!(shared.shutdown.child_token().cancelled_owned());
+    // registers once, and its locks are nobody else's. `ShutdownWait`
+    // looks at that token only once it has been woken by it.
+    let mut shutdown = std::pin::pin!(ShutdownWait::new(shared.shutdown.child_token()));
 
     let (reason, close) = loop {
         // A data block being read gets its whole size reserved at once (the
@@ -223,10 +225,10 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
             }
         }
 
-        let now = shared.store.clock().now();
+        let mut now = shared.store.clock().now();
         info.set(ConnState::ParseCmd, now);
         let flow = loop {
-            match session.process(&mut rbuf, &mut wbuf) {
+            match session.process_at(&mut rbuf, &mut wbuf, now) {
                 Next::Read => break Ok(Flow::Continue),
                 Next::Write => {
                     let sent = write(
@@ -240,7 +242,10 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
                         break Err(e);
                     }
                 }
-                Next::Yield => tokio::task::yield_now().await,
+                Next::Yield => {
+                    tokio::task::yield_now().await;
+                    now = shared.store.clock().now();
+                }
                 Next::End(flow) => break Ok(flow),
             }
         };
@@ -326,7 +331,7 @@ pub(super) async fn serve_watcher<S: Socket>(
     let peer = stream.peer();
     let idle = shared.config.idle_timeout;
     let mut idle_timer = idle.map(|t| Box::pin(tokio::time::sleep(t)));
-    let mut shutdown = std::pin::pin!(shared.shutdown.child_token().cancelled_owned());
+    let mut shutdown = std::pin::pin!(ShutdownWait::new(shared.shutdown.child_token()));
     let (mut rbuf, mut wbuf) = (BytesMut::new(), BytesMut::new());
     let mut w = Watching {
         stream: &mut stream,

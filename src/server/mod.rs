@@ -33,6 +33,7 @@ mod meta_tests;
 #[cfg(test)]
 mod sasl_tests;
 pub mod session;
+mod shutdown_wait;
 mod stats_reply;
 mod uring;
 pub mod watch;
@@ -155,6 +156,8 @@ pub struct Shared {
     pub tunables: admin::Tunables,
     /// Whether connections time each command (only when /metrics is served).
     pub timing: bool,
+    /// The clock that times them, when they do.
+    pub ticks: Option<quanta::Clock>,
     /// `watch`: the watchers and their queues.
     pub watch: Arc<watch::Hub>,
     /// The store's counters at the last `stats reset`.
@@ -181,6 +184,7 @@ impl Shared {
             store,
             stats,
             timing: config.metrics_listen.is_some(),
+            ticks: config.metrics_listen.is_some().then(quanta::Clock::new),
             config,
             shutdown: CancellationToken::new(),
             listeners,

@@ -522,7 +522,7 @@ impl Worker {
             c.info.set(ConnState::ParseCmd, now);
             // Everything received is handled (or the replies passed the
             // high-water mark: they go out and the rest follows once sent).
-            let flow = match c.session.process(&mut c.rbuf, &mut c.wbuf) {
+            let flow = match c.session.process_at(&mut c.rbuf, &mut c.wbuf, now) {
                 Next::Read | Next::Write => Flow::Continue,
                 Next::Yield => {
                     self.yielded.push_back((slot, c.generation));
