@@ -331,12 +331,7 @@ mod tests {
             "| (f1) Zipf 0.99, 1000 B | 268,435 | 1,000,000 | 80.00% | 81.00% | **+1.00** | 100,000 | 120,000 | 0 / 3 |"
         );
         let head = table_head("ferrocache", "memcached");
-        let cols = |l: &str| l.matches('|').count();
-        let mut lines = head.lines();
-        let (names, rule) = (lines.next().unwrap(), lines.next().unwrap());
-        assert_eq!(cols(names), cols(rule));
-        assert_eq!(cols(names), cols(&row));
-        assert_eq!(cols(names), cols(&failed_row(&HIT_WORKLOADS[5])));
+        super::super::assert_columns_agree(&head, &[&row, &failed_row(&HIT_WORKLOADS[5])]);
     }
 
     #[test]

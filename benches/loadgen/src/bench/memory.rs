@@ -203,11 +203,6 @@ mod tests {
             "| (e2) 1000 B | 1,000 | 200 | 300 | **1.50** | 64.0 MiB | 80.0 MiB | 1.25 | 1.00 | 1.25 | 5 / 7 | 0 / 2 | 100.0% / 50.0% |"
         );
         let head = table_head("ferrocache", "memcached");
-        let cols = |l: &str| l.matches('|').count();
-        let mut lines = head.lines();
-        let (names, rule) = (lines.next().unwrap(), lines.next().unwrap());
-        assert_eq!(cols(names), cols(rule));
-        assert_eq!(cols(names), cols(&row));
-        assert_eq!(cols(names), cols(&failed_row(&MEMORY_WORKLOADS[0])));
+        super::super::assert_columns_agree(&head, &[&row, &failed_row(&MEMORY_WORKLOADS[0])]);
     }
 }

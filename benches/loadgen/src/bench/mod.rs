@@ -969,6 +969,19 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
     Ok(ctx.failures.len())
 }
 
+/// A markdown table's heading line, its rule and every row have as many
+/// columns; for the table writers' tests.
+#[cfg(test)]
+fn assert_columns_agree(head: &str, rows: &[&str]) {
+    let cols = |l: &str| l.matches('|').count();
+    let mut lines = head.lines();
+    let (names, rule) = (lines.next().unwrap(), lines.next().unwrap());
+    assert_eq!(cols(names), cols(rule));
+    for row in rows {
+        assert_eq!(cols(names), cols(row), "{row}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
