@@ -30,10 +30,11 @@ impl Shard {
     /// Frees one segment from the cold end. With evictions on, the oldest
     /// of the queue [`Shard::victim`] picks: its dead records go, its live
     /// ones are evicted except ACTIVE ones, which are copied forward to the
-    /// main queue (see the module's comment for how many). With them off, the oldest segment with dead space is compacted. Returns the
-    /// bytes given back, or `None` if there was nothing to free. With
-    /// `park`, the victim may become the shard's spare segment instead of
-    /// being given back (for a write here that wants a new segment).
+    /// main queue (see the module's comment for how many). With them off,
+    /// the oldest segment with dead space is compacted. Returns the bytes
+    /// given back, or `None` if there was nothing to free. With `park`, the
+    /// victim may become the shard's spare segment instead of being given
+    /// back (for a write here that wants a new segment).
     pub fn evict_segment(&mut self, protect: Option<Loc>, park: bool, ctx: &Ctx) -> Option<usize> {
         if !park && let Some((mem, charge)) = self.spare.take() {
             // Memory wanted elsewhere: the spare goes before any item does.
@@ -46,16 +47,12 @@ impl Shard {
         } else {
             self.compactable(ctx)?
         };
-        Some(self.evict_victim(victim, protect, park, ctx))
-    }
-
-    /// [`Shard::evict_segment`] of a chosen victim: the bytes given back.
-    fn evict_victim(&mut self, victim: u32, protect: Option<Loc>, park: bool, ctx: &Ctx) -> usize {
         let on_probation = self.segs.get(victim).queue == Queue::Small;
         let cas_base = self.segs.get(victim).cas_base;
         let (mem, charge, used) = self.segs.detach(victim);
         if is_solo(victim) {
-            return self.evict_solo(victim, (mem, cas_base), charge, protect, on_probation, ctx);
+            let solo = (mem, cas_base);
+            return Some(self.evict_solo(victim, solo, charge, protect, on_probation, ctx));
         }
         // The victim's charge pays for the segment its survivors move to.
         let mut budget = charge;
@@ -119,7 +116,7 @@ impl Shard {
             self.garbage.push(mem.into_bytes());
         }
         self.unreserve(budget, ctx);
-        budget
+        Some(budget)
     }
 
     /// The segment to evict: the small queue's oldest while that queue
