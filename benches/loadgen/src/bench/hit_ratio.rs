@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Ctx, Settings, median, run_client, thousands};
+use super::{Ctx, median, run_client, thousands};
 use crate::RunResult;
 
 /// One workload of the hit-ratio group.
@@ -134,12 +134,7 @@ impl Ctx<'_> {
     /// Runs one hit-ratio workload on fresh servers; returns its table row.
     pub fn hit_ratio(&mut self, w: &HitWorkload) -> String {
         let a = self.args;
-        let settings = Settings {
-            threads: self.server_threads(),
-            mem_mb: a.small_mem,
-            conn_limit: a.conn_limit,
-            pin: None,
-        };
+        let settings = self.small_settings();
         let keys = key_space(a.small_mem, (w.min + w.max) as f64 / 2.0);
         let warmup = (a.hit_warmup * keys as f64).round() as u64;
         eprintln!(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Ctx, Settings, ratio, run_client, thousands};
+use super::{Ctx, ratio, run_client, thousands};
 
 /// One value-size mix of the memory scenario.
 pub struct MemoryWorkload {
@@ -65,12 +65,7 @@ impl Ctx<'_> {
     /// Runs one memory workload on fresh servers; returns its table row.
     pub fn memory(&mut self, w: &MemoryWorkload) -> String {
         let a = self.args;
-        let settings = Settings {
-            threads: self.server_threads(),
-            mem_mb: a.small_mem,
-            conn_limit: a.conn_limit,
-            pin: None,
-        };
+        let settings = self.small_settings();
         let count = fill_count(a.fill_factor, a.small_mem, (w.min + w.max) as f64 / 2.0);
         eprintln!(
             "== ({}) memory: {count} sets of {} values ({})",

@@ -448,6 +448,16 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// The settings of the memory and hit-ratio groups: `--small-mem`.
+    fn small_settings(&self) -> Settings {
+        Settings {
+            threads: self.server_threads(),
+            mem_mb: self.args.small_mem,
+            conn_limit: self.args.conn_limit,
+            pin: None,
+        }
+    }
+
     fn server_threads(&self) -> usize {
         if self.args.server_threads == 0 {
             self.cpus
