@@ -9,14 +9,14 @@
 //! (the ACTIVE bit) are copied forward into the main queue's head: all of
 //! them from the small queue (promotion), up to 7/8 of a segment's worth
 //! from the main queue (another chance: a record read twice since it was
-//! last spared, HOT, is spared twice). The others are evicted, and those leaving the small queue are
-//! remembered in the ghost set, so that a key written again soon after
-//! goes straight to the main queue. So a one-hit wonder costs the small
-//! queue a slot for a while, not the working set its place. With evictions
-//! off (`-M`), running out of memory compacts instead: the oldest segment
-//! with dead space is rewritten without it, and a write is refused only
-//! when no segment has any. Nothing here knows requests or the budget's
-//! other shards.
+//! last spared, HOT, is spared twice). The others are evicted, and those
+//! leaving the small queue are remembered in the ghost set, so that a key
+//! written again soon after goes straight to the main queue. So a one-hit
+//! wonder costs the small queue a slot for a while, not the working set
+//! its place. With evictions off (`-M`), running out of memory compacts
+//! instead: the oldest segment with dead space is rewritten without it, and
+//! a write is refused only when no segment has any. Nothing here knows
+//! requests or the budget's other shards.
 
 use super::item;
 use super::loc::{Loc, SHARED_IDS, is_solo};
@@ -79,15 +79,18 @@ impl Shard {
             let dead = ctx.dead(m).is_some();
             // What the record takes where it goes: a moved record carries
             // its CAS.
-            let moved_len = len + self.carries_cas(mem.bytes(this + PREFIX, len - PREFIX));
+            let carry = self.carried_cas(
+                mem.bytes(this + PREFIX, len - PREFIX),
+                cas_base + this as u64,
+            );
+            let moved_len = len + carry.map_or(0, |_| item::CAS_LEN);
             let keep = !dead
                 && (!ctx.evictions
                     || Some(old) == protect
                     || (m.has(ACTIVE) && moved_len <= keep_max));
             let moved = if keep {
                 keep_max = keep_max.saturating_sub(moved_len);
-                let from = (&mem, cas_base);
-                self.copy_forward(from, this, len, &mut budget, ctx)
+                self.copy_forward(&mem, this, len, carry, &mut budget, ctx)
             } else {
                 None
             };
@@ -119,9 +122,9 @@ impl Shard {
         Some(budget)
     }
 
-    /// The segment to evict: the small queue's oldest while that queue
-    /// holds a tenth of the shard's segments or more (or the main queue is
-    /// empty), else the main queue's oldest.
+    /// The segment to evict: the small queue's oldest while that queue's
+    /// segments are charged a tenth of the shard's or more (or the main
+    /// queue is empty), else the main queue's oldest.
     fn victim(&self) -> Option<u32> {
         let small = self.segs.queue_bytes(Queue::Small);
         let main = self.segs.queue_bytes(Queue::Main);
@@ -230,9 +233,9 @@ impl Shard {
     }
 
     /// Copies the live record at `at` (`len` bytes) of a detached shared
-    /// segment (its memory and CAS base) to the main queue's head, paying
-    /// for a new segment out of `budget`; the copy carries the CAS its
-    /// place gave it. `None` if there is no room for it.
+    /// segment to the main queue's head, paying for a new segment out of
+    /// `budget`; the copy carries `carry`, the CAS its place gave it (see
+    /// [`Shard::carried_cas`]). `None` if there is no room for it.
     ///
     /// Promotions from the small queue are not capped, and the CAS each
     /// carries can make them outgrow the victim's segment when nearly all
@@ -240,15 +243,14 @@ impl Shard {
     /// write of them goes straight to the main queue.
     pub(super) fn copy_forward(
         &mut self,
-        (from, cas_base): (&SegMem, u64),
+        from: &SegMem,
         at: usize,
         len: usize,
+        carry: Option<u64>,
         budget: &mut usize,
         ctx: &Ctx,
     ) -> Option<Loc> {
         let item = from.bytes(at + PREFIX, len - PREFIX);
-        let carry =
-            (self.carries_cas(item) != 0).then(|| self.cas_rule.value(cas_base + at as u64));
         let len = len + carry.map_or(0, |_| item::CAS_LEN);
         let main = Queue::Main;
         let loc = match self.segs.append_to_head(main, len, ctx.layout.segment_size) {
@@ -292,14 +294,10 @@ impl Shard {
         Some(loc)
     }
 
-    /// The bytes a record's item grows by when it moves: its CAS, if it
-    /// took the one its place gave it.
-    fn carries_cas(&self, item: &[u8]) -> usize {
-        if self.cas_rule.on && item::header(item).cas.is_none() {
-            item::CAS_LEN
-        } else {
-            0
-        }
+    /// The CAS a record must carry when it moves from its place, sequence
+    /// number `seq`: the one that place gave it, if it carries none yet.
+    fn carried_cas(&self, item: &[u8], seq: u64) -> Option<u64> {
+        (self.cas_rule.on && item::header(item).cas.is_none()).then(|| self.cas_rule.value(seq))
     }
 
     /// Reclaims dead records, looking at up to `budget` records from where

@@ -1,9 +1,9 @@
 //! The item store: a request-shaped API over many independently locked
 //! shards, under one memory limit. Each shard is a segment store: items are
 //! packed into segments in write order, and when memory runs out the oldest
-//! segment goes, with a second chance for the items read since they were
-//! written (see `evict.rs`). Items expire lazily, on access, and by a
-//! periodic sweep.
+//! segment of its probation or main queue goes (S3-FIFO), sparing the items
+//! read since they were written (see `evict.rs`). Items expire lazily, on
+//! access, and by a periodic sweep.
 //!
 //! The store knows nothing of the wire protocol: callers hand it requests
 //! (`request.rs`) with keys, values, flags and deadlines already converted
@@ -13,8 +13,9 @@
 //! Layout: [`Store`] (here) hashes a key to a shard, each behind its own
 //! mutex, and owns what spans shards: the byte budget, the flush cutoff,
 //! and [`Store::with_room`], the one loop by which every write finds
-//! memory. Each shard numbers its own CAS values (`Shard::cas`). The requests are `read.rs` (lookups), `write.rs` (stores
-//! and deletes) and `counter.rs` (incr/decr). Inside a shard: `shard.rs`
+//! memory. Each shard numbers its own CAS values (`Shard::cas`). The
+//! requests are `read.rs` (lookups), `write.rs` (stores and deletes) and
+//! `counter.rs` (incr/decr). Inside a shard: `shard.rs`
 //! the index and a record's lifecycle, `room.rs` where a new record goes,
 //! `evict.rs` what leaves, `segments.rs` the segment table, `loc.rs` a
 //! record's address, `record.rs` its state, `segment.rs` segment memory and

@@ -176,8 +176,8 @@ impl<'a> NewItem<'a> {
     }
 
     /// Makes a shared item carry `cas`, just issued, instead of taking its
-    /// place's (for a place whose CAS would not be newer than every one
-    /// handed out).
+    /// place's (for a place whose CAS would not be newer than the version
+    /// it replaces).
     pub(super) fn carry_cas(&mut self, cas: u64) {
         debug_assert!(self.solo.is_none() && self.cas.is_none());
         self.cas = Some(cas);

@@ -91,8 +91,7 @@ impl Shard {
         }
         // Records appended here take the sequence numbers of their
         // offsets, a range no other segment is given.
-        let base = self.cas_next;
-        self.cas_next += mem.len() as u64;
+        let base = self.take_cas_seqs(mem.len());
         self.segs.install(node, mem, charge, q, base);
         self.segs.set_head(q, Some(node));
     }
@@ -137,8 +136,8 @@ impl Shard {
                 return Err(Full::NoMemory);
             };
             let mem = new.solo.take().expect("checked above");
-            self.segs.install(node, mem, charge, q, self.cas_next);
-            self.cas_next += 1;
+            let base = self.take_cas_seqs(1);
+            self.segs.install(node, mem, charge, q, base);
             self.segs.get_mut(node).used = len;
             Loc::solo(node)
         } else if let Some(loc) = self.segs.append_to_head(q, len, ctx.layout.segment_size) {

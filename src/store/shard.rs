@@ -305,12 +305,13 @@ impl Shard {
     /// place gives it. Every reader of a CAS comes here (or to
     /// [`Shard::cas_of`]).
     ///
-    /// A record that carries none took the sequence number of its place,
-    /// its segment's `cas_base` plus its offset, when it was written, and
-    /// only if that number was not below `cas_next` (else it carries one;
-    /// see `room.rs`). Records never change, and a record moved keeps its
-    /// CAS by carrying it, so a CAS handed out stays its record's; and as
-    /// `cas_next` only grows, a new version's CAS is newer than any before.
+    /// A record that carries none has the sequence number of its place,
+    /// its segment's `cas_base` plus its offset: each segment is given a
+    /// range of numbers no other has when it opens, so no two places share
+    /// one. A new version whose place would not show a CAS above the one it
+    /// replaces carries a new one instead (see `room.rs`). Records never
+    /// change, and a record moved keeps its CAS by carrying it, so a CAS
+    /// handed out stays its record's.
     pub(super) fn cas(&self, loc: Loc) -> u64 {
         self.cas_of(loc, &item::header(self.item(loc)))
     }
@@ -333,9 +334,15 @@ impl Shard {
 
     /// A new CAS for an item that must carry it.
     pub(super) fn issue_cas(&mut self) -> u64 {
-        let seq = self.cas_next;
-        self.cas_next += 1;
+        let seq = self.take_cas_seqs(1);
         self.cas_rule.value(seq)
+    }
+
+    /// The first of `n` sequence numbers no place or item has been given.
+    pub(super) fn take_cas_seqs(&mut self, n: usize) -> u64 {
+        let first = self.cas_next;
+        self.cas_next += n as u64;
+        first
     }
 
     /// The current version of a live item and its CAS, for a
