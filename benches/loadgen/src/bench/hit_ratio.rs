@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Ctx, median, run_client, thousands};
+use super::{Ctx, median, push_flags, run_client, thousands};
 use crate::RunResult;
 
 /// One workload of the hit-ratio group.
@@ -144,25 +144,25 @@ impl Ctx<'_> {
             settings.describe()
         );
         let mut base: Vec<String> = Vec::new();
-        for (k, v) in [
-            ("--workload", "cache-aside".to_string()),
-            ("--keys", keys.to_string()),
-            ("--zipf", w.zipf.to_string()),
-            ("--value-size", w.min.to_string()),
-            ("--value-max", w.max.to_string()),
-            (
-                "--scan-pct",
-                if w.scan { a.scan_pct } else { 0 }.to_string(),
-            ),
-            ("--conns", a.conns.to_string()),
-            ("--warmup-ops", "0".into()),
-            ("--warmup", "0".into()),
-            ("--duration", "900".into()),
-            ("--threads", self.client_threads().to_string()),
-        ] {
-            base.push(k.into());
-            base.push(v);
-        }
+        push_flags(
+            &mut base,
+            [
+                ("--workload", "cache-aside".to_string()),
+                ("--keys", keys.to_string()),
+                ("--zipf", w.zipf.to_string()),
+                ("--value-size", w.min.to_string()),
+                ("--value-max", w.max.to_string()),
+                (
+                    "--scan-pct",
+                    if w.scan { a.scan_pct } else { 0 }.to_string(),
+                ),
+                ("--conns", a.conns.to_string()),
+                ("--warmup-ops", "0".into()),
+                ("--warmup", "0".into()),
+                ("--duration", "900".into()),
+                ("--threads", self.client_threads().to_string()),
+            ],
+        );
         let outcome = (|| -> Result<[Vec<RunResult>; 2], String> {
             let mut servers = self.start_both(&settings)?;
             let mut results: [Vec<RunResult>; 2] = [Vec::new(), Vec::new()];
@@ -172,18 +172,18 @@ impl Ctx<'_> {
                 // measured ones, one at a time per connection.
                 let run_args = |measured: bool| {
                     let mut args = base.clone();
-                    for (k, v) in [
-                        ("--seed", seed(round, measured)),
-                        (
-                            "--scan-start",
-                            scan_start(keys, 2 * round + usize::from(measured)),
-                        ),
-                        ("--ops", if measured { a.hit_ops } else { warmup }),
-                        ("--depth", if measured { 1 } else { WARMUP_DEPTH as u64 }),
-                    ] {
-                        args.push(k.into());
-                        args.push(v.to_string());
-                    }
+                    push_flags(
+                        &mut args,
+                        [
+                            ("--seed", seed(round, measured)),
+                            (
+                                "--scan-start",
+                                scan_start(keys, 2 * round + usize::from(measured)),
+                            ),
+                            ("--ops", if measured { a.hit_ops } else { warmup }),
+                            ("--depth", if measured { 1 } else { WARMUP_DEPTH as u64 }),
+                        ],
+                    );
                     args
                 };
                 let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Ctx, ratio, run_client, thousands};
+use super::{Ctx, push_flags, ratio, run_client, thousands};
 
 /// One value-size mix of the memory scenario.
 pub struct MemoryWorkload {
@@ -75,20 +75,20 @@ impl Ctx<'_> {
         );
         let check = (count / 10).clamp(1, 20_000);
         let mut fill_args: Vec<String> = Vec::new();
-        for (k, v) in [
-            ("--workload", "fill".to_string()),
-            ("--keys", count.to_string()),
-            ("--value-size", w.min.to_string()),
-            ("--value-max", w.max.to_string()),
-            ("--conns", a.conns.to_string()),
-            ("--depth", "16".into()),
-            ("--warmup", "0".into()),
-            ("--duration", "600".into()),
-            ("--threads", self.client_threads().to_string()),
-        ] {
-            fill_args.push(k.into());
-            fill_args.push(v);
-        }
+        push_flags(
+            &mut fill_args,
+            [
+                ("--workload", "fill".to_string()),
+                ("--keys", count.to_string()),
+                ("--value-size", w.min.to_string()),
+                ("--value-max", w.max.to_string()),
+                ("--conns", a.conns.to_string()),
+                ("--depth", "16".into()),
+                ("--warmup", "0".into()),
+                ("--duration", "600".into()),
+                ("--threads", self.client_threads().to_string()),
+            ],
+        );
         let mut scan_args = fill_args.clone();
         scan_args[1] = "scan".into();
         scan_args[3] = check.to_string();

@@ -147,6 +147,17 @@ struct Server {
     log: PathBuf,
 }
 
+/// Appends each `(flag, value)` as two command-line arguments.
+fn push_flags<V: ToString>(
+    args: &mut Vec<String>,
+    pairs: impl IntoIterator<Item = (&'static str, V)>,
+) {
+    for (flag, v) in pairs {
+        args.push(flag.into());
+        args.push(v.to_string());
+    }
+}
+
 fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("find a free port: {e}"))?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
@@ -174,14 +185,14 @@ impl Server {
             args.push("--metrics-listen".into());
             args.push(format!("127.0.0.1:{}", free_port()?));
         }
-        for (flag, v) in [
-            ("-t", s.threads as u64),
-            ("-m", s.mem_mb),
-            ("-c", s.conn_limit),
-        ] {
-            args.push(flag.into());
-            args.push(v.to_string());
-        }
+        push_flags(
+            &mut args,
+            [
+                ("-t", s.threads as u64),
+                ("-m", s.mem_mb),
+                ("-c", s.conn_limit),
+            ],
+        );
         args.extend(side.extra.iter().cloned());
         let mut cmd = match s.pin {
             Some(cpus) => {
@@ -519,20 +530,20 @@ impl Ctx<'_> {
         eprintln!("== {} ({})", m.name, settings.describe());
         let mut client_args: Vec<String> =
             vec!["--workload".into(), "mixed".into(), "--all-fit".into()];
-        for (k, v) in [
-            ("--conns", a.conns.to_string()),
-            ("--depth", m.depth.to_string()),
-            ("--multi", m.multi.to_string()),
-            ("--get-pct", m.get_pct.to_string()),
-            ("--keys", a.keys.to_string()),
-            ("--value-size", m.value_size.to_string()),
-            ("--warmup", a.warmup.to_string()),
-            ("--duration", a.duration.to_string()),
-            ("--threads", client_threads.to_string()),
-        ] {
-            client_args.push(k.into());
-            client_args.push(v);
-        }
+        push_flags(
+            &mut client_args,
+            [
+                ("--conns", a.conns.to_string()),
+                ("--depth", m.depth.to_string()),
+                ("--multi", m.multi.to_string()),
+                ("--get-pct", m.get_pct.to_string()),
+                ("--keys", a.keys.to_string()),
+                ("--value-size", m.value_size.to_string()),
+                ("--warmup", a.warmup.to_string()),
+                ("--duration", a.duration.to_string()),
+                ("--threads", client_threads.to_string()),
+            ],
+        );
         let limit = Duration::from_secs_f64(a.warmup + a.duration + 180.0);
         let outcome = (|| -> Result<[Vec<RunResult>; 2], String> {
             let mut servers = self.start_both(&settings)?;
