@@ -2,9 +2,11 @@
 //! than fits, set once per key, then reports what it holds and its
 //! resident memory, the two side by side per value size.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
-use super::{Ctx, push_flags, ratio, run_client, thousands};
+use super::{Ctx, Server, push_flags, ratio, run_client, thousands};
 
 /// One value-size mix of the memory scenario.
 pub struct MemoryWorkload {
@@ -35,6 +37,14 @@ pub const MEMORY_WORKLOADS: [MemoryWorkload; 3] = [
         max: 1000,
     },
 ];
+
+/// The idle-connection workload's name in `--scenarios`: connections that
+/// each made one request and then wait, as a web server's pooled ones do.
+pub const IDLE_ID: &str = "e4";
+
+/// Connections it opens: under the usual limit of 1024 descriptors a
+/// process, with room for the load generator's own.
+pub const IDLE_CONNS: usize = 900;
 
 /// What one server held after the fill.
 #[derive(Clone, Copy, Default)]
@@ -129,6 +139,98 @@ impl Ctx<'_> {
     }
 }
 
+/// The idle-connection table's column headings.
+pub fn idle_table_head(c: &str, m: &str) -> String {
+    format!(
+        "| connections | RSS before {m} | RSS with them {m} | per connection {m} | RSS before {c} | RSS with them {c} | per connection {c} | ratio per connection |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|"
+    )
+}
+
+impl Ctx<'_> {
+    /// (e4) Resident memory a connection costs once it has made a request
+    /// and waits: each of [`IDLE_CONNS`] connections sets a 1000-byte value
+    /// and reads it back, then all stay open while the RSS is read.
+    pub fn idle_connections(&mut self) -> String {
+        let settings = self.small_settings();
+        eprintln!(
+            "== ({IDLE_ID}) {IDLE_CONNS} idle connections ({})",
+            settings.describe()
+        );
+        let outcome = (|| -> Result<[(u64, u64); 2], String> {
+            let servers = self.start_both(&settings)?;
+            let mut rss = [(0, 0); 2];
+            for i in [1, 0] {
+                let before = servers[i].rss_kib()?;
+                let conns = open_idle(&servers[i], IDLE_CONNS)?;
+                rss[i] = (before, servers[i].rss_kib()?);
+                drop(conns);
+                eprintln!(
+                    "   {:<16} RSS {} KiB before, {} KiB with {IDLE_CONNS} connections",
+                    servers[i].label, rss[i].0, rss[i].1
+                );
+            }
+            Ok(rss)
+        })();
+        match outcome {
+            Ok([c, m]) => idle_row(IDLE_CONNS, m, c),
+            Err(e) => {
+                self.fail(&format!("{IDLE_ID} (idle connections)"), e);
+                format!("| {IDLE_CONNS} | FAILED: see the log | | | | | | |")
+            }
+        }
+    }
+}
+
+/// Opens `n` connections to `server`, each having set a 1000-byte value
+/// and read it back, the reply checked.
+fn open_idle(server: &Server, n: usize) -> Result<Vec<TcpStream>, String> {
+    let value = [b'v'; 1000];
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let fail = |e: std::io::Error| format!("{}: idle connection {i}: {e}", server.label);
+        let mut s =
+            TcpStream::connect_timeout(&server.addr, Duration::from_secs(2)).map_err(fail)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(fail)?;
+        let mut req = format!("set idle:{i} 0 0 {}\r\n", value.len()).into_bytes();
+        req.extend_from_slice(&value);
+        req.extend_from_slice(format!("\r\nget idle:{i}\r\n").as_bytes());
+        s.write_all(&req).map_err(fail)?;
+        let mut want = format!("STORED\r\nVALUE idle:{i} 0 {}\r\n", value.len()).into_bytes();
+        want.extend_from_slice(&value);
+        want.extend_from_slice(b"\r\nEND\r\n");
+        let mut got = vec![0u8; want.len()];
+        s.read_exact(&mut got).map_err(fail)?;
+        if got != want {
+            return Err(format!(
+                "{}: idle connection {i}: unexpected reply {:?}",
+                server.label,
+                String::from_utf8_lossy(&got)
+            ));
+        }
+        conns.push(s);
+    }
+    Ok(conns)
+}
+
+/// A row of the idle-connection table: (before, with) RSS in KiB of the
+/// reference `m` and the candidate `c`.
+fn idle_row(n: usize, m: (u64, u64), c: (u64, u64)) -> String {
+    let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+    let per = |(before, with): (u64, u64)| with.saturating_sub(before) as f64 / n as f64;
+    format!(
+        "| {n} | {} | {} | {:.1} KiB | {} | {} | {:.1} KiB | **{}** |",
+        mib(m.0),
+        mib(m.1),
+        per(m),
+        mib(c.0),
+        mib(c.1),
+        per(c),
+        ratio(per(c), per(m)),
+    )
+}
+
 /// A row: the reference `m` and the candidate `c` side by side.
 fn row(w: &MemoryWorkload, count: u64, mem_mb: u64, m: &Held, c: &Held) -> String {
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
@@ -174,6 +276,24 @@ mod tests {
         let mixed = &MEMORY_WORKLOADS[2];
         let n = fill_count(3.0, 64, (mixed.min + mixed.max) as f64 / 2.0);
         assert_eq!(n, (3.0 * 64.0 * 1048576.0 / 550.0_f64).ceil() as u64);
+    }
+
+    #[test]
+    fn an_idle_row_gives_each_server_its_growth_per_connection() {
+        let row = idle_row(1000, (4096, 6096), (6144, 18144));
+        assert_eq!(
+            row,
+            "| 1000 | 4.0 MiB | 6.0 MiB | 2.0 KiB | 6.0 MiB | 17.7 MiB | 12.0 KiB | **6.00** |"
+        );
+        assert_eq!(
+            idle_table_head("c", "m")
+                .lines()
+                .next()
+                .unwrap()
+                .matches('|')
+                .count(),
+            row.matches('|').count()
+        );
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long)]
     both_memcached: bool,
     /// Scenarios to run, comma-separated: a, b, c, d, e (memory: e1 100 B,
-    /// e2 1000 B, e3 100-1000 B mixed), f (hit ratio: f1 Zipf 0.99 1000 B,
+    /// e2 1000 B, e3 100-1000 B mixed, e4 900 idle connections), f (hit ratio: f1 Zipf 0.99 1000 B,
     /// f2 Zipf 0.99 100-2000 B, f3 Zipf 0.8 1000 B, f4 Zipf 0.8 100-2000 B,
     /// f5 Zipf 0.99 100 B, f6 as f1 with one-hit wonders). A group's letter
     /// runs all its workloads.
@@ -694,6 +694,7 @@ pub fn main(args: &BenchArgs) -> ExitCode {
 fn known_scenario(name: &str) -> bool {
     ["a", "b", "c", "d", "e", "f"].contains(&name)
         || memory::MEMORY_WORKLOADS.iter().any(|w| w.id == name)
+        || name == memory::IDLE_ID
         || hit_ratio::HIT_WORKLOADS.iter().any(|w| w.id == name)
 }
 
@@ -706,7 +707,7 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
     for w in &wanted {
         if !known_scenario(w) {
             return Err(format!(
-                "unknown scenario {w:?}: use a, b, c, d, e (or e1-e3), f (or f1-f6)"
+                "unknown scenario {w:?}: use a, b, c, d, e (or e1-e4), f (or f1-f6)"
             ));
         }
     }
@@ -891,6 +892,21 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
             rows.join("\n")
         ));
     }
+    if want_in(memory::IDLE_ID) {
+        let load_before = load_average();
+        let row = ctx.idle_connections();
+        sections.push(format!(
+            "### Idle connections\n\n{}\n\n\
+             `-m {}`, {} connections opened one after another, each sets a 1000-byte value and \
+             reads it back, then all stay open: VmRSS of the process before and with them, and \
+             what each connection adds.\n\n{}\n{}\n",
+            ctx.stamp(&load_before),
+            args.small_mem,
+            memory::IDLE_CONNS,
+            memory::idle_table_head(&c, &m),
+            row
+        ));
+    }
     let hits: Vec<_> = hit_ratio::HIT_WORKLOADS
         .iter()
         .filter(|w| want_in(w.id))
@@ -1021,10 +1037,10 @@ mod tests {
 
     #[test]
     fn scenario_names_are_groups_and_their_workloads() {
-        for ok in ["a", "b", "d", "e", "e1", "e3", "f", "f1", "f6"] {
+        for ok in ["a", "b", "d", "e", "e1", "e3", "e4", "f", "f1", "f6"] {
             assert!(known_scenario(ok), "{ok}");
         }
-        for bad in ["", "g", "e0", "e4", "f0", "f7", "ff", "b1"] {
+        for bad in ["", "g", "e0", "e5", "f0", "f7", "ff", "b1"] {
             assert!(!known_scenario(bad), "{bad}");
         }
     }
