@@ -9,9 +9,11 @@
 //! long (a write that makes no progress), so a client that pipelines
 //! requests and never reads cannot hold its connection and buffers forever.
 //!
-//! Both buffers live as long as the connection and are reused, so a request
-//! allocates nothing here. Requests borrow the read buffer; the session
-//! advances it only after a request has run.
+//! A connection holds its buffers while it has bytes in them: one waiting
+//! for its next request has given them back to its thread's pool
+//! (`bufpool.rs`) and waits for readiness alone; the buffers are reused, so
+//! a request allocates nothing here. Requests borrow the read buffer; the
+//! session advances it only after a request has run.
 
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -22,6 +24,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
+use super::bufpool;
 use super::session::{Next, Session, fit_read_buffer};
 use super::shutdown_wait::ShutdownWait;
 use super::watch::{CONNEVENTS, CloseReason, Drained, Peer, Watcher};
@@ -39,11 +42,17 @@ const WATCH_BATCH: Duration = Duration::from_millis(1);
 
 /// Starting size of each buffer, and the size a buffer that grew for one large
 /// request is brought back to once it is empty, so idle connections stay small.
-const BUF_SIZE: usize = 16 * 1024;
+pub(super) const BUF_SIZE: usize = 16 * 1024;
 const BUF_KEEP_MAX: usize = 64 * 1024;
 
 /// A connected socket, and what `stats conns` shows of it.
 pub(super) trait Socket: AsyncRead + AsyncWrite + Unpin {
+    /// Whether the connection gives its buffers back while it waits. TLS
+    /// keeps them: its reads may be satisfied from what the TLS layer holds,
+    /// which readiness of the socket does not show.
+    const LENDS_BUFFERS: bool;
+    /// Waits until a read would not block (bytes, the end, or an error).
+    fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send + '_;
     /// The descriptor, the peer's address and the listening address, in
     /// memcached's `tcp:<ip>:<port>` / `unix:<path>` spelling.
     fn describe(&self) -> (i32, String, String);
@@ -52,6 +61,15 @@ pub(super) trait Socket: AsyncRead + AsyncWrite + Unpin {
 }
 
 impl Socket for tokio::net::TcpStream {
+    const LENDS_BUFFERS: bool = true;
+
+    fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send + '_ {
+        // The reader's own waker slot, as a read uses: `readable()` queues
+        // a waiter under the registration's lock, 800 instructions more a
+        // request.
+        std::future::poll_fn(|cx| self.poll_read_ready(cx))
+    }
+
     fn describe(&self) -> (i32, String, String) {
         let show = |a: std::io::Result<std::net::SocketAddr>| {
             a.map_or_else(|_| "tcp:?".to_string(), |a| format!("tcp:{a}"))
@@ -69,6 +87,15 @@ impl Socket for tokio::net::TcpStream {
 }
 
 impl Socket for tokio::net::UnixStream {
+    const LENDS_BUFFERS: bool = true;
+
+    fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send + '_ {
+        // The reader's own waker slot, as a read uses: `readable()` queues
+        // a waiter under the registration's lock, 800 instructions more a
+        // request.
+        std::future::poll_fn(|cx| self.poll_read_ready(cx))
+    }
+
     fn describe(&self) -> (i32, String, String) {
         let path = self
             .local_addr()
@@ -84,6 +111,12 @@ impl Socket for tokio::net::UnixStream {
 }
 
 impl Socket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    const LENDS_BUFFERS: bool = false;
+
+    fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send + '_ {
+        std::future::ready(Ok(()))
+    }
+
     fn describe(&self) -> (i32, String, String) {
         self.get_ref().0.describe()
     }
@@ -154,8 +187,14 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
     let mut session = Session::new(shared.clone(), id);
     session.set_fd(fd);
     session.stats.total_connections = 1;
-    let mut rbuf = BytesMut::with_capacity(BUF_SIZE);
-    let mut wbuf = BytesMut::with_capacity(BUF_SIZE);
+    let (mut rbuf, mut wbuf) = if S::LENDS_BUFFERS {
+        (BytesMut::new(), BytesMut::new())
+    } else {
+        (
+            BytesMut::with_capacity(BUF_SIZE),
+            BytesMut::with_capacity(BUF_SIZE),
+        )
+    };
     let idle = shared.config.idle_timeout;
     // One timer for the connection's life, pushed later at each read: a
     // later deadline is one atomic store, where a `timeout` per read put a
@@ -176,35 +215,43 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         // it is charged as it arrives, what is charged, and no more is read;
         // otherwise grow by doubling.
         let limit = session.read_limit();
-        let want = limit
-            .or(session.wanted_len())
-            .unwrap_or(0)
-            .saturating_sub(rbuf.len());
-        if want > 0 {
-            rbuf.reserve(want);
-        } else if rbuf.capacity() - rbuf.len() < BUF_SIZE / 4 {
-            rbuf.reserve(rbuf.len().max(BUF_SIZE));
-        }
+        let wanted = limit.or(session.wanted_len());
+        let in_data_block = session.in_data_block();
+        let read = async {
+            if rbuf.capacity() == 0 {
+                // A waiting connection has no buffer: one is lent once
+                // bytes are here.
+                stream.wait_readable().await?;
+                rbuf = bufpool::take_local();
+            }
+            let want = wanted.unwrap_or(0).saturating_sub(rbuf.len());
+            if want > 0 {
+                rbuf.reserve(want);
+            } else if rbuf.capacity() - rbuf.len() < BUF_SIZE / 4 {
+                rbuf.reserve(rbuf.len().max(BUF_SIZE));
+            }
+            match limit {
+                // Never 0, which would read as end of stream: the charge is
+                // always past what is buffered.
+                Some(l) => {
+                    let room = l.saturating_sub(rbuf.len()).max(1);
+                    stream.read_buf(&mut (&mut rbuf).limit(room)).await
+                }
+                None => stream.read_buf(&mut rbuf).await,
+            }
+        };
         let read = async {
             match (idle, idle_timer.as_mut()) {
                 // A connection in the middle of a data block is never idle-kicked.
-                (Some(t), Some(timer)) if !session.in_data_block() => {
+                (Some(t), Some(timer)) if !in_data_block => {
                     timer.as_mut().reset(tokio::time::Instant::now() + t);
                     tokio::select! {
                         biased;
-                        r = stream.read_buf(&mut rbuf) => Ok(r),
+                        r = read => Ok(r),
                         () = timer.as_mut() => Err(()),
                     }
                 }
-                _ => match limit {
-                    // Never 0, which would read as end of stream: the
-                    // charge is always past what is buffered.
-                    Some(l) => {
-                        let room = l.saturating_sub(rbuf.len()).max(1);
-                        Ok(stream.read_buf(&mut (&mut rbuf).limit(room)).await)
-                    }
-                    None => Ok(stream.read_buf(&mut rbuf).await),
-                },
+                _ => Ok(read.await),
             }
         };
         let n = tokio::select! {
@@ -227,6 +274,9 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
 
         let mut now = shared.store.clock().now();
         info.set(ConnState::ParseCmd, now);
+        if wbuf.capacity() == 0 {
+            wbuf = bufpool::take_local();
+        }
         let flow = loop {
             match session.process_at(&mut rbuf, &mut wbuf, now) {
                 Next::Read => break Ok(Flow::Continue),
@@ -270,14 +320,22 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
             ConnState::Waiting
         };
         info.set(waiting, now);
-        if rbuf.is_empty() && rbuf.capacity() > BUF_KEEP_MAX {
-            rbuf = BytesMut::with_capacity(BUF_SIZE);
-        }
         let wanted = session.read_limit().or(session.wanted_len());
-        fit_read_buffer(&mut rbuf, wanted, BUF_SIZE, BUF_KEEP_MAX);
-        if wbuf.capacity() > BUF_KEEP_MAX {
-            wbuf = BytesMut::with_capacity(BUF_SIZE);
+        if S::LENDS_BUFFERS {
+            // Both back to the pool unless a request is still arriving.
+            if rbuf.is_empty() && wanted.is_none() {
+                bufpool::give_local(&mut rbuf);
+            }
+            bufpool::give_local(&mut wbuf);
+        } else {
+            if rbuf.is_empty() && rbuf.capacity() > BUF_KEEP_MAX {
+                rbuf = BytesMut::with_capacity(BUF_SIZE);
+            }
+            if wbuf.capacity() > BUF_KEEP_MAX {
+                wbuf = BytesMut::with_capacity(BUF_SIZE);
+            }
         }
+        fit_read_buffer(&mut rbuf, wanted, BUF_SIZE, BUF_KEEP_MAX);
         match flow {
             Flow::Continue => {}
             Flow::Close => break ("closed by request", CloseReason::Normal),

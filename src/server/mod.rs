@@ -24,6 +24,7 @@
 mod admin;
 #[cfg(test)]
 mod binary_tests;
+mod bufpool;
 mod connection;
 mod execute;
 mod held;
