@@ -24,7 +24,7 @@
 mod admin;
 #[cfg(test)]
 mod binary_tests;
-mod bufpool;
+pub(crate) mod bufpool;
 mod connection;
 mod execute;
 mod held;

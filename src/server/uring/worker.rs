@@ -26,6 +26,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::bufring::BufRing;
 use crate::protocol::ProtocolError;
+use crate::server::bufpool::BufPool;
 use crate::server::connection::serve_watcher;
 use crate::server::session::{Next, Session, fit_read_buffer};
 use crate::server::watch::{CONNEVENTS, CloseReason, Peer as Client};
@@ -245,6 +246,8 @@ pub struct Worker {
     /// The store clock's `now` for `stats conns`, read once per turn
     /// rather than per request.
     clock: u32,
+    /// Buffers lent to connections while they hold bytes (`bufpool.rs`).
+    pool: BufPool,
 }
 
 impl Worker {
@@ -282,6 +285,7 @@ impl Worker {
             last_idle_check: Instant::now(),
             now: Instant::now(),
             clock: 0,
+            pool: BufPool::new(BUF_SIZE),
         })
     }
 
@@ -428,6 +432,7 @@ impl Worker {
         let idle = self.idle.is_some();
         let now = self.now;
         let bufs = &mut self.bufs;
+        let pool = &mut self.pool;
         let Some(c) = self
             .conns
             .get_mut(slot as usize)
@@ -446,6 +451,9 @@ impl Worker {
             n if n > 0 => {
                 if let Some(bid) = buffer {
                     if c.closing.is_none() && c.ending.is_none() {
+                        if c.rbuf.capacity() == 0 {
+                            c.rbuf = pool.take();
+                        }
                         c.rbuf.extend_from_slice(bufs.get(bid, n as usize));
                         c.session.stats.bytes_read += n as u64;
                         if idle {
@@ -501,6 +509,7 @@ impl Worker {
             c.sent = 0;
             c.wbuf.clear();
         }
+        // Driven next: that gives the empty buffers back.
         self.mark(slot);
     }
 
@@ -513,6 +522,7 @@ impl Worker {
         if c.sending {
             return;
         }
+        let pool = &mut self.pool;
         let shared = &*self.shared;
         if c.watching {
             // Input after `watch` is read only to see the client go.
@@ -524,6 +534,9 @@ impl Worker {
         if c.closing.is_none() && !c.rbuf.is_empty() {
             let now = self.clock;
             c.info.set(ConnState::ParseCmd, now);
+            if c.wbuf.capacity() == 0 {
+                c.wbuf = pool.take();
+            }
             // Everything received is handled (or the replies passed the
             // high-water mark: they go out and the rest follows once sent).
             let flow = match c.session.process_at(&mut c.rbuf, &mut c.wbuf, now) {
@@ -537,6 +550,10 @@ impl Worker {
             };
             c.session.flush_stats();
             let wanted = c.session.read_limit().or(c.session.wanted_len());
+            if c.rbuf.is_empty() && wanted.is_none() {
+                // Back to the pool unless a request is still arriving.
+                pool.give(&mut c.rbuf);
+            }
             fit_read_buffer(&mut c.rbuf, wanted, BUF_SIZE, BUF_KEEP_MAX);
             let waiting = if c.session.in_data_block() {
                 ConnState::Nread
@@ -567,12 +584,7 @@ impl Worker {
             self.pause_if_flooded(slot);
             return;
         }
-        if c.rbuf.is_empty() && c.rbuf.capacity() > BUF_KEEP_MAX {
-            c.rbuf = BytesMut::with_capacity(BUF_SIZE);
-        }
-        if c.wbuf.capacity() > BUF_KEEP_MAX {
-            c.wbuf = BytesMut::with_capacity(BUF_SIZE);
-        }
+        pool.give(&mut c.wbuf);
         if yielded && c.closing.is_none() {
             return;
         }
@@ -852,8 +864,8 @@ impl Worker {
             id,
             session,
             info,
-            rbuf: BytesMut::with_capacity(BUF_SIZE),
-            wbuf: BytesMut::with_capacity(BUF_SIZE),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
             sent: 0,
             sending: false,
             receiving: false,
