@@ -28,28 +28,50 @@ impl<'a> Tokens<'a> {
     pub fn new(line: &'a [u8]) -> Self {
         // The codec cuts lines at a few MiB; this only keeps the spans exact.
         let line = &line[..line.len().min(u32::MAX as usize)];
-        let mut spans = [(0, 0); MAX_WORDS];
-        let mut words = 0;
+        // Built where it is returned: the spans are most of its 200 bytes.
+        let mut t = Tokens {
+            line,
+            spans: [(0, 0); MAX_WORDS],
+            words: 0,
+        };
         let mut start = 0;
-        for (i, &b) in line.iter().enumerate() {
-            if b == b' ' {
+        // Eight bytes at a time: a mask of the spaces in each word, then one
+        // step per space rather than per byte (a command line is mostly
+        // words, and this runs on every request).
+        let mut offset = 0;
+        while offset < line.len() {
+            let rest = &line[offset..];
+            let word = if let Some(chunk) = rest.first_chunk::<8>() {
+                u64::from_le_bytes(*chunk)
+            } else if let Some(last) = line.last_chunk::<8>() {
+                // The last eight bytes, shifted past those already seen;
+                // the NULs shifted in are not separators.
+                u64::from_le_bytes(*last) >> (8 * (8 - rest.len()))
+            } else {
+                rest.iter().rev().fold(0, |w, &b| (w << 8) | u64::from(b))
+            };
+            let mut mask = space_mask(word);
+            while mask != 0 {
+                let i = offset + (mask.trailing_zeros() / 8) as usize;
+                mask &= mask - 1;
                 if start != i {
-                    spans[words] = (start as u32, i as u32);
-                    words += 1;
-                    if words == MAX_WORDS {
+                    t.spans[t.words] = (start as u32, i as u32);
+                    t.words += 1;
+                    if t.words == MAX_WORDS {
                         // Like memcached: stop here and leave the rest of the
                         // line unsplit. Only the retrieval commands read it.
-                        return Tokens { line, spans, words };
+                        return t;
                     }
                 }
                 start = i + 1;
             }
+            offset += 8;
         }
         if start < line.len() {
-            spans[words] = (start as u32, line.len() as u32);
-            words += 1;
+            t.spans[t.words] = (start as u32, line.len() as u32);
+            t.words += 1;
         }
-        Tokens { line, spans, words }
+        t
     }
 
     /// memcached's `ntokens`: the words plus the terminating token.
@@ -100,9 +122,69 @@ impl<'a> Tokens<'a> {
     }
 }
 
+/// The high bit of each byte of `word` that is a space, and no other bit.
+fn space_mask(word: u64) -> u64 {
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    const SPACES: u64 = u64::from_ne_bytes([b' '; 8]);
+    let x = word ^ SPACES;
+    // Exact, unlike the shorter zero-byte test: no carry crosses a byte, so
+    // a byte next to a space is never taken for one.
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
+
+    /// The byte-at-a-time split the word-at-a-time one must match.
+    fn plain_split(line: &[u8]) -> Vec<&[u8]> {
+        let mut words = Vec::new();
+        let mut start = 0;
+        for (i, &b) in line.iter().enumerate() {
+            if b == b' ' {
+                if start != i {
+                    words.push(&line[start..i]);
+                    if words.len() == MAX_WORDS {
+                        return words;
+                    }
+                }
+                start = i + 1;
+            }
+        }
+        if start < line.len() {
+            words.push(&line[start..]);
+        }
+        words
+    }
+
+    #[test]
+    fn split_matches_a_plain_scan() {
+        let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..5000 {
+            let len = rng.below(90) as usize;
+            // Bytes one bit away from a space (0xa0, 0x21, 0x00) and runs of
+            // spaces across word boundaries catch a wrong mask.
+            let line: Vec<u8> = (0..len)
+                .map(|_| match rng.below(6) {
+                    0 | 1 => b' ',
+                    2 => 0xa0,
+                    3 => 0x21,
+                    4 => 0,
+                    _ => rng.next_u64() as u8,
+                })
+                .collect();
+            let t = Tokens::new(&line);
+            let words: Vec<&[u8]> = (0..t.words()).map(|i| t.get(i)).collect();
+            assert_eq!(words, plain_split(&line), "{line:?}");
+            let end = words.last().map_or(line.len(), |w| {
+                w.as_ptr() as usize - line.as_ptr() as usize + w.len()
+            });
+            if !words.is_empty() {
+                assert_eq!(t.after(t.words() - 1), &line[end..], "{line:?}");
+            }
+        }
+    }
 
     #[test]
     fn tokenizer_caps_at_23_words() {
