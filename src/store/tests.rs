@@ -695,6 +695,10 @@ fn a_key_written_again_soon_after_its_eviction_is_kept() {
     scan(&s, "scan", 20_000, now);
     assert_eq!(value(&s, "again", now).as_deref(), Some("0123456789"));
     // A key never evicted before starts on probation, and a scan takes it.
+    // (The ghost set keeps 8-bit fingerprints, so the scans' ghosts may
+    // hold this key's by chance, the hash seed being random: about one run
+    // in forty. Cleared, the key is as new as it is meant to be.)
+    s.lock(0).ghost.take(s.hasher.hash_one(b"new".as_slice()));
     set(&s, "new", "0123456789", now);
     assert_eq!(queue_of(b"new"), segments::Queue::Small);
     scan(&s, "scan2-", 20_000, now);
