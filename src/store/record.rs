@@ -55,28 +55,31 @@ impl Meta {
     }
 
     /// The fields of the record at `at`.
+    #[inline]
     pub fn read(mem: &SegMem, at: usize) -> Meta {
+        let (state, time, deadline) = mem.fields(at);
         Meta {
-            deadline: mem.deadline(at),
-            time: mem.time(at),
-            state: mem.state(at),
+            deadline,
+            time,
+            state,
         }
-    }
-
-    /// Whether the record at `at` can hold these fields where it is: it
-    /// has a deadline field, or the deadline is 0.
-    pub fn fits(&self, mem: &SegMem, at: usize) -> bool {
-        self.deadline == 0 || mem.has_deadline(at)
     }
 
     /// Writes the fields; the record keeps its layout bit.
     ///
     /// # Panics
-    /// If they do not [`Meta::fits`] the record.
+    /// A deadline for a record without the field (see [`Meta::try_write`]).
+    #[inline]
     pub fn write(self, mem: &mut SegMem, at: usize) {
-        mem.set_state(at, self.state);
-        mem.set_deadline(at, self.deadline);
-        mem.set_time(at, self.time);
+        mem.set_fields(at, self.state, self.time, self.deadline);
+    }
+
+    /// Writes the fields if the record at `at` has room for them where it
+    /// is: it has a deadline field, or the deadline is 0. False, and
+    /// nothing written, if not.
+    #[inline]
+    pub fn try_write(self, mem: &mut SegMem, at: usize) -> bool {
+        mem.try_set_fields(at, self.state, self.time, self.deadline)
     }
 
     /// A hit: fetched and active (hot if it was active), and the access
@@ -258,11 +261,11 @@ mod tests {
         mem.write_prefix(20, 0, Some(0), 3, 10);
         let mut m = Meta::read(&mem, 0);
         m.bump(100);
-        assert!(m.fits(&mem, 0));
-        m.write(&mut mem, 0);
+        assert!(m.try_write(&mut mem, 0));
         assert_eq!(Meta::read(&mem, 0), m);
         m.deadline = 50;
-        assert!(!m.fits(&mem, 0) && m.fits(&mem, 20));
+        assert!(!m.try_write(&mut mem, 0));
+        assert_eq!(Meta::read(&mem, 0).deadline, 0, "nothing written");
         m.write(&mut mem, 20);
         let back = Meta::read(&mem, 20);
         assert_eq!((back.deadline, back.time), (50, 100));

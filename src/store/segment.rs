@@ -192,6 +192,7 @@ impl SegMem {
         self.len
     }
 
+    #[inline]
     pub fn bytes(&self, at: usize, len: usize) -> &[u8] {
         assert!(at + len <= self.len, "read past the segment");
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(at), len) }
@@ -199,6 +200,7 @@ impl SegMem {
 
     /// Bytes to write. Only for a record's prefix or for space no record
     /// has been published in yet: other threads may be reading the rest.
+    #[inline]
     pub fn bytes_mut(&mut self, at: usize, len: usize) -> &mut [u8] {
         assert!(at + len <= self.len, "write past the segment");
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(at), len) }
@@ -216,6 +218,7 @@ impl SegMem {
     }
 
     /// The state byte, [`HAS_DEADLINE`] included.
+    #[inline]
     pub fn state(&self, rec: usize) -> u8 {
         self.bytes(rec + STATE, 1)[0]
     }
@@ -227,45 +230,15 @@ impl SegMem {
     }
 
     /// Whether the record has its deadline field.
+    #[inline]
     pub fn has_deadline(&self, rec: usize) -> bool {
         self.state(rec) & HAS_DEADLINE != 0
     }
 
     /// Where the record's item starts, relative to the record.
+    #[inline]
     pub fn prefix_len(&self, rec: usize) -> usize {
         prefix_len(self.has_deadline(rec))
-    }
-
-    /// The deadline; 0 (never) for a record without the field.
-    pub fn deadline(&self, rec: usize) -> u32 {
-        if self.has_deadline(rec) {
-            self.u32_at(rec + DEADLINE)
-        } else {
-            0
-        }
-    }
-
-    pub fn time(&self, rec: usize) -> u32 {
-        self.u32_at(rec + TIME)
-    }
-
-    /// Sets the deadline.
-    ///
-    /// # Panics
-    /// A deadline other than 0 for a record without the field: such a
-    /// record must be written again with one.
-    pub fn set_deadline(&mut self, rec: usize, v: u32) {
-        if self.has_deadline(rec) {
-            self.bytes_mut(rec + DEADLINE, 4)
-                .copy_from_slice(&v.to_le_bytes());
-        } else {
-            assert_eq!(v, 0, "a deadline for a record without the field");
-        }
-    }
-
-    pub fn set_time(&mut self, rec: usize, v: u32) {
-        self.bytes_mut(rec + TIME, 4)
-            .copy_from_slice(&v.to_le_bytes());
     }
 
     /// The item length a shared record stores.
@@ -276,6 +249,61 @@ impl SegMem {
     /// The whole length of a shared record: prefix and item.
     pub fn shared_record_len(&self, rec: usize) -> usize {
         self.prefix_len(rec) + self.item_len(rec)
+    }
+
+    /// The changeable fields at once, one bounds check for the hot path:
+    /// state, time and deadline (0 without the field).
+    #[inline]
+    pub fn fields(&self, rec: usize) -> (u8, u32, u32) {
+        let state = self.state(rec);
+        let has = state & HAS_DEADLINE != 0;
+        let p = self.bytes(rec, prefix_len(has));
+        let time = u32::from_le_bytes(p[TIME..TIME + 4].try_into().expect("4 bytes"));
+        let deadline = if has {
+            u32::from_le_bytes(p[DEADLINE..DEADLINE + 4].try_into().expect("4 bytes"))
+        } else {
+            0
+        };
+        (state, time, deadline)
+    }
+
+    /// Writes the changeable fields at once, keeping [`HAS_DEADLINE`].
+    ///
+    /// # Panics
+    /// A deadline other than 0 for a record without the field: such a
+    /// record must be written again with one.
+    #[inline]
+    pub fn set_fields(&mut self, rec: usize, state: u8, time: u32, deadline: u32) {
+        assert!(
+            self.try_set_fields(rec, state, time, deadline),
+            "a deadline for a record without the field"
+        );
+    }
+
+    /// [`SegMem::set_fields`] if the record has room for the deadline;
+    /// false, and nothing written, if it has not.
+    #[inline]
+    pub fn try_set_fields(&mut self, rec: usize, state: u8, time: u32, deadline: u32) -> bool {
+        let has = self.has_deadline(rec);
+        if !has && deadline != 0 {
+            return false;
+        }
+        let p = self.bytes_mut(rec, prefix_len(has));
+        p[STATE] = (state & !HAS_DEADLINE) | (p[STATE] & HAS_DEADLINE);
+        p[TIME..TIME + 4].copy_from_slice(&time.to_le_bytes());
+        if has {
+            p[DEADLINE..DEADLINE + 4].copy_from_slice(&deadline.to_le_bytes());
+        }
+        true
+    }
+
+    /// Where a shared record's item starts, relative to the record, and
+    /// its length.
+    #[inline]
+    pub fn shared_item_span(&self, rec: usize) -> (usize, usize) {
+        let p = self.bytes(rec, ITEM_LEN + 2);
+        let len = u16::from_le_bytes([p[ITEM_LEN], p[ITEM_LEN + 1]]) as usize;
+        (prefix_len(p[STATE] & HAS_DEADLINE != 0), len)
     }
 
     /// Writes a whole prefix, with the deadline field if `deadline` is
@@ -301,10 +329,6 @@ impl SegMem {
             p[DEADLINE..DEADLINE + 4].copy_from_slice(&d.to_le_bytes());
         }
         len
-    }
-
-    fn u32_at(&self, at: usize) -> u32 {
-        u32::from_le_bytes(self.bytes(at, 4).try_into().expect("4 bytes"))
     }
 }
 
@@ -343,18 +367,18 @@ mod tests {
     fn prefix_round_trips_and_slices_outlive_the_segment() {
         let mut m = SegMem::new(64);
         assert_eq!(m.write_prefix(3, 5, Some(7), 9, 20), PREFIX_MAX);
-        assert_eq!(
-            (m.state(3), m.deadline(3), m.time(3), m.item_len(3)),
-            (5 | HAS_DEADLINE, 7, 9, 20)
-        );
+        assert_eq!(m.fields(3), (5 | HAS_DEADLINE, 9, 7));
+        assert_eq!(m.item_len(3), 20);
         assert_eq!(m.shared_record_len(3), PREFIX_MAX + 20);
+        assert_eq!(m.shared_item_span(3), (PREFIX_MAX, 20));
         m.bytes_mut(3 + PREFIX_MAX, 4).copy_from_slice(b"abcd");
         let slice = m.share(3 + PREFIX_MAX, 4);
-        m.set_deadline(3, 11);
-        m.set_state(3, 1);
-        assert_eq!((m.state(3), m.deadline(3)), (1 | HAS_DEADLINE, 11));
-        m.set_deadline(3, 0);
+        m.set_fields(3, 1, 12, 11);
+        assert_eq!(m.fields(3), (1 | HAS_DEADLINE, 12, 11));
+        m.set_state(3, 2);
+        m.set_fields(3, 2, 12, 0);
         assert!(m.has_deadline(3), "a deadline of 0 is stored in the field");
+        assert_eq!(m.fields(3), (2 | HAS_DEADLINE, 12, 0));
         drop(m);
         assert_eq!(&slice[..], b"abcd");
     }
@@ -364,20 +388,20 @@ mod tests {
         let mut m = SegMem::new(64);
         m.bytes_mut(0, 64).fill(0xff);
         assert_eq!(m.write_prefix(2, 3, None, 9, 20), PREFIX_MIN);
-        assert_eq!(
-            (m.state(2), m.deadline(2), m.time(2), m.item_len(2)),
-            (3, 0, 9, 20)
-        );
+        assert_eq!(m.fields(2), (3, 9, 0));
         assert_eq!(m.prefix_len(2), PREFIX_MIN);
         assert_eq!(m.shared_record_len(2), PREFIX_MIN + 20);
+        assert_eq!(m.shared_item_span(2), (PREFIX_MIN, 20));
         assert_eq!(
             m.bytes(2 + PREFIX_MIN, 1),
             [0xff],
             "the item's bytes untouched"
         );
         m.set_state(2, 1 | HAS_DEADLINE);
-        m.set_deadline(2, 0);
-        assert_eq!((m.state(2), m.prefix_len(2)), (1, PREFIX_MIN));
+        m.set_fields(2, 4 | HAS_DEADLINE, 10, 0);
+        assert_eq!(m.fields(2), (4, 10, 0));
+        assert_eq!(m.prefix_len(2), PREFIX_MIN);
+        assert_eq!(m.bytes(2 + PREFIX_MIN, 1), [0xff], "still untouched");
         m.write_prefix(30, 1 | HAS_DEADLINE, None, 4, 0);
         assert!(!m.has_deadline(30), "the field follows the deadline given");
     }
@@ -387,6 +411,6 @@ mod tests {
     fn a_deadline_cannot_be_set_where_there_is_no_field() {
         let mut m = SegMem::new(32);
         m.write_prefix(0, 0, None, 1, 4);
-        m.set_deadline(0, 10);
+        m.set_fields(0, 0, 1, 10);
     }
 }

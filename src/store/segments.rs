@@ -219,6 +219,7 @@ impl Segments {
     }
 
     /// The length of the record at `at` in segment `node`.
+    #[inline]
     pub fn record_len(&self, node: u32, at: usize) -> usize {
         let mem = self.get(node).mem();
         if is_solo(node) {
@@ -230,18 +231,20 @@ impl Segments {
 
     /// Where the item of the record at `at` in segment `node` starts in
     /// the segment, and its length.
+    #[inline]
     pub fn item_span(&self, node: u32, at: usize) -> (usize, usize) {
         let mem = self.get(node).mem();
-        let start = at + mem.prefix_len(at);
-        let len = if is_solo(node) {
-            mem.len() - start
+        if is_solo(node) {
+            let start = at + mem.prefix_len(at);
+            (start, mem.len() - start)
         } else {
-            mem.item_len(at)
-        };
-        (start, len)
+            let (prefix, len) = mem.shared_item_span(at);
+            (at + prefix, len)
+        }
     }
 
     /// The immutable item bytes of a record.
+    #[inline]
     pub fn item(&self, loc: Loc) -> &[u8] {
         let node = loc.node();
         let (start, len) = self.item_span(node, loc.offset());

@@ -224,12 +224,14 @@ impl Shard {
         self.segs.get(node).mem().share(start, len)
     }
 
+    #[inline]
     pub(super) fn meta(&self, loc: Loc) -> Meta {
         Meta::read(self.segs.get(loc.node()).mem(), loc.offset())
     }
 
     /// Writes `m` to the record at `loc`, which must have room for its
     /// deadline (see [`Shard::set_meta_moving`]).
+    #[inline]
     pub(super) fn set_meta(&mut self, loc: Loc, m: Meta) {
         m.write(self.segs.get_mut(loc.node()).mem_mut(), loc.offset());
     }
@@ -248,6 +250,7 @@ impl Shard {
     /// Without `evict_if_full`, no memory for the new record, as for a
     /// write: nothing has changed but what eviction did (which may have
     /// moved the record).
+    #[inline]
     pub(super) fn set_meta_moving(
         &mut self,
         loc: Loc,
@@ -256,10 +259,23 @@ impl Shard {
         evict_if_full: bool,
         ctx: &Ctx,
     ) -> Result<Option<Loc>, Full> {
-        if m.fits(self.segs.get(loc.node()).mem(), loc.offset()) {
-            self.set_meta(loc, m);
+        if m.try_write(self.segs.get_mut(loc.node()).mem_mut(), loc.offset()) {
             return Ok(Some(loc));
         }
+        self.rewrite_with_deadline(loc, hash, m, evict_if_full, ctx)
+    }
+
+    /// [`Shard::set_meta_moving`] for a record that must be written again.
+    #[cold]
+    #[inline(never)]
+    fn rewrite_with_deadline(
+        &mut self,
+        loc: Loc,
+        hash: u64,
+        m: Meta,
+        evict_if_full: bool,
+        ctx: &Ctx,
+    ) -> Result<Option<Loc>, Full> {
         // A slice of the old record, not a borrow of the shard: it stays
         // readable while the shard changes.
         let it = self.item_shared(loc);
