@@ -15,9 +15,9 @@
 //! field when it is written with a deadline (a large record always has it,
 //! as 4 bytes do not matter there), and keeps or lacks it for its life,
 //! since it decides where the item starts; giving a deadline to a record
-//! without the field means writing it again. The prefix changes
-//! in place under the shard lock and is never handed out; the item bytes are
-//! written once, before the record can be found, and never change after, so
+//! without the field means writing it again. The prefix changes in place
+//! under the shard lock and is never handed out; the item bytes are written
+//! once, before the record can be found, and never change after, so
 //! readers holding slices never see a write. This module knows bytes and
 //! offsets: what the state bits mean is `record.rs`, which segment is which
 //! `segments.rs`.
