@@ -293,26 +293,32 @@ impl Shard {
             value.len(),
             &fill,
         );
-        match self.commit(key, hash, Some(loc), &mut new, m.deadline, ctx) {
+        let placed = self.commit(key, hash, Some(loc), &mut new, m.deadline, ctx);
+        drop(new);
+        let at = match placed {
             Ok((at, garbage)) => {
                 // The same item, not a new one.
                 self.counters.total_items -= 1;
                 self.garbage.extend(garbage);
                 self.set_meta(at, m);
-                Ok(Some(at))
+                Some(at)
             }
-            Err(full) if !evict_if_full => Err(full),
+            Err(full) if !evict_if_full => return Err(full),
             Err(_) => {
                 // Eviction may have moved it, or had no room to keep it.
-                if let Some(loc) = self.find(key, hash) {
+                if let Some(loc) = self.find(item::key(&it), hash) {
                     let m = self.meta(loc);
                     self.count_eviction(&it, m, ctx);
                     let freed = self.remove(loc, hash, ctx);
                     self.garbage.extend(freed);
                 }
-                Ok(None)
+                None
             }
-        }
+        };
+        // The old segment may have no other holder left: freed after the
+        // lock, as the shard's other garbage.
+        self.garbage.push(it);
+        Ok(at)
     }
 
     pub(super) fn find(&self, key: &[u8], hash: u64) -> Option<Loc> {
