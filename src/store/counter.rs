@@ -8,7 +8,7 @@
 //! its digits. Flags and deadline are kept; the CAS
 //! is new.
 
-use super::read::run_steps;
+use super::read::{created_deadline, run_steps};
 use super::record::{NewItem, keep_state};
 use super::request::{ArithRequest, ArithResult, Counter};
 use super::shard::Find;
@@ -108,8 +108,11 @@ impl Store {
                 Find::Dead(_, old) => old,
                 Find::Missing => None,
             };
-            let (loc, more) = shard.insert_new(key, hash, &mut built, ctx)?;
+            let deadline = created_deadline(req.steps);
+            let (loc, more) = shard.insert_new(key, hash, &mut built, deadline, ctx)?;
             let mut e = shard.meta(loc);
+            // As the steps found it: no deadline yet.
+            e.deadline = 0;
             let ttl = run_steps(&mut e, req.steps, true).ttl;
             shard.set_meta(loc, e);
             Ok((Some((ttl, shard.cas(loc))), more.or(garbage)))

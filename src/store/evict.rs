@@ -22,7 +22,7 @@ use super::item;
 use super::loc::{Loc, SHARED_IDS, is_solo};
 use super::memory;
 use super::record::{ACTIVE, DEAD, FETCHED, Meta};
-use super::segment::{PREFIX, SegMem};
+use super::segment::{SegMem, prefix_len};
 use super::segments::Queue;
 use super::shard::{Ctx, Shard, table_hash};
 
@@ -68,29 +68,28 @@ impl Shard {
         let mut at = 0;
         while at < used {
             let this = at;
-            let len = PREFIX + mem.item_len(this);
+            let prefix = mem.prefix_len(this);
+            let len = prefix + mem.item_len(this);
             at += len;
             let m = Meta::read(&mem, this);
             if m.has(DEAD) {
                 continue;
             }
             let old = Loc::shared(victim, this);
-            let hash = ctx.hash(item::key(mem.bytes(this + PREFIX, len - PREFIX)));
+            let item = mem.bytes(this + prefix, len - prefix);
+            let hash = ctx.hash(item::key(item));
             let dead = ctx.dead(m).is_some();
             // What the record takes where it goes: a moved record carries
-            // its CAS.
-            let carry = self.carried_cas(
-                mem.bytes(this + PREFIX, len - PREFIX),
-                cas_base + this as u64,
-            );
-            let moved_len = len + carry.map_or(0, |_| item::CAS_LEN);
+            // its CAS, and has a deadline field only if it has a deadline.
+            let carry = self.carried_cas(item, cas_base + this as u64);
+            let moved_len = moved_len(item, carry, m);
             let keep = !dead
                 && (!ctx.evictions
                     || Some(old) == protect
                     || (m.has(ACTIVE) && moved_len <= keep_max));
             let moved = if keep {
                 keep_max = keep_max.saturating_sub(moved_len);
-                self.copy_forward(&mem, this, len, carry, &mut budget, ctx)
+                self.copy_forward(item, m, carry, &mut budget, ctx)
             } else {
                 None
             };
@@ -98,12 +97,12 @@ impl Shard {
                 Some(new) => self.relocate(hash, old, new),
                 None => {
                     if !dead {
-                        log_eviction(mem.bytes(this + PREFIX, len - PREFIX), m, ctx);
+                        self.count_eviction(item, m, ctx);
                         if on_probation {
                             self.ghost.insert(hash);
                         }
                     }
-                    self.drop_record(hash, old, m, dead, ctx);
+                    self.drop_record(hash, old, m, dead);
                 }
             }
         }
@@ -150,7 +149,9 @@ impl Shard {
         ctx: &Ctx,
     ) -> usize {
         let m = Meta::read(&mem, 0);
-        let hash = ctx.hash(item::key(mem.bytes(PREFIX, mem.len() - PREFIX)));
+        let prefix = mem.prefix_len(0);
+        let item = mem.bytes(prefix, mem.len() - prefix);
+        let hash = ctx.hash(item::key(item));
         let old = Loc::solo(victim);
         let dead = ctx.dead(m).is_some();
         let keep = !dead && (!ctx.evictions || Some(old) == protect || m.has(ACTIVE));
@@ -168,12 +169,12 @@ impl Shard {
             return 0;
         }
         if !dead {
-            log_eviction(mem.bytes(PREFIX, mem.len() - PREFIX), m, ctx);
+            self.count_eviction(item, m, ctx);
             if on_probation {
                 self.ghost.insert(hash);
             }
         }
-        self.drop_record(hash, old, m, dead, ctx);
+        self.drop_record(hash, old, m, dead);
         self.unreserve(charge, ctx);
         self.garbage.push(mem.into_bytes());
         charge
@@ -190,23 +191,29 @@ impl Shard {
     }
 
     /// Takes a record of a detached segment out of the index, counted as
-    /// reclaimed (dead) or evicted.
-    pub(super) fn drop_record(&mut self, hash: u64, old: Loc, m: Meta, dead: bool, ctx: &Ctx) {
+    /// reclaimed if `dead` (a live one's eviction is counted by
+    /// [`Shard::count_eviction`]).
+    pub(super) fn drop_record(&mut self, hash: u64, old: Loc, m: Meta, dead: bool) {
         if dead {
             self.count_reclaimed(m);
-        } else {
-            let c = &mut self.counters;
-            c.evictions += 1;
-            if !m.has(FETCHED) {
-                c.evicted_unfetched += 1;
-            }
-            if m.deadline != 0 {
-                c.evicted_nonzero += 1;
-            }
-            c.last_evicted_at = ctx.now;
-            c.last_evicted_age = ctx.now.saturating_sub(m.time);
         }
         self.unindex(old, hash);
+    }
+
+    /// Counts the eviction of a live record, its `item` and fields `m`,
+    /// and tells the eviction log.
+    pub(super) fn count_eviction(&mut self, item: &[u8], m: Meta, ctx: &Ctx) {
+        log_eviction(item, m, ctx);
+        let c = &mut self.counters;
+        c.evictions += 1;
+        if !m.has(FETCHED) {
+            c.evicted_unfetched += 1;
+        }
+        if m.deadline != 0 {
+            c.evicted_nonzero += 1;
+        }
+        c.last_evicted_at = ctx.now;
+        c.last_evicted_age = ctx.now.saturating_sub(m.time);
     }
 
     /// With evictions off: the oldest segment worth compacting, one whose
@@ -232,10 +239,11 @@ impl Shard {
         None
     }
 
-    /// Copies the live record at `at` (`len` bytes) of a detached shared
-    /// segment to the main queue's head, paying for a new segment out of
-    /// `budget`; the copy carries `carry`, the CAS its place gave it (see
-    /// [`Shard::carried_cas`]). `None` if there is no room for it.
+    /// Copies a live record of a detached shared segment, its `item` and
+    /// fields `m`, to the main queue's head, paying for a new segment out
+    /// of `budget`; the copy carries `carry`, the CAS its place gave it (see
+    /// [`Shard::carried_cas`]), and a deadline field only if its deadline
+    /// is not 0. `None` if there is no room for it.
     ///
     /// Promotions from the small queue are not capped, and the CAS each
     /// carries can make them outgrow the victim's segment when nearly all
@@ -243,15 +251,13 @@ impl Shard {
     /// write of them goes straight to the main queue.
     pub(super) fn copy_forward(
         &mut self,
-        from: &SegMem,
-        at: usize,
-        len: usize,
+        item: &[u8],
+        m: Meta,
         carry: Option<u64>,
         budget: &mut usize,
         ctx: &Ctx,
     ) -> Option<Loc> {
-        let item = from.bytes(at + PREFIX, len - PREFIX);
-        let len = len + carry.map_or(0, |_| item::CAS_LEN);
+        let len = moved_len(item, carry, m);
         let main = Queue::Main;
         let loc = match self.segs.append_to_head(main, len, ctx.layout.segment_size) {
             Some(loc) => loc,
@@ -281,12 +287,12 @@ impl Shard {
         seg.live += 1;
         seg.live_bytes += len;
         let mem = seg.mem_mut();
-        let m = Meta::read(from, at);
         let mut spared = m;
         spared.spare();
-        let state = spared.bits();
-        mem.write_prefix(to, state, m.deadline, m.time, len - PREFIX);
-        let dst = mem.bytes_mut(to + PREFIX, len - PREFIX);
+        let field = (m.deadline != 0).then_some(m.deadline);
+        let item_len = len - prefix_len(field.is_some());
+        let prefix = mem.write_prefix(to, spared.bits(), field, m.time, item_len);
+        let dst = mem.bytes_mut(to + prefix, item_len);
         match carry {
             Some(cas) => item::write_carrying(dst, item, cas),
             None => dst.copy_from_slice(item),
@@ -347,6 +353,11 @@ impl Shard {
         }
         reclaimed
     }
+}
+
+/// The length of a shared record moved with fields `m`, carrying `carry`.
+fn moved_len(item: &[u8], carry: Option<u64>, m: Meta) -> usize {
+    prefix_len(m.deadline != 0) + item.len() + carry.map_or(0, |_| item::CAS_LEN)
 }
 
 /// Tells the eviction log, if anybody listens, of the live `item` evicted.

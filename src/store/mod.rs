@@ -258,18 +258,19 @@ impl Store {
     }
 
     /// What one item takes, in bytes, once its segment is full: its record
-    /// (an 11-byte prefix holding state, deadline and access time; the item
+    /// (a 7-byte prefix holding state, length and access time; the item
     /// header of 2 bytes + 4 for non-zero flags; key; value) and its share
-    /// of the hash index. This is the figure for non-zero flags; an item
+    /// of the hash index. This is the figure for non-zero flags and no
+    /// TTL; an item with a TTL has a 4-byte deadline field more, and one
     /// moved by eviction, or given its CAS by the client, carries its CAS:
-    /// 8 more. For a 10-byte key and a 100-byte value: 135 bytes.
+    /// 8 more. For a 10-byte key and a 100-byte value: 132 bytes.
     pub fn item_overhead(key_len: usize, value_len: usize) -> usize {
-        segment::PREFIX + item::encoded_len(key_len, value_len, 1, None) + memory::INDEX_SHARE
+        segment::PREFIX_MIN + item::encoded_len(key_len, value_len, 1, None) + memory::INDEX_SHARE
     }
 
     /// Whether an item could ever fit under the limit.
     fn fits(&self, new: &NewItem) -> bool {
-        self.layout.cost(new.record_len()) <= self.memory.limit()
+        self.layout.cost(new.record_len_max()) <= self.memory.limit()
     }
 
     /// The hash and shard of a key; `None` for a key longer than an item
@@ -540,3 +541,6 @@ mod tests;
 
 #[cfg(test)]
 mod model_tests;
+
+#[cfg(test)]
+mod deadline_tests;

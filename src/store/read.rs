@@ -26,6 +26,13 @@ pub(super) struct Ran {
     pub won: bool,
 }
 
+/// The deadline `steps` give an item they create.
+pub(super) fn created_deadline(steps: &[Step]) -> u32 {
+    let mut e = Meta::new(0, 0);
+    run_steps(&mut e, steps, true);
+    e.deadline
+}
+
 /// Runs `steps` in order against a record's state.
 pub(super) fn run_steps(e: &mut Meta, steps: &[Step], created: bool) -> Ran {
     let mut ran = Ran::default();
@@ -53,25 +60,32 @@ pub(super) fn run_steps(e: &mut Meta, steps: &[Step], created: bool) -> Ran {
 }
 
 impl Shard {
-    /// A lookup; with `fresh`, a miss inserts it (`req.vivify`).
+    /// A lookup; with `fresh`, a miss inserts it (`req.vivify`). A new
+    /// deadline for a record without room for one may need memory (see
+    /// [`Shard::set_meta_moving`], and `evict_if_full`).
     pub(super) fn get(
         &mut self,
         req: &GetRequest<'_>,
         hash: u64,
         fresh: Option<&mut NewItem>,
+        evict_if_full: bool,
         ctx: &Ctx,
     ) -> Result<(Lookup, Option<Bytes>), Full> {
         let key = req.key;
+        // An item created here is written with the deadline its steps will
+        // give it, so that they need not write it again.
         let (loc, created, garbage) = match (self.find_live(key, hash, ctx), fresh) {
             (Find::Live(loc), _) => (loc, false, None),
             (Find::Dead(why, old), None) => return Ok((why, old)),
             (Find::Missing, None) => return Ok((Lookup::Miss, None)),
             (Find::Dead(_, old), Some(fresh)) => {
-                let (loc, garbage) = self.insert_new(key, hash, fresh, ctx)?;
+                let deadline = created_deadline(req.steps);
+                let (loc, garbage) = self.insert_new(key, hash, fresh, deadline, ctx)?;
                 (loc, true, garbage.or(old))
             }
             (Find::Missing, Some(fresh)) => {
-                let (loc, garbage) = self.insert_new(key, hash, fresh, ctx)?;
+                let deadline = created_deadline(req.steps);
+                let (loc, garbage) = self.insert_new(key, hash, fresh, deadline, ctx)?;
                 (loc, true, garbage)
             }
         };
@@ -84,6 +98,10 @@ impl Shard {
             cas: self.cas_of(loc, &h),
         };
         let mut e = self.meta(loc);
+        if created {
+            // As the steps found it: no deadline yet.
+            e.deadline = 0;
+        }
         let fetched = e.has(FETCHED);
         let idle = ctx.now.wrapping_sub(e.time);
         let ran = run_steps(&mut e, req.steps, created);
@@ -96,10 +114,11 @@ impl Shard {
         if req.bump {
             e.bump(ctx.now);
         }
-        self.set_meta(loc, e);
         if req.unlink_expired && ran.touched && e.deadline == clock::EXPIRED {
             let removed = self.remove(loc, hash, ctx);
             self.garbage.extend(removed);
+        } else {
+            self.set_meta_moving(loc, hash, e, evict_if_full, ctx)?;
         }
         let hit = Hit {
             value,
@@ -116,25 +135,27 @@ impl Shard {
         Ok((Lookup::Hit(hit), garbage))
     }
 
-    /// touch: a new deadline, CAS unchanged.
+    /// touch: a new deadline, CAS unchanged; memory as for
+    /// [`Shard::get`].
     pub(super) fn touch(
         &mut self,
         key: &[u8],
         hash: u64,
         deadline: u32,
+        evict_if_full: bool,
         ctx: &Ctx,
-    ) -> (bool, Option<Bytes>) {
-        match self.find_live(key, hash, ctx) {
+    ) -> Result<(bool, Option<Bytes>), Full> {
+        Ok(match self.find_live(key, hash, ctx) {
             Find::Live(loc) => {
                 let mut m = self.meta(loc);
                 m.bump(ctx.now);
                 m.deadline = deadline;
-                self.set_meta(loc, m);
+                self.set_meta_moving(loc, hash, m, evict_if_full, ctx)?;
                 (true, None)
             }
             Find::Dead(_, garbage) => (false, garbage),
             Find::Missing => (false, None),
-        }
+        })
     }
 }
 
@@ -151,24 +172,37 @@ impl Store {
             return Lookup::Miss;
         };
         if !req.vivify {
+            // Without a new deadline for a record that has no field for
+            // one, a lookup needs no memory: try once without `with_room`.
             let ctx = self.ctx(now);
-            let outcome = self.lock(si).get(&req, hash, None, &ctx);
-            return match outcome {
-                Ok((lookup, garbage)) => {
-                    drop(garbage);
-                    lookup
-                }
-                Err(_) => unreachable!("a lookup that creates nothing needs no memory"),
-            };
+            let outcome = self.lock(si).get(&req, hash, None, false, &ctx);
+            if let Ok((lookup, garbage)) = outcome {
+                drop(garbage);
+                return lookup;
+            }
         }
         let cas = self.cas_for(req.cas_in);
-        let mut fresh = NewItem::new(self.layout, key, req.key_binary, 0, cas, 0, &|_| {});
-        let fits = self.fits(&fresh);
+        let fill = |_: &mut [u8]| {};
+        let mut fresh = req
+            .vivify
+            .then(|| NewItem::new(self.layout, key, req.key_binary, 0, cas, 0, &fill))
+            .filter(|fresh| self.fits(fresh));
         // A retry after a failed insert still holds `fresh`.
-        self.with_room(si, now, |shard, ctx| {
-            shard.get(&req, hash, fits.then_some(&mut fresh), ctx)
+        let found = self.with_room(si, now, |shard, ctx| {
+            shard.get(&req, hash, fresh.as_mut(), false, ctx)
+        });
+        found.unwrap_or_else(|| {
+            // No memory: for the item a miss would create (the request
+            // misses), or for a deadline given to a record without room for
+            // one (the item goes, as if evicted).
+            let ctx = self.ctx(now);
+            let (lookup, garbage) = self
+                .lock(si)
+                .get(&req, hash, None, true, &ctx)
+                .expect("a lookup that creates nothing and may evict needs no memory");
+            drop(garbage);
+            lookup
         })
-        .unwrap_or(Lookup::Miss)
     }
 
     /// touch: a new deadline, CAS unchanged. True if the item was there.
@@ -176,10 +210,20 @@ impl Store {
         let Some((hash, si)) = self.route(key) else {
             return false;
         };
-        let ctx = self.ctx(now);
-        let (found, garbage) = self.lock(si).touch(key, hash, deadline, &ctx);
-        drop(garbage);
-        found
+        let touched = self.with_room(si, now, |shard, ctx| {
+            shard.touch(key, hash, deadline, false, ctx)
+        });
+        touched.unwrap_or_else(|| {
+            // No memory for a record with the deadline: the item goes, as
+            // if evicted.
+            let ctx = self.ctx(now);
+            let (found, garbage) = self
+                .lock(si)
+                .touch(key, hash, deadline, true, &ctx)
+                .expect("a touch that may evict needs no memory");
+            drop(garbage);
+            found
+        })
     }
 
     /// The item's state as memcached's `me` shows it, without bumping it.

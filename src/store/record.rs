@@ -8,7 +8,7 @@
 //! segment table or eviction.
 
 use super::item;
-use super::segment::{PREFIX, SegMem};
+use super::segment::{HAS_DEADLINE, PREFIX_MAX, SegMem, prefix_len};
 use super::segments::Layout;
 
 /// Seconds between two refreshes of an item's access time on hits
@@ -30,8 +30,9 @@ pub const DEAD: u8 = 16;
 /// Read again while ACTIVE: with ACTIVE, a two-bit count of reads since
 /// stored or last spared, so eviction spares a record read twice two times.
 pub const HOT: u8 = 32;
-/// Every state bit; any other is not a record's.
-pub const ALL_BITS: u8 = FETCHED | ACTIVE | STALE | WIN | DEAD | HOT;
+/// Every state bit, with the layout's [`HAS_DEADLINE`]; any other is not a
+/// record's.
+pub const ALL_BITS: u8 = FETCHED | ACTIVE | STALE | WIN | DEAD | HOT | HAS_DEADLINE;
 
 /// A record's changeable fields, read and written as one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,19 +45,41 @@ pub struct Meta {
 }
 
 impl Meta {
-    /// The fields of the record at `at`.
-    pub fn read(mem: &SegMem, at: usize) -> Meta {
+    /// The fields of a record just written: no state bit set.
+    pub fn new(deadline: u32, time: u32) -> Meta {
         Meta {
-            deadline: mem.deadline(at),
-            time: mem.time(at),
-            state: mem.state(at),
+            deadline,
+            time,
+            state: 0,
         }
     }
 
+    /// The fields of the record at `at`.
+    #[inline]
+    pub fn read(mem: &SegMem, at: usize) -> Meta {
+        let (state, time, deadline) = mem.fields(at);
+        Meta {
+            deadline,
+            time,
+            state,
+        }
+    }
+
+    /// Writes the fields; the record keeps its layout bit.
+    ///
+    /// # Panics
+    /// A deadline for a record without the field (see [`Meta::try_write`]).
+    #[inline]
     pub fn write(self, mem: &mut SegMem, at: usize) {
-        mem.set_state(at, self.state);
-        mem.set_deadline(at, self.deadline);
-        mem.set_time(at, self.time);
+        mem.set_fields(at, self.state, self.time, self.deadline);
+    }
+
+    /// Writes the fields if the record at `at` has room for them where it
+    /// is: it has a deadline field, or the deadline is 0. False, and
+    /// nothing written, if not.
+    #[inline]
+    pub fn try_write(self, mem: &mut SegMem, at: usize) -> bool {
+        mem.try_set_fields(at, self.state, self.time, self.deadline)
     }
 
     /// A hit: fetched and active (hot if it was active), and the access
@@ -118,6 +141,9 @@ pub struct NewItem<'a> {
     cas_issued: bool,
     fill: &'a dyn Fn(&mut [u8]),
     pub(super) item_len: usize,
+    /// Too large to share a segment: it gets one of its own, and its
+    /// record the deadline field whatever its deadline.
+    large: bool,
     /// A large record's own segment, until it is placed.
     pub(super) solo: Option<SegMem>,
 }
@@ -144,18 +170,31 @@ impl<'a> NewItem<'a> {
             cas_issued: false,
             fill,
             item_len,
+            large: false,
             solo: None,
         };
-        if !layout.is_shared(new.record_len()) {
-            let mut mem = SegMem::new(new.record_len());
-            new.write_item(mem.bytes_mut(PREFIX, item_len));
+        if !layout.is_shared(new.record_len_max()) {
+            new.large = true;
+            let mut mem = SegMem::new(new.record_len_max());
+            new.write_item(mem.bytes_mut(PREFIX_MAX, item_len));
             new.solo = Some(mem);
         }
         new
     }
 
-    pub fn record_len(&self) -> usize {
-        PREFIX + self.item_len
+    /// The length of its record with the deadline field: what it may take.
+    pub fn record_len_max(&self) -> usize {
+        PREFIX_MAX + self.item_len
+    }
+
+    /// Whether its record has the deadline field, given its deadline.
+    pub(super) fn has_deadline(&self, deadline: u32) -> bool {
+        self.large || deadline != 0
+    }
+
+    /// The length of its record, given its deadline.
+    pub fn record_len(&self, deadline: u32) -> usize {
+        prefix_len(self.has_deadline(deadline)) + self.item_len
     }
 
     /// Whether the item takes a new CAS when it is placed: from its place,
@@ -194,15 +233,12 @@ impl<'a> NewItem<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::segment::PREFIX_MIN;
     use super::*;
 
     #[test]
     fn reads_count_to_two_and_each_spare_takes_one() {
-        let mut m = Meta {
-            deadline: 0,
-            time: 5,
-            state: 0,
-        };
+        let mut m = Meta::new(0, 5);
         m.bump(5);
         assert!(m.has(FETCHED) && m.has(ACTIVE) && !m.has(HOT));
         m.spare();
@@ -216,5 +252,38 @@ mod tests {
         m.spare();
         assert!(!m.has(ACTIVE) && !m.has(HOT) && m.has(FETCHED));
         assert_eq!(m.time, 5, "hits within the update interval keep the time");
+    }
+
+    #[test]
+    fn fields_are_written_where_the_record_has_room_for_them() {
+        let mut mem = SegMem::new(64);
+        mem.write_prefix(0, 0, None, 3, 10);
+        mem.write_prefix(20, 0, Some(0), 3, 10);
+        let mut m = Meta::read(&mem, 0);
+        m.bump(100);
+        assert!(m.try_write(&mut mem, 0));
+        assert_eq!(Meta::read(&mem, 0), m);
+        m.deadline = 50;
+        assert!(!m.try_write(&mut mem, 0));
+        assert_eq!(Meta::read(&mem, 0).deadline, 0, "nothing written");
+        m.write(&mut mem, 20);
+        let back = Meta::read(&mem, 20);
+        assert_eq!((back.deadline, back.time), (50, 100));
+        assert!(back.has(FETCHED) && back.has(HAS_DEADLINE));
+        assert!(!Meta::read(&mem, 0).has(HAS_DEADLINE));
+    }
+
+    #[test]
+    fn a_large_item_always_has_the_deadline_field() {
+        let layout = Layout {
+            segment_size: 1024,
+            shared_max: 256,
+        };
+        let small = NewItem::new(layout, b"k", false, 0, None, 10, &|_| {});
+        assert_eq!(small.record_len(0), PREFIX_MIN + small.item_len);
+        assert_eq!(small.record_len(9), PREFIX_MAX + small.item_len);
+        let large = NewItem::new(layout, b"k", false, 0, None, 300, &|_| {});
+        assert!(large.solo.is_some());
+        assert_eq!(large.record_len(0), PREFIX_MAX + large.item_len);
     }
 }

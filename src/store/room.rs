@@ -11,7 +11,7 @@ use super::item;
 use super::loc::{Loc, is_solo};
 use super::memory;
 use super::record::NewItem;
-use super::segment::{PREFIX, SegMem};
+use super::segment::SegMem;
 use super::segments::Queue;
 use super::shard::{Ctx, Full, Shard, table_hash};
 
@@ -97,7 +97,8 @@ impl Shard {
     }
 
     /// Finds room for a record in queue `q` and writes it, state clear,
-    /// access time now; one that takes a new CAS takes it here. Returns
+    /// access time now, with the deadline field if `deadline` is not 0 or
+    /// the record large; one that takes a new CAS takes it here. Returns
     /// where it is; it is not yet in the index or counted.
     pub(super) fn place(
         &mut self,
@@ -119,7 +120,7 @@ impl Shard {
             // the other queue's head may be newer): then the item carries a
             // new CAS instead of its place's.
             let seg = self.segs.get(h);
-            let len = new.record_len();
+            let len = new.record_len(deadline);
             if seg.used + len <= ctx.layout.segment_size
                 && self.cas_rule.value(seg.cas_base + seg.used as u64) <= self.cas(old)
             {
@@ -127,7 +128,7 @@ impl Shard {
                 new.carry_cas(cas);
             }
         }
-        let len = new.record_len();
+        let len = new.record_len(deadline);
         let loc = if new.solo.is_some() {
             let charge = memory::segment_cost(len);
             self.make_room(charge, protect, false, ctx)?;
@@ -177,9 +178,10 @@ impl Shard {
         seg.live += 1;
         seg.live_bytes += len;
         let mem = seg.mem_mut();
-        mem.write_prefix(at, 0, deadline, ctx.now, new.item_len);
+        let field = new.has_deadline(deadline).then_some(deadline);
+        let prefix = mem.write_prefix(at, 0, field, ctx.now, new.item_len);
         if !is_solo(node) {
-            new.write_item(mem.bytes_mut(at + PREFIX, new.item_len));
+            new.write_item(mem.bytes_mut(at + prefix, new.item_len));
         }
         Ok(loc)
     }

@@ -8,10 +8,16 @@
 //! count, and a segment that leaves the shard lives on until the last reply
 //! that points into it has been written.
 //!
-//! A record is `[state u8][deadline u32][time u32][item_len u16][item]`,
-//! where the item is the immutable encoding of `item.rs`. The prefix changes
-//! in place under the shard lock and is never handed out; the item bytes are
-//! written once, before the record can be found, and never change after, so
+//! A record is `[state u8][item_len u16][time u32][deadline u32][item]`,
+//! where the item is the immutable encoding of `item.rs` and the deadline
+//! field is there only if the state's [`HAS_DEADLINE`] bit is set: most
+//! items never expire, and 4 bytes is 3% of a small one. A record gets the
+//! field when it is written with a deadline (a large record always has it,
+//! as 4 bytes do not matter there), and keeps or lacks it for its life,
+//! since it decides where the item starts; giving a deadline to a record
+//! without the field means writing it again. The prefix changes in place
+//! under the shard lock and is never handed out; the item bytes are written
+//! once, before the record can be found, and never change after, so
 //! readers holding slices never see a write. This module knows bytes and
 //! offsets: what the state bits mean is `record.rs`, which segment is which
 //! `segments.rs`.
@@ -21,14 +27,25 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-/// Bytes of a record before its item.
-pub const PREFIX: usize = 11;
+/// Bytes of a record before its item, without the deadline field and
+/// with it.
+pub const PREFIX_MIN: usize = 7;
+pub const PREFIX_MAX: usize = PREFIX_MIN + 4;
 
-/// Offsets of the prefix fields.
+/// The state bit saying the record has its deadline field. Fixed when the
+/// record is written: [`SegMem::set_state`] keeps it as it is.
+pub const HAS_DEADLINE: u8 = 64;
+
+/// The prefix length of a record with or without the deadline field.
+pub const fn prefix_len(has_deadline: bool) -> usize {
+    if has_deadline { PREFIX_MAX } else { PREFIX_MIN }
+}
+
+/// Offsets of the prefix fields; the deadline last, so the others stay put.
 const STATE: usize = 0;
-const DEADLINE: usize = 1;
-const TIME: usize = 5;
-const ITEM_LEN: usize = 9;
+const ITEM_LEN: usize = 1;
+const TIME: usize = 3;
+const DEADLINE: usize = 7;
 
 /// Buffers from this size up are mapped from the kernel, whole pages, and
 /// unmapped when freed. Segments come and go all the time, from every
@@ -175,6 +192,7 @@ impl SegMem {
         self.len
     }
 
+    #[inline]
     pub fn bytes(&self, at: usize, len: usize) -> &[u8] {
         assert!(at + len <= self.len, "read past the segment");
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(at), len) }
@@ -182,6 +200,7 @@ impl SegMem {
 
     /// Bytes to write. Only for a record's prefix or for space no record
     /// has been published in yet: other threads may be reading the rest.
+    #[inline]
     pub fn bytes_mut(&mut self, at: usize, len: usize) -> &mut [u8] {
         assert!(at + len <= self.len, "write past the segment");
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(at), len) }
@@ -198,30 +217,28 @@ impl SegMem {
         self.shared
     }
 
+    /// The state byte, [`HAS_DEADLINE`] included.
+    #[inline]
     pub fn state(&self, rec: usize) -> u8 {
         self.bytes(rec + STATE, 1)[0]
     }
 
+    /// Sets the state bits, keeping [`HAS_DEADLINE`] as it is.
     pub fn set_state(&mut self, rec: usize, state: u8) {
-        self.bytes_mut(rec + STATE, 1)[0] = state;
+        let b = &mut self.bytes_mut(rec + STATE, 1)[0];
+        *b = (state & !HAS_DEADLINE) | (*b & HAS_DEADLINE);
     }
 
-    pub fn deadline(&self, rec: usize) -> u32 {
-        self.u32_at(rec + DEADLINE)
+    /// Whether the record has its deadline field.
+    #[inline]
+    pub fn has_deadline(&self, rec: usize) -> bool {
+        self.state(rec) & HAS_DEADLINE != 0
     }
 
-    pub fn time(&self, rec: usize) -> u32 {
-        self.u32_at(rec + TIME)
-    }
-
-    pub fn set_deadline(&mut self, rec: usize, v: u32) {
-        self.bytes_mut(rec + DEADLINE, 4)
-            .copy_from_slice(&v.to_le_bytes());
-    }
-
-    pub fn set_time(&mut self, rec: usize, v: u32) {
-        self.bytes_mut(rec + TIME, 4)
-            .copy_from_slice(&v.to_le_bytes());
+    /// Where the record's item starts, relative to the record.
+    #[inline]
+    pub fn prefix_len(&self, rec: usize) -> usize {
+        prefix_len(self.has_deadline(rec))
     }
 
     /// The item length a shared record stores.
@@ -229,25 +246,89 @@ impl SegMem {
         u16::from_le_bytes(self.bytes(rec + ITEM_LEN, 2).try_into().expect("2 bytes")) as usize
     }
 
-    /// Writes a whole prefix.
+    /// The whole length of a shared record: prefix and item.
+    pub fn shared_record_len(&self, rec: usize) -> usize {
+        self.prefix_len(rec) + self.item_len(rec)
+    }
+
+    /// The changeable fields at once, one bounds check for the hot path:
+    /// state, time and deadline (0 without the field).
+    #[inline]
+    pub fn fields(&self, rec: usize) -> (u8, u32, u32) {
+        let state = self.state(rec);
+        let has = state & HAS_DEADLINE != 0;
+        let p = self.bytes(rec, prefix_len(has));
+        let time = u32::from_le_bytes(p[TIME..TIME + 4].try_into().expect("4 bytes"));
+        let deadline = if has {
+            u32::from_le_bytes(p[DEADLINE..DEADLINE + 4].try_into().expect("4 bytes"))
+        } else {
+            0
+        };
+        (state, time, deadline)
+    }
+
+    /// Writes the changeable fields at once, keeping [`HAS_DEADLINE`].
+    ///
+    /// # Panics
+    /// A deadline other than 0 for a record without the field: such a
+    /// record must be written again with one.
+    #[inline]
+    pub fn set_fields(&mut self, rec: usize, state: u8, time: u32, deadline: u32) {
+        assert!(
+            self.try_set_fields(rec, state, time, deadline),
+            "a deadline for a record without the field"
+        );
+    }
+
+    /// [`SegMem::set_fields`] if the record has room for the deadline;
+    /// false, and nothing written, if it has not.
+    #[inline]
+    pub fn try_set_fields(&mut self, rec: usize, state: u8, time: u32, deadline: u32) -> bool {
+        let has = self.has_deadline(rec);
+        if !has && deadline != 0 {
+            return false;
+        }
+        let p = self.bytes_mut(rec, prefix_len(has));
+        p[STATE] = (state & !HAS_DEADLINE) | (p[STATE] & HAS_DEADLINE);
+        p[TIME..TIME + 4].copy_from_slice(&time.to_le_bytes());
+        if has {
+            p[DEADLINE..DEADLINE + 4].copy_from_slice(&deadline.to_le_bytes());
+        }
+        true
+    }
+
+    /// Where a shared record's item starts, relative to the record, and
+    /// its length.
+    #[inline]
+    pub fn shared_item_span(&self, rec: usize) -> (usize, usize) {
+        let p = self.bytes(rec, ITEM_LEN + 2);
+        let len = u16::from_le_bytes([p[ITEM_LEN], p[ITEM_LEN + 1]]) as usize;
+        (prefix_len(p[STATE] & HAS_DEADLINE != 0), len)
+    }
+
+    /// Writes a whole prefix, with the deadline field if `deadline` is
+    /// given; returns its length, where the item starts.
     pub fn write_prefix(
         &mut self,
         rec: usize,
         state: u8,
-        deadline: u32,
+        deadline: Option<u32>,
         time: u32,
         item_len: usize,
-    ) {
-        let p = self.bytes_mut(rec, PREFIX);
-        p[STATE] = state;
-        p[DEADLINE..DEADLINE + 4].copy_from_slice(&deadline.to_le_bytes());
-        p[TIME..TIME + 4].copy_from_slice(&time.to_le_bytes());
+    ) -> usize {
+        let len = prefix_len(deadline.is_some());
+        let p = self.bytes_mut(rec, len);
+        p[STATE] = match deadline {
+            Some(_) => state | HAS_DEADLINE,
+            None => state & !HAS_DEADLINE,
+        };
         let short = u16::try_from(item_len).unwrap_or(0);
         p[ITEM_LEN..ITEM_LEN + 2].copy_from_slice(&short.to_le_bytes());
-    }
-
-    fn u32_at(&self, at: usize) -> u32 {
-        u32::from_le_bytes(self.bytes(at, 4).try_into().expect("4 bytes"))
+        p[TIME..TIME + 4].copy_from_slice(&time.to_le_bytes());
+        if let Some(d) = deadline {
+            p[DEADLINE..DEADLINE + 4].copy_from_slice(&d.to_le_bytes());
+        }
+        len
     }
 }
 
@@ -285,17 +366,51 @@ mod tests {
     #[test]
     fn prefix_round_trips_and_slices_outlive_the_segment() {
         let mut m = SegMem::new(64);
-        m.write_prefix(3, 5, 7, 9, 20);
-        assert_eq!(
-            (m.state(3), m.deadline(3), m.time(3), m.item_len(3)),
-            (5, 7, 9, 20)
-        );
-        m.bytes_mut(3 + PREFIX, 4).copy_from_slice(b"abcd");
-        let slice = m.share(3 + PREFIX, 4);
-        m.set_deadline(3, 11);
-        m.set_state(3, 1);
-        assert_eq!((m.state(3), m.deadline(3)), (1, 11));
+        assert_eq!(m.write_prefix(3, 5, Some(7), 9, 20), PREFIX_MAX);
+        assert_eq!(m.fields(3), (5 | HAS_DEADLINE, 9, 7));
+        assert_eq!(m.item_len(3), 20);
+        assert_eq!(m.shared_record_len(3), PREFIX_MAX + 20);
+        assert_eq!(m.shared_item_span(3), (PREFIX_MAX, 20));
+        m.bytes_mut(3 + PREFIX_MAX, 4).copy_from_slice(b"abcd");
+        let slice = m.share(3 + PREFIX_MAX, 4);
+        m.set_fields(3, 1, 12, 11);
+        assert_eq!(m.fields(3), (1 | HAS_DEADLINE, 12, 11));
+        m.set_state(3, 2);
+        m.set_fields(3, 2, 12, 0);
+        assert!(m.has_deadline(3), "a deadline of 0 is stored in the field");
+        assert_eq!(m.fields(3), (2 | HAS_DEADLINE, 12, 0));
         drop(m);
         assert_eq!(&slice[..], b"abcd");
+    }
+
+    #[test]
+    fn a_record_without_a_deadline_has_a_shorter_prefix_and_keeps_it() {
+        let mut m = SegMem::new(64);
+        m.bytes_mut(0, 64).fill(0xff);
+        assert_eq!(m.write_prefix(2, 3, None, 9, 20), PREFIX_MIN);
+        assert_eq!(m.fields(2), (3, 9, 0));
+        assert_eq!(m.prefix_len(2), PREFIX_MIN);
+        assert_eq!(m.shared_record_len(2), PREFIX_MIN + 20);
+        assert_eq!(m.shared_item_span(2), (PREFIX_MIN, 20));
+        assert_eq!(
+            m.bytes(2 + PREFIX_MIN, 1),
+            [0xff],
+            "the item's bytes untouched"
+        );
+        m.set_state(2, 1 | HAS_DEADLINE);
+        m.set_fields(2, 4 | HAS_DEADLINE, 10, 0);
+        assert_eq!(m.fields(2), (4, 10, 0));
+        assert_eq!(m.prefix_len(2), PREFIX_MIN);
+        assert_eq!(m.bytes(2 + PREFIX_MIN, 1), [0xff], "still untouched");
+        m.write_prefix(30, 1 | HAS_DEADLINE, None, 4, 0);
+        assert!(!m.has_deadline(30), "the field follows the deadline given");
+    }
+
+    #[test]
+    #[should_panic(expected = "without the field")]
+    fn a_deadline_cannot_be_set_where_there_is_no_field() {
+        let mut m = SegMem::new(32);
+        m.write_prefix(0, 0, None, 1, 4);
+        m.set_fields(0, 0, 1, 10);
     }
 }

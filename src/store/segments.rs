@@ -9,7 +9,7 @@
 use super::list::{self, Links, List, Nodes};
 use super::loc::{Loc, SHARED_IDS, SOLO_BIT, is_solo};
 use super::memory;
-use super::segment::{PREFIX, SegMem};
+use super::segment::SegMem;
 
 /// How segments are sized; fixed for a store's life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,20 +219,36 @@ impl Segments {
     }
 
     /// The length of the record at `at` in segment `node`.
+    #[inline]
     pub fn record_len(&self, node: u32, at: usize) -> usize {
         let mem = self.get(node).mem();
         if is_solo(node) {
             mem.len()
         } else {
-            PREFIX + mem.item_len(at)
+            mem.shared_record_len(at)
+        }
+    }
+
+    /// Where the item of the record at `at` in segment `node` starts in
+    /// the segment, and its length.
+    #[inline]
+    pub fn item_span(&self, node: u32, at: usize) -> (usize, usize) {
+        let mem = self.get(node).mem();
+        if is_solo(node) {
+            let start = at + mem.prefix_len(at);
+            (start, mem.len() - start)
+        } else {
+            let (prefix, len) = mem.shared_item_span(at);
+            (at + prefix, len)
         }
     }
 
     /// The immutable item bytes of a record.
+    #[inline]
     pub fn item(&self, loc: Loc) -> &[u8] {
-        let (node, at) = (loc.node(), loc.offset());
-        let len = self.record_len(node, at) - PREFIX;
-        self.get(node).mem().bytes(at + PREFIX, len)
+        let node = loc.node();
+        let (start, len) = self.item_span(node, loc.offset());
+        self.get(node).mem().bytes(start, len)
     }
 
     /// The oldest segment.

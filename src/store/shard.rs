@@ -30,7 +30,7 @@ use super::loc::Loc;
 use super::memory::Memory;
 use super::record::{DEAD, FETCHED, Meta, NewItem};
 use super::request::{ItemView, Lookup};
-use super::segment::{PREFIX, SegMem};
+use super::segment::SegMem;
 use super::segments::{Layout, Queue, Segments};
 
 /// What a shard operation needs from the store.
@@ -219,17 +219,106 @@ impl Shard {
 
     /// The item bytes as a slice a reader keeps after the lock.
     pub(super) fn item_shared(&self, loc: Loc) -> Bytes {
-        let (node, at) = (loc.node(), loc.offset());
-        let len = self.segs.record_len(node, at) - PREFIX;
-        self.segs.get(node).mem().share(at + PREFIX, len)
+        let node = loc.node();
+        let (start, len) = self.segs.item_span(node, loc.offset());
+        self.segs.get(node).mem().share(start, len)
     }
 
+    #[inline]
     pub(super) fn meta(&self, loc: Loc) -> Meta {
         Meta::read(self.segs.get(loc.node()).mem(), loc.offset())
     }
 
+    /// Writes `m` to the record at `loc`, which must have room for its
+    /// deadline (see [`Shard::set_meta_moving`]).
+    #[inline]
     pub(super) fn set_meta(&mut self, loc: Loc, m: Meta) {
         m.write(self.segs.get_mut(loc.node()).mem_mut(), loc.offset());
+    }
+
+    /// Writes `m` to the live record at `loc`, as [`Shard::set_meta`]; a
+    /// record with no deadline field given a deadline is written again
+    /// with one, as memcached changes an item's TTL in place: the same
+    /// key, value, flags and CAS (carried, as its new place would give it
+    /// another), in the same queue as the newest record there, `m` its
+    /// fields, the old one retired. Returns where the record is now; with
+    /// `evict_if_full`, `None` if there was no memory for it and the item
+    /// was evicted instead: a cache may drop an item early, but must not
+    /// keep it past its deadline.
+    ///
+    /// # Errors
+    /// Without `evict_if_full`, no memory for the new record, as for a
+    /// write: nothing has changed but what eviction did (which may have
+    /// moved the record).
+    #[inline]
+    pub(super) fn set_meta_moving(
+        &mut self,
+        loc: Loc,
+        hash: u64,
+        m: Meta,
+        evict_if_full: bool,
+        ctx: &Ctx,
+    ) -> Result<Option<Loc>, Full> {
+        if m.try_write(self.segs.get_mut(loc.node()).mem_mut(), loc.offset()) {
+            return Ok(Some(loc));
+        }
+        self.rewrite_with_deadline(loc, hash, m, evict_if_full, ctx)
+    }
+
+    /// [`Shard::set_meta_moving`] for a record that must be written again.
+    #[cold]
+    #[inline(never)]
+    fn rewrite_with_deadline(
+        &mut self,
+        loc: Loc,
+        hash: u64,
+        m: Meta,
+        evict_if_full: bool,
+        ctx: &Ctx,
+    ) -> Result<Option<Loc>, Full> {
+        // A slice of the old record, not a borrow of the shard: it stays
+        // readable while the shard changes.
+        let it = self.item_shared(loc);
+        let h = item::header(&it);
+        let cas = self.cas_rule.on.then(|| self.cas_of(loc, &h));
+        let value = &it[h.value_start..];
+        let fill = |d: &mut [u8]| d.copy_from_slice(value);
+        let key = item::key(&it);
+        let mut new = NewItem::new(
+            ctx.layout,
+            key,
+            item::key_binary(&it),
+            h.flags,
+            cas,
+            value.len(),
+            &fill,
+        );
+        let placed = self.commit(key, hash, Some(loc), &mut new, m.deadline, ctx);
+        drop(new);
+        let at = match placed {
+            Ok((at, garbage)) => {
+                // The same item, not a new one.
+                self.counters.total_items -= 1;
+                self.garbage.extend(garbage);
+                self.set_meta(at, m);
+                Some(at)
+            }
+            Err(full) if !evict_if_full => return Err(full),
+            Err(_) => {
+                // Eviction may have moved it, or had no room to keep it.
+                if let Some(loc) = self.find(item::key(&it), hash) {
+                    let m = self.meta(loc);
+                    self.count_eviction(&it, m, ctx);
+                    let freed = self.remove(loc, hash, ctx);
+                    self.garbage.extend(freed);
+                }
+                None
+            }
+        };
+        // The old segment may have no other holder left: freed after the
+        // lock, as the shard's other garbage.
+        self.garbage.push(it);
+        Ok(at)
     }
 
     pub(super) fn find(&self, key: &[u8], hash: u64) -> Option<Loc> {
@@ -361,20 +450,22 @@ impl Shard {
         }
     }
 
-    /// Inserts `new` for a key known to be missing.
+    /// Inserts `new` with `deadline` for a key known to be missing.
     pub(super) fn insert_new(
         &mut self,
         key: &[u8],
         hash: u64,
         new: &mut NewItem,
+        deadline: u32,
         ctx: &Ctx,
     ) -> Result<(Loc, Option<Bytes>), Full> {
-        self.commit(key, hash, None, new, 0, ctx)
+        self.commit(key, hash, None, new, deadline, ctx)
     }
 
     /// Replaces the version `old` (from [`Shard::snapshot`]) of an item
     /// with `new`, keeping its deadline; `then` adjusts the new record's
-    /// state, given the old one's. `Ok(Some(cas))`: swapped, and the new
+    /// fields, given the old one's, before it is written (it may run again
+    /// if there is no room at first). `Ok(Some(cas))`: swapped, and the new
     /// version's CAS; `Ok(None)` if the item changed meanwhile: the caller
     /// reads it again.
     pub(super) fn swap(
@@ -395,9 +486,11 @@ impl Shard {
             return Ok((None, None));
         }
         let prev = self.meta(loc);
-        let (at, garbage) = self.commit(key, hash, Some(loc), new, prev.deadline, ctx)?;
-        let mut e = self.meta(at);
+        // The new record's fields decided first: its deadline decides its
+        // layout.
+        let mut e = Meta::new(prev.deadline, ctx.now);
         then(prev, &mut e);
+        let (at, garbage) = self.commit(key, hash, Some(loc), new, e.deadline, ctx)?;
         self.set_meta(at, e);
         Ok((Some(self.cas(at)), garbage))
     }

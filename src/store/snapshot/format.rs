@@ -33,8 +33,9 @@ pub const MAGIC: [u8; 8] = *b"FERROSNP";
 pub const END_MAGIC: [u8; 8] = *b"FERROEND";
 /// The format this build writes and reads. A file of another version is
 /// refused: its layout cannot be assumed. Version 2: most items carry no
-/// CAS, segments carry a CAS base.
-pub const VERSION: u32 = 2;
+/// CAS, segments carry a CAS base. Version 3: a record has a deadline field
+/// only if its state says so.
+pub const VERSION: u32 = 3;
 
 /// Segment kinds.
 pub const SHARED: u8 = 0;
@@ -561,12 +562,12 @@ mod tests {
             assert_eq!(read(&out[..cut]), "the file is truncated", "cut at {cut}");
         }
         assert_eq!(read(b"VALUE x 0 1\r\n"), "not a ferrocache snapshot");
-        for other in [1u32, 3] {
+        for other in [1u32, 2, 4] {
             let mut file = out.clone();
             file[8..12].copy_from_slice(&other.to_le_bytes());
             assert_eq!(
                 read(&file),
-                format!("format version {other}; this build reads version 2 only")
+                format!("format version {other}; this build reads version 3 only")
             );
         }
     }

@@ -40,7 +40,7 @@ use format::{Counted, FileHeader, Fingerprint, SegmentHeader, ShardHeader, Trail
 
 use super::loc::Loc;
 use super::record::{ALL_BITS, DEAD, Meta};
-use super::segment::{PREFIX, SegMem};
+use super::segment::{PREFIX_MAX, SegMem};
 use super::segments::Queue;
 use super::shard::{Shard, table_hash};
 use super::{Clock, Store, StoreConfig, clock, item, memory};
@@ -409,7 +409,7 @@ fn read_segment(store: &Store, r: &mut impl Read) -> Result<ReadSegment, Invalid
     let solo = h.kind == format::SOLO;
     let size = if solo {
         let max = store.config.item_size_max + RECORD_OVERHEAD_MAX;
-        if used <= layout.shared_max || used <= PREFIX || used > max {
+        if used <= layout.shared_max || used <= PREFIX_MAX || used > max {
             return Err(Invalid::Malformed(format!(
                 "a large record of {used} bytes"
             )));
@@ -600,22 +600,29 @@ impl ShardLoad<'_, '_> {
         let mut at = 0;
         while at < used {
             let mem = segs.get(node).mem();
-            if used - at < PREFIX {
+            // Its state byte says how long its prefix is.
+            let prefix = mem.prefix_len(at);
+            if used - at < prefix {
                 return Err(Invalid::Malformed(
                     "a record cut by its segment's end".into(),
+                ));
+            }
+            if solo && prefix != PREFIX_MAX {
+                return Err(Invalid::Malformed(
+                    "a large record without its deadline field".into(),
                 ));
             }
             let rec_len = if solo {
                 used
             } else {
-                PREFIX + mem.item_len(at)
+                prefix + mem.item_len(at)
             };
             if rec_len > used - at {
                 return Err(Invalid::Malformed(
                     "a record cut by its segment's end".into(),
                 ));
             }
-            let item = mem.bytes(at + PREFIX, rec_len - PREFIX);
+            let item = mem.bytes(at + prefix, rec_len - prefix);
             if !item::is_well_formed(item) {
                 return Err(Invalid::Malformed("an impossible item header".into()));
             }
@@ -644,7 +651,7 @@ impl ShardLoad<'_, '_> {
                 continue;
             };
             m.write(mem, this);
-            let key = item::key(segs.get(node).mem().bytes(this + PREFIX, rec_len - PREFIX));
+            let key = item::key(segs.get(node).mem().bytes(this + prefix, rec_len - prefix));
             let hash = hasher.hash_one(key);
             if self.store.shard_of(hash) != self.index {
                 return Err(Invalid::Malformed("a key in another key's shard".into()));

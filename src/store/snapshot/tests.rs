@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::format::{FILE_HEADER_LEN, SEGMENT_HEADER_LEN, SHARD_HEADER_LEN};
 use super::*;
 use crate::item_rules::StoreMode::*;
+use crate::store::segment::{HAS_DEADLINE, PREFIX_MIN};
 use crate::store::tests::{check, cmd, get};
 use crate::store::{Lookup, StoreResult};
 use crate::test_rng::Rng;
@@ -311,13 +312,14 @@ fn a_file_from_other_settings_or_a_newer_format_is_refused() {
     };
     let why = load(other_i, Clock::manual(UNIX + 5), &file).err().unwrap();
     assert!(why.to_string().contains("-I"), "{why}");
-    // Version 1 kept a CAS in every item and none in segment headers.
-    for other in [1u32, 3] {
+    // Version 1 kept a CAS in every item and none in segment headers;
+    // version 2, a deadline in every record.
+    for other in [1u32, 2, 4] {
         let mut file = file.clone();
         file[8..12].copy_from_slice(&other.to_le_bytes());
         assert_eq!(
             refused(&file),
-            format!("format version {other}; this build reads version 2 only")
+            format!("format version {other}; this build reads version 3 only")
         );
     }
     assert_eq!(refused(b""), "the file is empty");
@@ -360,8 +362,8 @@ fn records_that_pass_the_checksums_are_still_checked() {
         bad[start - SEGMENT_HEADER_LEN..start].copy_from_slice(&out);
     };
     // A record length past the segment, an unknown state bit, an item
-    // header past its record.
-    let cases: [(usize, &[u8]); 3] = [(9, &[0xff, 0xff]), (0, &[0x80]), (11 + 1, &[0x80])];
+    // header past its record (the first record has no deadline field).
+    let cases: [(usize, &[u8]); 3] = [(1, &[0xff, 0xff]), (0, &[0x80]), (PREFIX_MIN + 1, &[0x80])];
     for (offset, bytes) in cases {
         let mut bad = file.clone();
         bad[start + offset..start + offset + bytes.len()].copy_from_slice(bytes);
@@ -369,6 +371,31 @@ fn records_that_pass_the_checksums_are_still_checked() {
         let why = refused(&bad);
         assert!(why.starts_with("malformed"), "{why}");
     }
+    // A large record always has its deadline field.
+    let (start, end) = (0..cuts.len() - 1)
+        .map(|i| (cuts[i], cuts[i + 1]))
+        .find(|&(a, b)| {
+            a >= SEGMENT_HEADER_LEN
+                && SegmentHeader::read(&mut &file[a - SEGMENT_HEADER_LEN..a])
+                    .is_ok_and(|h| h.kind == format::SOLO && h.used as usize == b - a)
+        })
+        .unwrap();
+    let mut bad = file.clone();
+    assert_ne!(bad[start] & HAS_DEADLINE, 0);
+    bad[start] &= !HAS_DEADLINE;
+    let h = SegmentHeader::read(&mut &bad[start - SEGMENT_HEADER_LEN..start]).unwrap();
+    let mut out = Vec::new();
+    SegmentHeader {
+        body_crc: crc32fast::hash(&bad[start..end]),
+        ..h
+    }
+    .write(&mut out)
+    .unwrap();
+    bad[start - SEGMENT_HEADER_LEN..start].copy_from_slice(&out);
+    assert_eq!(
+        refused(&bad),
+        "malformed: a large record without its deadline field"
+    );
 }
 
 #[test]
