@@ -17,9 +17,10 @@ use super::index::Index;
 use super::segment::{MAP_MIN, mapped_len};
 
 /// An item's share of its shard's hash index: a 4-byte location, one
-/// control byte and one ghost byte per bucket, at a load between 7/8 and
-/// 7/9 (the index grows by an eighth): 6.9 to 7.7 bytes.
-pub const INDEX_SHARE: usize = 7;
+/// control byte and one ghost byte per bucket, and two bytes (an overflow
+/// count and padding) for every 14, at a load between 6/7 and 16/21 (the
+/// index grows by an eighth): 7.2 to 8.1 bytes.
+pub const INDEX_SHARE: usize = 8;
 
 /// glibc's default `M_MMAP_THRESHOLD`.
 const MMAP_THRESHOLD: usize = 128 * 1024;
@@ -49,14 +50,15 @@ pub fn segment_cost(len: usize) -> usize {
 }
 
 /// The bucket count of a hash index able to hold `capacity` items without
-/// growing: 8 for every 7 (0 for none).
+/// growing: 7 for every 6 (0 for none).
 pub fn index_buckets(capacity: usize) -> usize {
     Index::buckets_for(capacity)
 }
 
 /// What a hash index able to hold `capacity` items without growing costs,
 /// with the ghost set sized by it: a 4-byte entry and a control byte a
-/// bucket, and a ghost byte a bucket.
+/// bucket, an overflow count and a spare byte a group of 14, and a ghost
+/// byte a bucket.
 pub fn index_cost(capacity: usize) -> usize {
     let buckets = index_buckets(capacity);
     if buckets == 0 {
@@ -136,12 +138,13 @@ mod tests {
         assert_eq!(segment_cost(5000), 8192 + 48);
         assert_eq!(segment_cost(100), 112 + 48);
         assert_eq!(index_cost(0), 0);
-        // Groups of 8 buckets, 7 items and 40 bytes each, any number.
-        assert_eq!(index_cost(1), malloc_size(40) + malloc_size(8));
-        assert_eq!(index_cost(7), malloc_size(40) + malloc_size(8));
-        assert_eq!(index_cost(8), malloc_size(80) + malloc_size(16));
-        assert_eq!(index_cost(21), malloc_size(120) + malloc_size(24));
-        assert_eq!(index_buckets(7 * 1000 + 1), 8 * 1001);
+        // Groups of 14 buckets, 12 items and 72 bytes each, any number;
+        // a ghost byte a bucket.
+        assert_eq!(index_cost(1), malloc_size(72) + malloc_size(14));
+        assert_eq!(index_cost(12), malloc_size(72) + malloc_size(14));
+        assert_eq!(index_cost(13), malloc_size(144) + malloc_size(28));
+        assert_eq!(index_cost(36), malloc_size(216) + malloc_size(42));
+        assert_eq!(index_buckets(12 * 1000 + 1), 14 * 1001);
     }
 
     #[test]

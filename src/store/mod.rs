@@ -263,7 +263,7 @@ impl Store {
     /// header of 2 bytes + 4 for non-zero flags; key; value) and its share
     /// of the hash index. This is the figure for non-zero flags; an item
     /// moved by eviction, or given its CAS by the client, carries its CAS:
-    /// 8 more. For a 10-byte key and a 100-byte value: 134 bytes.
+    /// 8 more. For a 10-byte key and a 100-byte value: 135 bytes.
     pub fn item_overhead(key_len: usize, value_len: usize) -> usize {
         segment::PREFIX + item::encoded_len(key_len, value_len, 1, None) + memory::INDEX_SHARE
     }

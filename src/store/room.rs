@@ -19,10 +19,11 @@ use super::shard::{Ctx, Full, Shard, table_hash};
 /// with evictions off, when compaction frees too little each time).
 const MAX_EVICTIONS_PER_WRITE: usize = 64;
 
-/// The index grows by this fraction of its capacity (and at least one
-/// entry, which rounds up to a group of buckets). Smaller steps leave a
-/// full store's index fuller (at least 1/(1 + 1/STEP) of 7/8), for more
-/// rebuilding while the store fills.
+/// The index grows by 1/INDEX_GROWTH_STEP of its capacity (and at least
+/// one entry, which rounds up to a group of buckets). Smaller steps leave
+/// a full store's index fuller (at least 1/(1 + 1/STEP) of its 6/7 maximum
+/// load), for more rebuilding while the store fills: about STEP + 1
+/// entries hashed again per item stored, only while the index grows.
 const INDEX_GROWTH_STEP: usize = 8;
 
 impl Shard {
@@ -190,33 +191,24 @@ impl Shard {
         Ok(loc)
     }
 
-    /// Makes sure the index can take one more entry: rebuilt at the same
-    /// size if that clears enough tombstones, else grown by a step, its
-    /// growth charged first.
+    /// Makes sure the index can take one more entry, charging for its
+    /// growth by a step first.
     pub(super) fn index_room(&mut self, ctx: &Ctx) -> Result<(), Full> {
         if !self.index.is_full() {
             return Ok(());
         }
-        if !self.index.rehash_clears_room() {
-            let cap = self.index.capacity();
-            let grown = cap + cap / INDEX_GROWTH_STEP + 1;
-            let need = memory::index_cost(grown).saturating_sub(self.index_charge);
-            self.make_room(need, None, false, ctx)?;
-            if !self.index.is_full() {
-                // Eviction made room in the index as it is.
-                self.unreserve(need, ctx);
-                return Ok(());
-            }
-            if !self.index.rehash_clears_room() {
-                self.index_charge += need;
-                self.rehash_index(grown, ctx);
-                self.fit_ghost();
-                return Ok(());
-            }
-            // Eviction left tombstones enough to clear instead.
+        let cap = self.index.capacity();
+        let grown = cap + cap / INDEX_GROWTH_STEP + 1;
+        let need = memory::index_cost(grown).saturating_sub(self.index_charge);
+        self.make_room(need, None, false, ctx)?;
+        if !self.index.is_full() {
+            // Eviction made room in the index as it is.
             self.unreserve(need, ctx);
+            return Ok(());
         }
-        self.rehash_index(self.index.capacity(), ctx);
+        self.index_charge += need;
+        self.rehash_index(grown, ctx);
+        self.fit_ghost();
         Ok(())
     }
 
