@@ -185,7 +185,7 @@ impl Shard {
         self.moves += 1;
         let slot = self
             .index
-            .find_mut(table_hash(hash), |&l| l == old.0)
+            .find_mut(table_hash(hash), |l| l == old.0)
             .expect("a live record is indexed");
         *slot = new.0;
     }

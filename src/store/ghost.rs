@@ -24,11 +24,13 @@ impl Ghost {
         Ghost { slots: Vec::new() }
     }
 
-    /// Slots for a shard whose index has `buckets` buckets (a power of
-    /// two, or 0). Growing keeps the ghosts: a slot's bits are the low bits
-    /// of its new slot's, so each lands in every new slot it could be in
-    /// (the index grows as a store first fills, right when the first
-    /// ghosts are made). Shrinking forgets them.
+    /// Slots for a shard whose index has `buckets` buckets (any number).
+    /// Growing keeps the ghosts (the index grows as a store first fills,
+    /// right when the first ghosts are made): a slot covers a range of
+    /// hashes, so a new slot takes the ghost of the old slot whose range
+    /// holds its own, or when it straddles two old slots, one of their
+    /// ghosts (the first unless it is empty); growing by a step smaller
+    /// than 2x thus forgets some. Shrinking forgets them all.
     pub fn resize(&mut self, buckets: usize) {
         let old = self.slots.len();
         if buckets == old {
@@ -36,23 +38,26 @@ impl Ghost {
         }
         let mut slots = vec![0; buckets];
         if old != 0 && buckets > old {
-            for (i, s) in slots.iter_mut().enumerate() {
-                *s = self.slots[i & (old - 1)];
+            for (j, s) in slots.iter_mut().enumerate() {
+                let first = self.slots[j * old / buckets];
+                let last = self.slots[((j + 1) * old - 1) / buckets];
+                *s = if first != 0 { first } else { last };
             }
         }
         self.slots = slots;
     }
 
     /// Where a hash lives and its fingerprint, never 0 (an empty slot).
-    /// The shard was picked by the top bits and the index bucket by the
-    /// bits `table_hash` rotates, so both come from bits in between.
+    /// The shard was picked by the top bits (16 at most), so the slot comes
+    /// from the 32 bits below them, by multiply-shift range reduction, and
+    /// the fingerprint from bits below those.
     fn place(&self, hash: u64) -> Option<(usize, u8)> {
         if self.slots.is_empty() {
             return None;
         }
-        let mask = self.slots.len() - 1;
-        let slot = (hash >> 20) as usize & mask;
-        let tag = ((hash >> 12) as u8).max(1);
+        let range = u64::from((hash >> 16) as u32);
+        let slot = ((range * self.slots.len() as u64) >> 32) as usize;
+        let tag = ((hash >> 8) as u8).max(1);
         Some((slot, tag))
     }
 
@@ -93,6 +98,7 @@ mod tests {
         assert!(!g.take(a), "taking forgets");
         // Same slot, another fingerprint: the newer ghost wins.
         let b = a ^ (1 << 12);
+        assert_eq!(g.place(a).unwrap().0, g.place(b).unwrap().0);
         g.insert(a);
         g.insert(b);
         assert!(!g.take(a));
@@ -103,6 +109,28 @@ mod tests {
         g.insert(a);
         g.resize(64);
         assert!(!g.take(a), "shrinking forgets");
+    }
+
+    #[test]
+    fn growing_by_steps_keeps_most_ghosts() {
+        // An index grown by an eighth at a time: ghosts are kept where
+        // the new slot's range lies in one old slot's.
+        let mut rng = crate::test_rng::Rng::new(11);
+        let mut g = Ghost::new();
+        g.resize(8 * 1000);
+        let ghosts: Vec<u64> = (0..1000).map(|_| rng.next_u64()).collect();
+        for &h in &ghosts {
+            g.insert(h);
+        }
+        g.resize(8 * 1126);
+        let kept = ghosts.iter().filter(|&&h| g.take(h)).count();
+        assert!(kept > 800, "{kept} of 1000 kept");
+        // Any size works, the last slot included.
+        for n in [1, 3, 7, 9, 1001] {
+            g.resize(n);
+            g.insert(u64::MAX);
+            assert!(g.take(u64::MAX), "{n} slots");
+        }
     }
 
     #[test]

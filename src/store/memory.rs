@@ -13,12 +13,14 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::index::Index;
 use super::segment::{MAP_MIN, mapped_len};
 
 /// An item's share of its shard's hash index: a 4-byte location, one
-/// control byte and one ghost byte per bucket, at a load between 7/16 and
-/// 7/8.
-pub const INDEX_SHARE: usize = 9;
+/// control byte and one ghost byte per bucket, and two bytes (an overflow
+/// count and padding) for every 14, at a load between 6/7 and 16/21 (the
+/// index grows by an eighth): 7.2 to 8.1 bytes.
+pub const INDEX_SHARE: usize = 8;
 
 /// glibc's default `M_MMAP_THRESHOLD`.
 const MMAP_THRESHOLD: usize = 128 * 1024;
@@ -47,27 +49,22 @@ pub fn segment_cost(len: usize) -> usize {
     buffer + malloc_size(OWNER_SIZE)
 }
 
-/// hashbrown's bucket count for a table able to hold `capacity` items
-/// without growing: 4 or 8 when small, else a power of two with 1/8 kept
-/// free (0 for none).
+/// The bucket count of a hash index able to hold `capacity` items without
+/// growing: 7 for every 6 (0 for none).
 pub fn index_buckets(capacity: usize) -> usize {
-    match capacity {
-        0 => 0,
-        1..4 => 4,
-        4..8 => 8,
-        _ => (capacity * 8 / 7).next_power_of_two(),
-    }
+    Index::buckets_for(capacity)
 }
 
 /// What a hash index able to hold `capacity` items without growing costs,
 /// with the ghost set sized by it: a 4-byte entry and a control byte a
-/// bucket, plus one group of spare controls, and a ghost byte a bucket.
+/// bucket, an overflow count and a spare byte a group of 14, and a ghost
+/// byte a bucket.
 pub fn index_cost(capacity: usize) -> usize {
     let buckets = index_buckets(capacity);
     if buckets == 0 {
         return 0;
     }
-    malloc_size(buckets * 5 + 16) + malloc_size(buckets)
+    malloc_size(Index::bytes_for(capacity)) + malloc_size(buckets)
 }
 
 /// Bytes in use against the limit. Reserving is all-or-nothing, so the
@@ -141,12 +138,13 @@ mod tests {
         assert_eq!(segment_cost(5000), 8192 + 48);
         assert_eq!(segment_cost(100), 112 + 48);
         assert_eq!(index_cost(0), 0);
-        // As hashbrown sizes tables: 3 items in 4 buckets, 7 in 8, then
-        // 7/8 of a power of two.
-        assert_eq!(index_cost(3), malloc_size(4 * 5 + 16) + malloc_size(4));
-        assert_eq!(index_cost(4), malloc_size(8 * 5 + 16) + malloc_size(8));
-        assert_eq!(index_cost(14), malloc_size(16 * 5 + 16) + malloc_size(16));
-        assert_eq!(index_cost(15), malloc_size(32 * 5 + 16) + malloc_size(32));
+        // Groups of 14 buckets, 12 items and 72 bytes each, any number;
+        // a ghost byte a bucket.
+        assert_eq!(index_cost(1), malloc_size(72) + malloc_size(14));
+        assert_eq!(index_cost(12), malloc_size(72) + malloc_size(14));
+        assert_eq!(index_cost(13), malloc_size(144) + malloc_size(28));
+        assert_eq!(index_cost(36), malloc_size(216) + malloc_size(42));
+        assert_eq!(index_buckets(12 * 1000 + 1), 14 * 1001);
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod clock;
 mod counter;
 mod evict;
 mod ghost;
+mod index;
 mod item;
 mod list;
 mod loc;

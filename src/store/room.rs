@@ -19,6 +19,13 @@ use super::shard::{Ctx, Full, Shard, table_hash};
 /// with evictions off, when compaction frees too little each time).
 const MAX_EVICTIONS_PER_WRITE: usize = 64;
 
+/// The index grows by 1/INDEX_GROWTH_STEP of its capacity (and at least
+/// one entry, which rounds up to a group of buckets). Smaller steps leave
+/// a full store's index fuller (at least 1/(1 + 1/STEP) of its 6/7 maximum
+/// load), for more rebuilding while the store fills: about STEP + 1
+/// entries hashed again per item stored, only while the index grows.
+const INDEX_GROWTH_STEP: usize = 8;
+
 impl Shard {
     /// Gives a segment's memory back; returns it to be dropped unlocked
     /// (slices handed out keep it alive until they go).
@@ -187,31 +194,38 @@ impl Shard {
     }
 
     /// Makes sure the index can take one more entry, charging for its
-    /// growth first (hashbrown doubles it when full).
+    /// growth by a step first.
     pub(super) fn index_room(&mut self, ctx: &Ctx) -> Result<(), Full> {
-        if self.index.len() < self.index.capacity() {
+        if !self.index.is_full() {
             return Ok(());
         }
-        let need = memory::index_cost(self.index.capacity() + 1).saturating_sub(self.index_charge);
+        let cap = self.index.capacity();
+        let grown = cap + cap / INDEX_GROWTH_STEP + 1;
+        let need = memory::index_cost(grown).saturating_sub(self.index_charge);
         self.make_room(need, None, false, ctx)?;
-        if self.index.len() < self.index.capacity() {
-            // Eviction made room in the table as it is.
+        if !self.index.is_full() {
+            // Eviction made room in the index as it is.
             self.unreserve(need, ctx);
             return Ok(());
         }
         self.index_charge += need;
-        let segs = &self.segs;
-        let hasher = ctx.hasher;
-        self.index.reserve(1, |&l| {
-            table_hash(hasher.hash_one(item::key(segs.item(Loc(l)))))
-        });
+        self.rehash_index(grown, ctx);
         self.fit_ghost();
         Ok(())
     }
 
+    /// Rebuilds the index with room for `capacity` entries, each hashed
+    /// again from its key.
+    pub(super) fn rehash_index(&mut self, capacity: usize, ctx: &Ctx) {
+        let segs = &self.segs;
+        let hasher = ctx.hasher;
+        self.index.rehash(capacity, |l| {
+            table_hash(hasher.hash_one(item::key(segs.item(Loc(l)))))
+        });
+    }
+
     /// Sizes the ghost set by the index, as its charge assumes.
     pub(super) fn fit_ghost(&mut self) {
-        self.ghost
-            .resize(memory::index_buckets(self.index.capacity()));
+        self.ghost.resize(self.index.buckets());
     }
 }

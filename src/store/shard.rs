@@ -21,10 +21,10 @@ use std::mem;
 
 use bytes::Bytes;
 use foldhash::quality::FixedState;
-use hashbrown::HashTable;
 
 use super::clock;
 use super::ghost::Ghost;
+use super::index::Index;
 use super::item;
 use super::loc::Loc;
 use super::memory::Memory;
@@ -73,10 +73,11 @@ impl Ctx<'_> {
 }
 
 /// The hash the index is keyed by. The shard was picked by the top bits of
-/// `hash`; hashbrown takes its 7-bit tags from the top bits and its bucket
-/// from the low bits, so rotate bits that vary within a shard to the top.
+/// `hash` (16 at most); the index takes its home group from the top bits
+/// and its 7-bit tags from the low bits, so rotate the shard's bits to
+/// where it looks at neither.
 pub(super) fn table_hash(hash: u64) -> u64 {
-    hash.rotate_right(7)
+    hash.rotate_left(24)
 }
 
 /// The counters a shard owns; the store sums them.
@@ -135,7 +136,7 @@ pub(super) enum Find {
 }
 
 pub struct Shard {
-    pub(super) index: HashTable<u32>,
+    pub(super) index: Index,
     pub(super) segs: Segments,
     pub(super) len: u32,
     /// Bytes charged to `Memory`: segments and the index.
@@ -175,7 +176,7 @@ impl Shard {
     /// An empty shard allocates nothing.
     pub const fn new() -> Self {
         Shard {
-            index: HashTable::new(),
+            index: Index::new(),
             segs: Segments::new(),
             len: 0,
             bytes: 0,
@@ -324,8 +325,8 @@ impl Shard {
     pub(super) fn find(&self, key: &[u8], hash: u64) -> Option<Loc> {
         let segs = &self.segs;
         self.index
-            .find(table_hash(hash), |&l| item::key(segs.item(Loc(l))) == key)
-            .map(|&l| Loc(l))
+            .find(table_hash(hash), |l| item::key(segs.item(Loc(l))) == key)
+            .map(Loc)
     }
 
     /// Finds a key, removing it if it has expired or been flushed.
@@ -364,11 +365,12 @@ impl Shard {
 
     /// Takes a live record's entry out of the index.
     pub(super) fn unindex(&mut self, loc: Loc, hash: u64) {
-        match self.index.find_entry(table_hash(hash), |&l| l == loc.0) {
-            Ok(found) => {
-                found.remove();
-            }
-            Err(_) => unreachable!("record {loc:?} is not in the index"),
+        if self
+            .index
+            .remove(table_hash(hash), |l| l == loc.0)
+            .is_none()
+        {
+            unreachable!("record {loc:?} is not in the index");
         }
         self.len -= 1;
     }
@@ -535,7 +537,7 @@ impl Shard {
             // a new key again.)
             Some(at) if self.moves == moves => self
                 .index
-                .find_mut(table_hash(hash), |&l| l == at.0)
+                .find_mut(table_hash(hash), |l| l == at.0)
                 .map(|slot| {
                     *slot = loc.0;
                     at
@@ -544,7 +546,7 @@ impl Shard {
             Some(_) => {
                 let segs = &self.segs;
                 self.index
-                    .find_mut(table_hash(hash), |&l| {
+                    .find_mut(table_hash(hash), |l| {
                         l != loc.0 && item::key(segs.item(Loc(l))) == key
                     })
                     .map(|l| Loc(mem::replace(l, loc.0)))
@@ -555,7 +557,7 @@ impl Shard {
             None => {
                 let segs = &self.segs;
                 let hasher = ctx.hasher;
-                self.index.insert_unique(table_hash(hash), loc.0, |&l| {
+                self.index.insert_unique(table_hash(hash), loc.0, |l| {
                     table_hash(hasher.hash_one(item::key(segs.item(Loc(l)))))
                 });
                 self.len += 1;

@@ -33,8 +33,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use hashbrown::hash_table::Entry;
-
 pub use format::Invalid;
 use format::{Counted, FileHeader, Fingerprint, SegmentHeader, ShardHeader, Trailer};
 
@@ -539,7 +537,7 @@ impl ShardLoad<'_, '_> {
         self.shard.index_charge = charge;
         let hasher = &self.store.hasher;
         let Shard { index, segs, .. } = &mut *self.shard;
-        index.reserve(hint, |&l| {
+        index.rehash(hint, |l| {
             table_hash(hasher.hash_one(item::key(segs.item(Loc(l)))))
         });
         self.shard.cas_next = section.header.cas_next;
@@ -658,18 +656,16 @@ impl ShardLoad<'_, '_> {
             }
             let loc = Loc::at(node, this);
             let seg_view = &*segs;
-            match index.entry(
-                table_hash(hash),
-                |&l| item::key(seg_view.item(Loc(l))) == key,
-                |&l| table_hash(hasher.hash_one(item::key(seg_view.item(Loc(l))))),
-            ) {
-                Entry::Occupied(_) => {
-                    return Err(Invalid::Malformed("a key stored twice".into()));
-                }
-                Entry::Vacant(v) => {
-                    v.insert(loc.0);
-                }
+            let hash = table_hash(hash);
+            if index
+                .find(hash, |l| item::key(seg_view.item(Loc(l))) == key)
+                .is_some()
+            {
+                return Err(Invalid::Malformed("a key stored twice".into()));
             }
+            index.insert_unique(hash, loc.0, |l| {
+                table_hash(hasher.hash_one(item::key(seg_view.item(Loc(l)))))
+            });
             *len += 1;
             live += 1;
             live_bytes += rec_len;
