@@ -13,6 +13,11 @@ use std::cell::RefCell;
 
 use bytes::BytesMut;
 
+/// The size of the buffers the drivers lend: a read takes up to this much
+/// at once, as memcached's does, which decides how long a line without its
+/// newline may grow before the connection is closed.
+pub const BUF_SIZE: usize = 16 * 1024;
+
 /// Free buffers kept per pool: enough for the connections one worker
 /// serves at once, a bounded amount (1 MiB at 16 KiB) when all go quiet.
 const KEEP: usize = 64;
@@ -62,7 +67,7 @@ impl BufPool {
 thread_local! {
     /// The tokio driver's pool: one a worker thread, as its tasks run on
     /// whichever thread takes them.
-    static LOCAL: RefCell<BufPool> = RefCell::new(BufPool::new(super::connection::BUF_SIZE));
+    static LOCAL: RefCell<BufPool> = RefCell::new(BufPool::new(BUF_SIZE));
 }
 
 /// [`BufPool::take`] from this thread's pool.

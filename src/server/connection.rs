@@ -24,7 +24,7 @@ use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
-use super::bufpool;
+use super::bufpool::{self, BUF_SIZE};
 use super::session::{Next, Session, fit_read_buffer};
 use super::shutdown_wait::ShutdownWait;
 use super::watch::{CONNEVENTS, CloseReason, Drained, Peer, Watcher};
@@ -40,9 +40,8 @@ const WATCH_CHUNK: usize = 64 * 1024;
 /// writes let it hold thousands.
 const WATCH_BATCH: Duration = Duration::from_millis(1);
 
-/// Starting size of each buffer, and the size a buffer that grew for one large
-/// request is brought back to once it is empty, so idle connections stay small.
-pub(super) const BUF_SIZE: usize = 16 * 1024;
+/// A buffer that grew past this for one large request is replaced by one of
+/// [`BUF_SIZE`] once it is empty (TLS connections, which keep theirs).
 const BUF_KEEP_MAX: usize = 64 * 1024;
 
 /// A connected socket, and what `stats conns` shows of it.

@@ -26,16 +26,15 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::bufring::BufRing;
 use crate::protocol::ProtocolError;
-use crate::server::bufpool::BufPool;
+use crate::server::bufpool::{BUF_SIZE, BufPool};
 use crate::server::connection::serve_watcher;
 use crate::server::session::{Next, Session, fit_read_buffer};
 use crate::server::watch::{CONNEVENTS, CloseReason, Peer as Client};
 use crate::server::{DRAIN_TIMEOUT, Flow, Shared};
 use crate::stats::{ConnInfo, ConnState, LocalStats};
 
-/// Starting size of each connection buffer, and the size one that grew for
-/// a large request is brought back to once empty (as `connection.rs`).
-const BUF_SIZE: usize = 16 * 1024;
+/// A read buffer left larger than this by a large request is replaced once
+/// the request is done (see `fit_read_buffer`).
 const BUF_KEEP_MAX: usize = 64 * 1024;
 
 /// Unprocessed input a connection may hold beyond the request being read
