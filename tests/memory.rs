@@ -237,3 +237,92 @@ fn a_waiting_connection_gives_its_buffers_back() {
     assert!(per < 8.0, "{per:.1} KiB a waiting connection");
     drop((warm, waiting));
 }
+
+/// Buffers lent (allocated less free) by the pools, from `stats` in
+/// memcached's units: `read_buf_bytes` is `read_buf_count` buffers of 16
+/// KiB, `read_buf_bytes_free` those of them sitting in the pools.
+fn lent_bufs(c: &mut TcpStream) -> (u64, u64) {
+    let s = stats(c);
+    let (count, bytes, free) = (
+        stat(&s, "read_buf_count"),
+        stat(&s, "read_buf_bytes"),
+        stat(&s, "read_buf_bytes_free"),
+    );
+    assert_eq!(bytes, count * 16384, "{s}");
+    assert!(free <= bytes && free % 16384 == 0, "{s}");
+    ((bytes - free) / 16384, count)
+}
+
+/// Polls `stats` until `lent` buffers are lent; returns the count then.
+fn await_lent(c: &mut TcpStream, lent: u64, what: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (now, count) = lent_bufs(c);
+        if now == lent {
+            return count;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {now} buffers lent, expected {lent}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn stats_counts_the_buffers_connections_hold() {
+    const HOLDING: usize = 6;
+    let srv = Server::start(&["-m", "64"]);
+    let mut admin = srv.connect();
+    // The connection asking holds its read and write buffer as it asks,
+    // and is alone once the one that saw the server ready has closed.
+    let base = 2;
+    await_lent(&mut admin, base, "alone");
+
+    // A data block half sent and lines without their newline keep a read
+    // buffer lent; their write buffers went back once empty.
+    let mut block = srv.connect();
+    block.write_all(b"set held 0 0 10\r\nabc").unwrap();
+    let mut lines: Vec<TcpStream> = (0..HOLDING)
+        .map(|i| {
+            let mut c = srv.connect();
+            c.write_all(format!("get partial{i}").as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    let lent = base + 1 + HOLDING as u64;
+    let peak = await_lent(&mut admin, lent, "while requests are partial");
+    assert!(peak >= lent);
+
+    // Finished, they wait and give their buffers back to the pools,
+    // which keep them: as many allocated, more free.
+    block.write_all(b"defghij\r\n").unwrap();
+    assert_eq!(read_until(&mut block, b"\r\n"), b"STORED\r\n");
+    for c in &mut lines {
+        c.write_all(b"\r\n").unwrap();
+        assert_eq!(read_until(c, b"\r\n"), b"END\r\n");
+    }
+    let count = await_lent(&mut admin, base, "once they wait");
+    assert!(
+        count >= peak,
+        "buffers given back are kept: {count} < {peak}"
+    );
+
+    // A connection that closes holding a buffer gives it back too.
+    for c in &mut lines {
+        c.write_all(b"get again").unwrap();
+    }
+    await_lent(&mut admin, base + HOLDING as u64, "partial again");
+    drop(lines);
+    await_lent(&mut admin, base, "after closing");
+    drop(block);
+
+    // A watcher holds both of its buffers for its life (under io_uring, the
+    // task it is handed to takes its own), and gives them back at the end.
+    let mut watcher = srv.connect();
+    watcher.write_all(b"watch\r\n").unwrap();
+    assert_eq!(read_until(&mut watcher, b"\r\n"), b"OK\r\n");
+    await_lent(&mut admin, base + 2, "while watching");
+    drop(watcher);
+    await_lent(&mut admin, base, "after the watcher left");
+}

@@ -8,8 +8,23 @@
 //! thousand of them that was 10 MiB beside `-m`. A driver takes a buffer
 //! when bytes arrive or replies are composed and gives it back once it is
 //! empty; the free ones are reused, so a request still allocates nothing.
+//!
+//! `stats` shows what the pools hold as memcached shows its read buffer
+//! cache (`read_buf_count`, `read_buf_bytes`, `read_buf_bytes_free`):
+//! memcached lends its response objects from that cache too, and its
+//! protocol.txt calls them "read/resp buffers", so write buffers count
+//! here as well. Each pool keeps plain counts and publishes them to its
+//! own [`Gauge`], which only `stats` reads: the buffers allocated and not
+//! yet freed when one is allocated or freed (rare once warm), the free
+//! ones with a relaxed store, a plain store on a line no other thread
+//! writes, when one is taken or given. Nothing locks or read-modify-writes
+//! per request. A buffer may be taken from one thread's pool and given to
+//! another's (a tokio task moves between threads), so a pool's own
+//! allocated count may go below zero; the sum over the pools is exact.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
 
@@ -22,31 +37,97 @@ pub const BUF_SIZE: usize = 16 * 1024;
 /// serves at once, a bounded amount (1 MiB at 16 KiB) when all go quiet.
 const KEEP: usize = 64;
 
+/// What one pool has allocated and holds free, as `stats` reads it.
+#[derive(Default)]
+struct Gauge {
+    /// Buffers this pool allocated less those it freed.
+    count: AtomicIsize,
+    /// Buffers in its free list.
+    free: AtomicIsize,
+}
+
+/// Every pool's gauge, kept after its pool ends: a buffer it allocated may
+/// still be lent, and is counted as freed wherever it ends.
+static GAUGES: Mutex<Vec<Arc<Gauge>>> = Mutex::new(Vec::new());
+
+/// The buffers of every pool, in memcached's units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Totals {
+    /// Buffers allocated and not freed: lent or free (`read_buf_count`).
+    pub count: u64,
+    /// Their bytes, at [`BUF_SIZE`] each as memcached counts its fixed
+    /// size (`read_buf_bytes`); one grown for a large request counts once.
+    pub bytes: u64,
+    /// Bytes of those sitting free in the pools (`read_buf_bytes_free`).
+    pub bytes_free: u64,
+}
+
+/// Sums every pool's gauge. Pools change theirs as `stats` reads them, so a
+/// buffer moving between two pools may show in neither or both for an
+/// instant; the counts never go below zero.
+pub fn totals() -> Totals {
+    let (mut count, mut free) = (0isize, 0isize);
+    for g in GAUGES.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        count += g.count.load(Ordering::Relaxed);
+        free += g.free.load(Ordering::Relaxed);
+    }
+    let count = count.max(0) as u64;
+    let free = (free.max(0) as u64).min(count);
+    Totals {
+        count,
+        bytes: count * BUF_SIZE as u64,
+        bytes_free: free * BUF_SIZE as u64,
+    }
+}
+
 /// Free buffers of one size.
+///
+/// The drivers give back only buffers a pool lent them (a connection's
+/// buffers start unallocated and are only ever taken from a pool); one
+/// that grew is still that buffer. A connection that ends gives back what
+/// it holds ([`BufPool::retire`]), so the counts stay exact.
 pub struct BufPool {
     free: Vec<BytesMut>,
     size: usize,
+    /// Buffers allocated less freed, as published in `gauge`.
+    count: isize,
+    gauge: Arc<Gauge>,
 }
 
 impl BufPool {
     pub fn new(size: usize) -> BufPool {
+        let gauge = Arc::new(Gauge::default());
+        GAUGES
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(gauge.clone());
         BufPool {
             free: Vec::new(),
             size,
+            count: 0,
+            gauge,
         }
     }
 
     /// A buffer of the pool's size: new, or one given back (see
     /// [`BufPool::give`] for the room it shows).
     pub fn take(&mut self) -> BytesMut {
-        self.free
-            .pop()
-            .unwrap_or_else(|| BytesMut::with_capacity(self.size))
+        match self.free.pop() {
+            Some(b) => {
+                self.publish_free();
+                b
+            }
+            None => {
+                self.count += 1;
+                self.gauge.count.store(self.count, Ordering::Relaxed);
+                BytesMut::with_capacity(self.size)
+            }
+        }
     }
 
     /// Takes back `buf` if it is empty, leaving an unallocated one in its
     /// place. A buffer that grew past twice the pool's size is freed rather
-    /// than kept.
+    /// than kept, as is one past the [`KEEP`] free ones.
     ///
     /// A buffer is kept as it is: its view may have moved past consumed
     /// bytes, so it shows less room than it has. The drivers reserve what
@@ -60,7 +141,34 @@ impl BufPool {
         let b = std::mem::take(buf);
         if self.free.len() < KEEP && b.capacity() <= 2 * self.size {
             self.free.push(b);
+            self.publish_free();
+        } else {
+            self.count -= 1;
+            self.gauge.count.store(self.count, Ordering::Relaxed);
         }
+    }
+
+    /// [`BufPool::give`] whatever `buf` still holds: for a connection that
+    /// ends, whose unread input and unsent replies are dropped with it.
+    pub fn retire(&mut self, buf: &mut BytesMut) {
+        buf.clear();
+        self.give(buf);
+    }
+
+    fn publish_free(&self) {
+        self.gauge
+            .free
+            .store(self.free.len() as isize, Ordering::Relaxed);
+    }
+}
+
+impl Drop for BufPool {
+    /// Frees the free buffers, and counts them freed.
+    fn drop(&mut self) {
+        self.count -= self.free.len() as isize;
+        self.free.clear();
+        self.gauge.count.store(self.count, Ordering::Relaxed);
+        self.publish_free();
     }
 }
 
@@ -78,6 +186,11 @@ pub fn take_local() -> BytesMut {
 /// [`BufPool::give`] to this thread's pool.
 pub fn give_local(buf: &mut BytesMut) {
     LOCAL.with(|p| p.borrow_mut().give(buf));
+}
+
+/// [`BufPool::retire`] to this thread's pool.
+pub fn retire_local(buf: &mut BytesMut) {
+    LOCAL.with(|p| p.borrow_mut().retire(buf));
 }
 
 #[cfg(test)]
@@ -119,5 +232,58 @@ mod tests {
         let mut none = BytesMut::new();
         pool.give(&mut none);
         assert_eq!(pool.free.len(), KEEP, "an unallocated buffer is not kept");
+    }
+
+    fn counts(pool: &BufPool) -> (isize, isize) {
+        (
+            pool.gauge.count.load(Ordering::Relaxed),
+            pool.gauge.free.load(Ordering::Relaxed),
+        )
+    }
+
+    #[test]
+    fn the_gauge_counts_allocated_and_free_buffers() {
+        let mut pool = BufPool::new(1024);
+        let mut a = pool.take();
+        let mut b = pool.take();
+        assert_eq!(counts(&pool), (2, 0), "two allocated, both lent");
+        pool.give(&mut a);
+        assert_eq!(counts(&pool), (2, 1), "one back in the free list");
+        let mut c = pool.take();
+        assert_eq!(counts(&pool), (2, 0), "reused: nothing allocated");
+        b.extend_from_slice(b"set k 0 0 5\r\n");
+        pool.give(&mut b);
+        assert_eq!(counts(&pool), (2, 0), "one holding bytes stays lent");
+        pool.retire(&mut b);
+        assert_eq!(counts(&pool), (2, 1), "a closing connection's comes back");
+        c.reserve(64 * 1024);
+        pool.give(&mut c);
+        assert_eq!(counts(&pool), (1, 1), "one grown past the limit is freed");
+
+        // Taken from one pool and given to another: each pool's count is
+        // off by one, their sum is not.
+        let mut other = BufPool::new(1024);
+        let mut moved = pool.take();
+        other.give(&mut moved);
+        assert_eq!(counts(&pool), (1, 0));
+        assert_eq!(counts(&other), (0, 1));
+        let mut again = other.take();
+        again.reserve(64 * 1024);
+        other.give(&mut again);
+        assert_eq!(counts(&other), (-1, 0));
+
+        let mut kept = pool.take();
+        pool.give(&mut kept);
+        assert_eq!(counts(&pool), (2, 1));
+        let gauge = pool.gauge.clone();
+        drop(pool);
+        assert_eq!(
+            (
+                gauge.count.load(Ordering::Relaxed),
+                gauge.free.load(Ordering::Relaxed)
+            ),
+            (1, 0),
+            "a pool that ends frees its free buffers"
+        );
     }
 }

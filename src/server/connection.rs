@@ -186,13 +186,12 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
     let mut session = Session::new(shared.clone(), id);
     session.set_fd(fd);
     session.stats.total_connections = 1;
+    // TLS keeps its buffers for the connection's life; they come from the
+    // pool all the same, so `stats` counts them.
     let (mut rbuf, mut wbuf) = if S::LENDS_BUFFERS {
         (BytesMut::new(), BytesMut::new())
     } else {
-        (
-            BytesMut::with_capacity(BUF_SIZE),
-            BytesMut::with_capacity(BUF_SIZE),
-        )
+        (bufpool::take_local(), bufpool::take_local())
     };
     let idle = shared.config.idle_timeout;
     // One timer for the connection's life, pushed later at each read: a
@@ -360,6 +359,8 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         }
     };
     let _ = stream.shutdown().await;
+    bufpool::retire_local(&mut rbuf);
+    bufpool::retire_local(&mut wbuf);
     session.flush_stats();
     if shared.watch.wants(CONNEVENTS) {
         shared.watch.conn_close(peer, close, fd);
@@ -400,6 +401,8 @@ pub(super) async fn serve_watcher<S: Socket>(
     };
     let (reason, close) = w.serve(watcher, shutdown.as_mut()).await;
     let _ = stream.shutdown().await;
+    bufpool::retire_local(&mut rbuf);
+    bufpool::retire_local(&mut wbuf);
     shared.stats.flush(id, &mut local);
     release();
     if shared.watch.wants(CONNEVENTS) {
@@ -424,9 +427,15 @@ impl<S: Socket> Watching<'_, S> {
         mut watcher: Watcher,
         mut shutdown: Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> End {
-        // Input is read only to see the client go, and dropped.
+        // Input is read only to see the client go, and dropped. Both
+        // buffers are the pool's, held until the connection ends.
         self.rbuf.clear();
-        self.rbuf.reserve(512);
+        if self.rbuf.capacity() == 0 {
+            *self.rbuf = bufpool::take_local();
+        }
+        if self.wbuf.capacity() == 0 {
+            *self.wbuf = bufpool::take_local();
+        }
         loop {
             match watcher.drain(self.wbuf, WATCH_CHUNK) {
                 Drained::Lines => {

@@ -50,9 +50,10 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     stat!("response_obj_oom", 0);
     stat!("response_obj_count", 0);
     stat!("response_obj_bytes", 0);
-    stat!("read_buf_count", 0);
-    stat!("read_buf_bytes", 0);
-    stat!("read_buf_bytes_free", 0);
+    let bufs = crate::server::bufpool::totals();
+    stat!("read_buf_count", bufs.count);
+    stat!("read_buf_bytes", bufs.bytes);
+    stat!("read_buf_bytes_free", bufs.bytes_free);
     stat!("read_buf_oom", 0);
     stat!("reserved_fds", 0);
     stat!("cmd_get", s.cmd_get);

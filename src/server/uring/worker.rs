@@ -641,7 +641,9 @@ impl Worker {
             }
             return;
         }
-        let c = self.conns[slot as usize].take().expect("checked above");
+        let mut c = self.conns[slot as usize].take().expect("checked above");
+        self.pool.retire(&mut c.rbuf);
+        self.pool.retire(&mut c.wbuf);
         tracing::debug!(
             id = c.id,
             reason = c.closing.unwrap_or(""),
@@ -662,6 +664,9 @@ impl Worker {
         };
         self.free.push(slot);
         self.live -= 1;
+        // The task takes its buffers from its own thread's pool.
+        self.pool.retire(&mut c.rbuf);
+        self.pool.retire(&mut c.wbuf);
         // The descriptor goes to the task; the connection closes a
         // duplicate, so the task's number is the one `watch` lines showed.
         let dup = match c.fd.try_clone() {
