@@ -125,6 +125,14 @@ impl BufPool {
         }
     }
 
+    /// Gives `buf` one of the pool's buffers if it has none (it was given
+    /// back, or never had one).
+    pub fn lend(&mut self, buf: &mut BytesMut) {
+        if buf.capacity() == 0 {
+            *buf = self.take();
+        }
+    }
+
     /// Takes back `buf` if it is empty, leaving an unallocated one in its
     /// place. A buffer that grew past twice the pool's size is freed rather
     /// than kept, as is one past the [`KEEP`] free ones.
@@ -181,6 +189,11 @@ thread_local! {
 /// [`BufPool::take`] from this thread's pool.
 pub fn take_local() -> BytesMut {
     LOCAL.with(|p| p.borrow_mut().take())
+}
+
+/// [`BufPool::lend`] from this thread's pool.
+pub fn lend_local(buf: &mut BytesMut) {
+    LOCAL.with(|p| p.borrow_mut().lend(buf));
 }
 
 /// [`BufPool::give`] to this thread's pool.

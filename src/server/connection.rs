@@ -272,9 +272,7 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
 
         let mut now = shared.store.clock().now();
         info.set(ConnState::ParseCmd, now);
-        if wbuf.capacity() == 0 {
-            wbuf = bufpool::take_local();
-        }
+        bufpool::lend_local(&mut wbuf);
         let flow = loop {
             match session.process_at(&mut rbuf, &mut wbuf, now) {
                 Next::Read => break Ok(Flow::Continue),
@@ -430,12 +428,8 @@ impl<S: Socket> Watching<'_, S> {
         // Input is read only to see the client go, and dropped. Both
         // buffers are the pool's, held until the connection ends.
         self.rbuf.clear();
-        if self.rbuf.capacity() == 0 {
-            *self.rbuf = bufpool::take_local();
-        }
-        if self.wbuf.capacity() == 0 {
-            *self.wbuf = bufpool::take_local();
-        }
+        bufpool::lend_local(self.rbuf);
+        bufpool::lend_local(self.wbuf);
         loop {
             match watcher.drain(self.wbuf, WATCH_CHUNK) {
                 Drained::Lines => {

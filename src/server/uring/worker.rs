@@ -450,9 +450,7 @@ impl Worker {
             n if n > 0 => {
                 if let Some(bid) = buffer {
                     if c.closing.is_none() && c.ending.is_none() {
-                        if c.rbuf.capacity() == 0 {
-                            c.rbuf = pool.take();
-                        }
+                        pool.lend(&mut c.rbuf);
                         c.rbuf.extend_from_slice(bufs.get(bid, n as usize));
                         c.session.stats.bytes_read += n as u64;
                         if idle {
@@ -533,9 +531,7 @@ impl Worker {
         if c.closing.is_none() && !c.rbuf.is_empty() {
             let now = self.clock;
             c.info.set(ConnState::ParseCmd, now);
-            if c.wbuf.capacity() == 0 {
-                c.wbuf = pool.take();
-            }
+            pool.lend(&mut c.wbuf);
             // Everything received is handled (or the replies passed the
             // high-water mark: they go out and the rest follows once sent).
             let flow = match c.session.process_at(&mut c.rbuf, &mut c.wbuf, now) {
