@@ -68,8 +68,8 @@ impl Shard {
         let mut at = 0;
         while at < used {
             let this = at;
-            let prefix = mem.prefix_len(this);
-            let len = prefix + mem.item_len(this);
+            let (prefix, item_len) = mem.shared_item_span(this);
+            let len = prefix + item_len;
             at += len;
             let m = Meta::read(&mem, this);
             if m.has(DEAD) {

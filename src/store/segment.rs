@@ -248,7 +248,8 @@ impl SegMem {
 
     /// The whole length of a shared record: prefix and item.
     pub fn shared_record_len(&self, rec: usize) -> usize {
-        self.prefix_len(rec) + self.item_len(rec)
+        let (prefix, item) = self.shared_item_span(rec);
+        prefix + item
     }
 
     /// The changeable fields at once, one bounds check for the hot path:
