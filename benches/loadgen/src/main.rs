@@ -147,6 +147,10 @@ pub struct RunResult {
     pub errors: u64,
     /// The server's CPU seconds over the measured window (--server-pid).
     pub server_cpu_s: Option<f64>,
+    /// The kernel's part of `server_cpu_s`.
+    pub server_sys_s: Option<f64>,
+    /// This load generator's own CPU seconds over the same window.
+    pub client_cpu_s: Option<f64>,
     /// The server's system calls over the measured window (--syscalls).
     pub server_syscalls: Option<u64>,
 }
@@ -162,8 +166,21 @@ impl RunResult {
 
     /// The server's CPU microseconds per request, when measured.
     pub fn cpu_us_per_request(&self) -> Option<f64> {
-        let cpu = self.server_cpu_s?;
-        (self.requests > 0).then(|| cpu * 1e6 / self.requests as f64)
+        self.per_request_us(self.server_cpu_s?)
+    }
+
+    /// The kernel's part of the server's CPU per request, in microseconds.
+    pub fn sys_us_per_request(&self) -> Option<f64> {
+        self.per_request_us(self.server_sys_s?)
+    }
+
+    /// The load generator's CPU microseconds per request.
+    pub fn client_us_per_request(&self) -> Option<f64> {
+        self.per_request_us(self.client_cpu_s?)
+    }
+
+    fn per_request_us(&self, seconds: f64) -> Option<f64> {
+        (self.requests > 0).then(|| seconds * 1e6 / self.requests as f64)
     }
 
     /// The server's system calls per request, when counted.
@@ -198,8 +215,14 @@ impl RunResult {
             self.refused,
             self.errors
         );
-        if let Some(cpu) = self.server_cpu_s {
-            line.push_str(&format!(" server_cpu_s={cpu:.3}"));
+        for (name, seconds) in [
+            ("server_cpu_s", self.server_cpu_s),
+            ("server_sys_s", self.server_sys_s),
+            ("client_cpu_s", self.client_cpu_s),
+        ] {
+            if let Some(s) = seconds {
+                line.push_str(&format!(" {name}={s:.3}"));
+            }
         }
         if let Some(n) = self.server_syscalls {
             line.push_str(&format!(" server_syscalls={n}"));
@@ -230,6 +253,8 @@ impl RunResult {
                 "refused" => r.refused = int()?,
                 "errors" => r.errors = int()?,
                 "server_cpu_s" => r.server_cpu_s = Some(float()?),
+                "server_sys_s" => r.server_sys_s = Some(float()?),
+                "client_cpu_s" => r.client_cpu_s = Some(float()?),
                 "server_syscalls" => r.server_syscalls = Some(int()?),
                 _ => {}
             }
@@ -356,7 +381,9 @@ fn run(args: &RunArgs) -> Result<(Stats, RunResult), String> {
         scan_gets: stats.scan_gets,
         refused: stats.refused,
         errors,
-        server_cpu_s: server.cpu_s,
+        server_cpu_s: server.cpu.map(procstat::CpuTime::total_s),
+        server_sys_s: server.cpu.map(|c| c.system_s),
+        client_cpu_s: server.client_cpu.map(procstat::CpuTime::total_s),
         server_syscalls: server.syscalls,
     };
     Ok((stats, result))
@@ -365,7 +392,10 @@ fn run(args: &RunArgs) -> Result<(Stats, RunResult), String> {
 /// What the server spent over the measured window.
 #[derive(Default)]
 struct ServerCost {
-    cpu_s: Option<f64>,
+    cpu: Option<procstat::CpuTime>,
+    /// What this process spent over the same window: on a shared machine
+    /// the client's CPU bounds how much a cheaper server can gain.
+    client_cpu: Option<procstat::CpuTime>,
     syscalls: Option<u64>,
 }
 
@@ -388,11 +418,14 @@ fn watch_server(
         } else {
             None
         };
-        let before = procstat::cpu_seconds(pid);
+        let before = procstat::cpu_time(pid);
+        let client_before = procstat::own_cpu_time();
         std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        let after = procstat::cpu_seconds(pid);
+        let after = procstat::cpu_time(pid);
+        let client_after = procstat::own_cpu_time();
         ServerCost {
-            cpu_s: before.zip(after).map(|(b, a)| a - b),
+            cpu: before.zip(after).map(|(b, a)| a.since(b)),
+            client_cpu: client_before.zip(client_after).map(|(b, a)| a.since(b)),
             syscalls: counter.and_then(procstat::Syscalls::stop),
         }
     })
@@ -509,6 +542,8 @@ mod tests {
             refused: 2,
             errors: 0,
             server_cpu_s: Some(0.5),
+            server_sys_s: Some(0.3),
+            client_cpu_s: Some(0.25),
             server_syscalls: Some(10),
         };
         let back = RunResult::parse(&format!("noise\n{}\n", r.line())).unwrap();
@@ -519,6 +554,8 @@ mod tests {
         assert_eq!(back.scan_gets, 6);
         assert_eq!(back.hit_ratio(), 0.75);
         assert_eq!(back.cpu_us_per_request(), Some(100_000.0));
+        assert_eq!(back.sys_us_per_request(), Some(60_000.0));
+        assert_eq!(back.client_us_per_request(), Some(50_000.0));
         assert_eq!(back.syscalls_per_request(), Some(2.0));
     }
 }

@@ -559,7 +559,7 @@ impl Ctx<'_> {
                     }
                     let r = run_client(&mut servers[i], client_pin, &args, limit)?;
                     eprintln!(
-                        "   round {} {:<16} {:>12} ops/s  p50 {}  p99 {}  p99.9 {}  CPU/req {}  syscalls/req {}",
+                        "   round {} {:<16} {:>12} ops/s  p50 {}  p99 {}  p99.9 {}  CPU/req {} (kernel {}, client {})  syscalls/req {}",
                         round + 1,
                         servers[i].label,
                         thousands(r.ops_per_sec()),
@@ -567,6 +567,8 @@ impl Ctx<'_> {
                         micros(r.p99_us),
                         micros(r.p999_us),
                         r.cpu_us_per_request().map_or("n/a".into(), micros),
+                        r.sys_us_per_request().map_or("n/a".into(), micros),
+                        r.client_us_per_request().map_or("n/a".into(), micros),
                         r.syscalls_per_request()
                             .map_or("n/a".into(), |n| format!("{n:.2}"))
                     );
@@ -580,7 +582,7 @@ impl Ctx<'_> {
             Err(e) => {
                 let _ = writeln!(
                     self.report,
-                    "| {} | | FAILED: wrong replies or a crash, see the log | | | | | | | | | |",
+                    "| {} | | FAILED: wrong replies or a crash, see the log | | | | | | | | | | | |",
                     m.name
                 );
                 return self.fail(m.name, e);
@@ -589,7 +591,7 @@ impl Ctx<'_> {
         let med = |rs: &[RunResult], f: fn(&RunResult) -> f64| {
             median(&mut rs.iter().map(f).collect::<Vec<_>>())
         };
-        let summary: Vec<[f64; 8]> = results
+        let summary: Vec<[f64; 10]> = results
             .iter()
             .map(|rs| {
                 let ops: Vec<f64> = rs.iter().map(RunResult::ops_per_sec).collect();
@@ -602,6 +604,8 @@ impl Ctx<'_> {
                     med(rs, |r| r.p999_us),
                     med(rs, |r| r.cpu_us_per_request().unwrap_or(f64::NAN)),
                     med(rs, |r| r.syscalls_per_request().unwrap_or(f64::NAN)),
+                    med(rs, |r| r.sys_us_per_request().unwrap_or(f64::NAN)),
+                    med(rs, |r| r.client_us_per_request().unwrap_or(f64::NAN)),
                 ]
             })
             .collect();
@@ -616,11 +620,7 @@ impl Ctx<'_> {
             } else {
                 (String::new(), String::new(), String::new())
             };
-            let cpu = if s[6].is_nan() {
-                "n/a".into()
-            } else {
-                micros(s[6])
-            };
+            let us = |v: f64| if v.is_nan() { "n/a".into() } else { micros(v) };
             let calls = if s[7].is_nan() {
                 "n/a".into()
             } else {
@@ -628,7 +628,7 @@ impl Ctx<'_> {
             };
             let _ = writeln!(
                 self.report,
-                "| {} | {} | {} | {}–{} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {}–{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 if i == 1 { m.name } else { "" },
                 self.sides[i].label,
                 thousands(s[0]),
@@ -637,7 +637,9 @@ impl Ctx<'_> {
                 micros(s[3]),
                 micros(s[4]),
                 micros(s[5]),
-                cpu,
+                us(s[6]),
+                us(s[8]),
+                us(s[9]),
                 calls,
                 r_ops,
                 r_p99,
@@ -855,11 +857,13 @@ fn bench(args: &BenchArgs) -> Result<usize, String> {
              {} keys (all fit: any miss fails the run), keys uniform, {} connections; \
              ops are keys (a 16-key multi-get is 16), latency is per request. \
              CPU/req: the server's user + system time (/proc/PID/stat, all threads) over the \
-             measured window, divided by the requests completed in it; syscalls/req: its system \
-             calls (`perf stat -e raw_syscalls:sys_enter`, with --syscalls) likewise. \
-             Ratio: {c} / {m}.\n\n\
-             | scenario | server | ops/s | ops/s range | p50 | p99 | p99.9 | CPU/req | syscalls/req | ratio ops/s | ratio p99 | ratio CPU/req |\n\
-             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}",
+             measured window, divided by the requests completed in it; kernel/req: the system part \
+             of it (mostly the network stack); client CPU/req: the load generator's own, over the \
+             same window (it shares the machine, so it bounds what a cheaper server gains in ops/s); \
+             syscalls/req: the server's system calls (`perf stat -e raw_syscalls:sys_enter`, with \
+             --syscalls) likewise. Ratio: {c} / {m}.\n\n\
+             | scenario | server | ops/s | ops/s range | p50 | p99 | p99.9 | CPU/req | kernel/req | client CPU/req | syscalls/req | ratio ops/s | ratio p99 | ratio CPU/req |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n{}",
             ctx.stamp(&load_before),
             args.rounds,
             args.warmup,
