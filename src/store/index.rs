@@ -162,6 +162,11 @@ impl Index {
         self.groups.len() * GROUP
     }
 
+    /// The bytes its table allocates.
+    pub fn bytes(&self) -> usize {
+        self.groups.len() * size_of::<Group>()
+    }
+
     /// Whether an insert needs room first.
     pub fn is_full(&self) -> bool {
         self.len as usize >= self.capacity()

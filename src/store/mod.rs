@@ -126,6 +126,11 @@ pub struct StoreStats {
     pub reclaimed: u64,
     pub expired_unfetched: u64,
     pub evicted_unfetched: u64,
+    /// Buckets of the shards' indexes together (memcached's hash table
+    /// has `2^hash_power_level`).
+    pub hash_buckets: u64,
+    /// Bytes those indexes allocate (memcached's `hash_bytes`).
+    pub hash_bytes: u64,
 }
 
 /// How often a write may go round "evict elsewhere, try again", or a
@@ -485,6 +490,8 @@ impl Store {
             s.reclaimed += c.reclaimed;
             s.expired_unfetched += c.expired_unfetched;
             s.evicted_unfetched += c.evicted_unfetched;
+            s.hash_buckets += shard.index.buckets() as u64;
+            s.hash_bytes += shard.index.bytes() as u64;
         }
         s
     }

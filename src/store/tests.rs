@@ -342,7 +342,18 @@ fn a_full_store_spends_under_136_bytes_on_a_small_item() {
     // every item made it 146 without the ghost set.
     let per_item = (16 * MB) as f64 / st.curr_items as f64;
     assert!(per_item < 136.0, "{per_item:.1} bytes an item");
+    // `stats` hash_bytes: the indexes at a load of 0.8 or so, a 4-byte
+    // slot and a control byte a bucket (72 bytes for 14).
+    assert!(st.hash_buckets >= st.curr_items, "{st:?}");
+    assert!(st.hash_buckets < st.curr_items * 3 / 2, "{st:?}");
+    assert_eq!(st.hash_bytes, st.hash_buckets / 14 * 72, "{st:?}");
     check(&s);
+}
+
+#[test]
+fn an_empty_store_has_no_index_bytes() {
+    let st = store().stats();
+    assert_eq!((st.hash_buckets, st.hash_bytes), (0, 0));
 }
 
 #[test]

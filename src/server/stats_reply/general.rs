@@ -91,8 +91,14 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     stat!("time_in_listen_disabled_us", 0);
     stat!("threads", cfg.threads);
     stat!("conn_yields", s.conn_yields);
-    stat!("hash_power_level", 0);
-    stat!("hash_bytes", 0);
+    // The shards' indexes are not one power-of-two table: the power shown
+    // is that of their buckets together, rounded down. An index grows
+    // under its shard's lock, so none is ever seen expanding.
+    stat!(
+        "hash_power_level",
+        st.hash_buckets.checked_ilog2().unwrap_or(0)
+    );
+    stat!("hash_bytes", st.hash_bytes);
     stat!("hash_is_expanding", 0);
     // memcached 1.6.45's slab mover lines, shown while `slab_reassign` is
     // on (`-o no_slab_reassign` leaves them out); there are no slabs to

@@ -156,3 +156,24 @@ fn conns_lists_listeners_and_connections_by_fd() {
     ));
     assert!(text.ends_with("END\r\n"));
 }
+
+#[test]
+fn hash_lines_show_the_indexes() {
+    let stat = |s: &Arc<Shared>, name: &str| -> u64 {
+        let all = run(s, "");
+        let prefix = format!("STAT {name} ");
+        let line = all.lines().find(|l| l.starts_with(&prefix)).unwrap();
+        line[prefix.len()..].parse().unwrap()
+    };
+    let s = shared();
+    assert_eq!(stat(&s, "hash_bytes"), 0);
+    for i in 0..1000 {
+        set(&s, format!("k{i}").as_bytes(), 0, 0, b"v");
+    }
+    let buckets = s.store.stats().hash_buckets;
+    assert!(buckets >= 1000);
+    assert_eq!(stat(&s, "hash_power_level"), u64::from(buckets.ilog2()));
+    assert_eq!(stat(&s, "hash_bytes"), s.store.stats().hash_bytes);
+    assert!(stat(&s, "hash_bytes") > 0);
+    assert_eq!(stat(&s, "hash_is_expanding"), 0);
+}
