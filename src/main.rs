@@ -37,6 +37,11 @@ fn main() -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    // Before the user changes: only root may raise the hard limit.
+    if let Err(e) = raise_fd_limit(config.conn_limit) {
+        eprintln!("{e}");
+        return ExitCode::from(71); // EX_OSERR, as memcached exits
+    }
     match start(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -372,6 +377,28 @@ fn choose_user(config: &mut Config) {
         );
         config.user = Some(FALLBACK_USER.to_string());
     }
+}
+
+/// Makes room for `-c` connections under the descriptor limit, as
+/// memcached does at start; Err with memcached's message if it cannot.
+fn raise_fd_limit(conns: usize) -> Result<(), String> {
+    let raised = server::fd_limit::raise_for(conns)?;
+    let want = conns as u64 + server::fd_limit::HEADROOM;
+    if raised.to < want {
+        tracing::warn!(
+            limit = raised.to,
+            "the open files limit is below -c + {}: connections near -c may wait to be \
+             accepted (raise ulimit -n or LimitNOFILE=)",
+            server::fd_limit::HEADROOM
+        );
+    } else if raised.to > raised.from {
+        tracing::debug!(
+            from = raised.from,
+            to = raised.to,
+            "raised the open files limit"
+        );
+    }
+    Ok(())
 }
 
 /// Becomes `user` when running as root (after binding, so low ports work).

@@ -365,8 +365,8 @@ impl Exporter {
             counter!(CONNECTIONS).absolute(s.total_connections);
             counter!(CONNECTIONS_REJECTED).absolute(s.rejected_connections);
             counter!(CONNECTIONS_YIELDED).absolute(s.conn_yields);
-            counter!(LISTENER_DISABLED).absolute(0);
-            gauge!(ACCEPTING_CONNECTIONS).set(1.0);
+            counter!(LISTENER_DISABLED).absolute(s.listen_disabled_num);
+            gauge!(ACCEPTING_CONNECTIONS).set(f64::from(u8::from(view.stats.accepting_conns())));
             gauge!(CURRENT_BYTES).set(st.bytes as f64);
             gauge!(LIMIT_BYTES).set(st.limit_maxbytes as f64);
             gauge!(MALLOCED_BYTES).set(st.bytes as f64);

@@ -112,6 +112,8 @@ counters!(
     ssl_handshake_errors,
     idle_kicks,
     conn_yields,
+    listen_disabled_num,
+    time_in_listen_disabled_us,
 );
 
 impl LocalStats {
@@ -256,11 +258,17 @@ struct PaddedSlot {
     latency: LatencySlot,
 }
 
-/// Shared counters, plus the gauge of open connections.
+/// Shared counters, plus the gauges of open connections and of accept
+/// loops paused.
 #[derive(Debug)]
 pub struct Stats {
     slots: Box<[PaddedSlot]>,
     curr_connections: AtomicU64,
+    /// Accept loops waiting out a lack of file descriptors.
+    paused_accepts: AtomicU64,
+    /// Connections closed since the start: a paused accept loop waits
+    /// for this to move.
+    closed_connections: AtomicU64,
     /// The totals at the last `stats reset`.
     baseline: Mutex<LocalStats>,
 }
@@ -280,6 +288,8 @@ impl Stats {
                 .map(|_| PaddedSlot::default())
                 .collect(),
             curr_connections: AtomicU64::new(0),
+            paused_accepts: AtomicU64::new(0),
+            closed_connections: AtomicU64::new(0),
             baseline: Mutex::new(LocalStats::default()),
         }
     }
@@ -379,10 +389,41 @@ impl Stats {
 
     pub fn connection_closed(&self) {
         self.curr_connections.fetch_sub(1, Ordering::Relaxed);
+        self.closed_connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections closed since the start.
+    pub fn closed_connections(&self) -> u64 {
+        self.closed_connections.load(Ordering::Relaxed)
     }
 
     pub fn curr_connections(&self) -> u64 {
         self.curr_connections.load(Ordering::Relaxed)
+    }
+
+    /// An accept loop stopped taking connections for a while.
+    pub fn accept_paused(&self) {
+        self.paused_accepts.fetch_add(1, Ordering::Relaxed);
+        let mut l = LocalStats {
+            listen_disabled_num: 1,
+            ..LocalStats::default()
+        };
+        self.flush(0, &mut l);
+    }
+
+    /// An accept loop takes connections again after `paused_for`.
+    pub fn accept_resumed(&self, paused_for: std::time::Duration) {
+        self.paused_accepts.fetch_sub(1, Ordering::Relaxed);
+        let mut l = LocalStats {
+            time_in_listen_disabled_us: paused_for.as_micros() as u64,
+            ..LocalStats::default()
+        };
+        self.flush(0, &mut l);
+    }
+
+    /// `accepting_conns`: no accept loop is paused.
+    pub fn accepting_conns(&self) -> bool {
+        self.paused_accepts.load(Ordering::Relaxed) == 0
     }
 }
 

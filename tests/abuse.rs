@@ -620,3 +620,88 @@ fn requests_left_by_the_r_budget_still_run_when_the_client_has_closed() {
         );
     }
 }
+
+/// A `stats` line's number.
+fn stat_of(srv: &Server, c: &mut TcpStream, name: &str) -> u64 {
+    send(c, b"stats\r\n");
+    let mut stats = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !stats.ends_with(b"END\r\n") {
+        match c.read(&mut buf) {
+            Ok(n) if n > 0 => stats.extend_from_slice(&buf[..n]),
+            r => panic!(
+                "stats: {r:?} after {} bytes\n{}",
+                stats.len(),
+                srv.stderr_tail()
+            ),
+        }
+    }
+    let stats = String::from_utf8(stats).unwrap();
+    let prefix = format!("STAT {name} ");
+    let line = stats.lines().find(|l| l.starts_with(&prefix));
+    line.unwrap_or_else(|| panic!("no {name} in {stats}"))[prefix.len()..]
+        .parse()
+        .unwrap()
+}
+
+/// The server's user + system CPU seconds so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 1..];
+    let mut fields = rest.split_whitespace();
+    let user: u64 = fields.nth(11).unwrap().parse().unwrap();
+    let system: u64 = fields.next().unwrap().parse().unwrap();
+    (user + system) as f64 / 100.0
+}
+
+#[test]
+fn out_of_file_descriptors_it_waits_and_serves_on() {
+    // 64 open files, which the server cannot raise: enough for -c 64 (a
+    // lower limit stops the start, as memcached's does), but after its own
+    // (listener, stdio, rings or epoll, wake-ups) about 55 connections fit,
+    // so accepting runs out of descriptors before -c refuses anyone.
+    let (srv, mut first) = launch::Launch::ferrocache()
+        .fd_limit(64)
+        .args(["-c", "64", "-t", "2"])
+        .start_with_conn();
+    // The kernel completes these connections; the server cannot take them all.
+    let mut waiting: Vec<TcpStream> = (0..80).map(|_| srv.connect()).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat_of(&srv, &mut first, "accepting_conns") == 1 {
+        assert!(Instant::now() < deadline, "{}", srv.stderr_tail());
+        thread::yield_now();
+    }
+    assert!(stat_of(&srv, &mut first, "listen_disabled_num") >= 1);
+    // Paused, not retrying at once: a spinning accept would take a core.
+    let before = cpu_seconds(srv.pid());
+    let window = Instant::now();
+    while window.elapsed() < Duration::from_secs(1) {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let spent = cpu_seconds(srv.pid()) - before;
+    assert!(
+        spent < 0.3,
+        "{spent:.2} s of CPU in a second out of descriptors"
+    );
+    let warnings = srv.stderr_tail().matches("accept failed").count();
+    assert!(
+        (1..=3).contains(&warnings),
+        "{warnings} accept warnings:\n{}",
+        srv.stderr_tail()
+    );
+    // Connections already served are served on.
+    send(&mut first, b"set k 0 0 1\r\nv\r\nget k\r\n");
+    let want = b"STORED\r\nVALUE k 0 1\r\nv\r\nEND\r\n";
+    assert_eq!(read_exactly(&mut first, want.len()), want);
+    // Descriptors freed, the waiting connections are taken and served.
+    waiting.drain(..40);
+    for c in waiting.iter_mut().rev().take(5) {
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        send(c, b"version\r\n");
+        let mut buf = [0u8; 64];
+        let n = c.read(&mut buf).expect("served once a descriptor is free");
+        assert!(buf[..n].starts_with(b"VERSION "), "{:?}", &buf[..n]);
+    }
+    assert_eq!(stat_of(&srv, &mut first, "accepting_conns"), 1);
+    assert!(stat_of(&srv, &mut first, "time_in_listen_disabled_us") >= 1_000_000);
+}

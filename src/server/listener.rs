@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::Shared;
 use super::connection;
+use super::fd_limit::{self, AcceptPause};
 use crate::config::{Config, Listen};
 use crate::protocol::ProtocolError;
 
@@ -83,11 +84,9 @@ pub(super) fn next_id() -> u64 {
     NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Sleep after an accept error (out of file descriptors), so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
 pub(super) async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker: TaskTracker) {
     let permits = Arc::new(Semaphore::new(shared.config.conn_limit));
+    let mut pause = AcceptPause::default();
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -96,8 +95,22 @@ pub(super) async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker
         let stream = match accepted {
             Ok(s) => s,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed; backing off");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                if e.raw_os_error().is_some_and(fd_limit::is_exhaustion) {
+                    pause.begin(&shared.stats, &e);
+                } else {
+                    // A client that gave up before it was accepted, and the like.
+                    tracing::debug!(error = %e, "accept failed");
+                }
+                // Either way not at once: an error that stays would spin.
+                loop {
+                    tokio::select! {
+                        _ = shared.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(fd_limit::ACCEPT_BACKOFF) => {}
+                    }
+                    if pause.may_resume(&shared.stats) {
+                        break;
+                    }
+                }
                 continue;
             }
         };

@@ -27,6 +27,7 @@ mod binary_tests;
 pub(crate) mod bufpool;
 mod connection;
 mod execute;
+pub mod fd_limit;
 mod held;
 mod listener;
 #[cfg(test)]

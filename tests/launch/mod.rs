@@ -201,6 +201,8 @@ pub struct Launch {
     env: Vec<(String, String)>,
     ready: Ready,
     metrics: bool,
+    /// The open files limit the server starts under, unable to raise it.
+    fd_limit: Option<u64>,
 }
 
 impl Launch {
@@ -212,6 +214,7 @@ impl Launch {
             env: Vec::new(),
             ready: Ready::Served,
             metrics: false,
+            fd_limit: None,
         }
     }
 
@@ -245,6 +248,13 @@ impl Launch {
     /// is left speaking the binary protocol.
     pub fn ready_binary(mut self) -> Launch {
         self.ready = Ready::ServedBinary;
+        self
+    }
+
+    /// Starts the server with at most `n` open files, as a user who cannot
+    /// raise that (nobody, when the tests run as root).
+    pub fn fd_limit(mut self, n: u64) -> Launch {
+        self.fd_limit = Some(n);
         self
     }
 
@@ -342,6 +352,28 @@ impl Launch {
                 None => "off".to_string(),
             };
             cmd.args(["--metrics-listen", &metrics]);
+        }
+        if let Some(n) = self.fd_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe calls between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    let nobody = 65534;
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) != 0
+                        || (libc::geteuid() == 0
+                            && (libc::setgroups(0, std::ptr::null()) != 0
+                                || libc::setgid(nobody) != 0
+                                || libc::setuid(nobody) != 0))
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))

@@ -86,9 +86,9 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     stat!("bytes_read", s.bytes_read);
     stat!("bytes_written", s.bytes_written);
     stat!("limit_maxbytes", st.limit_maxbytes);
-    stat!("accepting_conns", 1);
-    stat!("listen_disabled_num", 0);
-    stat!("time_in_listen_disabled_us", 0);
+    stat!("accepting_conns", u8::from(shared.stats.accepting_conns()));
+    stat!("listen_disabled_num", s.listen_disabled_num);
+    stat!("time_in_listen_disabled_us", s.time_in_listen_disabled_us);
     stat!("threads", cfg.threads);
     stat!("conn_yields", s.conn_yields);
     // The shards' indexes are not one power-of-two table: the power shown

@@ -28,6 +28,7 @@ use super::bufring::BufRing;
 use crate::protocol::ProtocolError;
 use crate::server::bufpool::{BUF_SIZE, BufPool};
 use crate::server::connection::serve_watcher;
+use crate::server::fd_limit::{self, AcceptPause};
 use crate::server::session::{Next, Session, fit_read_buffer};
 use crate::server::watch::{CONNEVENTS, CloseReason, Peer as Client};
 use crate::server::{DRAIN_TIMEOUT, Flow, Shared};
@@ -61,6 +62,8 @@ const OP_RECV: u64 = 2;
 const OP_SEND: u64 = 3;
 const OP_WAKE: u64 = 4;
 const OP_CANCEL: u64 = 5;
+/// A paused listening socket's wait is over: accept again.
+const OP_ACCEPT_RETRY: u64 = 6;
 
 fn user_data(op: u64, slot: u32, generation: u32) -> u64 {
     op << 56 | u64::from(generation & 0x00ff_ffff) << 32 | u64::from(slot)
@@ -235,6 +238,11 @@ pub struct Worker {
     /// even past the process's exit, so the worker waits for them all to
     /// end before it ends: a restart must be able to bind the port again.
     accepting: Vec<bool>,
+    /// Per listening socket: its accepts paused for want of descriptors.
+    accept_pause: Vec<AcceptPause>,
+    /// How long such a pause lasts; the kernel reads it when the timeout
+    /// is submitted.
+    backoff: types::Timespec,
     /// Shutdown started: when the drain ends.
     draining: Option<Instant>,
     idle: Option<Duration>,
@@ -279,6 +287,8 @@ impl Worker {
             yielded: VecDeque::new(),
             completions: Vec::with_capacity(256),
             accepting: vec![false; n],
+            accept_pause: (0..n).map(|_| AcceptPause::default()).collect(),
+            backoff: types::Timespec::from(fd_limit::ACCEPT_BACKOFF),
             draining: None,
             idle,
             last_idle_check: Instant::now(),
@@ -401,6 +411,7 @@ impl Worker {
                 OP_RECV => self.received(slot, generation, result, flags),
                 OP_SEND => self.sent(slot, generation, result),
                 OP_ACCEPT => self.accepted(slot as usize, result, flags),
+                OP_ACCEPT_RETRY => self.accept_again(slot as usize),
                 OP_WAKE => self.woken(flags),
                 _ => {}
             }
@@ -718,6 +729,28 @@ impl Worker {
         self.queue.push(entry);
     }
 
+    /// Looks again after [`fd_limit::ACCEPT_BACKOFF`] whether listening
+    /// socket `index` may accept.
+    fn wait_to_accept(&mut self, index: usize) {
+        let entry = opcode::Timeout::new(&self.backoff)
+            .build()
+            .user_data(user_data(OP_ACCEPT_RETRY, index as u32, 0));
+        self.queue.push(entry);
+    }
+
+    /// A paused listening socket's wait is over: accept again if a
+    /// connection has closed meanwhile, or wait again.
+    fn accept_again(&mut self, index: usize) {
+        if self.draining.is_some() || self.accepting[index] {
+            return;
+        }
+        if self.accept_pause[index].may_resume(&self.shared.stats) {
+            self.arm_accept(index);
+        } else {
+            self.wait_to_accept(index);
+        }
+    }
+
     fn arm_accept(&mut self, index: usize) {
         self.accepting[index] = true;
         let entry = opcode::AcceptMulti::new(types::Fd(self.listening[index].fd))
@@ -780,11 +813,20 @@ impl Worker {
     }
 
     fn accepted(&mut self, index: usize, result: i32, flags: u32) {
-        if !cqueue::more(flags) {
+        let ended = !cqueue::more(flags);
+        if ended {
             self.accepting[index] = false;
-            if self.draining.is_none() {
-                self.arm_accept(index);
-            }
+        }
+        if result < 0 && fd_limit::is_exhaustion(-result) && ended && self.draining.is_none() {
+            // Armed again at once, the accept would fail again at once:
+            // a core spun and the log flooded until a connection closed.
+            let error = io::Error::from_raw_os_error(-result);
+            self.accept_pause[index].begin(&self.shared.stats, &error);
+            self.wait_to_accept(index);
+            return;
+        }
+        if ended && self.draining.is_none() {
+            self.arm_accept(index);
         }
         if result < 0 {
             if -result != libc::ECANCELED {
