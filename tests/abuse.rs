@@ -664,6 +664,8 @@ fn out_of_file_descriptors_it_waits_and_serves_on() {
         .fd_limit(64)
         .args(["-c", "64", "-t", "2"])
         .start_with_conn();
+    // The limit leaves nothing beyond -c.
+    assert_eq!(stat_of(&srv, &mut first, "reserved_fds"), 0);
     // The kernel completes these connections; the server cannot take them all.
     let mut waiting: Vec<TcpStream> = (0..80).map(|_| srv.connect()).collect();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -56,6 +56,12 @@ pub fn raise_for(conns: usize) -> Result<Raised, String> {
     Err(TOO_LOW.into())
 }
 
+/// `reserved_fds`: the descriptors the limit leaves beyond `conns`
+/// connections (memcached keeps 20 for itself).
+pub fn reserved(conns: usize) -> u64 {
+    get().map_or(0, |(cur, _)| cur.saturating_sub(conns as u64))
+}
+
 fn get() -> Result<(u64, u64), String> {
     let mut r = libc::rlimit {
         rlim_cur: 0,
@@ -181,5 +187,7 @@ mod tests {
         let r = raise_for(cur.saturating_sub(HEADROOM) as usize).unwrap();
         assert_eq!((r.from, r.to), (cur, cur));
         assert_eq!(get().unwrap().0, cur);
+        assert_eq!(reserved(0), cur);
+        assert_eq!(reserved(cur as usize + 1), 0);
     }
 }

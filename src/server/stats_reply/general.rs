@@ -55,7 +55,10 @@ pub(super) fn general(cx: &mut Context<'_>, out: &mut Replies<'_>) {
     stat!("read_buf_bytes", bufs.bytes);
     stat!("read_buf_bytes_free", bufs.bytes_free);
     stat!("read_buf_oom", 0);
-    stat!("reserved_fds", 0);
+    stat!(
+        "reserved_fds",
+        crate::server::fd_limit::reserved(cfg.conn_limit)
+    );
     stat!("cmd_get", s.cmd_get);
     stat!("cmd_set", s.cmd_set);
     stat!("cmd_flush", s.cmd_flush);
