@@ -87,6 +87,7 @@ pub async fn serve(listeners: &[Listener], shared: Arc<Shared>) -> io::Result<()
     }
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
     let mut threads = Vec::new();
+    let mut go = Vec::new();
     let mut failed = None;
     for (index, inbox) in inboxes.into_iter().enumerate() {
         let setup = worker::Setup {
@@ -101,13 +102,17 @@ pub async fn serve(listeners: &[Listener], shared: Arc<Shared>) -> io::Result<()
             runtime: tokio::runtime::Handle::current(),
         };
         let ready = ready_tx.clone();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<bool>();
+        go.push(go_tx);
         let thread = std::thread::Builder::new()
             .name(format!("ferrocache-uring-{index}"))
             .spawn(move || match worker::Worker::new(setup) {
                 Ok(w) => {
                     let _ = ready.send(Ok(()));
                     drop(ready);
-                    w.run();
+                    if go_rx.recv() == Ok(true) {
+                        w.run();
+                    }
                 }
                 Err(e) => {
                     let _ = ready.send(Err(e));
@@ -117,11 +122,16 @@ pub async fn serve(listeners: &[Listener], shared: Arc<Shared>) -> io::Result<()
     }
     drop(ready_tx);
     // Each worker reports once, as soon as its ring is set up (or not):
-    // a short wait, at start only.
+    // a short wait, at start only. None accepts before all have their
+    // rings: clients arriving at once could take every descriptor from
+    // the workers still setting up.
     for _ in 0..threads.len() {
         if let Ok(Err(e)) = ready_rx.recv() {
             failed.get_or_insert(e);
         }
+    }
+    for g in go {
+        let _ = g.send(failed.is_none());
     }
     if failed.is_none() {
         shared.shutdown.cancelled().await;
