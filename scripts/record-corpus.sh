@@ -1,8 +1,8 @@
 #!/bin/sh
 # Re-records the reference transcripts of the differential corpus
-# (tests/corpus/*.expected) from a local memcached build, and marks each
-# session by whether an older memcached (Debian's, run live by the tests)
-# answers it the same way.
+# (tests/corpus/*.expected and tests/corpus/binary/*.expected) from a local
+# memcached build, and marks each session by whether an older memcached
+# (Debian's, run live by the tests) answers it the same way.
 #
 #   scripts/record-corpus.sh PATH-TO-MEMCACHED [PATH-TO-OLDER-MEMCACHED]
 #

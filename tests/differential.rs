@@ -15,7 +15,8 @@
 //!
 //! The binary protocol's sessions, `tests/corpus/binary/*.txt`, are written
 //! as packet descriptions (`common/binary_corpus.rs`) and compared packet by
-//! packet, every header field included (`common/binary_runner.rs`).
+//! packet, every header field included (`common/binary_runner.rs`), against
+//! their own recordings (`tests/corpus/binary/*.expected`) in the same way.
 //!
 //! Environment:
 //! - `FERROCACHE_DIFF_REFERENCE`: the older memcached run live (default:
@@ -29,7 +30,7 @@
 //!   (with `--nocapture`), to review what the corpus checks.
 //! - `FERROCACHE_RECORD_REFERENCE`: the memcached whose replies the ignored
 //!   test `record_reference_transcripts` writes into `tests/corpus/*.expected`
-//!   (run by `scripts/record-corpus.sh`).
+//!   and `tests/corpus/binary/*.expected` (run by `scripts/record-corpus.sh`).
 
 #[allow(dead_code)]
 mod common;
@@ -112,11 +113,77 @@ fn older(file: &str) -> Option<ServerSpec> {
     older
 }
 
+/// A corpus session of either protocol, as comparing and recording see
+/// it: its replies are normalised lines either way.
+trait Case: Sync {
+    fn name(&self) -> &str;
+    /// Line of its `===` header, for messages.
+    fn line(&self) -> usize;
+    fn flags(&self) -> &[String];
+    /// Marked `@reference-varies`: memcached answers it more than one way.
+    fn varies(&self) -> bool;
+    /// A fresh `spec` server with the session's flags, driven through it.
+    fn run(&self, spec: &ServerSpec) -> Transcript;
+}
+
+impl Case for Session {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn line(&self) -> usize {
+        self.line
+    }
+    fn flags(&self) -> &[String] {
+        &self.flags
+    }
+    fn varies(&self) -> bool {
+        self.reference_varies
+    }
+    fn run(&self, spec: &ServerSpec) -> Transcript {
+        runner::run(spec, self)
+    }
+}
+
+impl Case for binary_corpus::Session {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn line(&self) -> usize {
+        self.line
+    }
+    fn flags(&self) -> &[String] {
+        &self.flags
+    }
+    fn varies(&self) -> bool {
+        self.reference_varies
+    }
+    fn run(&self, spec: &ServerSpec) -> Transcript {
+        binary_runner::run(spec, self)
+    }
+}
+
 fn run_corpus_file(file: &str) {
-    let subject = subject();
     let path = corpus_dir().join(file);
     let corpus = corpus::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let recording = recorded::load(&recorded::path_for(&path)).unwrap_or_else(|e| panic!("{e}"));
+    compare_with_recording(file, &path, &corpus.sessions);
+}
+
+fn binary_corpus_dir() -> PathBuf {
+    corpus_dir().join("binary")
+}
+
+fn run_binary_corpus_file(file: &str) {
+    let path = binary_corpus_dir().join(file);
+    let corpus = binary_corpus::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    compare_with_recording(&format!("binary/{file}"), &path, &corpus.sessions);
+}
+
+/// Runs every session of the corpus file at `path` against the subject and
+/// checks its answer against the recording beside the file; where an older
+/// memcached runs live, checks each session's `@older` mark too.
+fn compare_with_recording<S: Case>(file: &str, path: &std::path::Path, sessions: &[S]) {
+    let subject = subject();
+    let recording = recorded::load(&recorded::path_for(path)).unwrap_or_else(|e| panic!("{e}"));
     let older = older(file);
     let gaps = if std::env::var_os("FERROCACHE_DIFF_SUBJECT").is_none() {
         gaps::load().unwrap_or_else(|e| panic!("{e}"))
@@ -130,41 +197,42 @@ fn run_corpus_file(file: &str) {
     for stale in recording
         .sessions
         .iter()
-        .filter(|r| !corpus.sessions.iter().any(|s| s.name == r.name))
+        .filter(|r| !sessions.iter().any(|s| s.name() == r.name))
     {
         failures.push(format!(
             "=== {}: recorded but not in {file}: re-record (scripts/record-corpus.sh)\n",
             stale.name
         ));
     }
-    for session in &corpus.sessions {
+    for session in sessions {
         if only
             .as_ref()
-            .is_some_and(|o| !session.name.contains(o.as_str()))
+            .is_some_and(|o| !session.name().contains(o.as_str()))
         {
             continue;
         }
         ran += 1;
-        let Some(expected) = recording.session(&session.name) else {
+        let Some(expected) = recording.session(session.name()) else {
             failures.push(format!(
                 "=== {} ({file}:{}): no recorded reply: re-record (scripts/record-corpus.sh)\n",
-                session.name, session.line
+                session.name(),
+                session.line()
             ));
             continue;
         };
         let (got, old) = thread::scope(|s| {
-            let got = s.spawn(|| runner::run(&subject, session));
-            let old = older.as_ref().map(|o| s.spawn(|| runner::run(o, session)));
+            let got = s.spawn(|| session.run(&subject));
+            let old = older.as_ref().map(|o| s.spawn(|| session.run(o)));
             (got.join().unwrap(), old.map(|o| o.join().unwrap()))
         });
         if std::env::var_os("FERROCACHE_DIFF_SHOW").is_some() {
-            println!("=== {} [{}]", session.name, session.flags.join(" "));
+            println!("=== {} [{}]", session.name(), session.flags().join(" "));
             for line in fold(&expected.answers[0]) {
                 println!("    {line}");
             }
         }
         let matches = is_an_answer(&subject, session, expected, &got);
-        let gap = gaps.iter().find(|g| g.session == session.name);
+        let gap = gaps.iter().find(|g| g.session == session.name());
         match (matches, gap) {
             (true, None) => {}
             (false, None) => failures.push(report(file, session, &recording, expected, &got)),
@@ -172,8 +240,8 @@ fn run_corpus_file(file: &str) {
             (true, Some(_)) => failures.push(format!(
                 "=== {} ({file}:{}): listed in {} but answers as recorded now: \
                  take it off the list\n",
-                session.name,
-                session.line,
+                session.name(),
+                session.line(),
                 gaps::FILE
             )),
         }
@@ -183,8 +251,8 @@ fn run_corpus_file(file: &str) {
                 let mut msg = format!(
                     "=== {} ({file}:{}): {} {} the recording says ({} {}): \
                      re-record (scripts/record-corpus.sh)\n",
-                    session.name,
-                    session.line,
+                    session.name(),
+                    session.line(),
                     older.name(),
                     if agrees {
                         "answers as the reference, unlike what"
@@ -226,85 +294,20 @@ fn run_corpus_file(file: &str) {
     }
 }
 
-fn binary_corpus_dir() -> PathBuf {
-    corpus_dir().join("binary")
-}
-
-fn run_binary_corpus_file(file: &str) {
-    let Some(reference) = ServerSpec::memcached() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{file}: no memcached found in CI (set FERROCACHE_DIFF_REFERENCE to its path)"
-        );
-        eprintln!("SKIPPED {file}: no memcached found (set FERROCACHE_DIFF_REFERENCE to its path)");
-        return;
-    };
-    let subject = subject();
-    let corpus =
-        binary_corpus::load(&binary_corpus_dir().join(file)).unwrap_or_else(|e| panic!("{e}"));
-    let only = std::env::var("FERROCACHE_DIFF_SESSION").ok();
-    let mut failures = Vec::new();
-    let mut ran = 0;
-    for session in &corpus.sessions {
-        if only
-            .as_ref()
-            .is_some_and(|o| !session.name.contains(o.as_str()))
-        {
-            continue;
-        }
-        ran += 1;
-        let run = |spec: &ServerSpec| binary_runner::run(spec, session);
-        let (a, b) = thread::scope(|s| {
-            let a = s.spawn(|| run(&reference));
-            let b = s.spawn(|| run(&subject));
-            (a.join().unwrap(), b.join().unwrap())
-        });
-        if std::env::var_os("FERROCACHE_DIFF_SHOW").is_some() {
-            println!("=== {} [{}]", session.name, session.flags.join(" "));
-            for line in fold(&a.lines) {
-                println!("    {line}");
-            }
-        }
-        let differs = a.lines != b.lines
-            && !(session.reference_varies
-                && (0..REFERENCE_RERUNS).any(|_| run(&reference).lines == run(&subject).lines));
-        if differs {
-            let mut out = format!(
-                "=== {} (binary/{file}:{}) flags [{}]\n",
-                session.name,
-                session.line,
-                session.flags.join(" "),
-            );
-            out.push_str(&show_difference(&a, &b));
-            failures.push(out);
-        }
-    }
-    if !failures.is_empty() {
-        panic!(
-            "{} of {ran} sessions in binary/{file} differ between {} and {}:\n\n{}",
-            failures.len(),
-            reference.name(),
-            subject.name(),
-            failures.join("\n")
-        );
-    }
-}
-
 /// Whether `got` is one of the recorded answers; for a session that
 /// memcached answers in more than one way, whether one of a few more runs
 /// of `spec` is.
 fn is_an_answer(
     spec: &ServerSpec,
-    session: &Session,
+    session: &impl Case,
     expected: &Recorded,
     got: &Transcript,
 ) -> bool {
     if expected.answers.contains(&got.lines) {
         return true;
     }
-    session.reference_varies
-        && (0..REFERENCE_RERUNS)
-            .any(|_| expected.answers.contains(&runner::run(spec, session).lines))
+    session.varies()
+        && (0..REFERENCE_RERUNS).any(|_| expected.answers.contains(&session.run(spec).lines))
 }
 
 /// How often a `@reference-varies` session is rerun.
@@ -315,16 +318,16 @@ const REFERENCE_RERUNS: usize = 8;
 /// then both in full (long runs of equal lines folded).
 fn report(
     file: &str,
-    session: &Session,
+    session: &impl Case,
     recording: &Recording,
     expected: &Recorded,
     got: &Transcript,
 ) -> String {
     let mut out = format!(
         "=== {} ({file}:{}) flags [{}]\n",
-        session.name,
-        session.line,
-        session.flags.join(" "),
+        session.name(),
+        session.line(),
+        session.flags().join(" "),
     );
     let want = &expected.answers[0];
     for line in diff(want, &got.lines) {
@@ -346,24 +349,6 @@ fn report(
     }
     for note in &got.notes {
         out.push_str(&format!("    ({note})\n"));
-    }
-    out
-}
-
-/// The differing lines, then both transcripts (long equal runs folded).
-fn show_difference(a: &Transcript, b: &Transcript) -> String {
-    let mut out = String::new();
-    for line in diff(&a.lines, &b.lines) {
-        out.push_str(&format!("  {line}\n"));
-    }
-    for t in [a, b] {
-        out.push_str(&format!("--- {}\n", t.server));
-        for line in fold(&t.lines) {
-            out.push_str(&format!("    {line}\n"));
-        }
-        for note in &t.notes {
-            out.push_str(&format!("    ({note})\n"));
-        }
     }
     out
 }
@@ -451,64 +436,75 @@ fn record_reference_transcripts() {
         reference_version, older_version,
         "the recorded and the older memcached are the same release"
     );
+    let record = |path: PathBuf, sessions: &[&dyn Case]| {
+        let mut recording = Recording {
+            reference: reference_version.clone(),
+            compared: older_version.clone(),
+            sessions: Vec::new(),
+        };
+        for session in sessions {
+            recording
+                .sessions
+                .push(record_session(&reference, &older, *session));
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::write(
+            recorded::path_for(&path),
+            recorded::render(&recording, &name),
+        )
+        .expect("write the recording");
+    };
+    let record = &record;
     thread::scope(|s| {
         for file in CORPUS_FILES {
-            let (reference, older) = (&reference, &older);
-            let (reference_version, older_version) = (&reference_version, &older_version);
             s.spawn(move || {
                 let path = corpus_dir().join(file);
                 let corpus = corpus::load(&path).unwrap_or_else(|e| panic!("{e}"));
-                let mut recording = Recording {
-                    reference: reference_version.clone(),
-                    compared: older_version.clone(),
-                    sessions: Vec::new(),
-                };
-                for session in &corpus.sessions {
-                    recording
-                        .sessions
-                        .push(record_session(reference, older, session));
-                }
-                std::fs::write(
-                    recorded::path_for(&path),
-                    recorded::render(&recording, file),
-                )
-                .expect("write the recording");
+                let sessions: Vec<&dyn Case> = corpus.sessions.iter().map(|c| c as _).collect();
+                record(path, &sessions);
+            });
+        }
+        for file in BINARY_CORPUS_FILES {
+            s.spawn(move || {
+                let path = binary_corpus_dir().join(file);
+                let corpus = binary_corpus::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                let sessions: Vec<&dyn Case> = corpus.sessions.iter().map(|c| c as _).collect();
+                record(path, &sessions);
             });
         }
     });
 }
 
-fn record_session(reference: &ServerSpec, older: &ServerSpec, session: &Session) -> Recorded {
-    let runs = if session.reference_varies {
+fn record_session(reference: &ServerSpec, older: &ServerSpec, session: &dyn Case) -> Recorded {
+    let runs = if session.varies() {
         1 + 2 * REFERENCE_RERUNS
     } else {
         2
     };
     let mut answers: Vec<Vec<String>> = Vec::new();
     for _ in 0..runs {
-        let lines = runner::run(reference, session).lines;
+        let lines = session.run(reference).lines;
         if !answers.contains(&lines) {
             answers.push(lines);
         }
     }
     assert!(
-        session.reference_varies || answers.len() == 1,
+        session.varies() || answers.len() == 1,
         "{} answers {} in two ways without @reference-varies:\n{}",
         reference.name(),
-        session.name,
+        session.name(),
         diff(&answers[0], &answers[answers.len() - 1]).join("\n")
     );
     // In a fixed order, so that a re-recording changes only what changed.
     answers.sort();
-    let older_runs = if session.reference_varies {
+    let older_runs = if session.varies() {
         1 + REFERENCE_RERUNS
     } else {
         1
     };
-    let older_agrees =
-        (0..older_runs).any(|_| answers.contains(&runner::run(older, session).lines));
+    let older_agrees = (0..older_runs).any(|_| answers.contains(&session.run(older).lines));
     Recorded {
-        name: session.name.clone(),
+        name: session.name().to_string(),
         older_agrees,
         answers,
     }
@@ -548,17 +544,29 @@ fn a_recording_reads_back_as_written() {
 
 #[test]
 fn every_corpus_file_has_a_recording_of_every_session() {
+    let check = |path: PathBuf, names: Vec<String>| {
+        let recording =
+            recorded::load(&recorded::path_for(&path)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            names,
+            recording
+                .sessions
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>(),
+            "{}: re-record (scripts/record-corpus.sh)",
+            path.display()
+        );
+    };
     for file in CORPUS_FILES {
         let path = corpus_dir().join(file);
         let corpus = corpus::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let recording =
-            recorded::load(&recorded::path_for(&path)).unwrap_or_else(|e| panic!("{e}"));
-        let names = |v: Vec<&String>| v.into_iter().cloned().collect::<Vec<_>>();
-        assert_eq!(
-            names(corpus.sessions.iter().map(|s| &s.name).collect()),
-            names(recording.sessions.iter().map(|s| &s.name).collect()),
-            "{file}: re-record (scripts/record-corpus.sh)"
-        );
+        check(path, corpus.sessions.into_iter().map(|s| s.name).collect());
+    }
+    for file in BINARY_CORPUS_FILES {
+        let path = binary_corpus_dir().join(file);
+        let corpus = binary_corpus::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        check(path, corpus.sessions.into_iter().map(|s| s.name).collect());
     }
 }
 

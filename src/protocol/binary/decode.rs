@@ -24,6 +24,10 @@ use crate::item_rules::{Limits, StoreMode};
 use crate::protocol::codec::{Decode, step_charge};
 use crate::protocol::{Frame, KEY_MAX_LEN, Request};
 
+/// The largest body memcached looks at (its `ITEM_SIZE_MAX_UPPER_LIMIT`,
+/// 1 GiB): a larger one is refused and the connection closed.
+const BODY_MAX: usize = 1 << 30;
+
 #[derive(Debug)]
 enum State {
     /// Waiting for a request; the buffer must hold `need` bytes (a whole
@@ -189,6 +193,11 @@ impl Decoder {
         if keylen + extlen > bodylen {
             return refused(fixed, refuse(Status::UnknownCommand, true));
         }
+        // memcached 1.6.42 and later, for every opcode: a body this large
+        // cannot be an item (1.6.18 answered a set "too large" and read on).
+        if bodylen > BODY_MAX {
+            return refused(fixed, refuse(Status::InvalidArguments, true));
+        }
         // -S: before a successful SASL auth only SASL and Version are run;
         // anything else gets "auth error" and the connection closed,
         // whatever its lengths.
@@ -332,12 +341,9 @@ impl Decoder {
             opcode: h.opcode,
             opaque: h.opaque,
         };
-        // memcached keeps the value length in an `int`: a body over 2 GiB
-        // makes it negative, which is refused as too large with nothing
-        // swallowed.
+        // (At most BODY_MAX: larger bodies were refused before.)
         let vlen = h.bodylen as usize - (fixed - HEADER_LEN);
-        let negative = i32::try_from(vlen).is_err();
-        if negative || self.limits.too_large(key.len(), vlen, flags) {
+        if self.limits.too_large(key.len(), vlen, flags) {
             let refusal = Refusal {
                 reply_to,
                 status: Status::TooLarge,
@@ -346,8 +352,7 @@ impl Decoder {
                 // A too-large Set unlinks the value it would replace.
                 unlink_key: (mode == StoreMode::Set).then(|| Bytes::copy_from_slice(key)),
             };
-            let swallow = if negative { 0 } else { vlen };
-            return self.swallow_then(fixed, swallow, refusal);
+            return self.swallow_then(fixed, vlen, refusal);
         }
         let total = fixed + vlen;
         if buf.len() < total {
@@ -940,12 +945,24 @@ mod tests {
     }
 
     #[test]
-    fn a_body_over_2_gib_is_too_large_with_nothing_swallowed() {
-        // memcached's value length is an int: negative, it swallows nothing.
-        let set = packet(opcode::SET, b"k", &set_extras(0, 0), b"", Some(0xc000_0000));
-        let frames = decode_all(&mut decoder(), &set);
-        assert_eq!(frames[0].0, set.len());
-        assert_eq!(refusal(&frames[0].1), (Status::TooLarge, false));
+    fn a_body_over_1_gib_is_refused_and_closes_whatever_the_command() {
+        for (op, extras) in [
+            (opcode::SET, &set_extras(0, 0)[..]),
+            (opcode::GET, &[][..]),
+            (opcode::NOOP, &[][..]),
+        ] {
+            let key: &[u8] = if op == opcode::NOOP { b"" } else { b"k" };
+            let req = packet(op, key, extras, b"", Some((1 << 30) + 1));
+            let frames = decode_all(&mut decoder(), &req);
+            assert_eq!(frames[0].0, req.len());
+            assert_eq!(refusal(&frames[0].1), (Status::InvalidArguments, true));
+        }
+        // 1 GiB itself is looked at: a set that large is too large, its
+        // declared value swallowed as it arrives before the answer.
+        let set = packet(opcode::SET, b"k", &set_extras(0, 0), b"", Some(1 << 30));
+        let mut d = decoder();
+        assert_eq!(decode_all(&mut d, &set)[0], (set.len(), None));
+        assert!(d.in_data_block());
     }
 
     #[test]
