@@ -126,41 +126,31 @@ trait Case: Sync {
     fn run(&self, spec: &ServerSpec) -> Transcript;
 }
 
-impl Case for Session {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn line(&self) -> usize {
-        self.line
-    }
-    fn flags(&self) -> &[String] {
-        &self.flags
-    }
-    fn varies(&self) -> bool {
-        self.reference_varies
-    }
-    fn run(&self, spec: &ServerSpec) -> Transcript {
-        runner::run(spec, self)
-    }
+/// Both session types have the same fields; each has its own runner.
+macro_rules! impl_case {
+    ($session:ty, $run:path) => {
+        impl Case for $session {
+            fn name(&self) -> &str {
+                &self.name
+            }
+            fn line(&self) -> usize {
+                self.line
+            }
+            fn flags(&self) -> &[String] {
+                &self.flags
+            }
+            fn varies(&self) -> bool {
+                self.reference_varies
+            }
+            fn run(&self, spec: &ServerSpec) -> Transcript {
+                $run(spec, self)
+            }
+        }
+    };
 }
 
-impl Case for binary_corpus::Session {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn line(&self) -> usize {
-        self.line
-    }
-    fn flags(&self) -> &[String] {
-        &self.flags
-    }
-    fn varies(&self) -> bool {
-        self.reference_varies
-    }
-    fn run(&self, spec: &ServerSpec) -> Transcript {
-        binary_runner::run(spec, self)
-    }
-}
+impl_case!(Session, runner::run);
+impl_case!(binary_corpus::Session, binary_runner::run);
 
 fn run_corpus_file(file: &str) {
     let path = corpus_dir().join(file);
