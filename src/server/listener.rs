@@ -92,6 +92,10 @@ pub(super) async fn accept_loop(listener: Listener, shared: Arc<Shared>, tracker
             _ = shared.shutdown.cancelled() => return,
             r = accept(&listener) => r,
         };
+        // Both may be ready at once, and select! picks at random.
+        if shared.shutdown.is_cancelled() {
+            return;
+        }
         let stream = match accepted {
             Ok(s) => s,
             Err(e) => {

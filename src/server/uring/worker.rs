@@ -836,7 +836,7 @@ impl Worker {
         }
         // SAFETY: the kernel just handed us this new descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(result) };
-        if self.draining.is_some() {
+        if self.stopping() {
             return;
         }
         // The kernel wakes the first worker waiting on a listening socket,
@@ -855,9 +855,16 @@ impl Worker {
         }
     }
 
+    /// Whether shutdown has begun, though this worker may not have been
+    /// woken for it yet: another may already be closing its connections,
+    /// and a client that saw that must not be served here meanwhile.
+    fn stopping(&self) -> bool {
+        self.draining.is_some() || self.stop.load(Ordering::Acquire)
+    }
+
     /// Starts serving a connection accepted from listening socket `index`.
     fn serve_new(&mut self, fd: OwnedFd, index: usize) {
-        if self.draining.is_some() {
+        if self.stopping() {
             return;
         }
         let listening = self.listening[index].clone();
