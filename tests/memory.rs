@@ -143,9 +143,10 @@ fn stalled_data_blocks_are_charged_to_the_memory_limit() {
     );
     // Without the charge this is three times -m. With it: -m and the
     // allocator's slack; a fixed part, the I/O driver's receive buffers
-    // (io_uring's rings: 4 MiB a worker) and the allocator's arenas, touched
-    // only under load; each connection's own buffers (16 KiB to read,
-    // 16 KiB to write, and what the allocator rounds); and the start.
+    // (io_uring's rings: up to 2 MiB a worker, grown as receives need) and
+    // the allocator's arenas, touched only under load; each connection's
+    // own buffers (16 KiB to read, 16 KiB to write, and what the allocator
+    // rounds); and the start.
     let bound = base + limit_kib * 110 / 100 + (16 << 10) + STALLED as u64 * 64;
     assert!(rss < bound, "RSS {rss} KiB over {bound} KiB");
 
@@ -325,4 +326,64 @@ fn stats_counts_the_buffers_connections_hold() {
     await_lent(&mut admin, base + 2, "while watching");
     drop(watcher);
     await_lent(&mut admin, base, "after the watcher left");
+}
+
+#[test]
+fn the_pools_free_what_a_burst_left_once_its_connections_close() {
+    // 40 connections each hold a read buffer at once (a line without its
+    // newline), finish, and close: the pools kept their buffers while
+    // the connections were open, and free all but 4 a worker once the
+    // last has closed (`KEEP_IDLE` in bufpool.rs).
+    const BURST: usize = 40;
+    const THREADS: u64 = 2;
+    const KEEP_IDLE: u64 = 4;
+    let srv = Server::start(&["-m", "64", "-t", &THREADS.to_string()]);
+    let uring = srv.stderr_tail().contains("io driver: io_uring");
+    let mut admin = srv.connect();
+    await_lent(&mut admin, 2, "alone");
+    let mut burst: Vec<TcpStream> = (0..BURST)
+        .map(|i| {
+            let mut c = srv.connect();
+            c.write_all(format!("get burst{i}").as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    let peak = await_lent(&mut admin, 2 + BURST as u64, "during the burst");
+    for c in &mut burst {
+        c.write_all(b"\r\n").unwrap();
+        assert_eq!(read_until(c, b"\r\n"), b"END\r\n");
+    }
+    let kept = await_lent(&mut admin, 2, "once they wait");
+    assert!(kept >= peak, "kept while open: {kept} of {peak}");
+    drop(admin);
+    drop(burst);
+
+    // Each poll is a new connection, which closes too: whichever worker
+    // serves it frees its pool once the burst's have all closed there,
+    // and no poll holds buffers on the other worker meanwhile.
+    let bound = KEEP_IDLE * THREADS + 2;
+    let deadline = Instant::now() + Duration::from_secs(if uring { 10 } else { 2 });
+    let left = loop {
+        let (_, count) = lent_bufs(&mut srv.connect());
+        if count <= bound || Instant::now() > deadline {
+            break count;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("{peak} buffers at the peak, {kept} kept while open, {left} after closing");
+    if uring {
+        assert!(
+            left <= bound,
+            "{left} buffers left, at most {bound} expected"
+        );
+    } else {
+        // The tokio driver's pools are per thread, and a task may give a
+        // buffer back to another thread's pool than the one it took it
+        // from, so a pool may not see that nothing of its is lent. What
+        // it must not do is keep allocating: at most the poll's own two.
+        assert!(
+            left <= kept + 2,
+            "{left} buffers left, {kept} before closing"
+        );
+    }
 }

@@ -33,9 +33,18 @@ use bytes::BytesMut;
 /// newline may grow before the connection is closed.
 pub const BUF_SIZE: usize = 16 * 1024;
 
-/// Free buffers kept per pool: enough for the connections one worker
-/// serves at once, a bounded amount (1 MiB at 16 KiB) when all go quiet.
+/// Free buffers kept per pool while it serves: enough for the connections
+/// one worker serves at once, so a busy worker allocates nothing.
 const KEEP: usize = 64;
+
+/// Free buffers kept per pool once every connection that took one has
+/// given it back and one of them has closed (see [`BufPool::retire`]).
+pub const KEEP_IDLE: usize = 4;
+
+/// Buffers a pool must free at once before it asks the allocator to give
+/// its free pages back to the kernel (`malloc_trim`): a walk over every
+/// arena, worth it after a burst, not for a buffer or two.
+const TRIM_MIN: usize = 16;
 
 /// What one pool has allocated and holds free, as `stats` reads it.
 #[derive(Default)]
@@ -158,15 +167,50 @@ impl BufPool {
 
     /// [`BufPool::give`] whatever `buf` still holds: for a connection that
     /// ends, whose unread input and unsent replies are dropped with it.
+    ///
+    /// When that leaves nothing of the pool's lent, the burst that needed
+    /// its free buffers is over: all but [`KEEP_IDLE`] are freed, and their
+    /// pages given back. Without this a pool kept the 64 buffers of its
+    /// busiest moment for good (1 to 2 MiB a worker, after a pipelined fill
+    /// by 50 clients), as glibc keeps freed chunks resident in its arenas.
+    /// Connections that stay open never get here, so a steady load, however
+    /// busy, allocates nothing; a closing connection costs one comparison.
     pub fn retire(&mut self, buf: &mut BytesMut) {
         buf.clear();
         self.give(buf);
+        if self.count <= self.free.len() as isize && self.free.len() > KEEP_IDLE {
+            self.shrink(KEEP_IDLE);
+        }
+    }
+
+    /// Frees the free buffers past `keep`; after many, returns the
+    /// allocator's free pages to the kernel.
+    fn shrink(&mut self, keep: usize) {
+        let freed = self.free.len().saturating_sub(keep);
+        self.free.truncate(keep);
+        self.count -= freed as isize;
+        self.gauge.count.store(self.count, Ordering::Relaxed);
+        self.publish_free();
+        if freed >= TRIM_MIN {
+            trim_allocator();
+        }
     }
 
     fn publish_free(&self) {
         self.gauge
             .free
             .store(self.free.len() as isize, Ordering::Relaxed);
+    }
+}
+
+/// Asks glibc to hand the free pages of its arenas back to the kernel: a
+/// freed buffer's pages otherwise stay resident until the arena reuses them,
+/// and glibc trims an arena by itself only from its top.
+fn trim_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; 0 keeps no extra padding.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -245,6 +289,35 @@ mod tests {
         let mut none = BytesMut::new();
         pool.give(&mut none);
         assert_eq!(pool.free.len(), KEEP, "an unallocated buffer is not kept");
+    }
+
+    #[test]
+    fn the_last_connection_closing_frees_all_but_keep_idle() {
+        let mut pool = BufPool::new(1024);
+        let mut lent: Vec<BytesMut> = (0..40).map(|_| pool.take()).collect();
+        let mut last = lent.pop().expect("40 taken");
+        let mut open = lent.pop().expect("39 left");
+        for b in &mut lent {
+            pool.give(b);
+        }
+        assert_eq!(counts(&pool), (40, 38), "given back while busy: kept");
+
+        // A connection closes while another still holds a buffer: kept.
+        last.extend_from_slice(b"get k");
+        pool.retire(&mut last);
+        assert_eq!(counts(&pool), (40, 39));
+
+        // The last one lent comes back as its connection closes.
+        pool.retire(&mut open);
+        assert_eq!(counts(&pool), (KEEP_IDLE as isize, KEEP_IDLE as isize));
+        assert_eq!(pool.free.len(), KEEP_IDLE);
+
+        // Fewer than that free: nothing to free.
+        let mut a = pool.take();
+        let mut b = pool.take();
+        pool.give(&mut a);
+        pool.retire(&mut b);
+        assert_eq!(pool.free.len(), KEEP_IDLE);
     }
 
     fn counts(pool: &BufPool) -> (isize, isize) {

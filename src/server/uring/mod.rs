@@ -48,7 +48,7 @@ pub fn probe() -> io::Result<()> {
             ));
         }
     }
-    bufring::BufRing::new(&ring, 2, 64, 0).map(drop)
+    bufring::BufRing::new(&ring, 2, 2, 64, 0).map(drop)
 }
 
 /// Serves `listeners` on `shared.config.threads` io_uring workers until

@@ -43,14 +43,17 @@ const BUF_KEEP_MAX: usize = 64 * 1024;
 /// that sends without reading cannot grow the buffer without bound.
 const RECV_BACKLOG_MAX: usize = 256 * 1024;
 
-/// The provided buffers: enough for every connection of a busy turn to
-/// complete a receive; a turn that needs more re-arms the receives that ran
-/// dry once the buffers are back. The kernel fills them in ring order, so
-/// all of them become resident: 2 MiB a worker (256, as before, held 8 MiB
-/// over `-m` at two workers, an eighth of `-m 64`). A buffer is 16 KiB
-/// because that is what memcached reads at once, which decides how long a
-/// line without its newline may be before the connection is closed.
+/// The provided buffers: up to enough for every connection of a busy turn
+/// to complete a receive; a turn that needs more re-arms the receives that
+/// ran dry once the buffers are back. The kernel fills posted buffers in
+/// ring order, so all the posted ones become resident: all 128 from the
+/// start cost 2 MiB a worker whatever the load (256 held 8 MiB over `-m`
+/// at two workers, an eighth of `-m 64`). So only `RECV_BUFS_FIRST` are
+/// posted at first, and the ring posts one more each time a receive finds
+/// none (`BufRing::ran_dry`). A buffer is 16 KiB, what memcached reads at
+/// once; the line limits are the decoder's, whatever a receive brings.
 const RECV_BUFS: u16 = 128;
+const RECV_BUFS_FIRST: u16 = 16;
 const RECV_BUF_LEN: usize = 16 * 1024;
 
 /// How often idle connections are looked for (`-o idle_timeout`).
@@ -262,7 +265,7 @@ impl Worker {
     /// The ring or its buffers could not be set up.
     pub fn new(setup: Setup) -> io::Result<Worker> {
         let ring = new_ring(1024)?;
-        let bufs = BufRing::new(&ring, RECV_BUFS, RECV_BUF_LEN, 0)?;
+        let bufs = BufRing::new(&ring, RECV_BUFS, RECV_BUFS_FIRST, RECV_BUF_LEN, 0)?;
         let idle = setup.shared.config.idle_timeout;
         let n = setup.listening.len();
         Ok(Worker {
@@ -474,7 +477,16 @@ impl Worker {
             0 => {
                 c.ending.get_or_insert("closed by peer");
             }
-            e if -e == libc::ENOBUFS || -e == libc::ECANCELED => {}
+            e if -e == libc::ENOBUFS => {
+                tracing::trace!(id = c.id, "no receive buffer");
+                if bufs.ran_dry() {
+                    tracing::debug!(
+                        posted = bufs.posted(),
+                        "receive buffers ran out: posting more"
+                    );
+                }
+            }
+            e if -e == libc::ECANCELED => {}
             e => {
                 tracing::debug!(id = c.id, error = %io::Error::from_raw_os_error(-e), "read failed");
                 c.closing.get_or_insert("read error");
