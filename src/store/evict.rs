@@ -9,7 +9,9 @@
 //! (the ACTIVE bit) are copied forward into the main queue's head: all of
 //! them from the small queue (promotion), up to 7/8 of a segment's worth
 //! from the main queue (another chance: a record read twice since it was
-//! last spared, HOT, is spared twice). The others are evicted, and those
+//! last spared, HOT, is spared twice; one read once and larger than the
+//! shard's average item, with odds of the average over its size, see
+//! [`size_odds`]). The others are evicted, and those
 //! leaving the small queue are remembered in the ghost set, so that a key
 //! written again soon after goes straight to the main queue. So a one-hit
 //! wonder costs the small queue a slot for a while, not the working set
@@ -21,7 +23,7 @@
 use super::item;
 use super::loc::{Loc, SHARED_IDS, is_solo};
 use super::memory;
-use super::record::{ACTIVE, DEAD, FETCHED, Meta};
+use super::record::{ACTIVE, DEAD, FETCHED, HOT, Meta};
 use super::segment::{SegMem, prefix_len};
 use super::segments::Queue;
 use super::shard::{Ctx, Shard, table_hash};
@@ -66,6 +68,7 @@ impl Shard {
         }
         // The victim's charge pays for the segment its survivors move to.
         let mut budget = charge;
+        let average = self.average_cost();
         // Main-queue survivors may fill 7/8 of a segment, so that each
         // eviction frees at least an eighth of one: a write needs a bounded
         // number. (Sparing only half, as before, cost 2 points of hit ratio
@@ -96,7 +99,11 @@ impl Shard {
             let keep = !dead
                 && (!ctx.evictions
                     || Some(old) == protect
-                    || (m.has(ACTIVE) && moved_len <= keep_max));
+                    || (m.has(ACTIVE)
+                        && moved_len <= keep_max
+                        && (on_probation
+                            || m.has(HOT)
+                            || size_odds(moved_len, average, hash, self.cas_next))));
             let moved = if keep {
                 keep_max = keep_max.saturating_sub(moved_len);
                 self.copy_forward(item, m, carry, &mut budget, ctx)
@@ -168,7 +175,13 @@ impl Shard {
         let hash = ctx.hash(item::key(item));
         let old = Loc::solo(victim);
         let dead = ctx.dead(m).is_some();
-        let keep = !dead && (!ctx.evictions || Some(old) == protect || m.has(ACTIVE));
+        let keep = !dead
+            && (!ctx.evictions
+                || Some(old) == protect
+                || (m.has(ACTIVE)
+                    && (on_probation
+                        || m.has(HOT)
+                        || size_odds(mem.len(), self.average_cost(), hash, self.cas_next))));
         if keep && let Some(node) = self.segs.take_node(true) {
             let len = mem.len();
             self.segs.install(node, mem, charge, Queue::Main, cas_base);
@@ -192,6 +205,12 @@ impl Shard {
         self.unreserve(charge, ctx);
         self.garbage.push(mem.into_bytes());
         charge
+    }
+
+    /// What a live record costs here on average, its share of the
+    /// segments and the index: the yardstick of [`size_odds`].
+    pub(super) fn average_cost(&self) -> usize {
+        self.bytes / (self.len as usize).max(1)
     }
 
     /// Points the index entry of a moved record at its new place.
@@ -369,6 +388,27 @@ impl Shard {
     }
 }
 
+/// The size rule of the ghost set's admissions and the main queue's second
+/// chances: true for an item of `len` bytes no larger than `average`, else
+/// with odds `average / len`, drawn from its key's `hash` and a `stir`
+/// that changes between calls (so a refusal is not for ever). A hit on a
+/// large item saves no more than one on a small item but holds more
+/// memory: of two keys read as often, the cache keeps more hits by
+/// keeping the smaller. With items of one size it is always true.
+pub(super) fn size_odds(len: usize, average: usize, hash: u64, stir: u64) -> bool {
+    if len <= average {
+        return true;
+    }
+    // splitmix64's finalizer: every input bit moves every output bit, so
+    // draws from related inputs are unrelated.
+    let mut z = hash ^ stir.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // z / 2^64 < average / len, without division.
+    (u128::from(z) * len as u128) >> 64 < average as u128
+}
+
 /// The length of a shared record moved with fields `m`, carrying `carry`.
 fn moved_len(item: &[u8], carry: Option<u64>, m: Meta) -> usize {
     prefix_len(m.deadline != 0) + item.len() + carry.map_or(0, |_| item::CAS_LEN)
@@ -388,4 +428,34 @@ fn log_eviction(item: &[u8], m: Meta, ctx: &Ctx) {
         ttl: (m.deadline != 0).then(|| m.deadline.wrapping_sub(ctx.now)),
         idle: ctx.now.saturating_sub(m.time),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_odds;
+
+    #[test]
+    fn size_odds_are_the_average_over_the_size_above_it() {
+        let mut rng = crate::test_rng::Rng::new(3);
+        for stir in 0..1000 {
+            let hash = rng.next_u64();
+            assert!(size_odds(1000, 1000, hash, stir), "at the average");
+            assert!(size_odds(10, 1000, hash, stir), "below it");
+        }
+        let mut kept = [0usize; 3];
+        for stir in 0..30_000 {
+            let hash = rng.next_u64();
+            for (n, len) in kept.iter_mut().zip([1500, 2000, 8000]) {
+                *n += usize::from(size_odds(len, 1000, hash, stir));
+            }
+        }
+        // Odds 2/3, 1/2 and 1/8 of 30,000 draws.
+        assert!((19_400..20_600).contains(&kept[0]), "{kept:?}");
+        assert!((14_400..15_600).contains(&kept[1]), "{kept:?}");
+        assert!((3_400..4_100).contains(&kept[2]), "{kept:?}");
+        // The same key is drawn for afresh with another stir.
+        let hash = rng.next_u64();
+        let outcomes: Vec<bool> = (0..64).map(|s| size_odds(2000, 1000, hash, s)).collect();
+        assert!(outcomes.contains(&true) && outcomes.contains(&false));
+    }
 }

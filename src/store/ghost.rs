@@ -85,15 +85,7 @@ impl Ghost {
     /// that changes between writes, so that a key refused once may be
     /// admitted the next time.
     pub fn admits(&mut self, hash: u64, len: usize, average: usize, stir: u64) -> bool {
-        if !self.take(hash) {
-            return false;
-        }
-        if len <= average {
-            return true;
-        }
-        let r = mix(hash ^ stir.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        // r / 2^64 < average / len, without division.
-        (u128::from(r) * len as u128) >> 64 < average as u128
+        self.take(hash) && super::evict::size_odds(len, average, hash, stir)
     }
 
     /// Whether the key was evicted lately; forgets it if so, since it is
@@ -107,14 +99,6 @@ impl Ghost {
             _ => false,
         }
     }
-}
-
-/// A 64-bit finalizer (splitmix64's): every input bit moves every output
-/// bit, so draws from related inputs are unrelated.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

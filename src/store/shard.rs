@@ -524,7 +524,7 @@ impl Shard {
         // the average item here, a draw admits it: see `ghost.rs`). With
         // evictions off nothing is evicted, so nothing needs to be on
         // probation.
-        let average = self.bytes / (self.len as usize).max(1);
+        let average = self.average_cost();
         let queue = match at {
             _ if !ctx.evictions => Queue::Main,
             Some(at) => self.segs.get(at.node()).queue,
