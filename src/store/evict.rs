@@ -11,9 +11,10 @@
 //! from the main queue (another chance: a record read twice since it was
 //! last spared, HOT, is spared twice; one read once and larger than the
 //! shard's average item, with odds of the average over its size, see
-//! [`size_odds`]). The others are evicted, and those
-//! leaving the small queue are remembered in the ghost set, so that a key
-//! written again soon after goes straight to the main queue. So a one-hit
+//! [`size_odds`]). The others are evicted, and those leaving the small
+//! queue, or the main queue after being read there once at least, are
+//! remembered in the ghost set, so that a key written again soon after
+//! goes straight to the main queue. So a one-hit
 //! wonder costs the small queue a slot for a while, not the working set
 //! its place. With evictions off (`-M`), running out of memory compacts
 //! instead: the oldest segment with dead space is rewritten without it, and
@@ -115,7 +116,7 @@ impl Shard {
                 None => {
                     if !dead {
                         self.count_eviction(item, m, ctx);
-                        if on_probation {
+                        if on_probation || m.has(FETCHED) {
                             self.ghost.insert(hash);
                         }
                     }
@@ -197,7 +198,7 @@ impl Shard {
         }
         if !dead {
             self.count_eviction(item, m, ctx);
-            if on_probation {
+            if on_probation || m.has(FETCHED) {
                 self.ghost.insert(hash);
             }
         }
