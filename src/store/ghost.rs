@@ -89,7 +89,7 @@ impl Ghost {
     /// that changes between writes, so that a key refused once may be
     /// admitted the next time.
     pub fn admits(&mut self, hash: u64, len: usize, average: usize, stir: u64) -> bool {
-        self.take(hash) && super::evict::size_odds(len, average, hash, stir)
+        self.take(hash) && size_odds(len, average, hash, stir)
     }
 
     /// Whether the key was evicted lately; forgets it if so, since it is
@@ -103,6 +103,27 @@ impl Ghost {
             _ => false,
         }
     }
+}
+
+/// The size rule of the ghost set's admissions (and of the main queue's
+/// second chances, `evict.rs`): true for an item of `len` bytes no larger than `average`, else
+/// with odds `average / len`, drawn from its key's `hash` and a `stir`
+/// that changes between calls (so a refusal is not for ever). A hit on a
+/// large item saves no more than one on a small item but holds more
+/// memory: of two keys read as often, the cache keeps more hits by
+/// keeping the smaller. With items of one size it is always true.
+pub(super) fn size_odds(len: usize, average: usize, hash: u64, stir: u64) -> bool {
+    if len <= average {
+        return true;
+    }
+    // splitmix64's finalizer: every input bit moves every output bit, so
+    // draws from related inputs are unrelated.
+    let mut z = hash ^ stir.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // z / 2^64 < average / len, without division.
+    (u128::from(z) * len as u128) >> 64 < average as u128
 }
 
 #[cfg(test)]
@@ -201,5 +222,30 @@ mod tests {
             })
             .expect("admitted within 64 tries");
         assert!(tries < 64);
+    }
+
+    #[test]
+    fn size_odds_are_the_average_over_the_size_above_it() {
+        let mut rng = crate::test_rng::Rng::new(3);
+        for stir in 0..1000 {
+            let hash = rng.next_u64();
+            assert!(size_odds(1000, 1000, hash, stir), "at the average");
+            assert!(size_odds(10, 1000, hash, stir), "below it");
+        }
+        let mut kept = [0usize; 3];
+        for stir in 0..30_000 {
+            let hash = rng.next_u64();
+            for (n, len) in kept.iter_mut().zip([1500, 2000, 8000]) {
+                *n += usize::from(size_odds(len, 1000, hash, stir));
+            }
+        }
+        // Odds 2/3, 1/2 and 1/8 of 30,000 draws.
+        assert!((19_400..20_600).contains(&kept[0]), "{kept:?}");
+        assert!((14_400..15_600).contains(&kept[1]), "{kept:?}");
+        assert!((3_400..4_100).contains(&kept[2]), "{kept:?}");
+        // The same key is drawn for afresh with another stir.
+        let hash = rng.next_u64();
+        let outcomes: Vec<bool> = (0..64).map(|s| size_odds(2000, 1000, hash, s)).collect();
+        assert!(outcomes.contains(&true) && outcomes.contains(&false));
     }
 }
