@@ -3,28 +3,42 @@
 //!
 //! Segments are in two FIFO queues (S3-FIFO, SOSP'23; see `segments.rs`).
 //! When memory runs out, the oldest segment of the small queue goes while
-//! that queue holds a tenth of the shard or more, else the oldest of the
-//! main queue; either way a whole segment, no per-item allocation or LRU
+//! that queue holds a twentieth of the shard or more, else the oldest of
+//! the main queue; either way a whole segment, no per-item allocation or LRU
 //! links. Its live records that were read since written or last spared
 //! (the ACTIVE bit) are copied forward into the main queue's head: all of
 //! them from the small queue (promotion), up to 7/8 of a segment's worth
 //! from the main queue (another chance: a record read twice since it was
-//! last spared, HOT, is spared twice). The others are evicted, and those
-//! leaving the small queue are remembered in the ghost set, so that a key
-//! written again soon after goes straight to the main queue. So a one-hit
+//! last spared, HOT, is spared twice; one read once and larger than the
+//! shard's average item, with odds of the average over its size, see
+//! [`size_odds`]). The others are evicted, and those leaving the small
+//! queue, or the main queue after being read there once at least, are
+//! remembered in the ghost set, so that a key written again soon after
+//! goes straight to the main queue. So a one-hit
 //! wonder costs the small queue a slot for a while, not the working set
 //! its place. With evictions off (`-M`), running out of memory compacts
 //! instead: the oldest segment with dead space is rewritten without it, and
 //! a write is refused only when no segment has any. Nothing here knows
 //! requests or the budget's other shards.
 
+use super::ghost::size_odds;
 use super::item;
 use super::loc::{Loc, SHARED_IDS, is_solo};
 use super::memory;
-use super::record::{ACTIVE, DEAD, FETCHED, Meta};
+use super::record::{ACTIVE, DEAD, FETCHED, HOT, Meta};
 use super::segment::{SegMem, prefix_len};
 use super::segments::Queue;
 use super::shard::{Ctx, Shard, table_hash};
+
+/// The small queue's share of a shard is 1/SMALL_SHARE. S3-FIFO's paper
+/// takes a tenth; on the hit-ratio benchmark's Zipf traffic (`cargo run
+/// --release --example hit_replay`) a twentieth gained 0.1 to 0.3 points
+/// on every workload, the one-hit wonders' included: the main queue gets
+/// the memory, and keys read twice come back through the ghost set. Less
+/// gained a little more, but then probation is down to two or three
+/// segments, and an item written just before one of them goes may be
+/// evicted before anybody could read it.
+const SMALL_SHARE: usize = 20;
 
 impl Shard {
     /// Frees one segment from the cold end. With evictions on, the oldest
@@ -56,6 +70,7 @@ impl Shard {
         }
         // The victim's charge pays for the segment its survivors move to.
         let mut budget = charge;
+        let average = self.average_cost();
         // Main-queue survivors may fill 7/8 of a segment, so that each
         // eviction frees at least an eighth of one: a write needs a bounded
         // number. (Sparing only half, as before, cost 2 points of hit ratio
@@ -86,7 +101,11 @@ impl Shard {
             let keep = !dead
                 && (!ctx.evictions
                     || Some(old) == protect
-                    || (m.has(ACTIVE) && moved_len <= keep_max));
+                    || (m.has(ACTIVE)
+                        && moved_len <= keep_max
+                        && (on_probation
+                            || m.has(HOT)
+                            || size_odds(moved_len, average, hash, self.cas_next))));
             let moved = if keep {
                 keep_max = keep_max.saturating_sub(moved_len);
                 self.copy_forward(item, m, carry, &mut budget, ctx)
@@ -98,7 +117,7 @@ impl Shard {
                 None => {
                     if !dead {
                         self.count_eviction(item, m, ctx);
-                        if on_probation {
+                        if on_probation || m.has(FETCHED) {
                             self.ghost.insert(hash);
                         }
                     }
@@ -122,8 +141,8 @@ impl Shard {
     }
 
     /// The segment to evict: the small queue's oldest while that queue's
-    /// segments are charged a tenth of the shard's or more (or the main
-    /// queue is empty), else the main queue's oldest.
+    /// segments are charged 1/[`SMALL_SHARE`] of the shard's or more (or
+    /// the main queue is empty), else the main queue's oldest.
     fn victim(&self) -> Option<u32> {
         let small = self.segs.queue_bytes(Queue::Small);
         let main = self.segs.queue_bytes(Queue::Main);
@@ -131,7 +150,11 @@ impl Shard {
             self.segs.oldest_in(Queue::Small),
             self.segs.oldest_in(Queue::Main),
         ) {
-            (Some(s), Some(m)) => Some(if small * 10 >= small + main { s } else { m }),
+            (Some(s), Some(m)) => Some(if small * SMALL_SHARE >= small + main {
+                s
+            } else {
+                m
+            }),
             (s, m) => s.or(m),
         }
     }
@@ -154,7 +177,13 @@ impl Shard {
         let hash = ctx.hash(item::key(item));
         let old = Loc::solo(victim);
         let dead = ctx.dead(m).is_some();
-        let keep = !dead && (!ctx.evictions || Some(old) == protect || m.has(ACTIVE));
+        let keep = !dead
+            && (!ctx.evictions
+                || Some(old) == protect
+                || (m.has(ACTIVE)
+                    && (on_probation
+                        || m.has(HOT)
+                        || size_odds(mem.len(), self.average_cost(), hash, self.cas_next))));
         if keep && let Some(node) = self.segs.take_node(true) {
             let len = mem.len();
             self.segs.install(node, mem, charge, Queue::Main, cas_base);
@@ -170,7 +199,7 @@ impl Shard {
         }
         if !dead {
             self.count_eviction(item, m, ctx);
-            if on_probation {
+            if on_probation || m.has(FETCHED) {
                 self.ghost.insert(hash);
             }
         }
@@ -178,6 +207,12 @@ impl Shard {
         self.unreserve(charge, ctx);
         self.garbage.push(mem.into_bytes());
         charge
+    }
+
+    /// What a live record costs here on average, its share of the
+    /// segments and the index: the yardstick of [`size_odds`].
+    pub(super) fn average_cost(&self) -> usize {
+        self.bytes / (self.len as usize).max(1)
     }
 
     /// Points the index entry of a moved record at its new place.

@@ -56,8 +56,8 @@ impl Layout {
 /// Which of a shard's two FIFO queues a segment is in (S3-FIFO, SOSP'23):
 /// new keys go to the small probation queue, and only those read while
 /// there, or seen again soon after leaving it (the ghost set), reach the
-/// main queue. One-hit wonders and scans then pass through a tenth of the
-/// memory instead of pushing the working set out.
+/// main queue. One-hit wonders and scans then pass through a twentieth of
+/// the memory instead of pushing the working set out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Queue {
     Small = 0,

@@ -520,12 +520,20 @@ impl Shard {
             self.index_room(ctx)?;
         }
         // A new version stays in its queue; a new key is on probation
-        // unless it was evicted from probation lately. With evictions off
-        // nothing is evicted, so nothing needs to be on probation.
+        // unless it was evicted from probation lately (and, if larger than
+        // the average item here, a draw admits it: see `ghost.rs`). With
+        // evictions off nothing is evicted, so nothing needs to be on
+        // probation.
+        let average = self.average_cost();
         let queue = match at {
             _ if !ctx.evictions => Queue::Main,
             Some(at) => self.segs.get(at.node()).queue,
-            None if self.ghost.take(hash) => Queue::Main,
+            None if self
+                .ghost
+                .admits(hash, new.item_len, average, self.cas_next) =>
+            {
+                Queue::Main
+            }
             None => Queue::Small,
         };
         let moves = self.moves;

@@ -727,6 +727,43 @@ fn a_key_written_again_soon_after_its_eviction_is_kept() {
 }
 
 #[test]
+fn a_key_read_then_evicted_from_the_main_queue_comes_back_to_it() {
+    // A fixed hash seed, as above: the ghost set is direct-mapped.
+    let config = StoreConfig {
+        memory_limit: 256 * 1024,
+        evictions: true,
+        cas_enabled: true,
+        shards: 1,
+        item_size_max: 1024 * 1024,
+    };
+    let s = Store::with_seed(config, Clock::manual(UNIX), 0x5eed);
+    let now = 2;
+    let queue_of = |key: &[u8]| {
+        let shard = s.lock(0);
+        let loc = shard.find(key, s.hasher.hash_one(key)).expect("stored");
+        shard.segs.get(loc.node()).queue
+    };
+    let present = |key: &[u8]| s.lock(0).find(key, s.hasher.hash_one(key)).is_some();
+    set(&s, "read", "0123456789", now);
+    assert!(value(&s, "read", now).is_some());
+    // Keys each read once: promoted, they push the main queue along until
+    // "read", not read again there, leaves it.
+    let mut i = 0;
+    while present(b"read") {
+        for j in 0..10 {
+            let key = format!("fill{i}-{j}");
+            set(&s, &key, "0123456789", now);
+            assert!(value(&s, &key, now).is_some());
+        }
+        i += 1;
+    }
+    assert!(s.stats().evictions > 0);
+    set(&s, "read", "0123456789", now);
+    assert_eq!(queue_of(b"read"), segments::Queue::Main);
+    check(&s);
+}
+
+#[test]
 fn add_on_existing_bumps() {
     let s = new_store(room_for(2), true, true, 1);
     set(&s, "k1", "0123456789", 2);
