@@ -322,9 +322,10 @@ impl Session {
                     consumed,
                     frame: None,
                 } => (consumed, Flow::Continue),
+                // Borrowed, not moved out: see `execute_frame`.
                 Decode::Frame {
                     consumed,
-                    frame: Some(frame),
+                    frame: Some(ref frame),
                 } => {
                     let id = self.id;
                     if let Frame::Request(Request::Binary(binary::BinaryCommand {
@@ -339,9 +340,9 @@ impl Session {
                         tracing::trace!(id, request = %Shown(&rbuf[..consumed]), "request");
                     }
                     if shared.timing {
-                        self.kinds.add(kind_of(&frame));
+                        self.kinds.add(kind_of(frame));
                     }
-                    observer.request(&frame, shared);
+                    observer.request(frame, shared);
                     flush = matches!(
                         frame,
                         Frame::Request(Request::Binary(binary::BinaryCommand {
