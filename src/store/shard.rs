@@ -418,6 +418,23 @@ impl Shard {
         }
     }
 
+    /// [`Shard::cas`] of the record `new` was just written to at `loc`,
+    /// from what `new` carries instead of read back from the record: each
+    /// store answers with its new CAS, and reading it back cost a lookup of
+    /// the record and a parse of its header.
+    pub(super) fn placed_cas(&self, loc: Loc, new: &NewItem) -> u64 {
+        let cas = if !self.cas_rule.on {
+            0
+        } else {
+            match new.carried_cas() {
+                Some(cas) => cas,
+                None => self.cas_rule.value(self.placed_seq(loc)),
+            }
+        };
+        debug_assert_eq!(cas, self.cas(loc), "the record carries what was written");
+        cas
+    }
+
     /// The sequence number a record's place gives it.
     pub(super) fn placed_seq(&self, loc: Loc) -> u64 {
         self.segs.get(loc.node()).cas_base + loc.offset() as u64
