@@ -73,6 +73,25 @@ pub fn fit_read_buffer(rbuf: &mut BytesMut, wanted: Option<usize>, small: usize,
     rbuf.reserve(wanted.saturating_sub(rbuf.len()));
 }
 
+/// The bytes a session reads requests from: the driver's read buffer, or
+/// the slice a read landed in (whatever is left of it, the driver keeps).
+pub trait Input: std::ops::Deref<Target = [u8]> {
+    /// Drops the first `n` bytes, which the session is done with.
+    fn consume(&mut self, n: usize);
+}
+
+impl Input for BytesMut {
+    fn consume(&mut self, n: usize) {
+        self.advance(n);
+    }
+}
+
+impl Input for &[u8] {
+    fn consume(&mut self, n: usize) {
+        *self = &self[n..];
+    }
+}
+
 /// What the driver does after [`Session::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -208,6 +227,16 @@ impl Session {
         self.process_inner(rbuf, wbuf, now, &mut ())
     }
 
+    /// [`Session::process_at`] on bytes the driver holds elsewhere than in a
+    /// read buffer, which `input` is advanced through: the requests it
+    /// completes are handled straight from there, and the driver keeps
+    /// what is left (a partial request, or requests not yet due) in its
+    /// read buffer, as if it had all been read into it. Needs nothing
+    /// buffered before it.
+    pub fn process_slice(&mut self, input: &mut &[u8], wbuf: &mut BytesMut, now: u32) -> Next {
+        self.process_inner(input, wbuf, now, &mut ())
+    }
+
     /// [`Session::process`], showing each request and reply to `observer`.
     pub fn process_observed(
         &mut self,
@@ -221,7 +250,7 @@ impl Session {
 
     fn process_inner(
         &mut self,
-        rbuf: &mut BytesMut,
+        rbuf: &mut impl Input,
         wbuf: &mut BytesMut,
         now: u32,
         observer: &mut impl Observer,
@@ -250,7 +279,7 @@ impl Session {
 
     fn run(
         &mut self,
-        rbuf: &mut BytesMut,
+        rbuf: &mut impl Input,
         wbuf: &mut BytesMut,
         now: u32,
         observer: &mut impl Observer,
@@ -266,7 +295,7 @@ impl Session {
                         reply,
                         authenticated,
                     } => {
-                        rbuf.advance(consumed);
+                        rbuf.consume(consumed);
                         if let Some(reply) = reply {
                             // memcached reuses one reply object until the
                             // client is authenticated, so of the replies to
@@ -383,7 +412,7 @@ impl Session {
                 }
             };
             debug_assert!(consumed > 0, "the decoder made no progress");
-            rbuf.advance(consumed);
+            rbuf.consume(consumed);
             if flow != Flow::Continue {
                 return Next::End(flow);
             }
