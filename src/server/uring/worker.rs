@@ -583,7 +583,9 @@ impl Worker {
                 // Back to the pool unless a request is still arriving.
                 pool.give(&mut c.rbuf);
             }
-            fit_read_buffer(&mut c.rbuf, wanted, BUF_SIZE, BUF_KEEP_MAX);
+            if c.rbuf.capacity() != 0 || wanted.is_some() {
+                fit_read_buffer(&mut c.rbuf, wanted, BUF_SIZE, BUF_KEEP_MAX);
+            }
             let waiting = if c.session.in_data_block() {
                 ConnState::Nread
             } else {
@@ -646,7 +648,9 @@ impl Worker {
         let Some(c) = self.conns[slot as usize].as_mut() else {
             return;
         };
-        if c.sending
+        // The length first: it rules out nearly every call.
+        if c.rbuf.len() > RECV_BACKLOG_MAX
+            && c.sending
             && c.receiving
             && !c.cancelling
             && c.rbuf.len() > c.session.wanted_len().unwrap_or(0) + RECV_BACKLOG_MAX
