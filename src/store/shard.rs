@@ -214,6 +214,7 @@ impl Shard {
     }
 
     /// The immutable item bytes of a record.
+    #[inline(always)]
     pub(super) fn item(&self, loc: Loc) -> &[u8] {
         self.segs.item(loc)
     }
@@ -225,7 +226,9 @@ impl Shard {
         self.segs.get(node).mem().share(start, len)
     }
 
-    #[inline]
+    // Always: a few loads on every hit and write, which thin LTO otherwise
+    // leaves out of line in some builds (about 70 instructions a get).
+    #[inline(always)]
     pub(super) fn meta(&self, loc: Loc) -> Meta {
         Meta::read(self.segs.get(loc.node()).mem(), loc.offset())
     }
