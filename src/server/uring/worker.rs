@@ -7,10 +7,12 @@
 //! Receives are multishot: armed once, they complete every time data
 //! arrives, into a buffer the kernel picks from the buffer ring.
 //!
-//! Each connection is driven exactly as `connection.rs` drives one: the
-//! bytes go to its [`Session`], the replies it composes go out in one send,
-//! and nothing new is handed to the session while a send is in flight, so
-//! replies stay in order. Knows nothing about requests.
+//! Each connection is driven as `connection.rs` drives one: the bytes go
+//! to its [`Session`], the replies it composes go out in one send, and
+//! nothing new is handed to the session while a send is in flight, so
+//! replies stay in order. Bytes received with nothing buffered before them
+//! go to the session where the kernel put them; only what it leaves is
+//! copied to the connection's read buffer. Knows nothing about requests.
 
 use std::collections::VecDeque;
 use std::io;
