@@ -684,6 +684,31 @@ mod tests {
     }
 
     #[test]
+    fn a_slice_is_handled_where_it_is_and_the_rest_left_to_the_driver() {
+        let (mut a, mut b) = two_sessions_with(&["-R", "2"]);
+        let mut wbuf = BytesMut::new();
+        // A whole set and the start of a get: the set runs, the partial
+        // get is left for the driver's read buffer, where it completes.
+        let mut input: &[u8] = b"set k 0 0 1\r\nx\r\nget ";
+        assert_eq!(a.process_slice(&mut input, &mut wbuf, 0), Next::Read);
+        assert_eq!(input, b"get ");
+        let mut rbuf = BytesMut::from(input);
+        rbuf.extend_from_slice(b"k\r\n");
+        assert_eq!(a.process(&mut rbuf, &mut wbuf), Next::Read);
+        assert_eq!(&wbuf[..], b"STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n");
+        // A data block cut short is left whole, line included.
+        wbuf.clear();
+        let mut input: &[u8] = b"set j 0 0 3\r\nab";
+        assert_eq!(a.process_slice(&mut input, &mut wbuf, 0), Next::Read);
+        assert_eq!((input, &wbuf[..]), (&b"set j 0 0 3\r\nab"[..], &b""[..]));
+        assert!(a.in_data_block());
+        // -R: what the budget held back stays in the slice.
+        let mut input: &[u8] = b"get k\r\nget k\r\nget k\r\n";
+        assert_eq!(b.process_slice(&mut input, &mut wbuf, 0), Next::Yield);
+        assert_eq!(input, b"get k\r\n");
+    }
+
+    #[test]
     fn shown_escapes_and_cuts() {
         assert_eq!(Shown(b"get a\r\n").to_string(), "get a\\r\\n");
         assert_eq!(Shown(&[0u8, b'x']).to_string(), "\\x00x");
