@@ -389,6 +389,9 @@ impl Session {
                         wbuf.clear();
                     }
                     let reply_start = wbuf.len();
+                    // Only a later request of this batch can find what
+                    // this one's replies hold (see `Held`).
+                    self.held.set_last(rbuf.len() == consumed);
                     let mut cx = Context {
                         shared,
                         stats: &mut self.stats,
