@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::time::Sleep;
 
 use super::bufpool::{self, BUF_SIZE};
@@ -52,6 +52,9 @@ pub(super) trait Socket: AsyncRead + AsyncWrite + Unpin {
     const LENDS_BUFFERS: bool;
     /// Waits until a read would not block (bytes, the end, or an error).
     fn wait_readable(&self) -> impl Future<Output = std::io::Result<()>> + Send + '_;
+    /// Reads what has arrived without waiting, after
+    /// [`Socket::wait_readable`]: `WouldBlock` if nothing had after all.
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize>;
     /// The descriptor, the peer's address and the listening address, in
     /// memcached's `tcp:<ip>:<port>` / `unix:<path>` spelling.
     fn describe(&self) -> (i32, String, String);
@@ -67,6 +70,14 @@ impl Socket for tokio::net::TcpStream {
         // a waiter under the registration's lock, 800 instructions more a
         // request.
         std::future::poll_fn(|cx| self.poll_read_ready(cx))
+    }
+
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        drained_read(
+            buf,
+            |f| self.try_io(Interest::READABLE, f),
+            |b| Self::try_read_buf(self, b),
+        )
     }
 
     fn describe(&self) -> (i32, String, String) {
@@ -95,6 +106,14 @@ impl Socket for tokio::net::UnixStream {
         std::future::poll_fn(|cx| self.poll_read_ready(cx))
     }
 
+    fn try_read_buf(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        drained_read(
+            buf,
+            |f| self.try_io(Interest::READABLE, f),
+            |b| Self::try_read_buf(self, b),
+        )
+    }
+
     fn describe(&self) -> (i32, String, String) {
         let path = self
             .local_addr()
@@ -116,12 +135,45 @@ impl Socket for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
         std::future::ready(Ok(()))
     }
 
+    fn try_read_buf(&self, _: &mut BytesMut) -> std::io::Result<usize> {
+        // Never called: a TLS connection keeps its buffers, and its bytes
+        // may wait in the TLS layer, which only an async read reaches.
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+
     fn describe(&self) -> (i32, String, String) {
         self.get_ref().0.describe()
     }
 
     fn peer(&self) -> Peer {
         self.get_ref().0.peer()
+    }
+}
+
+/// A non-blocking read into `buf` through `read`, inside `try_io` (the
+/// socket's own, which forgets the readiness when its closure says
+/// `WouldBlock`). A read that leaves room in the buffer has drained the
+/// socket, so the readiness is forgotten then too, as tokio's async read
+/// does: otherwise the next wait would return at once, and the connection
+/// would take a buffer only to find nothing and hold it while it waits.
+fn drained_read(
+    buf: &mut BytesMut,
+    try_io: impl FnOnce(&mut dyn FnMut() -> std::io::Result<usize>) -> std::io::Result<usize>,
+    mut read: impl FnMut(&mut BytesMut) -> std::io::Result<usize>,
+) -> std::io::Result<usize> {
+    let mut drained = 0;
+    let result = try_io(&mut || {
+        let room = buf.capacity() - buf.len();
+        let n = read(buf)?;
+        if n > 0 && n < room {
+            drained = n;
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && drained > 0 => Ok(drained),
+        other => other,
     }
 }
 
@@ -216,9 +268,10 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
         let wanted = limit.or(session.wanted_len());
         let in_data_block = session.in_data_block();
         let read = async {
-            if rbuf.capacity() == 0 {
-                // A waiting connection has no buffer: one is lent once
-                // bytes are here.
+            // A waiting connection has no buffer: one is lent once bytes
+            // are here.
+            let lent = rbuf.capacity() == 0;
+            if lent {
                 stream.wait_readable().await?;
                 rbuf = bufpool::take_local();
             }
@@ -227,6 +280,14 @@ pub(super) async fn serve<S: Socket>(mut stream: S, shared: Arc<Shared>, id: u64
                 rbuf.reserve(want);
             } else if rbuf.capacity() - rbuf.len() < BUF_SIZE / 4 {
                 rbuf.reserve(rbuf.len().max(BUF_SIZE));
+            }
+            if lent && limit.is_none() {
+                // Read at once, on the readiness just seen: an async read
+                // would poll for it a second time.
+                match stream.try_read_buf(&mut rbuf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    read => return read,
+                }
             }
             match limit {
                 // Never 0, which would read as end of stream: the charge is

@@ -73,6 +73,25 @@ pub fn fit_read_buffer(rbuf: &mut BytesMut, wanted: Option<usize>, small: usize,
     rbuf.reserve(wanted.saturating_sub(rbuf.len()));
 }
 
+/// The bytes a session reads requests from: the driver's read buffer, or
+/// the slice a read landed in (whatever is left of it, the driver keeps).
+pub trait Input: std::ops::Deref<Target = [u8]> {
+    /// Drops the first `n` bytes, which the session is done with.
+    fn consume(&mut self, n: usize);
+}
+
+impl Input for BytesMut {
+    fn consume(&mut self, n: usize) {
+        self.advance(n);
+    }
+}
+
+impl Input for &[u8] {
+    fn consume(&mut self, n: usize) {
+        *self = &self[n..];
+    }
+}
+
 /// What the driver does after [`Session::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -208,6 +227,16 @@ impl Session {
         self.process_inner(rbuf, wbuf, now, &mut ())
     }
 
+    /// [`Session::process_at`] on bytes the driver holds elsewhere than in a
+    /// read buffer, which `input` is advanced through: the requests it
+    /// completes are handled straight from there, and the driver keeps
+    /// what is left (a partial request, or requests not yet due) in its
+    /// read buffer, as if it had all been read into it. Needs nothing
+    /// buffered before it.
+    pub fn process_slice(&mut self, input: &mut &[u8], wbuf: &mut BytesMut, now: u32) -> Next {
+        self.process_inner(input, wbuf, now, &mut ())
+    }
+
     /// [`Session::process`], showing each request and reply to `observer`.
     pub fn process_observed(
         &mut self,
@@ -221,7 +250,7 @@ impl Session {
 
     fn process_inner(
         &mut self,
-        rbuf: &mut BytesMut,
+        rbuf: &mut impl Input,
         wbuf: &mut BytesMut,
         now: u32,
         observer: &mut impl Observer,
@@ -250,7 +279,7 @@ impl Session {
 
     fn run(
         &mut self,
-        rbuf: &mut BytesMut,
+        rbuf: &mut impl Input,
         wbuf: &mut BytesMut,
         now: u32,
         observer: &mut impl Observer,
@@ -266,7 +295,7 @@ impl Session {
                         reply,
                         authenticated,
                     } => {
-                        rbuf.advance(consumed);
+                        rbuf.consume(consumed);
                         if let Some(reply) = reply {
                             // memcached reuses one reply object until the
                             // client is authenticated, so of the replies to
@@ -322,9 +351,10 @@ impl Session {
                     consumed,
                     frame: None,
                 } => (consumed, Flow::Continue),
+                // Borrowed, not moved out: see `execute_frame`.
                 Decode::Frame {
                     consumed,
-                    frame: Some(frame),
+                    frame: Some(ref frame),
                 } => {
                     let id = self.id;
                     if let Frame::Request(Request::Binary(binary::BinaryCommand {
@@ -339,9 +369,9 @@ impl Session {
                         tracing::trace!(id, request = %Shown(&rbuf[..consumed]), "request");
                     }
                     if shared.timing {
-                        self.kinds.add(kind_of(&frame));
+                        self.kinds.add(kind_of(frame));
                     }
-                    observer.request(&frame, shared);
+                    observer.request(frame, shared);
                     flush = matches!(
                         frame,
                         Frame::Request(Request::Binary(binary::BinaryCommand {
@@ -359,6 +389,9 @@ impl Session {
                         wbuf.clear();
                     }
                     let reply_start = wbuf.len();
+                    // Only a later request of this batch can find what
+                    // this one's replies hold (see `Held`).
+                    self.held.set_last(rbuf.len() == consumed);
                     let mut cx = Context {
                         shared,
                         stats: &mut self.stats,
@@ -382,7 +415,7 @@ impl Session {
                 }
             };
             debug_assert!(consumed > 0, "the decoder made no progress");
-            rbuf.advance(consumed);
+            rbuf.consume(consumed);
             if flow != Flow::Continue {
                 return Next::End(flow);
             }
@@ -651,6 +684,31 @@ mod tests {
         assert_eq!(&wbuf[..12], &[0x81, 0x01, 0, 0, 0, 0, 0, 0x82, 0, 0, 0, 25]);
         assert_eq!(&wbuf[12..16], &[0, 0, 0, 9]);
         assert_eq!(&wbuf[24..], b"Out of memory during read");
+    }
+
+    #[test]
+    fn a_slice_is_handled_where_it_is_and_the_rest_left_to_the_driver() {
+        let (mut a, mut b) = two_sessions_with(&["-R", "2"]);
+        let mut wbuf = BytesMut::new();
+        // A whole set and the start of a get: the set runs, the partial
+        // get is left for the driver's read buffer, where it completes.
+        let mut input: &[u8] = b"set k 0 0 1\r\nx\r\nget ";
+        assert_eq!(a.process_slice(&mut input, &mut wbuf, 0), Next::Read);
+        assert_eq!(input, b"get ");
+        let mut rbuf = BytesMut::from(input);
+        rbuf.extend_from_slice(b"k\r\n");
+        assert_eq!(a.process(&mut rbuf, &mut wbuf), Next::Read);
+        assert_eq!(&wbuf[..], b"STORED\r\nVALUE k 0 1\r\nx\r\nEND\r\n");
+        // A data block cut short is left whole, line included.
+        wbuf.clear();
+        let mut input: &[u8] = b"set j 0 0 3\r\nab";
+        assert_eq!(a.process_slice(&mut input, &mut wbuf, 0), Next::Read);
+        assert_eq!((input, &wbuf[..]), (&b"set j 0 0 3\r\nab"[..], &b""[..]));
+        assert!(a.in_data_block());
+        // -R: what the budget held back stays in the slice.
+        let mut input: &[u8] = b"get k\r\nget k\r\nget k\r\n";
+        assert_eq!(b.process_slice(&mut input, &mut wbuf, 0), Next::Yield);
+        assert_eq!(input, b"get k\r\n");
     }
 
     #[test]

@@ -209,6 +209,12 @@ impl<'a> NewItem<'a> {
         self.cas.is_none()
     }
 
+    /// The CAS the item carries in its record, if any (else its place
+    /// gives it one).
+    pub(super) fn carried_cas(&self) -> Option<u64> {
+        self.cas
+    }
+
     /// Whether the item is to have the CAS its place gives it.
     pub(super) fn derives_cas(&self) -> bool {
         self.cas.is_none()

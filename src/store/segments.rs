@@ -230,8 +230,10 @@ impl Segments {
     }
 
     /// Where the item of the record at `at` in segment `node` starts in
-    /// the segment, and its length.
-    #[inline]
+    /// the segment, and its length. Always inlined: it is a few loads on
+    /// every lookup, which thin LTO otherwise leaves out of line in some
+    /// builds.
+    #[inline(always)]
     pub fn item_span(&self, node: u32, at: usize) -> (usize, usize) {
         let mem = self.get(node).mem();
         if is_solo(node) {

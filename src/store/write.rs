@@ -81,7 +81,10 @@ impl Shard {
             }
             self.set_meta(loc, e);
         }
-        Ok(((StoreResult::Stored, self.cas(loc)), old.or(garbage)))
+        Ok((
+            (StoreResult::Stored, self.placed_cas(loc, new)),
+            old.or(garbage),
+        ))
     }
 }
 

@@ -16,7 +16,7 @@ use crate::server::watch_events;
 use crate::store::{ArithRequest, DeleteRequest, DeleteResult, Step, StoreRequest};
 
 /// Runs one binary request.
-pub(super) fn run(cmd: BinaryCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) -> Flow {
+pub(super) fn run(cmd: &BinaryCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesMut) -> Flow {
     let key = cmd.key;
     // SASL's answers are packets of the binary protocol alone.
     match cmd.op {
@@ -102,7 +102,7 @@ pub(super) fn run(cmd: BinaryCommand<'_>, cx: &mut Context<'_>, buf: &mut BytesM
 
 /// A refused packet: its error, then the connection closed if memcached
 /// closes it.
-pub(super) fn refused(r: Refusal, cx: &mut Context<'_>, buf: &mut BytesMut) -> Flow {
+pub(super) fn refused(r: &Refusal, cx: &mut Context<'_>, buf: &mut BytesMut) -> Flow {
     if let Some(key) = &r.unlink_key {
         cx.shared.store.delete(DeleteRequest::new(key), cx.now);
     }

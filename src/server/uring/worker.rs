@@ -7,10 +7,12 @@
 //! Receives are multishot: armed once, they complete every time data
 //! arrives, into a buffer the kernel picks from the buffer ring.
 //!
-//! Each connection is driven exactly as `connection.rs` drives one: the
-//! bytes go to its [`Session`], the replies it composes go out in one send,
-//! and nothing new is handed to the session while a send is in flight, so
-//! replies stay in order. Knows nothing about requests.
+//! Each connection is driven as `connection.rs` drives one: the bytes go
+//! to its [`Session`], the replies it composes go out in one send, and
+//! nothing new is handed to the session while a send is in flight, so
+//! replies stay in order. Bytes received with nothing buffered before them
+//! go to the session where the kernel put them; only what it leaves is
+//! copied to the connection's read buffer. Knows nothing about requests.
 
 use std::collections::VecDeque;
 use std::io;
@@ -460,18 +462,27 @@ impl Worker {
         if !more {
             c.receiving = false;
         }
+        // Input handled where the kernel put it, when nothing is buffered
+        // before it and the session can take it now.
+        let mut direct = None;
         match result {
             n if n > 0 => {
                 if let Some(bid) = buffer {
                     if c.closing.is_none() && c.ending.is_none() {
-                        pool.lend(&mut c.rbuf);
-                        c.rbuf.extend_from_slice(bufs.get(bid, n as usize));
+                        if c.rbuf.is_empty() && !c.queued && !c.sending && !c.watching {
+                            direct = Some((bid, n as usize));
+                        } else {
+                            pool.lend(&mut c.rbuf);
+                            c.rbuf.extend_from_slice(bufs.get(bid, n as usize));
+                        }
                         c.session.stats.bytes_read += n as u64;
                         if idle {
                             c.active = now;
                         }
                     }
-                    bufs.recycle(bid);
+                    if direct.is_none() {
+                        bufs.recycle(bid);
+                    }
                 }
             }
             0 => {
@@ -495,7 +506,10 @@ impl Worker {
         // Handled now, as the tokio driver handles each read: memcached's
         // rules that look at "the replies owed for this read" then see the
         // same reads. A connection still sending gets to it afterwards.
-        if let Some(c) = self.conns[slot as usize].as_mut()
+        if let Some((bid, n)) = direct {
+            self.drive_from(slot, Some((bid, n)));
+            self.bufs.recycle(bid);
+        } else if let Some(c) = self.conns[slot as usize].as_mut()
             && !c.queued
         {
             self.drive(slot);
@@ -536,6 +550,15 @@ impl Worker {
     /// Hands the connection's input to its session, sends what it
     /// composed, and re-arms or closes as the outcome says.
     fn drive(&mut self, slot: u32) {
+        self.drive_from(slot, None);
+    }
+
+    /// [`Worker::drive`]; with `received`, its input is that received
+    /// buffer's first bytes instead of the read buffer (which is empty):
+    /// the session runs on them where they are, and only what it leaves
+    /// (a partial request, or requests past `-R` or a send) is copied to
+    /// the read buffer. The caller recycles the buffer afterwards.
+    fn drive_from(&mut self, slot: u32, received: Option<(u16, usize)>) {
         let Some(c) = self.conns[slot as usize].as_mut() else {
             return;
         };
@@ -551,13 +574,26 @@ impl Worker {
         // Used its `-R` budget with requests left: driven again next turn,
         // which also closes it if the peer has gone (not before they ran).
         let mut yielded = false;
-        if c.closing.is_none() && !c.rbuf.is_empty() {
+        if c.closing.is_none() && (received.is_some() || !c.rbuf.is_empty()) {
             let now = self.clock;
             c.info.set(ConnState::ParseCmd, now);
             pool.lend(&mut c.wbuf);
             // Everything received is handled (or the replies passed the
             // high-water mark: they go out and the rest follows once sent).
-            let flow = match c.session.process_at(&mut c.rbuf, &mut c.wbuf, now) {
+            let next = match received {
+                Some((bid, n)) => {
+                    debug_assert!(c.rbuf.is_empty(), "input would be out of order");
+                    let mut input = self.bufs.get(bid, n);
+                    let next = c.session.process_slice(&mut input, &mut c.wbuf, now);
+                    if !input.is_empty() {
+                        pool.lend(&mut c.rbuf);
+                        c.rbuf.extend_from_slice(input);
+                    }
+                    next
+                }
+                None => c.session.process_at(&mut c.rbuf, &mut c.wbuf, now),
+            };
+            let flow = match next {
                 Next::Read | Next::Write => Flow::Continue,
                 Next::Yield => {
                     self.yielded.push_back((slot, c.generation));
@@ -572,7 +608,9 @@ impl Worker {
                 // Back to the pool unless a request is still arriving.
                 pool.give(&mut c.rbuf);
             }
-            fit_read_buffer(&mut c.rbuf, wanted, BUF_SIZE, BUF_KEEP_MAX);
+            if c.rbuf.capacity() != 0 || wanted.is_some() {
+                fit_read_buffer(&mut c.rbuf, wanted, BUF_SIZE, BUF_KEEP_MAX);
+            }
             let waiting = if c.session.in_data_block() {
                 ConnState::Nread
             } else {
@@ -635,7 +673,9 @@ impl Worker {
         let Some(c) = self.conns[slot as usize].as_mut() else {
             return;
         };
-        if c.sending
+        // The length first: it rules out nearly every call.
+        if c.rbuf.len() > RECV_BACKLOG_MAX
+            && c.sending
             && c.receiving
             && !c.cancelling
             && c.rbuf.len() > c.session.wanted_len().unwrap_or(0) + RECV_BACKLOG_MAX
