@@ -684,11 +684,11 @@ fn a_scan_does_not_push_out_items_read_before_it() {
     check(&s);
 }
 
-#[test]
-fn a_key_written_again_soon_after_its_eviction_is_kept() {
-    // A fixed hash seed: the ghost set is direct-mapped with 8-bit
-    // fingerprints, so with a random one, about one run in fifty a later
-    // ghost took "again"'s place or the scans left one matching "new".
+/// One 256 KiB shard with a fixed hash seed, for the ghost set's tests:
+/// it is direct-mapped with 8-bit fingerprints, so with a random seed,
+/// about one run in fifty a later ghost takes a key's place or a scan
+/// leaves one matching a key never evicted.
+fn seeded_small_store() -> Store {
     let config = StoreConfig {
         memory_limit: 256 * 1024,
         evictions: true,
@@ -696,15 +696,27 @@ fn a_key_written_again_soon_after_its_eviction_is_kept() {
         shards: 1,
         item_size_max: 1024 * 1024,
     };
-    let s = Store::with_seed(config, Clock::manual(UNIX), 0x5eed);
+    Store::with_seed(config, Clock::manual(UNIX), 0x5eed)
+}
+
+/// The queue of the segment holding `key` (which must be stored).
+fn queue_of(s: &Store, key: &[u8]) -> segments::Queue {
+    let shard = s.lock(0);
+    let loc = shard.find(key, s.hasher.hash_one(key)).expect("stored");
+    shard.segs.get(loc.node()).queue
+}
+
+/// Whether `key` is stored, without reading it (a read would mark it).
+fn present(s: &Store, key: &[u8]) -> bool {
+    s.lock(0).find(key, s.hasher.hash_one(key)).is_some()
+}
+
+#[test]
+fn a_key_written_again_soon_after_its_eviction_is_kept() {
+    let s = seeded_small_store();
     let now = 2;
-    let queue_of = |key: &[u8]| {
-        let shard = s.lock(0);
-        let loc = shard.find(key, s.hasher.hash_one(key)).expect("stored");
-        shard.segs.get(loc.node()).queue
-    };
-    // Without reading it, which would mark it for the main queue.
-    let present = |key: &[u8]| s.lock(0).find(key, s.hasher.hash_one(key)).is_some();
+    let queue_of = |key: &[u8]| queue_of(&s, key);
+    let present = |key: &[u8]| present(&s, key);
     set(&s, "again", "0123456789", now);
     assert_eq!(queue_of(b"again"), segments::Queue::Small);
     // Evicted unread, from the small queue: a ghost.
@@ -728,22 +740,10 @@ fn a_key_written_again_soon_after_its_eviction_is_kept() {
 
 #[test]
 fn a_key_read_then_evicted_from_the_main_queue_comes_back_to_it() {
-    // A fixed hash seed, as above: the ghost set is direct-mapped.
-    let config = StoreConfig {
-        memory_limit: 256 * 1024,
-        evictions: true,
-        cas_enabled: true,
-        shards: 1,
-        item_size_max: 1024 * 1024,
-    };
-    let s = Store::with_seed(config, Clock::manual(UNIX), 0x5eed);
+    let s = seeded_small_store();
     let now = 2;
-    let queue_of = |key: &[u8]| {
-        let shard = s.lock(0);
-        let loc = shard.find(key, s.hasher.hash_one(key)).expect("stored");
-        shard.segs.get(loc.node()).queue
-    };
-    let present = |key: &[u8]| s.lock(0).find(key, s.hasher.hash_one(key)).is_some();
+    let queue_of = |key: &[u8]| queue_of(&s, key);
+    let present = |key: &[u8]| present(&s, key);
     set(&s, "read", "0123456789", now);
     assert!(value(&s, "read", now).is_some());
     // Keys each read once: promoted, they push the main queue along until
