@@ -264,8 +264,10 @@ struct PaddedSlot {
 pub struct Stats {
     slots: Box<[PaddedSlot]>,
     curr_connections: AtomicU64,
-    /// Accept loops waiting out a lack of file descriptors.
-    paused_accepts: AtomicU64,
+    /// Accept loops waiting out a lack of file descriptors, and since
+    /// when any has been: one episode to `stats`, however many loops
+    /// (memcached turns all its listeners off at once).
+    paused_accepts: Mutex<(u64, Option<std::time::Instant>)>,
     /// Connections closed since the start: a paused accept loop waits
     /// for this to move.
     closed_connections: AtomicU64,
@@ -288,7 +290,7 @@ impl Stats {
                 .map(|_| PaddedSlot::default())
                 .collect(),
             curr_connections: AtomicU64::new(0),
-            paused_accepts: AtomicU64::new(0),
+            paused_accepts: Mutex::new((0, None)),
             closed_connections: AtomicU64::new(0),
             baseline: Mutex::new(LocalStats::default()),
         }
@@ -401,29 +403,40 @@ impl Stats {
         self.curr_connections.load(Ordering::Relaxed)
     }
 
-    /// An accept loop stopped taking connections for a while.
+    /// An accept loop stopped taking connections for a while. The first
+    /// to stop starts an episode (`listen_disabled_num`).
     pub fn accept_paused(&self) {
-        self.paused_accepts.fetch_add(1, Ordering::Relaxed);
-        let mut l = LocalStats {
-            listen_disabled_num: 1,
-            ..LocalStats::default()
-        };
-        self.flush(0, &mut l);
+        let mut paused = self.paused_accepts.lock().expect("paused lock poisoned");
+        if paused.0 == 0 {
+            paused.1 = Some(std::time::Instant::now());
+            let mut l = LocalStats {
+                listen_disabled_num: 1,
+                ..LocalStats::default()
+            };
+            self.flush(0, &mut l);
+        }
+        paused.0 += 1;
     }
 
-    /// An accept loop takes connections again after `paused_for`.
-    pub fn accept_resumed(&self, paused_for: std::time::Duration) {
-        self.paused_accepts.fetch_sub(1, Ordering::Relaxed);
-        let mut l = LocalStats {
-            time_in_listen_disabled_us: paused_for.as_micros() as u64,
-            ..LocalStats::default()
-        };
-        self.flush(0, &mut l);
+    /// An accept loop takes connections again. The last to resume ends
+    /// the episode (`time_in_listen_disabled_us`).
+    pub fn accept_resumed(&self) {
+        let mut paused = self.paused_accepts.lock().expect("paused lock poisoned");
+        paused.0 = paused.0.saturating_sub(1);
+        if paused.0 == 0
+            && let Some(since) = paused.1.take()
+        {
+            let mut l = LocalStats {
+                time_in_listen_disabled_us: since.elapsed().as_micros() as u64,
+                ..LocalStats::default()
+            };
+            self.flush(0, &mut l);
+        }
     }
 
     /// `accepting_conns`: no accept loop is paused.
     pub fn accepting_conns(&self) -> bool {
-        self.paused_accepts.load(Ordering::Relaxed) == 0
+        self.paused_accepts.lock().expect("paused lock poisoned").0 == 0
     }
 }
 

@@ -141,8 +141,8 @@ impl AcceptPause {
 
     /// The loop accepts again.
     pub fn end(&mut self, stats: &Stats) {
-        if let Some(since) = self.since.take() {
-            stats.accept_resumed(since.elapsed());
+        if self.since.take().is_some() {
+            stats.accept_resumed();
         }
     }
 }
@@ -171,6 +171,26 @@ mod tests {
         let s = stats.snapshot();
         assert_eq!(s.listen_disabled_num, 1);
         assert!(s.time_in_listen_disabled_us >= 2_000, "{s:?}");
+    }
+
+    #[test]
+    fn loops_paused_together_are_one_episode() {
+        // Each io_uring worker has its own accept loop; memcached, one
+        // thread turning every listener off at once, counts one.
+        let stats = Stats::new(1);
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        let (mut a, mut b) = (AcceptPause::default(), AcceptPause::default());
+        a.begin(&stats, &emfile);
+        b.begin(&stats, &emfile);
+        a.end(&stats);
+        assert!(!stats.accepting_conns(), "one loop is still paused");
+        assert_eq!(stats.snapshot().time_in_listen_disabled_us, 0);
+        b.end(&stats);
+        assert!(stats.accepting_conns());
+        assert_eq!(stats.snapshot().listen_disabled_num, 1);
+        a.begin(&stats, &emfile);
+        a.end(&stats);
+        assert_eq!(stats.snapshot().listen_disabled_num, 2);
     }
 
     #[test]
