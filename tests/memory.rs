@@ -99,20 +99,29 @@ fn survivors(c: &mut TcpStream) -> usize {
     held
 }
 
-/// Polls `stats` until the server has read `bytes` in all, or panics.
-fn wait_read(control: &mut TcpStream, bytes: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+/// Runs `check` every 20 ms until it gives a value, and panics with what
+/// it last said otherwise once `limit` has passed.
+fn poll<T>(limit: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
     loop {
-        let read = stat(&stats(control), "bytes_read");
-        if read >= bytes {
-            return;
+        match check() {
+            Ok(v) => return v,
+            Err(why) => assert!(Instant::now() < deadline, "{why}"),
         }
-        assert!(
-            Instant::now() < deadline,
-            "the server read {read} of {bytes} bytes"
-        );
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Polls `stats` until the server has read `bytes` in all, or panics.
+fn wait_read(control: &mut TcpStream, bytes: u64) {
+    poll(Duration::from_secs(60), || {
+        let read = stat(&stats(control), "bytes_read");
+        if read >= bytes {
+            Ok(())
+        } else {
+            Err(format!("the server read {read} of {bytes} bytes"))
+        }
+    })
 }
 
 #[test]
@@ -259,11 +268,13 @@ fn lent_bufs(c: &mut TcpStream) -> (u64, u64) {
 /// request where the kernel received it, and lends a read buffer only to
 /// a partial one).
 fn lent_alone(c: &mut TcpStream) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while stat(&stats(c), "curr_connections") != 1 {
-        assert!(Instant::now() < deadline, "the probe connection stays");
-        thread::sleep(Duration::from_millis(20));
-    }
+    poll(Duration::from_secs(10), || {
+        if stat(&stats(c), "curr_connections") == 1 {
+            Ok(())
+        } else {
+            Err("the probe connection stays".to_string())
+        }
+    });
     let base = lent_bufs(c).0;
     assert!(
         base == 1 || base == 2,
@@ -274,18 +285,14 @@ fn lent_alone(c: &mut TcpStream) -> u64 {
 
 /// Polls `stats` until `lent` buffers are lent; returns the count then.
 fn await_lent(c: &mut TcpStream, lent: u64, what: &str) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll(Duration::from_secs(10), || {
         let (now, count) = lent_bufs(c);
         if now == lent {
-            return count;
+            Ok(count)
+        } else {
+            Err(format!("{what}: {now} buffers lent, expected {lent}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {now} buffers lent, expected {lent}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    })
 }
 
 #[test]
