@@ -127,8 +127,7 @@ impl BufPool {
                 b
             }
             None => {
-                self.count += 1;
-                self.gauge.count.store(self.count, Ordering::Relaxed);
+                self.counted(1);
                 BytesMut::with_capacity(self.size)
             }
         }
@@ -160,8 +159,7 @@ impl BufPool {
             self.free.push(b);
             self.publish_free();
         } else {
-            self.count -= 1;
-            self.gauge.count.store(self.count, Ordering::Relaxed);
+            self.counted(-1);
         }
     }
 
@@ -188,12 +186,17 @@ impl BufPool {
     fn shrink(&mut self, keep: usize) {
         let freed = self.free.len().saturating_sub(keep);
         self.free.truncate(keep);
-        self.count -= freed as isize;
-        self.gauge.count.store(self.count, Ordering::Relaxed);
+        self.counted(-(freed as isize));
         self.publish_free();
         if freed >= TRIM_MIN {
             trim_allocator();
         }
+    }
+
+    /// Buffers allocated (`delta` > 0) or freed, as `stats` counts them.
+    fn counted(&mut self, delta: isize) {
+        self.count += delta;
+        self.gauge.count.store(self.count, Ordering::Relaxed);
     }
 
     fn publish_free(&self) {
@@ -217,9 +220,8 @@ fn trim_allocator() {
 impl Drop for BufPool {
     /// Frees the free buffers, and counts them freed.
     fn drop(&mut self) {
-        self.count -= self.free.len() as isize;
+        self.counted(-(self.free.len() as isize));
         self.free.clear();
-        self.gauge.count.store(self.count, Ordering::Relaxed);
         self.publish_free();
     }
 }
