@@ -412,10 +412,16 @@ impl Shard {
 
     /// [`Shard::cas`] given the record's item header.
     pub(super) fn cas_of(&self, loc: Loc, h: &item::Header) -> u64 {
+        self.cas_carried_or_placed(loc, h.cas)
+    }
+
+    /// The CAS of a record at `loc` whose item carries `carried`: that,
+    /// or else the one its place gives it (0 with CAS off).
+    fn cas_carried_or_placed(&self, loc: Loc, carried: Option<u64>) -> u64 {
         if !self.cas_rule.on {
             return 0;
         }
-        match h.cas {
+        match carried {
             Some(cas) => cas,
             None => self.cas_rule.value(self.placed_seq(loc)),
         }
@@ -426,14 +432,7 @@ impl Shard {
     /// store answers with its new CAS, and reading it back cost a lookup of
     /// the record and a parse of its header.
     pub(super) fn placed_cas(&self, loc: Loc, new: &NewItem) -> u64 {
-        let cas = if !self.cas_rule.on {
-            0
-        } else {
-            match new.carried_cas() {
-                Some(cas) => cas,
-                None => self.cas_rule.value(self.placed_seq(loc)),
-            }
-        };
+        let cas = self.cas_carried_or_placed(loc, new.carried_cas());
         debug_assert_eq!(cas, self.cas(loc), "the record carries what was written");
         cas
     }
@@ -544,17 +543,20 @@ impl Shard {
         // the average item here, a draw admits it: see `ghost.rs`). With
         // evictions off nothing is evicted, so nothing needs to be on
         // probation.
-        let average = self.average_cost();
         let queue = match at {
             _ if !ctx.evictions => Queue::Main,
             Some(at) => self.segs.get(at.node()).queue,
-            None if self
-                .ghost
-                .admits(hash, new.item_len, average, self.cas_next) =>
-            {
-                Queue::Main
+            None => {
+                let average = self.average_cost();
+                if self
+                    .ghost
+                    .admits(hash, new.item_len, average, self.cas_next)
+                {
+                    Queue::Main
+                } else {
+                    Queue::Small
+                }
             }
-            None => Queue::Small,
         };
         let moves = self.moves;
         let loc = self.place(new, deadline, at, queue, ctx)?;
