@@ -101,11 +101,8 @@ impl Shard {
             let keep = !dead
                 && (!ctx.evictions
                     || Some(old) == protect
-                    || (m.has(ACTIVE)
-                        && moved_len <= keep_max
-                        && (on_probation
-                            || m.has(HOT)
-                            || size_odds(moved_len, average, hash, self.cas_next))));
+                    || (moved_len <= keep_max
+                        && self.earned_a_move(m, on_probation, moved_len, average, hash)));
             let moved = if keep {
                 keep_max = keep_max.saturating_sub(moved_len);
                 self.copy_forward(item, m, carry, &mut budget, ctx)
@@ -117,9 +114,7 @@ impl Shard {
                 None => {
                     if !dead {
                         self.count_eviction(item, m, ctx);
-                        if on_probation || m.has(FETCHED) {
-                            self.ghost.insert(hash);
-                        }
+                        self.remember(m, on_probation, hash);
                     }
                     self.drop_record(hash, old, m, dead);
                 }
@@ -180,10 +175,7 @@ impl Shard {
         let keep = !dead
             && (!ctx.evictions
                 || Some(old) == protect
-                || (m.has(ACTIVE)
-                    && (on_probation
-                        || m.has(HOT)
-                        || size_odds(mem.len(), self.average_cost(), hash, self.cas_next))));
+                || self.earned_a_move(m, on_probation, mem.len(), self.average_cost(), hash));
         if keep && let Some(node) = self.segs.take_node(true) {
             let len = mem.len();
             self.segs.install(node, mem, charge, Queue::Main, cas_base);
@@ -199,14 +191,36 @@ impl Shard {
         }
         if !dead {
             self.count_eviction(item, m, ctx);
-            if on_probation || m.has(FETCHED) {
-                self.ghost.insert(hash);
-            }
+            self.remember(m, on_probation, hash);
         }
         self.drop_record(hash, old, m, dead);
         self.unreserve(charge, ctx);
         self.garbage.push(mem.into_bytes());
         charge
+    }
+
+    /// Whether a live record of `len` bytes in a victim segment was read
+    /// enough to be copied forward rather than evicted: read since it was
+    /// stored or last spared, and then any from probation, one read twice
+    /// from the main queue, or one read once with the size odds.
+    fn earned_a_move(
+        &self,
+        m: Meta,
+        on_probation: bool,
+        len: usize,
+        average: usize,
+        hash: u64,
+    ) -> bool {
+        m.has(ACTIVE)
+            && (on_probation || m.has(HOT) || size_odds(len, average, hash, self.cas_next))
+    }
+
+    /// Puts an evicted key in the ghost set if it left probation, or the
+    /// main queue after being read there.
+    fn remember(&mut self, m: Meta, on_probation: bool, hash: u64) {
+        if on_probation || m.has(FETCHED) {
+            self.ghost.insert(hash);
+        }
     }
 
     /// What a live record costs here on average, its share of the
