@@ -191,7 +191,7 @@ impl Drop for Conn {
         if self.handed_off {
             return;
         }
-        self.session.flush_stats();
+        // Its counts are in the worker's tally (`Session::process_into`).
         let shared = self.session.shared();
         if shared.watch.wants(CONNEVENTS) {
             let reason = match self.closing.or(self.ending) {
@@ -765,7 +765,9 @@ impl Worker {
             return;
         };
         c.handed_off = true;
-        let local = std::mem::take(&mut c.session.stats);
+        // What it counted so far is in this turn's tally; the task counts
+        // from zero.
+        let local = LocalStats::default();
         let (id, tcp, open) = (c.id, c.tcp, c.open.clone());
         drop(c);
         let shared = self.shared.clone();
