@@ -243,3 +243,110 @@ fn a_taken_metrics_address_given_explicitly_stops_the_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("failed to listen for metrics"), "{err}");
 }
+
+/// Reads from `s` until `n` replies ending in `END` have come.
+fn read_ends(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    while out.windows(5).filter(|w| w == b"END\r\n").count() < n {
+        let got = s.read(&mut buf).unwrap();
+        assert!(got > 0, "connection closed early");
+        out.extend_from_slice(&buf[..got]);
+    }
+    out
+}
+
+fn stat_of(reply: &[u8], name: &str) -> u64 {
+    let text = String::from_utf8_lossy(reply);
+    let prefix = format!("STAT {name} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// One worker serves many connections at once (the io_uring driver gathers
+/// their counts per loop turn): every request is counted exactly once, and
+/// a `stats` sees everything answered before it and its own connection's
+/// earlier requests, and nothing not yet sent.
+#[test]
+fn requests_of_many_connections_on_one_worker_are_each_counted_once() {
+    const CONNS: usize = 8;
+    const ROUNDS: usize = 40;
+    // Ready once it accepts: a probe request would add to `bytes_read`.
+    let (d, first) = Launch::ferrocache()
+        .args(["-t", "1"])
+        .metrics()
+        .ready_on_accept()
+        .start_with_conn();
+    let mut conns = vec![first];
+    conns.extend((1..CONNS).map(|_| d.connect()));
+    let set = b"set k 0 0 1\r\nx\r\n";
+    assert_eq!(exchange(&mut conns[0], set, b"\r\n"), b"STORED\r\n");
+    let mut bytes_sent = set.len() as u64;
+    // Keys asked for (`cmd_get`), keys found, and get requests (what the
+    // histogram counts).
+    let (mut keys, mut hits, mut requests) = (0u64, 0u64, 0u64);
+    for round in 0..ROUNDS {
+        // Every connection's requests are written before any reply is
+        // read, so a turn of the worker finds several of them.
+        let asker = (round % 4 == 0).then_some(round % CONNS);
+        let keys_answered = keys;
+        let mut plan = Vec::new();
+        for (i, c) in conns.iter_mut().enumerate() {
+            // (request, keys, hits, get requests, replies ending in END)
+            let p: (&[u8], u64, u64, u64, usize) = if asker == Some(i) {
+                (b"get k\r\nget k\r\nstats\r\n", 2, 2, 2, 3)
+            } else if i % 2 == 0 {
+                (b"get k\r\n", 1, 1, 1, 1)
+            } else {
+                (b"get nope k\r\n", 2, 1, 1, 1)
+            };
+            c.write_all(p.0).unwrap();
+            bytes_sent += p.0.len() as u64;
+            plan.push(p);
+        }
+        let keys_sent = keys + plan.iter().map(|p| p.1).sum::<u64>();
+        for (i, c) in conns.iter_mut().enumerate() {
+            let (_, k, h, r, ends) = plan[i];
+            let reply = read_ends(c, ends);
+            let value = &b"VALUE k 0 1\r\nx\r\nEND\r\n"[..];
+            if asker == Some(i) {
+                assert!(reply.starts_with(&[value, value].concat()));
+                let seen = stat_of(&reply, "cmd_get");
+                assert!(
+                    seen >= keys_answered + 2 && seen <= keys_sent,
+                    "round {round}: stats saw {seen} gets; {keys_answered} were answered \
+                     before, 2 were its own, {keys_sent} were sent"
+                );
+            } else {
+                assert_eq!(reply, value);
+            }
+            (keys, hits, requests) = (keys + k, hits + h, requests + r);
+        }
+    }
+    // /metrics reads the shared counts as they are, without a `stats`
+    // adding in what its worker holds: everything answered is there.
+    let body = scrape(d.metrics_addr());
+    let series = |s: &str| sample(&body, s) as u64;
+    assert_eq!(
+        series(r#"memcached_commands_total{command="get",status="hit"}"#),
+        hits
+    );
+    assert_eq!(
+        series(r#"memcached_commands_total{command="get",status="miss"}"#),
+        keys - hits
+    );
+    // The histogram counts each get request once.
+    assert_eq!(
+        series(r#"ferrocache_command_duration_seconds_count{command="get"}"#),
+        requests
+    );
+    let mut fresh = d.connect();
+    let reply = exchange(&mut fresh, b"stats\r\n", b"END\r\n");
+    bytes_sent += b"stats\r\n".len() as u64;
+    assert_eq!(stat_of(&reply, "cmd_get"), keys);
+    assert_eq!(stat_of(&reply, "get_hits"), hits);
+    assert_eq!(stat_of(&reply, "get_misses"), keys - hits);
+    assert_eq!(stat_of(&reply, "cmd_set"), 1);
+    assert_eq!(stat_of(&reply, "bytes_read"), bytes_sent);
+}

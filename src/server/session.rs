@@ -9,7 +9,8 @@
 //! It holds what memcached keeps per connection: the framing state (text or
 //! binary, picked from the first byte under `-B auto`), the
 //! authentication state (`-Y`), the counts not yet added to the shared
-//! stats, and the `-R` budget. It never blocks and never touches a socket;
+//! stats (unless the driver keeps them: [`Session::process_into`]), and
+//! the `-R` budget. It never blocks and never touches a socket;
 //! reads, writes, timeouts, TLS and shutdown are the driver's.
 //!
 //! # Watchers: the driver's contract
@@ -50,7 +51,7 @@ use crate::protocol::binary::{self, BinaryOp, REQUEST_MAGIC};
 use crate::protocol::codec::{Decode, Decoder};
 use crate::protocol::{Frame, ProtocolError, Request};
 use crate::sasl::SaslConn;
-use crate::stats::{BatchKinds, CommandKind, LocalStats};
+use crate::stats::{BatchKinds, CommandKind, LocalStats, Tally};
 
 /// Replies are sent early once this much is buffered, so a client pipelining
 /// thousands of gets does not make us hold all their replies at once.
@@ -160,6 +161,7 @@ pub struct Session {
     /// With `-S`: the binary connection's SASL state.
     sasl: SaslConn,
     /// Counts not yet added to the shared stats; see [`Session::flush_stats`].
+    /// [`Session::process_into`] counts into the driver's tally instead.
     pub stats: LocalStats,
     kinds: BatchKinds,
     /// Requests handled since the driver last read or yielded (`-R`).
@@ -218,23 +220,36 @@ impl Session {
     /// past them, and appends their replies to `wbuf`.
     pub fn process(&mut self, rbuf: &mut BytesMut, wbuf: &mut BytesMut) -> Next {
         let now = self.shared.store.clock().now();
-        self.process_inner(rbuf, wbuf, now, &mut ())
+        self.process_inner(rbuf, wbuf, now, &mut (), None)
     }
 
     /// [`Session::process`] at the store clock's `now`, which the driver
     /// read for this read already: one clock read per read, not two.
     pub fn process_at(&mut self, rbuf: &mut BytesMut, wbuf: &mut BytesMut, now: u32) -> Next {
-        self.process_inner(rbuf, wbuf, now, &mut ())
+        self.process_inner(rbuf, wbuf, now, &mut (), None)
     }
 
-    /// [`Session::process_at`] on bytes the driver holds elsewhere than in a
-    /// read buffer, which `input` is advanced through: the requests it
-    /// completes are handled straight from there, and the driver keeps
-    /// what is left (a partial request, or requests not yet due) in its
-    /// read buffer, as if it had all been read into it. Needs nothing
-    /// buffered before it.
-    pub fn process_slice(&mut self, input: &mut &[u8], wbuf: &mut BytesMut, now: u32) -> Next {
-        self.process_inner(input, wbuf, now, &mut ())
+    /// [`Session::process_at`], counting into the driver's `tally` rather
+    /// than the session's own counts: a driver that serves many
+    /// connections at once gathers theirs in one tally and adds it to the
+    /// shared stats once for all of them ([`crate::stats::Stats::flush_tally`]).
+    /// A `stats` request adds the tally in before it reads the shared
+    /// stats, so it sees every request counted there so far.
+    ///
+    /// `input` is the read buffer, or a slice of bytes the driver holds
+    /// elsewhere (where a receive landed), which it is advanced through:
+    /// the requests it completes are handled straight from there, and the
+    /// driver keeps what is left (a partial request, or requests not yet
+    /// due) in its read buffer, as if it had all been read into it. A
+    /// slice needs nothing buffered before it.
+    pub fn process_into(
+        &mut self,
+        input: &mut impl Input,
+        wbuf: &mut BytesMut,
+        now: u32,
+        tally: &mut Tally,
+    ) -> Next {
+        self.process_inner(input, wbuf, now, &mut (), Some(tally))
     }
 
     /// [`Session::process`], showing each request and reply to `observer`.
@@ -245,7 +260,7 @@ impl Session {
         observer: &mut impl Observer,
     ) -> Next {
         let now = self.shared.store.clock().now();
-        self.process_inner(rbuf, wbuf, now, observer)
+        self.process_inner(rbuf, wbuf, now, observer, None)
     }
 
     fn process_inner(
@@ -254,6 +269,7 @@ impl Session {
         wbuf: &mut BytesMut,
         now: u32,
         observer: &mut impl Observer,
+        mut tally: Option<&mut Tally>,
     ) -> Next {
         // Processing time, only when /metrics is served: the clock is read
         // when a call starts and ends, and the time is shared among the
@@ -261,12 +277,16 @@ impl Session {
         // The CPU's cycle counter where it is steady: reading it costs a few
         // instructions, where the system clock costs about a hundred.
         let started = self.shared.ticks.as_ref().map(quanta::Clock::raw);
-        let next = self.run(rbuf, wbuf, now, observer);
+        let counts = tally.as_deref_mut().map(|t| &mut t.counts);
+        let next = self.run(rbuf, wbuf, now, observer, counts);
         // The driver writes the replies out before it calls again.
         self.held.clear();
         if let (Some(t), Some(clock)) = (started, self.shared.ticks.as_ref()) {
             let ns = clock.delta_as_nanos(t, clock.raw());
-            self.shared.stats.record_batch(self.id, &mut self.kinds, ns);
+            match tally {
+                Some(tally) => tally.record_batch(&mut self.kinds, ns),
+                None => self.shared.stats.record_batch(self.id, &mut self.kinds, ns),
+            }
         }
         if next == Next::End(Flow::Abort) {
             wbuf.clear();
@@ -283,11 +303,16 @@ impl Session {
         wbuf: &mut BytesMut,
         now: u32,
         observer: &mut impl Observer,
+        counts: Option<&mut LocalStats>,
     ) -> Next {
         let shared = &*self.shared;
+        let stats = match counts {
+            Some(counts) => counts,
+            None => &mut self.stats,
+        };
         loop {
             if let Some((file, pending)) = self.unauthenticated.as_mut() {
-                match pending.step(rbuf, file, &mut self.stats) {
+                match pending.step(rbuf, file, stats) {
                     auth::Step::NeedMore => return Next::Read,
                     auth::Step::Close => return Next::End(Flow::Abort),
                     auth::Step::Done {
@@ -394,7 +419,7 @@ impl Session {
                     self.held.set_last(rbuf.len() == consumed);
                     let mut cx = Context {
                         shared,
-                        stats: &mut self.stats,
+                        stats,
                         now,
                         sampler: &mut self.sampler,
                         fd: self.fd,
@@ -424,7 +449,7 @@ impl Session {
             }
             // memcached's -R: let other connections on this worker run.
             if self.handled >= shared.config.reqs_per_event && !rbuf.is_empty() {
-                self.stats.conn_yields += 1;
+                stats.conn_yields += 1;
                 return Next::Yield;
             }
         }
@@ -692,8 +717,12 @@ mod tests {
         let mut wbuf = BytesMut::new();
         // A whole set and the start of a get: the set runs, the partial
         // get is left for the driver's read buffer, where it completes.
+        let mut tally = Tally::default();
         let mut input: &[u8] = b"set k 0 0 1\r\nx\r\nget ";
-        assert_eq!(a.process_slice(&mut input, &mut wbuf, 0), Next::Read);
+        assert_eq!(
+            a.process_into(&mut input, &mut wbuf, 0, &mut tally),
+            Next::Read
+        );
         assert_eq!(input, b"get ");
         let mut rbuf = BytesMut::from(input);
         rbuf.extend_from_slice(b"k\r\n");
@@ -702,13 +731,70 @@ mod tests {
         // A data block cut short is left whole, line included.
         wbuf.clear();
         let mut input: &[u8] = b"set j 0 0 3\r\nab";
-        assert_eq!(a.process_slice(&mut input, &mut wbuf, 0), Next::Read);
+        assert_eq!(
+            a.process_into(&mut input, &mut wbuf, 0, &mut tally),
+            Next::Read
+        );
         assert_eq!((input, &wbuf[..]), (&b"set j 0 0 3\r\nab"[..], &b""[..]));
         assert!(a.in_data_block());
         // -R: what the budget held back stays in the slice.
         let mut input: &[u8] = b"get k\r\nget k\r\nget k\r\n";
-        assert_eq!(b.process_slice(&mut input, &mut wbuf, 0), Next::Yield);
+        assert_eq!(
+            b.process_into(&mut input, &mut wbuf, 0, &mut tally),
+            Next::Yield
+        );
         assert_eq!(input, b"get k\r\n");
+    }
+
+    /// The value of `name` in a `stats` reply.
+    fn stat_in(reply: &str, name: &str) -> u64 {
+        let prefix = format!("STAT {name} ");
+        reply
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {reply}"))
+    }
+
+    #[test]
+    fn sessions_counting_into_one_tally_are_all_seen_by_stats_once() {
+        let (mut a, mut b) = two_sessions();
+        let shared = a.shared().clone();
+        let mut tally = Tally::default();
+        let mut wbuf = BytesMut::new();
+        // One turn: a sets and gets, b gets twice, all into the tally.
+        let mut input: &[u8] = b"set k 0 0 1\r\nx\r\nget k\r\n";
+        assert_eq!(
+            a.process_into(&mut input, &mut wbuf, 0, &mut tally),
+            Next::Read
+        );
+        let mut rbuf = BytesMut::from(&b"get k\r\nget nope\r\n"[..]);
+        assert_eq!(
+            b.process_into(&mut rbuf, &mut wbuf, 0, &mut tally),
+            Next::Read
+        );
+        assert!(a.stats.is_zero() && b.stats.is_zero());
+        assert_eq!(shared.stats.snapshot().cmd_get, 0, "not flushed yet");
+        assert_eq!(tally.counts.cmd_get, 3);
+        // A `stats` in the same turn adds the tally in before reading.
+        wbuf.clear();
+        let mut input: &[u8] = b"stats\r\n";
+        a.process_into(&mut input, &mut wbuf, 0, &mut tally);
+        let reply = String::from_utf8_lossy(&wbuf).into_owned();
+        assert_eq!(stat_in(&reply, "cmd_get"), 3);
+        assert_eq!(stat_in(&reply, "get_hits"), 2);
+        assert_eq!(stat_in(&reply, "get_misses"), 1);
+        assert_eq!(stat_in(&reply, "cmd_set"), 1);
+        // The end of the turn adds nothing twice.
+        shared.stats.flush_tally(0, &mut tally);
+        let s = shared.stats.snapshot();
+        assert_eq!((s.cmd_get, s.get_hits, s.cmd_set), (3, 2, 1));
+        // `stats reset` drops from `stats` what the tally held, but the
+        // totals /metrics exports keep it.
+        let mut input: &[u8] = b"get k\r\nstats reset\r\nget k\r\n";
+        b.process_into(&mut input, &mut wbuf, 0, &mut tally);
+        shared.stats.flush_tally(0, &mut tally);
+        assert_eq!(shared.stats.snapshot().cmd_get, 1);
+        assert_eq!(shared.stats.totals().cmd_get, 5);
     }
 
     #[test]

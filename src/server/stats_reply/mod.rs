@@ -37,8 +37,11 @@ pub fn stats(args: Keys<'_>, cx: &mut Context<'_>, out: &mut Replies<'_>) {
         None => general(cx, out),
         Some(b"settings") => settings(cx, out),
         Some(b"reset") => {
+            // What was counted before the reset (this connection's, or,
+            // under io_uring, its worker's this turn) goes into the totals
+            // first: `/metrics` keeps it, and `stats` no longer shows it.
+            cx.shared.stats.flush(0, cx.stats);
             cx.shared.reset_stats();
-            *cx.stats = Default::default();
             out.send(Reply::Reset);
         }
         Some(b"items") => items(cx, out),

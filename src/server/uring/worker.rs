@@ -13,6 +13,10 @@
 //! replies stay in order. Bytes received with nothing buffered before them
 //! go to the session where the kernel put them; only what it leaves is
 //! copied to the connection's read buffer. Knows nothing about requests.
+//!
+//! The sessions count into one tally of the worker's, added to the shared
+//! stats once a turn, before the turn's replies are submitted: a client
+//! that has its reply finds its request counted, from any connection.
 
 use std::collections::VecDeque;
 use std::io;
@@ -34,7 +38,7 @@ use crate::server::fd_limit::{self, AcceptPause};
 use crate::server::session::{Next, Session, fit_read_buffer};
 use crate::server::watch::{CONNEVENTS, CloseReason, Peer as Client};
 use crate::server::{DRAIN_TIMEOUT, Flow, Shared};
-use crate::stats::{ConnInfo, ConnState, LocalStats};
+use crate::stats::{ConnInfo, ConnState, LocalStats, Tally};
 
 /// A read buffer left larger than this by a large request is replaced once
 /// the request is done (see `fit_read_buffer`).
@@ -187,7 +191,7 @@ impl Drop for Conn {
         if self.handed_off {
             return;
         }
-        self.session.flush_stats();
+        // Its counts are in the worker's tally (`Session::process_into`).
         let shared = self.session.shared();
         if shared.watch.wants(CONNEVENTS) {
             let reason = match self.closing.or(self.ending) {
@@ -260,6 +264,9 @@ pub struct Worker {
     clock: u32,
     /// Buffers lent to connections while they hold bytes (`bufpool.rs`).
     pool: BufPool,
+    /// What this turn's connections counted, added to the shared stats at
+    /// the end of the turn ([`Worker::flush_tally`]).
+    tally: Tally,
 }
 
 impl Worker {
@@ -300,6 +307,7 @@ impl Worker {
             now: Instant::now(),
             clock: 0,
             pool: BufPool::new(BUF_SIZE),
+            tally: Tally::default(),
         })
     }
 
@@ -337,6 +345,7 @@ impl Worker {
             if self.idle.is_some() && self.now - self.last_idle_check >= IDLE_CHECK {
                 self.kick_idle();
             }
+            self.flush_tally();
             if let Some(deadline) = self.draining {
                 if self.live == 0 && !self.accepting.contains(&true) {
                     break;
@@ -350,6 +359,7 @@ impl Worker {
                 }
             }
         }
+        self.flush_tally();
         if self.live > 0 {
             // Requests may still be in flight on these sockets and buffers:
             // the process is ending, so leave them to it.
@@ -425,8 +435,10 @@ impl Worker {
         self.completions = completions;
     }
 
-    fn conn(&mut self, slot: u32, generation: u32) -> Option<&mut Conn> {
-        self.conns
+    /// The connection a completion is for, if it is still open; borrows
+    /// only `conns`, so the worker's other fields stay usable beside it.
+    fn conn(conns: &mut [Option<Conn>], slot: u32, generation: u32) -> Option<&mut Conn> {
+        conns
             .get_mut(slot as usize)?
             .as_mut()
             .filter(|c| c.generation == generation)
@@ -475,7 +487,7 @@ impl Worker {
                             pool.lend(&mut c.rbuf);
                             c.rbuf.extend_from_slice(bufs.get(bid, n as usize));
                         }
-                        c.session.stats.bytes_read += n as u64;
+                        self.tally.counts.bytes_read += n as u64;
                         if idle {
                             c.active = now;
                         }
@@ -519,7 +531,7 @@ impl Worker {
 
     fn sent(&mut self, slot: u32, generation: u32, result: i32) {
         let (idle, now) = (self.idle.is_some(), self.now);
-        let Some(c) = self.conn(slot, generation) else {
+        let Some(c) = Self::conn(&mut self.conns, slot, generation) else {
             return;
         };
         if result < 0 {
@@ -529,7 +541,7 @@ impl Worker {
             c.closing.get_or_insert("write error");
         } else {
             c.sent += result as usize;
-            c.session.stats.bytes_written += result as u64;
+            self.tally.counts.bytes_written += result as u64;
             if idle && result > 0 {
                 // Progress: a client that reads is not idle.
                 c.active = now;
@@ -545,6 +557,16 @@ impl Worker {
         }
         // Driven next: that gives the empty buffers back.
         self.mark(slot);
+    }
+
+    /// Adds what this turn's connections counted to the shared stats. Runs
+    /// before the turn's sends are submitted, so every reply a client has
+    /// is counted by the time it can ask `stats` anywhere; a `stats` run
+    /// in the turn adds the tally in itself (see `Session::process_into`).
+    fn flush_tally(&mut self) {
+        self.shared
+            .stats
+            .flush_tally(self.index as u64, &mut self.tally);
     }
 
     /// Hands the connection's input to its session, sends what it
@@ -584,14 +606,18 @@ impl Worker {
                 Some((bid, n)) => {
                     debug_assert!(c.rbuf.is_empty(), "input would be out of order");
                     let mut input = self.bufs.get(bid, n);
-                    let next = c.session.process_slice(&mut input, &mut c.wbuf, now);
+                    let next =
+                        c.session
+                            .process_into(&mut input, &mut c.wbuf, now, &mut self.tally);
                     if !input.is_empty() {
                         pool.lend(&mut c.rbuf);
                         c.rbuf.extend_from_slice(input);
                     }
                     next
                 }
-                None => c.session.process_at(&mut c.rbuf, &mut c.wbuf, now),
+                None => c
+                    .session
+                    .process_into(&mut c.rbuf, &mut c.wbuf, now, &mut self.tally),
             };
             let flow = match next {
                 Next::Read | Next::Write => Flow::Continue,
@@ -602,7 +628,6 @@ impl Worker {
                 }
                 Next::End(flow) => flow,
             };
-            c.session.flush_stats();
             let wanted = c.session.read_limit().or(c.session.wanted_len());
             if c.rbuf.is_empty() && wanted.is_none() {
                 // Back to the pool unless a request is still arriving.
@@ -740,7 +765,9 @@ impl Worker {
             return;
         };
         c.handed_off = true;
-        let local = std::mem::take(&mut c.session.stats);
+        // What it counted so far is in this turn's tally; the task counts
+        // from zero.
+        let local = LocalStats::default();
         let (id, tcp, open) = (c.id, c.tcp, c.open.clone());
         drop(c);
         let shared = self.shared.clone();
@@ -948,7 +975,7 @@ impl Worker {
         }
         let mut session = Session::new(shared.clone(), id);
         session.set_fd(fd.as_raw_fd());
-        session.stats.total_connections = 1;
+        self.tally.counts.total_connections += 1;
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -1001,11 +1028,11 @@ impl Worker {
             if c.sending {
                 // A client that takes none of its replies for that long is
                 // kicked too; the send is cancelled and its completion closes.
-                c.session.stats.idle_kicks += 1;
+                self.tally.counts.idle_kicks += 1;
                 c.closing = Some("idle timeout (client not reading)");
                 self.queue.push(cancel(OP_SEND, slot, c.generation));
             } else if !c.session.in_data_block() {
-                c.session.stats.idle_kicks += 1;
+                self.tally.counts.idle_kicks += 1;
                 c.closing = Some("idle timeout");
                 self.mark(slot);
             }
