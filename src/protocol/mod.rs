@@ -21,6 +21,8 @@
 //!   and the executor runs, whatever wire format carried it.
 //! - `reply.rs`: typed replies, and the composers that spell them in the
 //!   request's wire format (`noreply`, meta `q` and echoed flags).
+//! - `peek.rs`: the keys of requests still undecoded, for prefetching
+//!   what the store will read for them.
 //! - `binary/`: the binary protocol: its framing into [`Request::Binary`]
 //!   and its response packets.
 //! - `test_support.rs` (tests only): decoding as a connection does it.
@@ -48,6 +50,7 @@ pub mod classic;
 pub mod codec;
 pub mod meta;
 pub mod number;
+pub mod peek;
 pub mod reply;
 pub mod request;
 pub mod tokens;

@@ -28,6 +28,8 @@
 //! with no rebuilds to clear them. A count that reaches 255 stays there
 //! (probes past that group go on) until the index is rebuilt.
 
+use super::hint::prefetch;
+
 /// Buckets in a group: one control byte each in a `u128`, whose 15th
 /// byte is the overflow count (the 16th is unused).
 const GROUP: usize = 14;
@@ -213,6 +215,31 @@ impl Index {
         None
     }
 
+    /// Starts loading the group a lookup of `hash` reads first (72 bytes,
+    /// which may span two cache lines).
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(group) = self.groups.get(self.home(hash)) {
+            let p = std::ptr::from_ref(group).cast::<u8>();
+            prefetch(p);
+            prefetch(p.wrapping_add(size_of::<Group>() - 1));
+        }
+    }
+
+    /// The entries of `hash`'s home group whose tag matches: where a
+    /// lookup of it will most likely look (it goes on past the group only
+    /// when the group overflowed).
+    #[inline]
+    pub fn candidates(&self, hash: u64, mut f: impl FnMut(u32)) {
+        if let Some(group) = self.groups.get(self.home(hash)) {
+            let mut m = group.match_tag(tag(hash));
+            while m != 0 {
+                f(group.slots[first(m)]);
+                m &= m - 1;
+            }
+        }
+    }
+
     /// The entry with this hash for which `eq` holds.
     #[inline]
     pub fn find(&self, hash: u64, eq: impl FnMut(u32) -> bool) -> Option<u32> {
@@ -372,6 +399,31 @@ mod tests {
         assert!(ix.is_full());
         insert(&mut ix, 3);
         assert_eq!(find(&ix, 3), Some(3));
+    }
+
+    #[test]
+    fn candidates_are_the_home_groups_tag_matches() {
+        let mut ix = Index::new();
+        for v in 0..1000 {
+            insert(&mut ix, v);
+        }
+        let mut at_home = 0;
+        for v in 0..1000 {
+            let mut found = Vec::new();
+            ix.candidates(hash(v), |e| found.push(e));
+            // (A match may flag a tag one above, as `match_tag` says.)
+            assert!(found.iter().all(|&e| tag(hash(e)) | 1 == tag(hash(v)) | 1));
+            // Only an entry an overflow put past its home group is missed.
+            if found.contains(&v) {
+                at_home += 1;
+            } else {
+                assert!(ix.groups[ix.home(hash(v))].overflow() > 0, "{v} missed");
+            }
+            ix.prefetch(hash(v));
+        }
+        assert!(at_home > 900, "{at_home} of 1000 found at home");
+        Index::new().candidates(hash(1), |_| panic!("an empty index has none"));
+        Index::new().prefetch(hash(1));
     }
 
     #[test]

@@ -21,7 +21,8 @@
 //! record's address, `record.rs` its state, `segment.rs` segment memory and
 //! the record layout, `item.rs` the immutable encoding of one item,
 //! `list.rs` the intrusive list that orders segments, `memory.rs` what
-//! storage costs and the shared budget. `snapshot/` writes the whole store
+//! storage costs and the shared budget. `prefetch.rs` starts the
+//! memory loads of lookups about to run (`hint.rs`: the CPU's hint). `snapshot/` writes the whole store
 //! to a file and loads it back (warm restart, `-e`).
 //!
 //! Concurrency: a request locks one shard, briefly. A small item (at most
@@ -40,11 +41,13 @@ pub mod clock;
 mod counter;
 mod evict;
 mod ghost;
+mod hint;
 mod index;
 mod item;
 mod list;
 mod loc;
 mod memory;
+mod prefetch;
 mod read;
 mod record;
 mod request;
@@ -63,6 +66,7 @@ use bytes::Bytes;
 use foldhash::quality::FixedState;
 
 pub use clock::Clock;
+pub use prefetch::Prefetch;
 pub use request::{
     ArithRequest, ArithResult, Counter, DeleteRequest, DeleteResult, GetRequest, Hit, ItemInfo,
     ItemView, Lookup, Step, StoreRequest, StoreResult, Value, Written,

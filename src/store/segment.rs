@@ -27,6 +27,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::hint::prefetch;
+
 /// Bytes of a record before its item, without the deadline field and
 /// with it.
 pub const PREFIX_MIN: usize = 7;
@@ -196,6 +198,14 @@ impl SegMem {
     pub fn bytes(&self, at: usize, len: usize) -> &[u8] {
         assert!(at + len <= self.len, "read past the segment");
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(at), len) }
+    }
+
+    /// Starts loading the two cache lines from `at` on; any `at` will do.
+    #[inline]
+    pub fn prefetch(&self, at: usize) {
+        let p = self.ptr.as_ptr().cast_const().wrapping_add(at);
+        prefetch(p);
+        prefetch(p.wrapping_add(64));
     }
 
     /// Bytes to write. Only for a record's prefix or for space no record

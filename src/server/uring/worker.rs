@@ -31,7 +31,7 @@ use bytes::BytesMut;
 use io_uring::{IoUring, cqueue, opcode, squeue, types};
 
 use super::bufring::BufRing;
-use crate::protocol::ProtocolError;
+use crate::protocol::{ProtocolError, peek};
 use crate::server::bufpool::{BUF_SIZE, BufPool};
 use crate::server::connection::serve_watcher;
 use crate::server::fd_limit::{self, AcceptPause};
@@ -39,6 +39,7 @@ use crate::server::session::{Next, Session, fit_read_buffer};
 use crate::server::watch::{CONNEVENTS, CloseReason, Peer as Client};
 use crate::server::{DRAIN_TIMEOUT, Flow, Shared};
 use crate::stats::{ConnInfo, ConnState, LocalStats, Tally};
+use crate::store::Prefetch;
 
 /// A read buffer left larger than this by a large request is replaced once
 /// the request is done (see `fit_read_buffer`).
@@ -61,6 +62,10 @@ const RECV_BACKLOG_MAX: usize = 256 * 1024;
 const RECV_BUFS: u16 = 128;
 const RECV_BUFS_FIRST: u16 = 16;
 const RECV_BUF_LEN: usize = 16 * 1024;
+
+/// Keys prefetched per turn at most: about what the first-level data cache
+/// holds of their index groups and records, at three or four lines each.
+const PREFETCH_MAX: usize = 64;
 
 /// How often idle connections are looked for (`-o idle_timeout`).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -242,6 +247,10 @@ pub struct Worker {
     /// again next turn, after everyone else has had a go.
     yielded: VecDeque<(u32, u32)>,
     completions: Vec<(u64, i32, u32)>,
+    /// The keys of this turn's received requests (buffer, offset, length)
+    /// and, between the two passes of prefetching for them, their hashes.
+    keys: Vec<(u16, usize, usize)>,
+    prefetches: Vec<Prefetch>,
     /// Per listening socket: an accept is armed (its last completion not
     /// yet seen). While one is, the ring holds the listening socket open,
     /// even past the process's exit, so the worker waits for them all to
@@ -298,6 +307,8 @@ impl Worker {
             dirty: Vec::with_capacity(256),
             yielded: VecDeque::new(),
             completions: Vec::with_capacity(256),
+            keys: Vec::with_capacity(PREFETCH_MAX),
+            prefetches: Vec::with_capacity(PREFETCH_MAX),
             accepting: vec![false; n],
             accept_pause: (0..n).map(|_| AcceptPause::default()).collect(),
             backoff: types::Timespec::from(fd_limit::ACCEPT_BACKOFF),
@@ -420,6 +431,7 @@ impl Worker {
                 .completion()
                 .map(|c| (c.user_data(), c.result(), c.flags())),
         );
+        self.prefetch(&completions);
         for &(data, result, flags) in &completions {
             let (op, slot, generation) = split(data);
             match op {
@@ -433,6 +445,43 @@ impl Worker {
         }
         completions.clear();
         self.completions = completions;
+    }
+
+    /// Starts the memory loads of the store lookups the received requests
+    /// will make, for all of them before any runs, so that their cache
+    /// misses overlap (see the store's `prefetch.rs`): requests from many
+    /// connections, a pipeline, or a multi-get's keys. Not for one key
+    /// alone, which would gain nothing.
+    fn prefetch(&mut self, completions: &[(u64, i32, u32)]) {
+        let keys = &mut self.keys;
+        for &(data, result, flags) in completions {
+            let (Some(bid), true) = (cqueue::buffer_select(flags), split(data).0 == OP_RECV) else {
+                continue;
+            };
+            let Ok(len) = usize::try_from(result) else {
+                continue;
+            };
+            let input = self.bufs.get(bid, len);
+            peek::keys(input, PREFETCH_MAX - keys.len(), |key| {
+                let at = key.as_ptr() as usize - input.as_ptr() as usize;
+                keys.push((bid, at, key.len()));
+            });
+            if keys.len() == PREFETCH_MAX {
+                break;
+            }
+        }
+        if keys.len() >= 2 {
+            let store = &self.shared.store;
+            let prefetches = &mut self.prefetches;
+            for &(bid, at, len) in keys.iter() {
+                let key = &self.bufs.get(bid, at + len)[at..];
+                prefetches.extend(store.prefetch_index(key));
+            }
+            for p in prefetches.drain(..) {
+                store.prefetch_records(p);
+            }
+        }
+        keys.clear();
     }
 
     /// The connection a completion is for, if it is still open; borrows
