@@ -447,15 +447,17 @@ impl Shard {
     /// Whether the CAS of the record at `loc` is at least the one sequence
     /// number `seq` gives, with CAS on: [`Shard::cas`] compared, but for a
     /// record that takes its place's CAS by comparing sequence numbers
-    /// (`CasRule::value` keeps their order), from one segment lookup.
+    /// (`CasRule::value` keeps their order), from one segment lookup and
+    /// the item's first two bytes (its item starts after its prefix).
     pub(super) fn cas_reaches(&self, loc: Loc, seq: u64) -> bool {
         debug_assert!(self.cas_rule.on);
         let (node, at) = (loc.node(), loc.offset());
-        let (start, len) = self.segs.item_span(node, at);
         let seg = self.segs.get(node);
-        let reaches = match item::header(seg.mem().bytes(start, len)).cas {
-            Some(cas) => self.cas_rule.value(seq) <= cas,
-            None => seq <= seg.cas_base + at as u64,
+        let mem = seg.mem();
+        let reaches = if item::carries_cas(mem.bytes(at + mem.prefix_len(at), 2)) {
+            self.cas_rule.value(seq) <= self.cas(loc)
+        } else {
+            seq <= seg.cas_base + at as u64
         };
         debug_assert_eq!(reaches, self.cas_rule.value(seq) <= self.cas(loc));
         reaches
