@@ -165,6 +165,9 @@ impl std::ops::DerefMut for Locked<'_> {
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         if let Some(mut guard) = self.0.take() {
+            if guard.garbage.is_empty() {
+                return;
+            }
             let garbage = std::mem::take(&mut guard.garbage);
             drop(guard);
             drop(garbage);
