@@ -596,7 +596,7 @@ impl Shard {
         let old = match at {
             None => None,
             // (Gone only if eviction had no room to keep it: then this is
-            // a new key again.)
+            // a new key again.) Where the lookup found it, if known.
             Some(at) if self.moves == moves => {
                 if entry.is_some_and(|e| self.index.replace_at(e, at.0, loc.0)) {
                     Some(at)

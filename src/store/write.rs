@@ -28,11 +28,12 @@ impl Shard {
         ctx: &Ctx,
     ) -> Result<((StoreResult, u64), Option<Bytes>), Full> {
         let key = req.key;
-        let (at, entry, garbage) = match self.find_live(key, hash, ctx) {
-            Find::Live(loc, entry) => (Some(loc), Some(entry), None),
-            Find::Dead(_, garbage) => (None, None, garbage),
-            Find::Missing => (None, None, None),
+        let (current, garbage) = match self.find_live(key, hash, ctx) {
+            Find::Live(loc, entry) => (Some((loc, Some(entry))), None),
+            Find::Dead(_, garbage) => (None, garbage),
+            Find::Missing => (None, None),
         };
+        let at = current.map(|(loc, _)| loc);
         let mut deadline = req.deadline;
         let mut invalidated = None;
         match (mode, at) {
@@ -72,7 +73,6 @@ impl Shard {
             }
             _ => {}
         }
-        let current = at.map(|loc| (loc, entry));
         let (loc, old) = self.commit(key, hash, current, new, deadline, ctx)?;
         if let Some(prev) = invalidated {
             let mut e = self.meta(loc);
