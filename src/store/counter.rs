@@ -104,7 +104,7 @@ impl Store {
         let mut built = NewItem::new(self.layout, key, req.key_binary, 0, cas, ndigits, &fill);
         let outcome = self.with_room(si, now, |shard, ctx| {
             let garbage = match shard.find_live(key, hash, ctx) {
-                Find::Live(_) => return Ok((None, None)),
+                Find::Live(..) => return Ok((None, None)),
                 Find::Dead(_, old) => old,
                 Find::Missing => None,
             };

@@ -113,8 +113,8 @@ fn groups_for(capacity: usize) -> usize {
 }
 
 /// Where an entry is: a group and a bucket in it.
-#[derive(Clone, Copy)]
-struct At {
+#[derive(Clone, Copy, Debug)]
+pub struct At {
     group: usize,
     bucket: usize,
 }
@@ -251,6 +251,27 @@ impl Index {
     pub fn find_mut(&mut self, hash: u64, eq: impl FnMut(u32) -> bool) -> Option<&mut u32> {
         let at = self.find_at(hash, eq)?;
         Some(&mut self.groups[at.group].slots[at.bucket])
+    }
+
+    /// [`Index::find`], and where the entry is, for [`Index::replace_at`].
+    #[inline]
+    pub fn find_with_place(&self, hash: u64, eq: impl FnMut(u32) -> bool) -> Option<(u32, At)> {
+        let at = self.find_at(hash, eq)?;
+        Some((self.groups[at.group].slots[at.bucket], at))
+    }
+
+    /// Replaces the entry `old` by `new` where [`Index::find_with_place`]
+    /// found it, without a probe, if it is still there: false, and nothing
+    /// written, if the index has been rebuilt or the entry removed since.
+    #[inline]
+    pub fn replace_at(&mut self, at: At, old: u32, new: u32) -> bool {
+        match self.groups.get_mut(at.group) {
+            Some(g) if g.ctrl[at.bucket] != EMPTY && g.slots[at.bucket] == old => {
+                g.slots[at.bucket] = new;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Takes out the entry with this hash for which `eq` holds, and its
@@ -556,6 +577,26 @@ mod tests {
                 assert_eq!(find(&ix, v).is_some(), model.contains_key(&v));
             }
         }
+    }
+
+    #[test]
+    fn an_entry_is_replaced_where_it_was_found_only_while_it_is_there() {
+        let mut ix = Index::new();
+        for v in 0..100 {
+            insert(&mut ix, v);
+        }
+        let (v, at) = ix.find_with_place(hash(7), |e| e == 7).expect("found");
+        assert_eq!(v, 7);
+        assert!(!ix.replace_at(at, 8, 1000), "another entry's value");
+        assert!(ix.replace_at(at, 7, 1000));
+        assert_eq!(find(&ix, 7), None);
+        assert_eq!(ix.find(hash(7), |e| e == 1000), Some(1000));
+        // Removed, though the bucket still holds the value: refused.
+        let (_, at) = ix.find_with_place(hash(9), |e| e == 9).expect("found");
+        assert_eq!(remove(&mut ix, 9), Some(9));
+        assert!(!ix.replace_at(at, 9, 2000));
+        assert_eq!(ix.find(hash(9), |e| e == 2000), None);
+        check_with(&ix, |v| hash(if v == 1000 { 7 } else { v }));
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub fn key_binary(item: &[u8]) -> bool {
     item[1] & KEY_BINARY != 0
 }
 
+/// True if the item carries its own CAS; reads only its first two bytes.
+pub fn carries_cas(item: &[u8]) -> bool {
+    item[1] & HAS_CAS != 0
+}
+
 /// Writes an item of `dst.len()` bytes (its [`encoded_len`]) whose value
 /// `fill` writes; it carries `cas` if that is given.
 ///

@@ -169,6 +169,10 @@ impl std::ops::DerefMut for Locked<'_> {
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
         if let Some(mut guard) = self.0.take() {
+            // Nearly every unlock: nothing to hand over.
+            if guard.garbage.is_empty() {
+                return;
+            }
             let garbage = std::mem::take(&mut guard.garbage);
             drop(guard);
             drop(garbage);

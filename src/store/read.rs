@@ -75,7 +75,7 @@ impl Shard {
         // An item created here is written with the deadline its steps will
         // give it, so that they need not write it again.
         let (loc, created, garbage) = match (self.find_live(key, hash, ctx), fresh) {
-            (Find::Live(loc), _) => (loc, false, None),
+            (Find::Live(loc, _), _) => (loc, false, None),
             (Find::Dead(why, old), None) => return Ok((why, old)),
             (Find::Missing, None) => return Ok((Lookup::Miss, None)),
             (Find::Dead(_, old), Some(fresh)) => {
@@ -146,7 +146,7 @@ impl Shard {
         ctx: &Ctx,
     ) -> Result<(bool, Option<Bytes>), Full> {
         Ok(match self.find_live(key, hash, ctx) {
-            Find::Live(loc) => {
+            Find::Live(loc, _) => {
                 let mut m = self.meta(loc);
                 m.bump(ctx.now);
                 m.deadline = deadline;
@@ -232,7 +232,7 @@ impl Store {
         let ctx = self.ctx(now);
         let mut shard = self.lock(si);
         match shard.find_live(key, hash, &ctx) {
-            Find::Live(loc) => {
+            Find::Live(loc, _) => {
                 let it = shard.item(loc);
                 let h = item::header(it);
                 let e = shard.meta(loc);

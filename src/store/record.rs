@@ -152,6 +152,10 @@ impl<'a> NewItem<'a> {
     /// `fill` writes the value; it may run more than once (a write that
     /// has to retry). Large items are written here, outside any lock.
     /// `cas`: one the item must have, or `None` for a new one.
+    ///
+    /// Inlined, the large case aside: built in its caller's frame, a small
+    /// item is not moved by value on every write.
+    #[inline]
     pub fn new(
         layout: Layout,
         key: &'a [u8],
@@ -174,12 +178,19 @@ impl<'a> NewItem<'a> {
             solo: None,
         };
         if !layout.is_shared(new.record_len_max()) {
-            new.large = true;
-            let mut mem = SegMem::new(new.record_len_max());
-            new.write_item(mem.bytes_mut(PREFIX_MAX, item_len));
-            new.solo = Some(mem);
+            new.write_solo();
         }
         new
+    }
+
+    /// Writes a large item into a segment of its own.
+    #[cold]
+    #[inline(never)]
+    fn write_solo(&mut self) {
+        self.large = true;
+        let mut mem = SegMem::new(self.record_len_max());
+        self.write_item(mem.bytes_mut(PREFIX_MAX, self.item_len));
+        self.solo = Some(mem);
     }
 
     /// The length of its record with the deadline field: what it may take.

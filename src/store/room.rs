@@ -129,7 +129,7 @@ impl Shard {
             let seg = self.segs.get(h);
             let len = new.record_len(deadline);
             if seg.used + len <= ctx.layout.segment_size
-                && self.cas_rule.value(seg.cas_base + seg.used as u64) <= self.cas(old)
+                && self.cas_reaches(old, seg.cas_base + seg.used as u64)
             {
                 let cas = self.issue_cas();
                 new.carry_cas(cas);

@@ -24,7 +24,7 @@ use foldhash::quality::FixedState;
 
 use super::clock;
 use super::ghost::Ghost;
-use super::index::Index;
+use super::index::{At, Index};
 use super::item;
 use super::loc::Loc;
 use super::memory::Memory;
@@ -128,7 +128,8 @@ pub enum Full {
 
 /// An item looked up by key.
 pub(super) enum Find {
-    Live(Loc),
+    /// Where it is, and where the index holds it (for [`Shard::commit`]).
+    Live(Loc, At),
     /// It was there but dead; it has been removed. `Lookup` says why, and
     /// the memory it let go (if any) is to be freed outside the lock.
     Dead(Lookup, Option<Bytes>),
@@ -297,7 +298,7 @@ impl Shard {
             value.len(),
             &fill,
         );
-        let placed = self.commit(key, hash, Some(loc), &mut new, m.deadline, ctx);
+        let placed = self.commit(key, hash, Some((loc, None)), &mut new, m.deadline, ctx);
         drop(new);
         let at = match placed {
             Ok((at, garbage)) => {
@@ -326,19 +327,25 @@ impl Shard {
     }
 
     pub(super) fn find(&self, key: &[u8], hash: u64) -> Option<Loc> {
+        self.find_entry(key, hash).map(|(loc, _)| loc)
+    }
+
+    /// [`Shard::find`], and where the index holds the key.
+    #[inline]
+    fn find_entry(&self, key: &[u8], hash: u64) -> Option<(Loc, At)> {
         let segs = &self.segs;
         self.index
-            .find(table_hash(hash), |l| item::key(segs.item(Loc(l))) == key)
-            .map(Loc)
+            .find_with_place(table_hash(hash), |l| item::key(segs.item(Loc(l))) == key)
+            .map(|(l, at)| (Loc(l), at))
     }
 
     /// Finds a key, removing it if it has expired or been flushed.
     pub(super) fn find_live(&mut self, key: &[u8], hash: u64, ctx: &Ctx) -> Find {
-        let Some(loc) = self.find(key, hash) else {
+        let Some((loc, entry)) = self.find_entry(key, hash) else {
             return Find::Missing;
         };
         match self.dead(loc, ctx) {
-            None => Find::Live(loc),
+            None => Find::Live(loc, entry),
             Some(why) => Find::Dead(why, self.reclaim(loc, hash, ctx)),
         }
     }
@@ -437,6 +444,25 @@ impl Shard {
         cas
     }
 
+    /// Whether the CAS of the record at `loc` is at least the one sequence
+    /// number `seq` gives, with CAS on: [`Shard::cas`] compared, but for a
+    /// record that takes its place's CAS by comparing sequence numbers
+    /// (`CasRule::value` keeps their order), from one segment lookup and
+    /// the item's first two bytes (its item starts after its prefix).
+    pub(super) fn cas_reaches(&self, loc: Loc, seq: u64) -> bool {
+        debug_assert!(self.cas_rule.on);
+        let (node, at) = (loc.node(), loc.offset());
+        let seg = self.segs.get(node);
+        let mem = seg.mem();
+        let reaches = if item::carries_cas(mem.bytes(at + mem.prefix_len(at), 2)) {
+            self.cas_rule.value(seq) <= self.cas(loc)
+        } else {
+            seq <= seg.cas_base + at as u64
+        };
+        debug_assert_eq!(reaches, self.cas_rule.value(seq) <= self.cas(loc));
+        reaches
+    }
+
     /// The sequence number a record's place gives it.
     pub(super) fn placed_seq(&self, loc: Loc) -> u64 {
         self.segs.get(loc.node()).cas_base + loc.offset() as u64
@@ -465,7 +491,7 @@ impl Shard {
         ctx: &Ctx,
     ) -> (Option<(Bytes, u64)>, Option<Bytes>) {
         match self.find_live(key, hash, ctx) {
-            Find::Live(loc) => (Some((self.item_shared(loc), self.cas(loc))), None),
+            Find::Live(loc, _) => (Some((self.item_shared(loc), self.cas(loc))), None),
             Find::Dead(_, garbage) => (None, garbage),
             Find::Missing => (None, None),
         }
@@ -498,8 +524,8 @@ impl Shard {
         ctx: &Ctx,
         then: impl FnOnce(Meta, &mut Meta),
     ) -> Result<(Option<u64>, Option<Bytes>), Full> {
-        let loc = match self.find_live(key, hash, ctx) {
-            Find::Live(loc) => loc,
+        let (loc, entry) = match self.find_live(key, hash, ctx) {
+            Find::Live(loc, entry) => (loc, entry),
             Find::Dead(_, garbage) => return Ok((None, garbage)),
             Find::Missing => return Ok((None, None)),
         };
@@ -511,7 +537,8 @@ impl Shard {
         // layout.
         let mut e = Meta::new(prev.deadline, ctx.now);
         then(prev, &mut e);
-        let (at, garbage) = self.commit(key, hash, Some(loc), new, e.deadline, ctx)?;
+        let (at, garbage) =
+            self.commit(key, hash, Some((loc, Some(entry))), new, e.deadline, ctx)?;
         self.set_meta(at, e);
         Ok((Some(self.cas(at)), garbage))
     }
@@ -525,16 +552,21 @@ impl Shard {
     }
 
     /// Stores `new` in place of the live record at `at` (or as a new key),
-    /// as the newest record. Returns where it went and memory to free.
+    /// as the newest record, `at` given with where the index holds it if
+    /// that is known. Returns where it went and memory to free.
     pub(super) fn commit(
         &mut self,
         key: &[u8],
         hash: u64,
-        at: Option<Loc>,
+        at: Option<(Loc, Option<At>)>,
         new: &mut NewItem,
         deadline: u32,
         ctx: &Ctx,
     ) -> Result<(Loc, Option<Bytes>), Full> {
+        let (at, entry) = match at {
+            Some((loc, entry)) => (Some(loc), entry),
+            None => (None, None),
+        };
         if at.is_none() {
             self.index_room(ctx)?;
         }
@@ -564,14 +596,19 @@ impl Shard {
         let old = match at {
             None => None,
             // (Gone only if eviction had no room to keep it: then this is
-            // a new key again.)
-            Some(at) if self.moves == moves => self
-                .index
-                .find_mut(table_hash(hash), |l| l == at.0)
-                .map(|slot| {
-                    *slot = loc.0;
-                    at
-                }),
+            // a new key again.) Where the lookup found it, if known.
+            Some(at) if self.moves == moves => {
+                if entry.is_some_and(|e| self.index.replace_at(e, at.0, loc.0)) {
+                    Some(at)
+                } else {
+                    self.index
+                        .find_mut(table_hash(hash), |l| l == at.0)
+                        .map(|slot| {
+                            *slot = loc.0;
+                            at
+                        })
+                }
+            }
             // Eviction moved records: the old version may be elsewhere now.
             Some(_) => {
                 let segs = &self.segs;

@@ -28,11 +28,12 @@ impl Shard {
         ctx: &Ctx,
     ) -> Result<((StoreResult, u64), Option<Bytes>), Full> {
         let key = req.key;
-        let (at, garbage) = match self.find_live(key, hash, ctx) {
-            Find::Live(loc) => (Some(loc), None),
+        let (current, garbage) = match self.find_live(key, hash, ctx) {
+            Find::Live(loc, entry) => (Some((loc, Some(entry))), None),
             Find::Dead(_, garbage) => (None, garbage),
             Find::Missing => (None, None),
         };
+        let at = current.map(|(loc, _)| loc);
         let mut deadline = req.deadline;
         let mut invalidated = None;
         match (mode, at) {
@@ -72,7 +73,7 @@ impl Shard {
             }
             _ => {}
         }
-        let (loc, old) = self.commit(key, hash, at, new, deadline, ctx)?;
+        let (loc, old) = self.commit(key, hash, current, new, deadline, ctx)?;
         if let Some(prev) = invalidated {
             let mut e = self.meta(loc);
             e.set(STALE);
@@ -253,7 +254,7 @@ impl Store {
             let ctx = self.ctx(now);
             let mut shard = self.lock(si);
             let loc = match shard.find_live(key, hash, &ctx) {
-                Find::Live(loc) => loc,
+                Find::Live(loc, _) => loc,
                 Find::Dead(_, old) => {
                     drop(shard);
                     drop(old);
