@@ -8,6 +8,9 @@ use super::binary::{HEADER_LEN, REQUEST_MAGIC};
 use super::number::token_u64;
 use super::tokens::Tokens;
 
+/// The longest text line looked into: a `get` of a dozen or more keys.
+const LINE_MAX: usize = 512;
+
 /// Calls `f` with the keys of the requests that start `input`, at most
 /// `max` of them: each key of a text `get`, `gets`, `gat` or `gats` line,
 /// the word after the command of any other text line (past a storage
@@ -50,7 +53,10 @@ fn binary_key<'a>(
 
 /// A text line's keys; the input after the line and any data block.
 fn text_keys<'a>(input: &'a [u8], f: &mut impl FnMut(&[u8]), left: &mut usize) -> Option<&'a [u8]> {
-    let end = input.iter().position(|&b| b == b'\n')?;
+    // A line longer than this is not looked for: the search would cost
+    // more than the prefetch saves (a receive holding a large value's
+    // bytes has no line at all).
+    let end = input.iter().take(LINE_MAX).position(|&b| b == b'\n')?;
     let line = &input[..end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut rest = &input[end + 1..];
@@ -114,6 +120,9 @@ mod tests {
         assert_eq!(found(b"set a 0 0 10\r\nabc", 10), [b"a"]);
         assert_eq!(found(b"set a 0 0 x\r\nget b\r\n", 10), [b"a"]);
         assert!(found(b"", 10).is_empty());
+        // A line too long to look for its end in.
+        let long = [b"get a".as_slice(), &[b' '; LINE_MAX], b"\r\n"].concat();
+        assert!(found(&long, 10).is_empty());
     }
 
     #[test]
