@@ -18,6 +18,7 @@
 //! wrong reply. A shard another thread holds is skipped, not waited for.
 
 use super::Store;
+use super::loc::Loc;
 use super::shard::table_hash;
 
 /// A key between the two passes: its hash and shard.
@@ -43,7 +44,7 @@ impl Store {
             return;
         };
         cell.index
-            .candidates(table_hash(p.hash), |loc| cell.segs.prefetch(loc));
+            .candidates(table_hash(p.hash), |loc| cell.segs.prefetch(Loc(loc)));
     }
 }
 

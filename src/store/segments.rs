@@ -253,20 +253,11 @@ impl Segments {
         self.get(node).mem().bytes(start, len)
     }
 
-    /// Starts loading the record at `loc`: its prefix, key and the first
-    /// bytes of its value. A location no segment is at is ignored.
+    /// Starts loading the record at `loc` (an index entry's, so a live
+    /// record's): its prefix, key and the first bytes of its value.
     #[inline]
-    pub fn prefetch(&self, loc: u32) {
-        let loc = Loc(loc);
-        let node = loc.node();
-        let seg = if is_solo(node) {
-            self.tables.solo.get((node - SHARED_IDS) as usize)
-        } else {
-            self.tables.shared.get(node as usize)
-        };
-        if let Some(mem) = seg.and_then(|s| s.mem.as_ref()) {
-            mem.prefetch(loc.offset());
-        }
+    pub fn prefetch(&self, loc: Loc) {
+        self.get(loc.node()).mem().prefetch(loc.offset());
     }
 
     /// The oldest segment.
