@@ -22,8 +22,9 @@
 //! the record layout, `item.rs` the immutable encoding of one item,
 //! `list.rs` the intrusive list that orders segments, `memory.rs` what
 //! storage costs and the shared budget. `prefetch.rs` starts the
-//! memory loads of lookups about to run (`hint.rs`: the CPU's hint). `snapshot/` writes the whole store
-//! to a file and loads it back (warm restart, `-e`).
+//! memory loads of lookups about to run (`hint.rs`: the CPU's hint).
+//! `snapshot/` writes the whole store to a file and loads it back (warm
+//! restart, `-e`).
 //!
 //! Concurrency: a request locks one shard, briefly. A small item (at most
 //! 4 KiB) is copied from the request into its shard's newest segment under
