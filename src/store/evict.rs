@@ -315,16 +315,19 @@ impl Shard {
                     return None;
                 }
                 let size = ctx.layout.segment_size;
-                let (mem, charge) = match self.spare.take() {
-                    Some(spare) => spare,
-                    None => {
-                        let charge = memory::segment_cost(size);
-                        if *budget < charge {
-                            return None;
-                        }
-                        *budget -= charge;
-                        (SegMem::new(size), charge)
+                let (mem, charge) = if let Some(spare) = self.spare.take() {
+                    spare
+                } else if let Some(mem) = ctx.pool.take() {
+                    let charge = ctx.pool.charge();
+                    self.bytes += charge;
+                    (mem, charge)
+                } else {
+                    let charge = memory::segment_cost(size);
+                    if *budget < charge {
+                        return None;
                     }
+                    *budget -= charge;
+                    (SegMem::new(size), charge)
                 };
                 self.open_head(mem, charge, main, ctx);
                 self.segs

@@ -48,6 +48,7 @@ mod item;
 mod list;
 mod loc;
 mod memory;
+mod pool;
 mod prefetch;
 mod read;
 mod record;
@@ -199,6 +200,9 @@ pub struct Store {
     /// ([`Store::reserve_incoming`]); not items, so not in `bytes`.
     incoming: AtomicUsize,
     layout: Layout,
+    /// Freed segments any shard may open again (see `pool.rs`): charged,
+    /// but holding no items, so not in `bytes`.
+    pool: pool::SegPool,
     config: StoreConfig,
     clock: Clock,
     evictions_log: Option<Arc<dyn EvictionLog>>,
@@ -229,6 +233,7 @@ impl Store {
     fn with_seed(mut config: StoreConfig, clock: Clock, seed: u64) -> Store {
         config.shards = config.shards.max(1).next_power_of_two();
         let shard_bits = config.shards.trailing_zeros();
+        let layout = Layout::for_share(config.memory_limit / config.shards);
         let cells = (0..config.shards)
             .map(|i| {
                 let mut shard = Shard::new();
@@ -251,7 +256,11 @@ impl Store {
             oldest_live: AtomicU32::new(0),
             victim: AtomicUsize::new(0),
             incoming: AtomicUsize::new(0),
-            layout: Layout::for_share(config.memory_limit / config.shards),
+            layout,
+            pool: pool::SegPool::new(
+                memory::segment_cost(layout.segment_size),
+                config.memory_limit,
+            ),
             config,
             clock,
             evictions_log: None,
@@ -326,6 +335,7 @@ impl Store {
             hasher: &self.hasher,
             memory: &self.memory,
             layout: self.layout,
+            pool: &self.pool,
             evictions_log: self.evictions_log.as_deref(),
         }
     }
@@ -378,6 +388,7 @@ impl Store {
     pub fn set_memory_limit(&self, bytes: usize) {
         self.memory.set_limit(bytes);
         let now = self.clock.now();
+        while self.memory.excess() > 0 && self.pool.release_one(&self.memory).is_some() {}
         while self.memory.excess() > 0 {
             let mut progress = false;
             for i in 0..self.cells.len() {
@@ -449,14 +460,20 @@ impl Store {
         self.memory.release(bytes);
     }
 
-    /// Frees at least `need` bytes from shards other than `except` (from
-    /// any shard when `except` is none), one shard at a time (never two
-    /// locks at once), starting from a rotating shard so that no shard
-    /// bears all of it. True if anything was freed.
+    /// Frees at least `need` bytes: pooled segments first, then from shards
+    /// other than `except` (from any shard when `except` is none), one
+    /// shard at a time (never two locks at once), starting from a rotating
+    /// shard so that no shard bears all of it. True if anything was freed.
     fn evict_elsewhere(&self, except: usize, need: usize, now: u32) -> bool {
+        let mut freed = 0;
+        while freed < need && self.pool.release_one(&self.memory).is_some() {
+            freed += self.pool.charge();
+        }
+        if freed >= need {
+            return true;
+        }
         let n = self.cells.len();
         let start = self.victim.fetch_add(1, Ordering::Relaxed);
-        let mut freed = 0;
         for k in 0..n {
             let i = (start + k) % n;
             if i == except {
@@ -486,7 +503,8 @@ impl Store {
             bytes: self
                 .memory
                 .used()
-                .saturating_sub(self.incoming.load(Ordering::Relaxed)) as u64,
+                .saturating_sub(self.incoming.load(Ordering::Relaxed) + self.pool.bytes())
+                as u64,
             limit_maxbytes: self.memory.limit() as u64,
             ..StoreStats::default()
         };

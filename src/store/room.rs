@@ -39,6 +39,24 @@ impl Shard {
             }
             return None;
         }
+        if !is_solo(node) && mem.len() == ctx.layout.segment_size && charge == ctx.pool.charge() {
+            // Recycled or not, it leaves this shard; pooled, its charge
+            // stays reserved for whichever shard opens it next.
+            match mem.recycle().map(|mem| ctx.pool.put(mem)) {
+                Some(Ok(())) => {
+                    self.bytes -= charge;
+                    return None;
+                }
+                Some(Err(mem)) => {
+                    self.unreserve(charge, ctx);
+                    return Some(mem.into_bytes());
+                }
+                None => {
+                    self.unreserve(charge, ctx);
+                    return None;
+                }
+            }
+        }
         self.unreserve(charge, ctx);
         Some(mem.into_bytes())
     }
@@ -58,6 +76,12 @@ impl Shard {
             if spare_ok && self.spare.is_some() {
                 return Ok(false);
             }
+            if spare_ok && let Some(mem) = ctx.pool.take() {
+                let charge = ctx.pool.charge();
+                self.bytes += charge;
+                self.spare = Some((mem, charge));
+                return Ok(false);
+            }
             if ctx.memory.try_reserve(need) {
                 self.bytes += need;
                 return Ok(true);
@@ -65,6 +89,10 @@ impl Shard {
             if let Some((mem, charge)) = self.spare.take() {
                 self.unreserve(charge, ctx);
                 self.garbage.push(mem.into_bytes());
+                continue;
+            }
+            if let Some(freed) = ctx.pool.release_one(ctx.memory) {
+                self.garbage.push(freed);
                 continue;
             }
             if self.evict_segment(protect, spare_ok, ctx).is_none() {

@@ -28,6 +28,7 @@ use super::index::{At, Index};
 use super::item;
 use super::loc::Loc;
 use super::memory::Memory;
+use super::pool::SegPool;
 use super::record::{DEAD, FETCHED, Meta, NewItem};
 use super::request::{ItemView, Lookup};
 use super::segment::SegMem;
@@ -44,6 +45,7 @@ pub struct Ctx<'a> {
     pub hasher: &'a FixedState,
     pub memory: &'a Memory,
     pub layout: Layout,
+    pub pool: &'a SegPool,
     /// Told of each eviction (`watch evictions`).
     pub evictions_log: Option<&'a dyn super::EvictionLog>,
 }

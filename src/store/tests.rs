@@ -107,7 +107,7 @@ pub(super) fn check(s: &Store) {
         shard.check(&s.hasher);
         bytes += shard.bytes();
     }
-    assert_eq!(bytes, s.memory.used());
+    assert_eq!(bytes + s.pool.bytes(), s.memory.used());
     assert!(s.memory.used() <= s.memory.limit());
 }
 
@@ -609,6 +609,45 @@ fn delete() {
         assert!(remove(&s, format!("k{i}").as_bytes(), 2));
     }
     assert!(s.stats().bytes < full / 2, "{} of {full}", s.stats().bytes);
+    check(&s);
+}
+
+/// A segment that dies waits in the pool, still charged and not in
+/// `bytes`, for the next segment any shard opens; and a write that finds
+/// the limit reached takes pooled memory before it evicts an item.
+#[test]
+fn dead_segments_are_pooled_and_opened_again() {
+    // 2 shards of 1 MiB: 16 KiB segments, a pool of 2 MiB / 32 / 16 KiB.
+    let s = new_store(2 * MB, true, true, 2);
+    let value = [7; 200];
+    for i in 0..2000 {
+        cmd(&s, Set, format!("k{i}").as_bytes(), 0, 0, &value, 0, 2);
+    }
+    for i in 0..1500 {
+        assert!(remove(&s, format!("k{i}").as_bytes(), 2));
+    }
+    let pooled = s.pool.bytes();
+    assert!(pooled > 0, "the oldest segments died into the pool");
+    let used = s.memory.used();
+    assert_eq!(
+        s.stats().bytes as usize,
+        used - pooled,
+        "charged, holding no items"
+    );
+    check(&s);
+    for i in 2000..2200 {
+        cmd(&s, Set, format!("k{i}").as_bytes(), 0, 0, &value, 0, 2);
+    }
+    assert!(s.pool.bytes() < pooled, "new segments came from the pool");
+    assert!(s.memory.used() <= used, "and no new memory was taken");
+    check(&s);
+    // Filled to the limit: pooled memory goes before any item does.
+    let mut i = 2200;
+    while s.stats().evictions == 0 {
+        cmd(&s, Set, format!("k{i}").as_bytes(), 0, 0, &value, 0, 2);
+        i += 1;
+    }
+    assert_eq!(s.pool.bytes(), 0);
     check(&s);
 }
 
