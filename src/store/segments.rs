@@ -6,6 +6,7 @@
 //! It hands out and takes back ids and memory and keeps the orders; it
 //! does not decide what to evict, charge the budget, or know the index.
 
+use super::hint::prefetch;
 use super::list::{self, Links, List, Nodes};
 use super::loc::{Loc, SHARED_IDS, SOLO_BIT, is_solo};
 use super::memory;
@@ -67,7 +68,12 @@ pub enum Queue {
 /// One segment: a shared one receiving appends or sealed, or a large
 /// record's own. A vacant entry has no memory and chains its table's free
 /// list through `links.next`.
+///
+/// Two cache lines exactly: a lookup reads the buffer's address from one
+/// and a replacing write updates the live counts in the other, so that
+/// [`Segments::prefetch`] can start loading both.
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct Segment {
     pub mem: Option<SegMem>,
     /// Bytes written.
@@ -89,6 +95,8 @@ pub struct Segment {
     /// Place in its queue's order.
     qlinks: Links,
 }
+
+const _: () = assert!(std::mem::size_of::<Segment>() == 128);
 
 impl Segment {
     fn vacant(next_free: u32) -> Segment {
@@ -257,7 +265,9 @@ impl Segments {
     /// record's): its prefix, key and the first bytes of its value.
     #[inline]
     pub fn prefetch(&self, loc: Loc) {
-        self.get(loc.node()).mem().prefetch(loc.offset());
+        let seg = self.get(loc.node());
+        prefetch(std::ptr::from_ref(seg).cast::<u8>().wrapping_add(64));
+        seg.mem().prefetch(loc.offset());
     }
 
     /// The oldest segment.
