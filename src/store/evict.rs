@@ -317,10 +317,8 @@ impl Shard {
                 let size = ctx.layout.segment_size;
                 let (mem, charge) = if let Some(spare) = self.spare.take() {
                     spare
-                } else if let Some(mem) = ctx.pool.take() {
-                    let charge = ctx.pool.charge();
-                    self.bytes += charge;
-                    (mem, charge)
+                } else if let Some(pooled) = self.take_pooled(ctx) {
+                    pooled
                 } else {
                     let charge = memory::segment_cost(size);
                     if *budget < charge {

@@ -31,29 +31,26 @@ impl Shard {
     /// (slices handed out keep it alive until they go).
     pub(super) fn free_segment(&mut self, node: u32, ctx: &Ctx) -> Option<Bytes> {
         let (mem, charge, _) = self.segs.detach(node);
-        if !is_solo(node) && self.spare.is_none() && mem.len() == ctx.layout.segment_size {
-            match mem.recycle() {
-                Some(mem) => self.spare = Some((mem, charge)),
+        if !is_solo(node) && mem.len() == ctx.layout.segment_size {
+            let Some(mem) = mem.recycle() else {
                 // Readers hold it: the last of them frees it.
-                None => self.unreserve(charge, ctx),
+                self.unreserve(charge, ctx);
+                return None;
+            };
+            if self.spare.is_none() {
+                self.spare = Some((mem, charge));
+                return None;
             }
-            return None;
-        }
-        if !is_solo(node) && mem.len() == ctx.layout.segment_size && charge == ctx.pool.charge() {
-            // Recycled or not, it leaves this shard; pooled, its charge
-            // stays reserved for whichever shard opens it next.
-            match mem.recycle().map(|mem| ctx.pool.put(mem)) {
-                Some(Ok(())) => {
+            // Pooled, its charge stays reserved for whichever shard opens
+            // it next.
+            match ctx.pool.put(mem) {
+                Ok(()) => {
                     self.bytes -= charge;
                     return None;
                 }
-                Some(Err(mem)) => {
+                Err(mem) => {
                     self.unreserve(charge, ctx);
                     return Some(mem.into_bytes());
-                }
-                None => {
-                    self.unreserve(charge, ctx);
-                    return None;
                 }
             }
         }
@@ -76,10 +73,8 @@ impl Shard {
             if spare_ok && self.spare.is_some() {
                 return Ok(false);
             }
-            if spare_ok && let Some(mem) = ctx.pool.take() {
-                let charge = ctx.pool.charge();
-                self.bytes += charge;
-                self.spare = Some((mem, charge));
+            if spare_ok && let Some(pooled) = self.take_pooled(ctx) {
+                self.spare = Some(pooled);
                 return Ok(false);
             }
             if ctx.memory.try_reserve(need) {
@@ -110,6 +105,13 @@ impl Shard {
     pub(super) fn unreserve(&mut self, charge: usize, ctx: &Ctx) {
         ctx.memory.release(charge);
         self.bytes -= charge;
+    }
+
+    /// A pooled segment with its charge, now this shard's.
+    pub(super) fn take_pooled(&mut self, ctx: &Ctx) -> Option<(SegMem, usize)> {
+        let mem = ctx.pool.take()?;
+        self.bytes += ctx.pool.charge();
+        Some((mem, ctx.pool.charge()))
     }
 
     /// Opens `mem` (its charge taken) as queue `q`'s head; check
