@@ -327,7 +327,7 @@ fn a_bad_file_starts_the_cache_empty_and_says_why() {
     );
     // An older format (version 1: a CAS in every item; 2: a deadline in
     // every record) or a newer one.
-    for version in [1u32, 2, 4] {
+    for version in [1u32, 2, 5] {
         let mut other = good.clone();
         other[8..12].copy_from_slice(&version.to_le_bytes());
         let line = refused_with(&dir, &other, &["-m", "16"]);

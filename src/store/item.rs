@@ -2,8 +2,13 @@
 //! value. A shard keeps it inside a record (see `segment.rs`), and a hit
 //! hands out a slice of it.
 //!
-//! Layout: `[key_len u8][has u8][key][flags u32 LE if has&FLAGS][cas u64 LE if has&CAS][value]`.
-//! Flags are left out when they are 0 (memcached also drops zero flags).
+//! Layout: `[key_len u8][has u8][key][flags LE][cas u64 LE if has&CAS][value]`.
+//! Flags take the fewest of 0, 1, 2 or 4 bytes that hold them, as two
+//! `has` bits say (see [`flags_len`]). Clients set few flag bits:
+//! pymemcache's serializer (behind Django's `PyMemcacheCache`) bits 0 to
+//! 4, PHP's extension type codes under 256 unless the caller adds its own,
+//! spymemcached up to 2,048. So 4 bytes would mostly hold zeros, 3% of a
+//! 100-byte item. memcached also drops zero flags.
 //! Most items carry no CAS: theirs follows from where their record is (see
 //! `Shard::cas`). An item carries one only when that would be wrong: a
 //! record moved by eviction keeps the CAS it had, and a client may choose
@@ -15,17 +20,49 @@
 /// Longest key an item can hold (its length is one byte).
 pub const KEY_MAX: usize = u8::MAX as usize;
 
+/// Flags of 4 bytes; with [`FLAGS_NARROW`], of 2.
 const HAS_FLAGS: u8 = 1;
 const HAS_CAS: u8 = 2;
 /// The key was sent in base64 (the meta `b` flag): replies show it encoded.
 const KEY_BINARY: u8 = 4;
+/// Flags of 1 byte; with [`HAS_FLAGS`], of 2.
+const FLAGS_NARROW: u8 = 8;
+const FLAGS_BITS: u8 = HAS_FLAGS | FLAGS_NARROW;
+
+/// The bytes flags take in an item: none for 0, else the fewest of 1, 2
+/// or 4 that hold them.
+pub fn flags_len(flags: u32) -> usize {
+    match flags {
+        0 => 0,
+        1..=0xff => 1,
+        0x100..=0xffff => 2,
+        _ => 4,
+    }
+}
+
+/// The `has` bits that say flags take `len` bytes.
+fn flags_bits(len: usize) -> u8 {
+    match len {
+        0 => 0,
+        1 => FLAGS_NARROW,
+        2 => HAS_FLAGS | FLAGS_NARROW,
+        _ => HAS_FLAGS,
+    }
+}
+
+/// The bytes of flags that an item's `has` byte says it holds.
+fn flags_len_of(has: u8) -> usize {
+    match has & FLAGS_BITS {
+        0 => 0,
+        FLAGS_NARROW => 1,
+        FLAGS_BITS => 2,
+        _ => 4,
+    }
+}
 
 /// Bytes an item takes: a key and value, flags, and a CAS if it carries one.
 pub fn encoded_len(key_len: usize, value_len: usize, flags: u32, cas: Option<u64>) -> usize {
-    2 + key_len
-        + if flags != 0 { 4 } else { 0 }
-        + if cas.is_some() { CAS_LEN } else { 0 }
-        + value_len
+    2 + key_len + flags_len(flags) + if cas.is_some() { CAS_LEN } else { 0 } + value_len
 }
 
 /// What carrying its own CAS adds to an item.
@@ -49,12 +86,12 @@ pub fn key(item: &[u8]) -> &[u8] {
 pub fn header(item: &[u8]) -> Header {
     let has = item[1];
     let mut at = 2 + item[0] as usize;
-    let mut flags = 0;
     let mut cas = None;
-    if has & HAS_FLAGS != 0 {
-        flags = u32::from_le_bytes(item[at..at + 4].try_into().expect("4 bytes"));
-        at += 4;
-    }
+    let n = flags_len_of(has);
+    let mut le = [0u8; 4];
+    le[..n].copy_from_slice(&item[at..at + n]);
+    let flags = u32::from_le_bytes(le);
+    at += n;
     if has & HAS_CAS != 0 {
         cas = Some(u64::from_le_bytes(
             item[at..at + 8].try_into().expect("8 bytes"),
@@ -72,14 +109,11 @@ pub fn header(item: &[u8]) -> Header {
 /// key, flags and CAS within its length. For bytes read from outside (a
 /// snapshot), before any other function here touches them.
 pub fn is_well_formed(item: &[u8]) -> bool {
-    if item.len() < 2 || item[1] & !(HAS_FLAGS | HAS_CAS | KEY_BINARY) != 0 {
+    if item.len() < 2 || item[1] & !(FLAGS_BITS | HAS_CAS | KEY_BINARY) != 0 {
         return false;
     }
     let has = item[1];
-    let fields = 2
-        + item[0] as usize
-        + if has & HAS_FLAGS != 0 { 4 } else { 0 }
-        + if has & HAS_CAS != 0 { 8 } else { 0 };
+    let fields = 2 + item[0] as usize + flags_len_of(has) + if has & HAS_CAS != 0 { 8 } else { 0 };
     fields <= item.len()
 }
 
@@ -110,11 +144,10 @@ pub fn write(
     dst[1] = if key_binary { KEY_BINARY } else { 0 };
     let mut at = 2 + key.len();
     dst[2..at].copy_from_slice(key);
-    if flags != 0 {
-        dst[1] |= HAS_FLAGS;
-        dst[at..at + 4].copy_from_slice(&flags.to_le_bytes());
-        at += 4;
-    }
+    let n = flags_len(flags);
+    dst[1] |= flags_bits(n);
+    dst[at..at + n].copy_from_slice(&flags.to_le_bytes()[..n]);
+    at += n;
     if let Some(cas) = cas {
         dst[1] |= HAS_CAS;
         dst[at..at + 8].copy_from_slice(&cas.to_le_bytes());
@@ -127,10 +160,7 @@ pub fn write(
 /// as the same item carrying `cas`.
 pub fn write_carrying(dst: &mut [u8], src: &[u8], cas: u64) {
     debug_assert!(src[1] & HAS_CAS == 0 && dst.len() == src.len() + CAS_LEN);
-    let mut at = 2 + src[0] as usize;
-    if src[1] & HAS_FLAGS != 0 {
-        at += 4;
-    }
+    let at = 2 + src[0] as usize + flags_len_of(src[1]);
     dst[..at].copy_from_slice(&src[..at]);
     dst[1] |= HAS_CAS;
     dst[at..at + CAS_LEN].copy_from_slice(&cas.to_le_bytes());
@@ -211,6 +241,11 @@ mod tests {
             (0, Some(9)),
             (0, Some(0)),
             (u32::MAX, Some(u64::MAX)),
+            (0xff, Some(3)),
+            (0x100, None),
+            (0xffff, Some(4)),
+            (0x1_0000, None),
+            (0x8000_0000, None),
         ] {
             let b = make(b"key", flags, cas, b"value");
             assert_eq!(b.len(), encoded_len(3, 5, flags, cas));
@@ -222,8 +257,43 @@ mod tests {
     }
 
     #[test]
+    fn flags_take_the_fewest_bytes_that_hold_them() {
+        for (flags, len) in [
+            (0, 0),
+            (1, 1),
+            (16, 1),
+            (255, 1),
+            (256, 2),
+            (512, 2),
+            (65_535, 2),
+            (65_536, 4),
+            (u32::MAX, 4),
+        ] {
+            let b = make(b"k", flags, None, b"v");
+            assert_eq!(b.len(), 2 + 1 + len + 1, "flags {flags}");
+            assert_eq!(flags_len(flags), len);
+            assert!(is_well_formed(&b));
+            assert_eq!(header(&b).flags, flags);
+        }
+    }
+
+    #[test]
+    fn items_written_with_four_byte_flags_still_read() {
+        // As builds before narrow flags wrote them, and snapshots keep them.
+        let mut old = vec![3, HAS_FLAGS, b'k', b'e', b'y'];
+        old.extend_from_slice(&7u32.to_le_bytes());
+        old.extend_from_slice(b"value");
+        assert!(is_well_formed(&old));
+        let h = header(&old);
+        assert_eq!(
+            (h.flags, h.cas, &old[h.value_start..]),
+            (7, None, &b"value"[..])
+        );
+    }
+
+    #[test]
     fn an_item_made_to_carry_a_cas_keeps_everything_else() {
-        for flags in [0, 7] {
+        for flags in [0, 7, 300, 70_000] {
             let src = make(b"key", flags, None, b"value");
             let mut dst = vec![0; src.len() + CAS_LEN];
             write_carrying(&mut dst, &src, 42);

@@ -283,13 +283,17 @@ impl Store {
 
     /// What one item takes, in bytes, once its segment is full: its record
     /// (a 7-byte prefix holding state, length and access time; the item
-    /// header of 2 bytes + 4 for non-zero flags; key; value) and its share
-    /// of the hash index. This is the figure for non-zero flags and no
-    /// TTL; an item with a TTL has a 4-byte deadline field more, and one
-    /// moved by eviction, or given its CAS by the client, carries its CAS:
-    /// 8 more. For a 10-byte key and a 100-byte value: 132 bytes.
+    /// header of 2 bytes + up to 4 for flags; key; value) and its share of
+    /// the hash index. This is the figure for flags of 4 bytes (from 65,536)
+    /// and no TTL, the most an item without either takes: flags of 0 take
+    /// none, under 256 one byte, under 65,536 two. An item with a TTL has a
+    /// 4-byte deadline field more, and one moved by eviction, or given its
+    /// CAS by the client, carries its CAS: 8 more. For a 10-byte key and a
+    /// 100-byte value: 131 bytes.
     pub fn item_overhead(key_len: usize, value_len: usize) -> usize {
-        segment::PREFIX_MIN + item::encoded_len(key_len, value_len, 1, None) + memory::INDEX_SHARE
+        segment::PREFIX_MIN
+            + item::encoded_len(key_len, value_len, u32::MAX, None)
+            + memory::INDEX_SHARE
     }
 
     /// Whether an item could ever fit under the limit.

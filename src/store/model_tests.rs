@@ -216,7 +216,7 @@ fn run(seed: u64, ops: usize, limit: usize, shards: usize, exact: bool, restarts
             0..=44 => {
                 let mode = *rng.pick(&[Set, Set, Set, Add, Replace, Append, Prepend, Cas, Cas]);
                 let value = gen_value(&mut rng, !exact);
-                let flags = *rng.pick(&[0, 1, 42, u32::MAX]);
+                let flags = *rng.pick(&[0, 1, 42, 512, 65_535, 65_536, u32::MAX]);
                 let deadline = clock.deadline(gen_exptime(&mut rng, &clock) as i32 as i64, now);
                 let cas_unique = match (&had, rng.below(4)) {
                     (Some(MItem { cas: Some(c), .. }), 0..=2) => *c,

@@ -1113,9 +1113,9 @@ fn delayed_flush_reaches_unread_items_by_sweep() {
 
 #[test]
 fn accounting_per_item() {
-    // A 10-byte key and a 100-byte value with flags, no TTL: a 7-byte
-    // prefix, 2 + 10 + 4 + 100 = 116 item bytes (the CAS comes from the
-    // record's place), 8 of index and ghost.
+    // A 10-byte key and a 100-byte value with 4-byte flags, no TTL: a
+    // 7-byte prefix, 2 + 10 + 4 + 100 = 116 item bytes (the CAS comes from
+    // the record's place), 8 of index and ghost.
     assert_eq!(Store::item_overhead(10, 100), 131);
     // The first item opens a segment (1 MiB over one shard: 16 KiB ones)
     // and the index; the next ones fill them.

@@ -31,11 +31,15 @@ use std::io::{self, Read, Write};
 pub const MAGIC: [u8; 8] = *b"FERROSNP";
 /// The last block's tag.
 pub const END_MAGIC: [u8; 8] = *b"FERROEND";
-/// The format this build writes and reads. A file of another version is
-/// refused: its layout cannot be assumed. Version 2: most items carry no
-/// CAS, segments carry a CAS base. Version 3: a record has a deadline field
-/// only if its state says so.
-pub const VERSION: u32 = 3;
+/// The format this build writes. A file of a version before
+/// [`OLDEST_READ`] or after this one is refused: its layout cannot be
+/// assumed. Version 2: most items carry no CAS, segments carry a CAS base.
+/// Version 3: a record has a deadline field only if its state says so.
+/// Version 4: flags take 1 or 2 bytes where those hold them, a header bit
+/// version 3 lacks; its items are all version 4 items, so it is read too.
+pub const VERSION: u32 = 4;
+/// The oldest format this build reads.
+pub const OLDEST_READ: u32 = 3;
 
 /// Segment kinds.
 pub const SHARED: u8 = 0;
@@ -82,7 +86,7 @@ impl fmt::Display for Invalid {
             Invalid::NotASnapshot => f.write_str("not a ferrocache snapshot"),
             Invalid::Version(v) => write!(
                 f,
-                "format version {v}; this build reads version {VERSION} only"
+                "format version {v}; this build reads versions {OLDEST_READ} to {VERSION}"
             ),
             Invalid::Checksum(what) => {
                 write!(f, "checksum mismatch in {what}: the file is corrupt")
@@ -339,7 +343,7 @@ impl FileHeader {
             return Err(Invalid::Truncated);
         }
         let version = u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes"));
-        if version != VERSION {
+        if !(OLDEST_READ..=VERSION).contains(&version) {
             return Err(Invalid::Version(version));
         }
         r.read_exact(&mut buf[12..])?;
@@ -562,14 +566,26 @@ mod tests {
             assert_eq!(read(&out[..cut]), "the file is truncated", "cut at {cut}");
         }
         assert_eq!(read(b"VALUE x 0 1\r\n"), "not a ferrocache snapshot");
-        for other in [1u32, 2, 4] {
+        for other in [1u32, 2, 5] {
             let mut file = out.clone();
             file[8..12].copy_from_slice(&other.to_le_bytes());
             assert_eq!(
                 read(&file),
-                format!("format version {other}; this build reads version 3 only")
+                format!("format version {other}; this build reads versions 3 to 4")
             );
         }
+    }
+
+    #[test]
+    fn a_version_3_file_is_read() {
+        let mut file = Vec::new();
+        header().write(&mut file, 16).unwrap();
+        file[8..12].copy_from_slice(&3u32.to_le_bytes());
+        let crc_at = file.len() - 4;
+        let crc = crc32fast::hash(&file[..crc_at]);
+        file[crc_at..].copy_from_slice(&crc.to_le_bytes());
+        let read = FileHeader::read(&mut &file[..]).expect("a version 3 header");
+        assert_eq!(read.fingerprint, header().fingerprint);
     }
 
     #[test]

@@ -314,12 +314,12 @@ fn a_file_from_other_settings_or_a_newer_format_is_refused() {
     assert!(why.to_string().contains("-I"), "{why}");
     // Version 1 kept a CAS in every item and none in segment headers;
     // version 2, a deadline in every record.
-    for other in [1u32, 2, 4] {
+    for other in [1u32, 2, 5] {
         let mut file = file.clone();
         file[8..12].copy_from_slice(&other.to_le_bytes());
         assert_eq!(
             refused(&file),
-            format!("format version {other}; this build reads version 3 only")
+            format!("format version {other}; this build reads versions 3 to 4")
         );
     }
     assert_eq!(refused(b""), "the file is empty");
