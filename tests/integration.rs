@@ -90,6 +90,32 @@ fn basic_exchanges_have_exact_replies() {
 }
 
 #[test]
+fn flags_of_every_width_come_back_through_every_rewrite() {
+    // Stored in 0, 1, 2 or 4 bytes by size: each edge, kept by append,
+    // touch (which writes the item again with an expiry) and incr.
+    let (_server, mut c) = start(&[]);
+    for flags in [0u32, 1, 255, 256, 65_535, 65_536, u32::MAX] {
+        let value = |v: &str| format!("VALUE k {flags} {}\r\n{v}\r\nEND\r\n", v.len());
+        let set = format!("set k {flags} 0 2\r\n10\r\n");
+        run_table(
+            &mut c,
+            &[
+                (set.as_bytes(), b"STORED\r\n"),
+                (b"get k\r\n", value("10").as_bytes()),
+                (b"append k 0 0 1\r\n0\r\n", b"STORED\r\n"),
+                (b"touch k 1000\r\n", b"TOUCHED\r\n"),
+                (b"incr k 1\r\n", b"101\r\n"),
+                (b"get k\r\n", value("101").as_bytes()),
+                (
+                    b"mg k f v\r\n",
+                    format!("VA 3 f{flags}\r\n101\r\n").as_bytes(),
+                ),
+            ],
+        );
+    }
+}
+
+#[test]
 fn pipelined_requests_in_one_write_are_answered_in_order() {
     let (_server, mut c) = start(&[]);
     c.exchange(

@@ -116,7 +116,7 @@ fn items() -> (Vec<u8>, Vec<String>) {
     for i in 0..600 {
         let key = format!("item:{i}");
         let len = sizes[i % sizes.len()];
-        let flags = [0u32, 1, 0xdead_beef, u32::MAX][i % 4];
+        let flags = [0u32, 1, 300, 65_535, 0xdead_beef, u32::MAX][i % 6];
         let exptime = [0i64, 3600, 2_000_000][i % 3];
         sets.extend_from_slice(format!("set {key} {flags} {exptime} {len} noreply\r\n").as_bytes());
         sets.extend_from_slice(&value(i, len));
